@@ -1,0 +1,199 @@
+"""The `medtfod` command: one parser, thin subcommands that call typed functions.
+
+`build_parser()` is separate from `main(argv)` so tests can drive the CLI in-process.
+A `UserError` prints as `medtfod: error: ...` with exit status 1 and no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .errors import UserError
+
+
+def _convert_options(args):
+    from .convert import ConvertOptions
+    from .splits import parse_fractions
+    return ConvertOptions(fractions=parse_fractions(args.split), seed=args.seed, max_bad=args.max_bad,
+                          clip_tolerance=args.clip_tolerance, shard_size=args.shard_size)
+
+
+def cmd_convert_nih(args) -> int:
+    from .convert import convert_nih, summary
+    from .labelmap import read_label_map
+    label_map = read_label_map(args.label_map) if args.label_map else None
+    report = convert_nih(args.bbox_csv, args.images, args.out, data_entry=args.data_entry,
+                         label_map=label_map, opts=_convert_options(args), strict=args.strict,
+                         quiet=args.quiet)
+    print(summary(report, args.out))
+    return 0
+
+
+def cmd_config(args) -> int:
+    from .config import parse_overrides, render, write_config
+    config = render(args.model, args.data, batch_size=args.batch_size, steps=args.steps,
+                    image_size=args.image_size, learning_rate=args.learning_rate,
+                    warmup_steps=args.warmup_steps, checkpoint=args.checkpoint,
+                    augment=args.augment.split(",") if args.augment else None,
+                    overrides=parse_overrides(args.set))
+    write_config(config, args.out)
+    print(f"wrote {args.out} ({args.model}, {config.model.WhichOneof('model')}, "
+          f"batch {config.train_config.batch_size}, {config.train_config.num_steps} steps)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .odapi.train import train
+    train(args.config, args.model_dir, steps=args.steps, checkpoint_every_n=args.checkpoint_every_n,
+          num_workers=args.num_workers, verbose=not args.quiet)
+    print(f"training done; checkpoints and TensorBoard logs in {args.model_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .odapi.evaluate import evaluate
+    result = evaluate(args.config, args.model_dir, checkpoint=args.checkpoint, verbose=not args.quiet)
+    print(format_metrics(result))
+    print(f"metrics written to {os.path.join(args.model_dir, 'metrics.json')}")
+    return 0
+
+
+def format_metrics(result: dict) -> str:
+    lines = [f"evaluation of {result['checkpoint']} (step {result['step']}):"]
+    for name, value in result["metrics"].items():
+        if name.startswith("DetectionBoxes_") or name.startswith("DetectionMasks_"):
+            lines.append(f"  {name:<45} {value:.4f}")
+    return "\n".join(lines)
+
+
+def cmd_export(args) -> int:
+    from .odapi.export import export
+    path = export(args.config, args.model_dir, args.out, input_type=args.input_type, verbose=not args.quiet)
+    print(f"exported SavedModel to {path}")
+    return 0
+
+
+def cmd_detect(args) -> int:
+    from .detect import detect
+    summary = detect(args.model, args.images, args.out, min_score=args.min_score,
+                     label_map_path=args.label_map, quiet=args.quiet)
+    print(f"{summary['images']} images, {summary['detections']} detections at score >= {args.min_score}; "
+          f"drawn images and detections.csv in {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    run_demo(args.workspace, num_images=args.num_images, steps=args.steps, quiet=args.quiet)
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import doctor
+    return doctor()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medtfod", description="TF Object Detection API workflow for medical images.")
+    parser.add_argument("--version", action="version", version=f"medtfod {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bars or training logs")
+
+    convert = sub.add_parser("convert", help="box tables + images -> VOC XML, TFRecords, label map, splits")
+    sources = convert.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    common = argparse.ArgumentParser(add_help=False, parents=[quiet])
+    common.add_argument("--images", required=True, help="image folder (searched recursively by file name)")
+    common.add_argument("--out", required=True, help="output folder (replaced only when complete)")
+    common.add_argument("--label-map", help="label map .pbtxt (default: the source's shipped map)")
+    common.add_argument("--split", default="train=0.8,val=0.2",
+                        help="patient-level split fractions (default: train=0.8,val=0.2)")
+    common.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    common.add_argument("--strict", action="store_true", help="stop at the first bad row, writing nothing")
+    common.add_argument("--max-bad", type=float, default=0.05,
+                        help="fail when more than this share of rows/images is bad (default 0.05)")
+    common.add_argument("--clip-tolerance", type=float, default=2.0,
+                        help="pixels a box may extend past the image and be clipped (default 2)")
+    common.add_argument("--shard-size", type=int, default=1000, help="images per TFRecord shard")
+    nih = sources.add_parser("nih", parents=[common], help="NIH ChestX-ray14 BBox_List_2017.csv")
+    nih.add_argument("--bbox-csv", required=True, help="BBox_List_2017.csv")
+    nih.add_argument("--data-entry", help="Data_Entry_2017*.csv: patient ids and images without findings")
+    nih.set_defaults(func=cmd_convert_nih)
+
+    from .config import MODELS
+    config = sub.add_parser("config", help="render a pipeline config for a converted dataset")
+    config.add_argument("--model", required=True, choices=sorted(MODELS), help="model family")
+    config.add_argument("--data", required=True, help="a `medtfod convert` output folder")
+    config.add_argument("--out", required=True, help="pipeline.config to write")
+    config.add_argument("--batch-size", type=int)
+    config.add_argument("--steps", type=int, help="training steps (the LR schedule follows)")
+    config.add_argument("--image-size", type=int, help="model input size in pixels (square)")
+    config.add_argument("--learning-rate", type=float)
+    config.add_argument("--warmup-steps", type=int)
+    config.add_argument("--checkpoint", help="fine-tune checkpoint prefix; omitted = train from scratch")
+    config.add_argument("--augment", help="comma-separated augmentations replacing the template's, "
+                        "e.g. random_horizontal_flip,random_adjust_contrast")
+    config.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="set any config field, e.g. train_config.batch_size=4 (repeatable)")
+    config.set_defaults(func=cmd_config)
+
+    train = sub.add_parser("train", parents=[quiet], help="train with the OD API's TF2 loop")
+    train.add_argument("--config", required=True)
+    train.add_argument("--model-dir", required=True)
+    train.add_argument("--steps", type=int, help="total steps (default: the config's num_steps)")
+    train.add_argument("--checkpoint-every-n", type=int, default=1000)
+    train.add_argument("--num-workers", type=int, default=1)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", parents=[quiet], help="evaluate a checkpoint once (COCO metrics)")
+    ev.add_argument("--config", required=True)
+    ev.add_argument("--model-dir", required=True)
+    ev.add_argument("--checkpoint", help="checkpoint prefix (default: the latest)")
+    ev.set_defaults(func=cmd_eval)
+
+    export = sub.add_parser("export", parents=[quiet], help="export the latest checkpoint as a SavedModel")
+    export.add_argument("--config", required=True)
+    export.add_argument("--model-dir", required=True)
+    export.add_argument("--out", required=True)
+    export.add_argument("--input-type", default="image_tensor")
+    export.set_defaults(func=cmd_export)
+
+    detect = sub.add_parser("detect", parents=[quiet], help="run an exported model on a folder of images")
+    detect.add_argument("--model", required=True, help="export folder (or its saved_model/)")
+    detect.add_argument("--images", required=True, help="image folder (recursive)")
+    detect.add_argument("--out", required=True)
+    detect.add_argument("--min-score", type=float, default=0.5)
+    detect.add_argument("--label-map", help="default: label_map.pbtxt in the export folder")
+    detect.set_defaults(func=cmd_detect)
+
+    demo = sub.add_parser("demo", parents=[quiet], help="synthetic data -> convert -> train -> eval -> export -> detect")
+    demo.add_argument("--workspace", default=os.path.join("workspace", "demo"))
+    demo.add_argument("--num-images", type=int, default=300)
+    demo.add_argument("--steps", type=int, default=600)
+    demo.set_defaults(func=cmd_demo)
+
+    doctor = sub.add_parser("doctor", help="check the installation")
+    doctor.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"medtfod: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("medtfod: interrupted; outputs in progress were discarded", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Pipeline configs: parse a template as the OD API's `TrainEvalPipelineConfig`, set fields
+for a converted dataset, write it back as text.
+
+Editing the proto (never the text) means a misspelt field fails here, at render time,
+with the valid names, rather than an hour into training.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass
+from glob import glob
+from typing import Dict, Optional, Sequence
+
+from . import atomic
+from .errors import UserError
+from .labelmap import read_label_map
+from .resources import resource_path
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model family medtfod can render: template file and where its fields live."""
+
+    template: str
+    meta_arch: str  # the `model` oneof field: 'ssd' or 'faster_rcnn'
+    default_image_size: int
+
+
+MODELS: Dict[str, ModelSpec] = {
+    "ssd_mobilenet_v2_fpnlite_320": ModelSpec("ssd_mobilenet_v2_fpnlite_320.config", "ssd", 320),
+}
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"unknown model {name!r}; available: {', '.join(MODELS)}{hint}")
+    return MODELS[name]
+
+
+def _posix(path: str) -> str:
+    """Absolute path with forward slashes, which the OD API reads on every OS."""
+    return os.path.abspath(path).replace("\\", "/")
+
+
+def record_pattern(data_dir: str, split: str) -> str:
+    """The TFRecord glob of `split` in a converted dataset directory."""
+    report_path = os.path.join(data_dir, "report.json")
+    pattern = None
+    if os.path.isfile(report_path):
+        with open(report_path, encoding="utf-8") as f:
+            pattern = json.load(f).get("splits", {}).get(split, {}).get("tfrecords")
+    if pattern is None:
+        found = sorted(glob(os.path.join(data_dir, "tfrecords", f"{split}.record-*")))
+        if not found:
+            raise UserError(f"{data_dir} has no TFRecords for split {split!r}; "
+                            "expected the output folder of `medtfod convert`")
+        pattern = re.sub(r"-\d{5}-of-", "-?????-of-", os.path.basename(found[0]))
+    return _posix(os.path.join(data_dir, "tfrecords", pattern))
+
+
+def _is_repeated(fd) -> bool:
+    """protobuf >= 6 has `is_repeated`; older versions only `label`."""
+    if hasattr(fd, "is_repeated"):
+        return fd.is_repeated
+    return fd.label == fd.LABEL_REPEATED
+
+
+_INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+def _field(message, name: str, key: str):
+    fields = message.DESCRIPTOR.fields_by_name
+    if name not in fields:
+        close = difflib.get_close_matches(name, list(fields), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"--set {key}: {message.DESCRIPTOR.name} has no field {name!r}{hint}")
+    return fields[name]
+
+
+def set_override(config, key: str, value: str) -> None:
+    """Set one dotted field, e.g. `train_config.batch_size=4` or
+    `model.ssd.image_resizer.fixed_shape_resizer.height=256`. Repeated message fields take
+    an index (`data_augmentation_options[0]`); repeated scalars a comma-separated list;
+    message fields a text proto (`train_config.optimizer={...}`)."""
+    from google.protobuf import descriptor, text_format
+
+    message = config
+    parts = key.split(".")
+    for part in parts[:-1]:
+        m = _INDEXED.match(part)
+        name, index = (m.group(1), int(m.group(2))) if m else (part, None)
+        fd = _field(message, name, key)
+        if fd.message_type is None:
+            raise UserError(f"--set {key}: {name!r} is a value, not a message")
+        message = getattr(message, name)
+        if index is not None:
+            if index >= len(message):
+                raise UserError(f"--set {key}: {name} has {len(message)} entries, no [{index}]")
+            message = message[index]
+    fd = _field(message, parts[-1], key)
+
+    def convert(text: str):
+        text = text.strip()
+        try:
+            if fd.type == descriptor.FieldDescriptor.TYPE_BOOL:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return text.lower() in ("true", "1")
+            if fd.type in (descriptor.FieldDescriptor.TYPE_FLOAT, descriptor.FieldDescriptor.TYPE_DOUBLE):
+                return float(text)
+            if fd.type == descriptor.FieldDescriptor.TYPE_ENUM:
+                if text not in fd.enum_type.values_by_name:
+                    raise ValueError
+                return fd.enum_type.values_by_name[text].number
+            if fd.type == descriptor.FieldDescriptor.TYPE_STRING:
+                return text.strip("\"'")
+            return int(text)
+        except ValueError:
+            expected = ("one of " + ", ".join(fd.enum_type.values_by_name) if fd.enum_type
+                        else "true or false" if fd.type == descriptor.FieldDescriptor.TYPE_BOOL
+                        else "a number")
+            raise UserError(f"--set {key}={value}: {text!r} is not valid; expected {expected}") from None
+
+    if fd.message_type is not None:
+        target = getattr(message, fd.name)
+        if _is_repeated(fd):
+            raise UserError(f"--set {key}: repeated message field; set its entries as {fd.name}[0].FIELD")
+        target.Clear()
+        try:
+            text_format.Merge(value.strip().strip("{}"), target)
+        except text_format.ParseError as e:
+            raise UserError(f"--set {key}: {e}") from None
+        target.SetInParent()
+    elif _is_repeated(fd):
+        repeated = getattr(message, fd.name)
+        del repeated[:]
+        repeated.extend(convert(v) for v in value.split(","))
+    else:
+        setattr(message, fd.name, convert(value))
+
+
+def parse_overrides(items: Sequence[str]) -> Dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected FIELD.PATH=VALUE, e.g. train_config.batch_size=4")
+        out[key.strip()] = value
+    return out
+
+
+def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps: Optional[int] = None,
+           image_size: Optional[int] = None, learning_rate: Optional[float] = None,
+           warmup_steps: Optional[int] = None, checkpoint: Optional[str] = None,
+           checkpoint_type: str = "detection", augment: Optional[Sequence[str]] = None,
+           overrides: Optional[Dict[str, str]] = None, train_split: str = "train",
+           eval_split: str = "val"):
+    """A `TrainEvalPipelineConfig` for `model` on the converted dataset in `data_dir`.
+
+    Args:
+      batch_size, steps, image_size, learning_rate: replace the template's values; the
+        cosine schedule's total_steps follows `steps` and its warm-up is scaled with it
+        unless `warmup_steps` is given; the warm-up rate keeps its ratio to the base rate.
+      checkpoint: fine-tune checkpoint prefix (e.g. '.../checkpoint/ckpt-0'); None trains
+        from scratch (the template's fine_tune_checkpoint is removed).
+      augment: names of `PreprocessingStep` fields (e.g. ['random_horizontal_flip'])
+        replacing the template's data augmentation; None keeps the template's.
+      overrides: dotted field -> value, applied last (see `set_override`).
+    """
+    from .odapi import protos
+
+    spec = model_spec(model)
+    config = protos.read_pipeline_config(resource_path("pipeline_configs", spec.template))
+    label_map_path = os.path.join(data_dir, "label_map.pbtxt")
+    label_map = read_label_map(label_map_path)
+    arch = getattr(config.model, spec.meta_arch)
+    arch.num_classes = label_map.num_classes
+    if image_size:
+        arch.image_resizer.fixed_shape_resizer.height = image_size
+        arch.image_resizer.fixed_shape_resizer.width = image_size
+
+    train = config.train_config
+    if batch_size:
+        train.batch_size = batch_size
+    schedule = train.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    if steps:
+        if schedule.total_steps and not warmup_steps:
+            warmup_steps = max(1, round(schedule.warmup_steps * steps / schedule.total_steps))
+        train.num_steps = steps
+        schedule.total_steps = steps
+    if warmup_steps is not None:
+        schedule.warmup_steps = warmup_steps
+    if learning_rate:
+        ratio = schedule.warmup_learning_rate / schedule.learning_rate_base
+        schedule.learning_rate_base = learning_rate
+        schedule.warmup_learning_rate = learning_rate * ratio
+    if checkpoint:
+        if not os.path.exists(checkpoint + ".index"):
+            raise UserError(f"fine-tune checkpoint {checkpoint!r} not found (expected {checkpoint}.index)")
+        train.fine_tune_checkpoint = _posix(checkpoint)
+        train.fine_tune_checkpoint_type = checkpoint_type
+    else:
+        train.ClearField("fine_tune_checkpoint")
+        train.ClearField("fine_tune_checkpoint_type")
+    if augment is not None:
+        del train.data_augmentation_options[:]
+        valid = protos.PreprocessingStep.DESCRIPTOR.fields_by_name
+        for name in augment:
+            if name not in valid:
+                close = difflib.get_close_matches(name, list(valid), n=1)
+                raise UserError(f"unknown augmentation {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+            getattr(train.data_augmentation_options.add(), name).SetInParent()
+
+    for reader, split in ((config.train_input_reader, train_split), (config.eval_input_reader[0], eval_split)):
+        reader.label_map_path = _posix(label_map_path)
+        del reader.tf_record_input_reader.input_path[:]
+        reader.tf_record_input_reader.input_path.append(record_pattern(data_dir, split))
+
+    for key, value in (overrides or {}).items():
+        set_override(config, key, value)
+    return config
+
+
+def write_config(config, out: str) -> None:
+    from .odapi import protos
+    atomic.write_file(out, protos.to_text(config))

@@ -1,0 +1,41 @@
+"""Export: a trained checkpoint -> SavedModel with the OD API's `exporter_lib_v2`
+(what `exporter_main_v2` runs), plus the label map beside it for `medtfod detect`."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from .. import atomic
+from ..errors import UserError
+from .runtime import import_tensorflow, tidy_logging
+
+INPUT_TYPES = ("image_tensor", "float_image_tensor", "encoded_image_string_tensor")
+
+
+def export(config_path: str, model_dir: str, out_dir: str, input_type: str = "image_tensor",
+           verbose: bool = True) -> str:
+    """Export the latest checkpoint in `model_dir` to `out_dir` (assembled aside, then moved).
+
+    Writes `out_dir/saved_model/`, `out_dir/checkpoint/`, `out_dir/pipeline.config` (the
+    exporter's) and `out_dir/label_map.pbtxt`. Returns the SavedModel path.
+    """
+    if input_type not in INPUT_TYPES:
+        raise UserError(f"unknown --input-type {input_type!r}; choose one of {', '.join(INPUT_TYPES)}")
+    if not os.path.isfile(config_path):
+        raise UserError(f"pipeline config not found: {config_path}")
+    tf = import_tensorflow(verbose)
+    if not tf.train.latest_checkpoint(model_dir):
+        raise UserError(f"no checkpoint in {model_dir}; train first (medtfod train)")
+    from object_detection import exporter_lib_v2
+
+    tidy_logging(verbose)
+
+    from .protos import read_pipeline_config
+
+    pipeline_config = read_pipeline_config(config_path)
+    label_map = pipeline_config.train_input_reader.label_map_path
+    with atomic.staged_directory(out_dir) as tmp:
+        exporter_lib_v2.export_inference_graph(input_type, pipeline_config, model_dir, tmp)
+        if label_map and os.path.isfile(label_map):
+            shutil.copyfile(label_map, os.path.join(tmp, "label_map.pbtxt"))
+    return os.path.join(out_dir, "saved_model")

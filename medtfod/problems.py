@@ -1,0 +1,72 @@
+"""Bad-input bookkeeping: every problem names the file, the line, the value and what was expected.
+
+Readers report problems here instead of raising or silently skipping. In strict mode the
+first problem stops the run (as a `UserError`); otherwise problems are counted, kept for
+`report.json`, and the run fails only when too large a share of the input is bad.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import List, Optional
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad row, file or value.
+
+    Attributes:
+      file: the file the problem is in (as the user named it).
+      line: 1-based line number in that file, or None when the problem is not about a line.
+      kind: a short machine-readable category, e.g. 'bad_number', 'missing_image'.
+      value: the offending value, as found.
+      message: what is wrong and what was expected.
+    """
+
+    file: str
+    line: Optional[int]
+    kind: str
+    value: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.message} (value: {self.value!r})"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Problems:
+    """Collects problems; raises at once in strict mode."""
+
+    def __init__(self, strict: bool = False):
+        self.strict = strict
+        self.items: List[Problem] = []
+
+    def add(self, file: str, line: Optional[int], kind: str, value, message: str) -> None:
+        problem = Problem(str(file), line, kind, str(value), message)
+        if self.strict:
+            raise UserError(f"{problem}\n(stopped by --strict; nothing was written)")
+        self.items.append(problem)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def counts(self) -> dict:
+        return dict(sorted(Counter(p.kind for p in self.items).items()))
+
+    def check_share(self, bad: int, total: int, max_bad_fraction: float, what: str) -> None:
+        """Fail when more than `max_bad_fraction` of `total` items were bad."""
+        if total and bad / total > max_bad_fraction:
+            first = "\n  ".join(str(p) for p in self.items[:5])
+            raise UserError(
+                f"{bad} of {total} {what} are bad ({bad / total:.0%}), more than the allowed "
+                f"{max_bad_fraction:.0%} (--max-bad); nothing was written. First problems:\n  {first}")
+
+    def to_dict(self, limit: int = 1000) -> dict:
+        return {"count": len(self.items), "by_kind": self.counts(),
+                "items": [p.to_dict() for p in self.items[:limit]],
+                "truncated": max(0, len(self.items) - limit)}

@@ -1,0 +1,25 @@
+"""Progress bars for long loops (tqdm on stderr), silenced by --quiet or MEDTFOD_PROGRESS=0."""
+from __future__ import annotations
+
+import os
+import sys
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+
+def progress(total: int, desc: str, unit: str = "it", quiet: bool = False):
+    """A tqdm bar on stderr, or a silent stand-in when `quiet`."""
+    if quiet or os.environ.get("MEDTFOD_PROGRESS") == "0":
+        return _Silent()
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.5, leave=True)

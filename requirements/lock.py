@@ -1,0 +1,59 @@
+"""Re-create the hash-pinned lock files from the *.in files (a maintainer's tool; needs uv).
+
+    python requirements/lock.py            # cpu.txt, gpu.txt, odapi.txt, test.txt
+    python requirements/lock.py --check-windows   # also prove cpu.txt resolves for win_amd64
+
+Users never run this: scripts/bootstrap.py installs from the committed lock files with
+`pip --require-hashes`. The locks are universal (markers for Windows/Linux), for Python 3.11.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def compile_lock(src, out, *extra):
+    cmd = ["uv", "pip", "compile", "--universal", "--python-version", "3.11", "--generate-hashes",
+           "--quiet", "--no-header", os.path.join(HERE, src), "-o", os.path.join(HERE, out), *extra]
+    print("+", " ".join(cmd))
+    subprocess.run(cmd, check=True, cwd=HERE)
+
+
+def check_windows(lock):
+    """Download every wheel of `lock` for win_amd64 / CPython 3.11 (fails if one is missing)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes",
+               "--only-binary=:all:", "--platform", "win_amd64", "--python-version", "3.11",
+               "--implementation", "cp", "-d", tmp, "-r", os.path.join(HERE, lock)]
+        print("+", " ".join(cmd))
+        subprocess.run(cmd, check=True)
+        print(f"{lock}: {len(os.listdir(tmp))} wheels resolve for win_amd64")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check-windows", action="store_true")
+    args = parser.parse_args()
+    overrides = ["--override", os.path.join(HERE, "overrides.txt")]
+    compile_lock("runtime.in", "cpu.txt", *overrides)
+    with open(os.path.join(HERE, "runtime.in")) as f:
+        gpu = f.read().replace("tensorflow==", "tensorflow[and-cuda]==", 1)
+    gpu_in = os.path.join(HERE, "gpu.in")  # runtime.in with the CUDA extra; not kept
+    with open(gpu_in, "w") as f:
+        f.write(gpu)
+    try:
+        compile_lock("gpu.in", "gpu.txt", *overrides)
+    finally:
+        os.unlink(gpu_in)
+    compile_lock("odapi.in", "odapi.txt", "--no-deps")
+    compile_lock("test.in", "test.txt", "-c", os.path.join(HERE, "cpu.txt"))
+    if args.check_windows:
+        check_windows("cpu.txt")
+        check_windows("test.txt")
+
+
+if __name__ == "__main__":
+    main()

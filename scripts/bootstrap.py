@@ -1,0 +1,106 @@
+"""Set up medtfod in a virtual environment and run the demo or the tests: the README's two commands.
+
+    python3 scripts/bootstrap.py demo      (Windows: py -3.11 scripts\\bootstrap.py demo)
+    python3 scripts/bootstrap.py test      (Windows: py -3.11 scripts\\bootstrap.py test)
+    python3 scripts/bootstrap.py install [--gpu]
+
+Needs only Python 3.11 (3.12 and 3.13 also resolve) and access to PyPI. Creates `.venv/`
+beside this repository (or $MEDTFOD_VENV), installs the hash-pinned locks in requirements/
+with `pip --require-hashes --no-deps` (the OD API must not pull its declared dependencies),
+installs medtfod itself in editable mode, then runs `medtfod demo` or `pytest`. Re-running
+skips the install while the locks are unchanged. Extra arguments go to medtfod demo / pytest.
+Standard library only, so it runs before anything is installed.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQ = os.path.join(ROOT, "requirements")
+STAMP = "medtfod-install.sha256"
+
+
+def venv_dir() -> str:
+    return os.environ.get("MEDTFOD_VENV") or os.path.join(ROOT, ".venv")
+
+
+def venv_python(path: str) -> str:
+    if os.name == "nt":
+        return os.path.join(path, "Scripts", "python.exe")
+    return os.path.join(path, "bin", "python")
+
+
+def lock_files(gpu: bool, test: bool):
+    files = ["gpu.txt" if gpu else "cpu.txt", "odapi.txt"]
+    if test:
+        files.append("test.txt")
+    return [os.path.join(REQ, f) for f in files]
+
+
+def fingerprint(files) -> str:
+    digest = hashlib.sha256()
+    for path in files + [os.path.join(ROOT, "setup.cfg")]:
+        with open(path, "rb") as f:
+            digest.update(os.path.basename(path).encode() + b"\0" + f.read())
+    return digest.hexdigest()
+
+
+def run(cmd) -> None:
+    print("+ " + " ".join(cmd), flush=True)
+    result = subprocess.run(cmd, cwd=ROOT)
+    if result.returncode != 0:
+        sys.exit(f"bootstrap: command failed with exit status {result.returncode}: {' '.join(cmd)}")
+
+
+def install(gpu: bool = False, test: bool = False) -> str:
+    """Create/refresh the environment; returns its Python."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"bootstrap: medtfod needs Python 3.11 or newer; this is {sys.version.split()[0]} "
+                 "(on Windows: py -3.11 scripts\\bootstrap.py ...)")
+    if gpu and os.name == "nt":
+        sys.exit("bootstrap: TensorFlow has no native Windows GPU build after 2.10; use WSL2 for --gpu")
+    target = venv_dir()
+    python = venv_python(target)
+    files = lock_files(gpu, test)
+    want = fingerprint(files)
+    stamp = os.path.join(target, STAMP)
+    if os.path.isfile(python) and os.path.isfile(stamp):
+        with open(stamp) as f:
+            if f.read().strip() == want:
+                return python
+    if not os.path.isfile(python):
+        print(f"creating virtual environment {target}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(target)
+    pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+    requirements = [arg for f in files for arg in ("-r", f)]
+    run(pip + ["--require-hashes", "--no-deps"] + requirements)
+    run(pip + ["--no-deps", "--no-build-isolation", "-e", ROOT])
+    with open(stamp, "w") as f:
+        f.write(want + "\n")
+    return python
+
+
+def main(argv) -> int:
+    if not argv or argv[0] not in ("demo", "test", "install"):
+        print(__doc__)
+        return 2
+    verb, rest = argv[0], argv[1:]
+    gpu = "--gpu" in rest
+    rest = [a for a in rest if a != "--gpu"]
+    python = install(gpu=gpu, test=(verb == "test"))
+    if verb == "install":
+        print(f"medtfod is installed in {venv_dir()}; run it as {python} -m medtfod --help")
+        return 0
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if verb == "demo":
+        cmd = [python, "-m", "medtfod", "demo"] + rest
+    else:
+        cmd = [python, "-m", "pytest"] + rest
+    print("+ " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
