@@ -1,0 +1,80 @@
+"""Config rendering edits the OD API's proto (no TensorFlow needed)."""
+import pytest
+
+from medtfod.cli import main
+from medtfod.config import render, set_override
+from medtfod.errors import UserError
+from medtfod.odapi import protos
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_nih, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds") / "data"
+    assert main(["convert", "nih", "--bbox-csv", tiny_nih["bbox_csv"], "--images", tiny_nih["images"],
+                 "--data-entry", tiny_nih["data_entry"], "--label-map", tiny_nih["label_map"],
+                 "--out", str(out), "-q"]) == 0
+    return str(out)
+
+
+def test_render_sets_dataset_fields(dataset):
+    c = render("ssd_mobilenet_v2_fpnlite_320", dataset, batch_size=4, steps=500, image_size=128,
+               learning_rate=0.02, augment=["random_horizontal_flip", "random_adjust_contrast"])
+    assert c.model.ssd.num_classes == 2
+    assert c.model.ssd.image_resizer.fixed_shape_resizer.height == 128
+    assert c.train_config.batch_size == 4 and c.train_config.num_steps == 500
+    sched = c.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    assert sched.total_steps == 500 and sched.warmup_steps == 10  # 1000/50000 of the steps
+    assert sched.learning_rate_base == pytest.approx(0.02)
+    assert sched.warmup_learning_rate == pytest.approx(0.02 * 0.026666 / 0.08)
+    assert not c.train_config.HasField("fine_tune_checkpoint")
+    paths = [c.train_input_reader.tf_record_input_reader.input_path[0],
+             c.eval_input_reader[0].tf_record_input_reader.input_path[0], c.train_input_reader.label_map_path]
+    assert all("\\" not in p for p in paths)
+    assert paths[0].endswith("tfrecords/train.record-?????-of-00001")
+    assert paths[1].endswith("tfrecords/val.record-?????-of-00001")
+    steps = [s.WhichOneof("preprocessing_step") for s in c.train_config.data_augmentation_options]
+    assert steps == ["random_horizontal_flip", "random_adjust_contrast"]
+    # what is written parses back as the same proto
+    again = protos.parse_text(protos.to_text(c), protos.TrainEvalPipelineConfig(), "x")
+    assert again == c
+
+
+def test_overrides(dataset):
+    c = render("ssd_mobilenet_v2_fpnlite_320", dataset, overrides={
+        "train_config.batch_size": "3", "model.ssd.feature_extractor.conv_hyperparams.batch_norm.decay": "0.9",
+        "train_config.data_augmentation_options[0].random_horizontal_flip.probability": "0.25",
+        "model.ssd.anchor_generator.multiscale_anchor_generator.aspect_ratios": "1.0,2.0",
+        "model.ssd.post_processing.score_converter": "SOFTMAX"})
+    assert c.train_config.batch_size == 3
+    assert c.model.ssd.feature_extractor.conv_hyperparams.batch_norm.decay == pytest.approx(0.9)
+    assert c.train_config.data_augmentation_options[0].random_horizontal_flip.probability == 0.25
+    assert list(c.model.ssd.anchor_generator.multiscale_anchor_generator.aspect_ratios) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train_config.batch_sise", "4", "did you mean 'batch_size'"),
+    ("train_config.batch_size", "four", "expected a number"),
+    ("model.ssd.post_processing.score_converter", "SOFT", "one of IDENTITY"),
+    ("train_config.batch_size.x", "1", "is a value, not a message"),
+])
+def test_bad_override(dataset, key, value, message):
+    with pytest.raises(UserError, match=message):
+        render("ssd_mobilenet_v2_fpnlite_320", dataset, overrides={key: value})
+
+
+def test_unknown_model_and_missing_checkpoint(dataset, tmp_path):
+    with pytest.raises(UserError, match="did you mean 'ssd_mobilenet_v2_fpnlite_320'"):
+        render("ssd_mobilenet_v2_fpnlite", dataset)
+    with pytest.raises(UserError, match="fine-tune checkpoint"):
+        render("ssd_mobilenet_v2_fpnlite_320", dataset, checkpoint=str(tmp_path / "ckpt-0"))
+
+
+def test_cli_config(dataset, tmp_path, capsys):
+    out = tmp_path / "pipeline.config"
+    assert main(["config", "--model", "ssd_mobilenet_v2_fpnlite_320", "--data", dataset, "--out", str(out),
+                 "--steps", "100", "--set", "train_config.batch_size=2"]) == 0
+    c = protos.read_pipeline_config(str(out))
+    assert c.train_config.batch_size == 2 and c.train_config.num_steps == 100
+    assert main(["config", "--model", "ssd_mobilenet_v2_fpnlite_320", "--data", dataset, "--out", str(out),
+                 "--set", "nonsense"]) == 1
+    assert "expected FIELD.PATH=VALUE" in capsys.readouterr().err

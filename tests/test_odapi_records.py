@@ -1,0 +1,65 @@
+"""The OD API's own decoder and label-map parser accept what `convert` writes."""
+import csv
+import glob
+import os
+
+import pytest
+
+from medtfod.cli import main
+
+pytestmark = pytest.mark.tf
+
+
+@pytest.fixture(scope="module")
+def converted(tiny_nih, tmp_path_factory):
+    out = tmp_path_factory.mktemp("records") / "data"
+    assert main(["convert", "nih", "--bbox-csv", tiny_nih["bbox_csv"], "--images", tiny_nih["images"],
+                 "--data-entry", tiny_nih["data_entry"], "--label-map", tiny_nih["label_map"],
+                 "--out", str(out), "--shard-size", "5", "-q"]) == 0
+    return str(out)
+
+
+def table_boxes(path):
+    boxes = {}
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    for image, label, x, y, w, h in rows:
+        boxes.setdefault(image, []).append((label, float(x), float(y), float(w), float(h)))
+    return boxes
+
+
+def test_decoder_matches_table(converted, tiny_nih):
+    from medtfod.odapi.runtime import import_tensorflow
+    tf = import_tensorflow(verbose=False)
+    from object_detection.core import standard_fields as fields
+    from object_detection.data_decoders import tf_example_decoder
+
+    label_map = os.path.join(converted, "label_map.pbtxt")
+    decoder = tf_example_decoder.TfExampleDecoder(label_map_proto_file=label_map)
+    expected = table_boxes(tiny_nih["bbox_csv"])
+    ids = {"Mass": 1, "Nodule": 2}
+    files = sorted(glob.glob(os.path.join(converted, "tfrecords", "*.record-*")))
+    assert len(files) == 3 + 2  # 18 train images / 5 per shard, 6 val images / 5 per shard
+    seen = set()
+    for raw in tf.data.TFRecordDataset(files):
+        d = decoder.decode(raw)
+        name = d[fields.InputDataFields.source_id].numpy().decode()
+        seen.add(name)
+        assert d[fields.InputDataFields.image].shape == (64, 64, 3)
+        got_boxes = d[fields.InputDataFields.groundtruth_boxes].numpy()
+        got_classes = d[fields.InputDataFields.groundtruth_classes].numpy().tolist()
+        want = expected.get(name, [])
+        assert got_classes == [ids[label] for label, *_ in want]
+        for (label, x, y, w, h), (ymin, xmin, ymax, xmax) in zip(want, got_boxes):
+            for a, e in zip((ymin, xmin, ymax, xmax), (y / 64, x / 64, (y + h) / 64, (x + w) / 64)):
+                assert a == pytest.approx(e, abs=1e-6)
+    assert len(seen) == 24
+
+
+def test_label_map_util_reads_ours(converted):
+    from medtfod.odapi.runtime import import_tensorflow
+    import_tensorflow(verbose=False)
+    from object_detection.utils import label_map_util
+
+    index = label_map_util.create_category_index_from_labelmap(os.path.join(converted, "label_map.pbtxt"))
+    assert index == {1: {"id": 1, "name": "Mass"}, 2: {"id": 2, "name": "Nodule"}}
