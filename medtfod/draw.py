@@ -22,14 +22,15 @@ def draw_boxes(image: Image.Image, items: Sequence[Tuple[str, int, float, Box]])
     """An RGB copy of `image` with each (label, class_id, score, Box) drawn and captioned.
 
     Boxes are pixel xyxy (medtfod's convention). The caption 'label 0.93' sits above the
-    box, or inside it when the box touches the top edge.
+    box, or inside it when the box touches the top edge. Lower scores are drawn first, so
+    where boxes overlap the most confident one stays visible on top.
     """
     out = image.convert("RGB")
     draw = ImageDraw.Draw(out)
     side = min(out.size)
     width = max(1, side // 200)
     font = ImageFont.load_default(size=max(10, side // 28))
-    for label, class_id, score, box in items:
+    for label, class_id, score, box in sorted(items, key=lambda item: item[2]):
         c = colour(class_id)
         draw.rectangle([box.xmin, box.ymin, box.xmax - 1, box.ymax - 1], outline=c, width=width)
         text = f"{label} {score:.2f}"

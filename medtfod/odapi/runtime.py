@@ -18,7 +18,7 @@ def import_tensorflow(verbose: bool = True):
     import tensorflow as tf
     from absl import logging as absl_logging
 
-    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.WARNING)  # absl's INFO lines are internal chatter
     tf.get_logger().setLevel(logging.INFO if verbose else logging.WARNING)
     return tf
 
@@ -37,9 +37,20 @@ def tidy_logging(verbose: bool = True) -> None:
     copy of TensorFlow's lines (the OD API's step, loss and metric reports) and only
     warnings from everything else.
     """
-    import tensorflow as tf
+    import warnings
 
+    import tensorflow as tf
+    from tensorflow.python.util import deprecation
+
+    # The 2022 OD API calls many APIs TensorFlow has since deprecated; the notices say
+    # nothing a user can act on, and they bury the step/loss lines.
+    deprecation._PRINT_DEPRECATION_WARNINGS = False  # noqa: SLF001
+    warnings.filterwarnings("ignore", message=r".*set_learning_phase.*", category=UserWarning)
     tf_logger = tf.get_logger()
+    if not tf_logger.handlers:  # TF adds its own handler only when the root logger had none
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+        tf_logger.addHandler(handler)
     tf_logger.propagate = False
     tf_logger.setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger().setLevel(logging.WARNING)

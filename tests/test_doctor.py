@@ -1,0 +1,28 @@
+import io
+
+import pytest
+
+pytestmark = pytest.mark.tf
+
+
+def test_doctor_reports_and_builds_a_model():
+    from medtfod.doctor import doctor
+    out = io.StringIO()
+    assert doctor(out) == 0
+    text = out.getvalue()
+    for needle in ("python", "tensorflow", "tf-keras", "tf-object-detection-api", "protobuf", "pillow",
+                   "fix legacy_keras", "fix tensorflow_io", "GPUs", "OD API model build"):
+        assert needle in text
+    assert "NOT ACTIVE" not in text and "ok: built SSDMetaArch" in text
+
+
+def test_doctor_fails_with_reason(monkeypatch):
+    from medtfod import doctor as doctor_mod
+    from medtfod.odapi import checks
+
+    def broken(image_size=64):
+        raise ValueError("no kernel for DepthwiseConv2dNative")
+    monkeypatch.setattr(checks, "build_and_run_ssd", broken)
+    out = io.StringIO()
+    assert doctor_mod.doctor(out) == 1
+    assert "FAILED: ValueError: no kernel for DepthwiseConv2dNative" in out.getvalue()
