@@ -6,18 +6,21 @@ Readers produce `ImageRecord`s; writers consume them. Boxes are `medtfod.boxes.B
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 from .boxes import Box
+from .masks import Mask
 
 
 @dataclass(frozen=True)
 class Object:
-    """One labelled box. `source` is 'file:line' of the row it came from."""
+    """One labelled box, with an instance mask where the source has one.
+    `source` is 'file:line' of the row it came from."""
 
     label: str
     box: Box
     source: str = ""
+    mask: Optional[Mask] = None
 
 
 @dataclass
@@ -40,3 +43,7 @@ class ImageRecord:
     format: str
     patient_id: str
     objects: List[Object] = field(default_factory=list)
+
+    @property
+    def has_masks(self) -> bool:
+        return any(o.mask is not None for o in self.objects)

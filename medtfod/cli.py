@@ -6,6 +6,7 @@ A `UserError` prints as `medtfod: error: ...` with exit status 1 and no tracebac
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import List, Optional
@@ -14,22 +15,34 @@ from . import __version__
 from .errors import UserError
 
 
-def _convert_options(args):
-    from .convert import ConvertOptions
+def cmd_convert(args) -> int:
+    from .convert import ConvertOptions, convert_table, summary
+    from .problems import Problems
+    from .sources import read_source
     from .splits import parse_fractions
-    return ConvertOptions(fractions=parse_fractions(args.split), seed=args.seed, max_bad=args.max_bad,
-                          clip_tolerance=args.clip_tolerance, shard_size=args.shard_size)
-
-
-def cmd_convert_nih(args) -> int:
-    from .convert import convert_nih, summary
-    from .labelmap import read_label_map
-    label_map = read_label_map(args.label_map) if args.label_map else None
-    report = convert_nih(args.bbox_csv, args.images, args.out, data_entry=args.data_entry,
-                         label_map=label_map, opts=_convert_options(args), strict=args.strict,
-                         quiet=args.quiet)
+    opts = ConvertOptions(fractions=parse_fractions(args.split), seed=args.seed, max_bad=args.max_bad,
+                          clip_tolerance=args.clip_tolerance, shard_size=args.shard_size,
+                          workers=args.workers or ConvertOptions().workers)
+    problems = Problems(strict=args.strict)
+    table, label_map = read_source(args.source, args, problems)
+    report = convert_table(table, args.images, args.out, label_map, opts, problems, quiet=args.quiet)
     print(summary(report, args.out))
     return 0
+
+
+def cmd_audit(args) -> int:
+    from .audit import audit, summary
+    patients = None
+    if args.data_entry:
+        from .problems import Problems
+        from .readers.nih import read_data_entry
+        patients = read_data_entry(args.data_entry, Problems()).patients
+    result = audit(args.splits, args.images, patients)
+    print(summary(result))
+    if args.out:
+        from . import atomic
+        atomic.write_file(args.out, json.dumps(result, indent=2) + "\n")
+    return 1 if result["leaks"] else 0
 
 
 def cmd_config(args) -> int:
@@ -110,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, parents=[quiet])
     common.add_argument("--images", required=True, help="image folder (searched recursively by file name)")
     common.add_argument("--out", required=True, help="output folder (replaced only when complete)")
-    common.add_argument("--label-map", help="label map .pbtxt (default: the source's shipped map)")
+    common.add_argument("--label-map", help="label map .pbtxt (default: the source's shipped map, or the classes found)")
     common.add_argument("--split", default="train=0.8,val=0.2",
                         help="patient-level split fractions (default: train=0.8,val=0.2)")
     common.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
@@ -120,10 +133,24 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--clip-tolerance", type=float, default=2.0,
                         help="pixels a box may extend past the image and be clipped (default 2)")
     common.add_argument("--shard-size", type=int, default=1000, help="images per TFRecord shard")
-    nih = sources.add_parser("nih", parents=[common], help="NIH ChestX-ray14 BBox_List_2017.csv")
-    nih.add_argument("--bbox-csv", required=True, help="BBox_List_2017.csv")
-    nih.add_argument("--data-entry", help="Data_Entry_2017*.csv: patient ids and images without findings")
-    nih.set_defaults(func=cmd_convert_nih)
+    common.add_argument("--workers", type=int, help="processes reading images (default: all cores)")
+    from .sources import SOURCES
+    for name, source in SOURCES.items():
+        p = sources.add_parser(name, parents=[common], help=source.help, description=source.help)
+        for option, text in source.inputs:
+            p.add_argument(option, required=True, help=text)
+        if name == "nih":
+            p.add_argument("--data-entry", help="Data_Entry_2017*.csv: patient ids and images without findings")
+        if name == "csv":
+            p.add_argument("--label", help="class of every row, for tables without a label column")
+        p.set_defaults(func=cmd_convert)
+
+    audit = sub.add_parser("audit", help="check a split for patients or identical images in two splits")
+    audit.add_argument("--splits", required=True, help="folder of <split>.txt lists (or a converted dataset)")
+    audit.add_argument("--images", required=True, help="image folder (recursive)")
+    audit.add_argument("--data-entry", help="Data_Entry_2017*.csv for patient ids (default: from NIH names)")
+    audit.add_argument("--out", help="write the findings as JSON here")
+    audit.set_defaults(func=cmd_audit)
 
     from .config import MODELS
     config = sub.add_parser("config", help="render a pipeline config for a converted dataset")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, OrderedDict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional
 
@@ -25,6 +26,7 @@ from .boxes import Box
 from .errors import UserError
 from .images import ImageError, index_images, read_and_probe
 from .labelmap import LabelMap
+from .masks import Mask
 from .problems import Problems
 from .progress import progress
 from .splits import DEFAULT_FRACTIONS, assign_patients
@@ -33,13 +35,22 @@ from .writers import tfrecord, voc
 
 @dataclass(frozen=True)
 class TableRow:
-    """One box from a source table; `file`/`line` say where it came from."""
+    """One object from a source; `file`/`line` say where it came from.
+
+    Attributes:
+      box: pixel `Box` in the image's frame (for a mask, the box around it).
+      mask: the object's instance mask, where the source has one.
+      clip: the source's coordinates may lie outside the image by more than the clip
+        tolerance and are clipped to it (DDTI polygons), rather than rejected.
+    """
 
     image: str
     label: str
     box: Box
     file: str
     line: int
+    mask: Optional[Mask] = None
+    clip: bool = False
 
 
 @dataclass
@@ -68,6 +79,7 @@ class ConvertOptions:
     max_bad: float = 0.05          # fail when a larger share of rows/images is bad
     clip_tolerance: float = 2.0    # pixels a box may stick out of the image and be clipped
     shard_size: int = 1000         # images per TFRecord shard (at least one shard per split)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes reading images
 
 
 def _default_patient(image: str) -> str:
@@ -92,8 +104,15 @@ def _group_rows(table: Table, label_map: LabelMap, problems: Problems) -> "Order
     return grouped
 
 
+class _Issues(list):
+    """Problems found in a worker process, replayed into the main `Problems` in image order."""
+
+    def add(self, file, line, kind, value, message) -> None:
+        self.append((file, line, kind, value, message))
+
+
 def _build_record(image: str, rows: List[Optional[TableRow]], path: Optional[str], patient: str,
-                  opts: ConvertOptions, problems: Problems, where: str):
+                  opts: ConvertOptions, problems, where: str):
     """Read and check one image; returns (record, bytes) or None when the image is dropped.
 
     An image is dropped whole when any of its rows is bad: keeping it with a box missing
@@ -116,20 +135,81 @@ def _build_record(image: str, rows: List[Optional[TableRow]], path: Optional[str
         return None
     objects = []
     for row in rows:
-        issue = row.box.problem(info.width, info.height, opts.clip_tolerance)
+        box = row.box.clipped(info.width, info.height) if row.clip else row.box
+        issue = box.problem(info.width, info.height, opts.clip_tolerance)
         if issue:
             problems.add(row.file, row.line, "bad_box", image, issue)
             return None
-        objects.append(Object(row.label, row.box.clipped(info.width, info.height), f"{row.file}:{row.line}"))
+        objects.append(Object(row.label, box.clipped(info.width, info.height), f"{row.file}:{row.line}", row.mask))
     record = ImageRecord(image, os.path.abspath(path), info.width, info.height, info.channels,
                          info.format, patient, objects)
     return record, data
+
+
+def _process(job):
+    """Worker: check one image and encode its outputs. Returns (record, example, voc, issues)."""
+    image, rows, path, patient, opts, label_map, where = job
+    issues = _Issues()
+    built = _build_record(image, rows, path, patient, opts, issues, where)
+    if built is None:
+        return None, None, None, issues
+    record, data = built
+    return record, tfrecord.example_bytes(record, data, label_map), voc.voc_xml(record), issues
+
+
+def _results(jobs: list, workers: int):
+    """`_process` over `jobs` in order, in a process pool when it pays off."""
+    if workers <= 1 or len(jobs) < 32:
+        yield from map(_process, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        try:
+            yield from pool.map(_process, jobs, chunksize=8)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _match_stems(grouped, index, patients: Dict[str, str]):
+    """Table names without an extension ('case_12') -> the image file with that stem
+    ('case_12.png'), when exactly one file has it. Returns (grouped, patients) re-keyed."""
+    by_stem: Dict[str, Optional[str]] = {}
+    for name in index:
+        stem = os.path.splitext(name)[0]
+        by_stem[stem] = None if stem in by_stem else name  # None: ambiguous stem
+    renamed: "OrderedDict[str, list]" = OrderedDict()
+    for image, rows in grouped.items():
+        target = image if image in index or os.path.splitext(image)[1] else by_stem.get(image) or image
+        renamed.setdefault(target, []).extend(rows)
+        if target != image and image in patients:
+            patients = dict(patients, **{target: patients[image]})
+    return renamed, patients
+
+
+def _split_images(table: Table, grouped, index, opts: ConvertOptions):
+    """Patient ids, then the stratified patient-level split; returns (patients, by_split, missing)."""
+    patients = {image: table.patients.get(image) or _default_patient(image) for image in grouped}
+    classes: Dict[str, set] = {}
+    for image, rows in grouped.items():
+        classes.setdefault(patients[image], set()).update(r.label for r in rows if r is not None)
+    split_of_patient = assign_patients(patients.values(), opts.fractions, opts.seed, classes)
+    by_split: Dict[str, List[str]] = {name: [] for name in opts.fractions}
+    negatives_missing = 0
+    for image in sorted(grouped):
+        if not grouped[image] and image not in index:
+            negatives_missing += 1  # listed without findings but not downloaded: not an error
+            continue
+        by_split[split_of_patient[patients[image]]].append(image)
+    return patients, by_split, negatives_missing
 
 
 def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelMap,
                   opts: Optional[ConvertOptions] = None, problems: Optional[Problems] = None,
                   quiet: bool = False) -> dict:
     """Validate `table` against the images and write the converted dataset to `out_dir`.
+
+    Images are read, checked and encoded in `opts.workers` processes; outputs are written
+    in a fixed order, so reruns give byte-identical files.
 
     Args:
       problems: the reader's problem log (bad rows it already skipped); its strict flag
@@ -142,6 +222,8 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
       UserError: with --strict on the first problem; otherwise when more than
         `opts.max_bad` of the rows/images are bad. Nothing is written then.
     """
+    from .writers.coco import coco_json
+
     opts = opts or ConvertOptions()
     problems = problems if problems is not None else Problems()
     reader_problems = len(problems)
@@ -149,51 +231,46 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
     for image in table.negatives:
         grouped.setdefault(image, [])
     index, _dupes = index_images(images_dir)
-    patients = {image: table.patients.get(image) or _default_patient(image) for image in grouped}
-    split_of_patient = assign_patients(patients.values(), opts.fractions, opts.seed)
-    by_split: Dict[str, List[str]] = {name: [] for name in opts.fractions}
-    negatives_missing = 0
-    for image in sorted(grouped):
-        if not grouped[image] and image not in index:
-            negatives_missing += 1  # listed without findings but not downloaded: not an error
-            continue
-        by_split[split_of_patient[patients[image]]].append(image)
+    grouped, table.patients = _match_stems(grouped, index, table.patients)
+    patients, by_split, negatives_missing = _split_images(table, grouped, index, opts)
+    where = table.inputs.get("images", images_dir)
 
     report_splits = {}
     with atomic.staged_directory(out_dir) as tmp:
-        for sub in ("voc", "splits", "tfrecords"):
+        for sub in ("voc", "splits", "tfrecords", "coco"):
             os.makedirs(os.path.join(tmp, sub))
-        total = sum(len(v) for v in by_split.values())
-        bar = progress(total=total, desc="convert", unit="img", quiet=quiet)
+        bar = progress(total=sum(len(v) for v in by_split.values()), desc="convert", unit="img", quiet=quiet)
         for split, images in by_split.items():
             kept: List[ImageRecord] = []
             shards = tfrecord.shard_paths(os.path.join(tmp, "tfrecords"), split,
                                           max(1, -(-len(images) // opts.shard_size)))
+            jobs = [(image, grouped[image], index.get(image), patients[image], opts, label_map, where)
+                    for image in images]
             files = [open(p, "wb") for p in shards]
             try:
-                for image in images:
-                    built = _build_record(image, grouped[image], index.get(image), patients[image],
-                                          opts, problems, table.inputs.get("images", images_dir))
+                for record, example, voc_bytes, issues in _results(jobs, opts.workers):
                     bar.update(1)
-                    if built is None:
+                    for issue in issues:
+                        problems.add(*issue)
+                    if record is None:
                         continue
-                    record, data = built
-                    tfrecord.write_record(files[len(kept) % len(files)],
-                                          tfrecord.example_bytes(record, data, label_map))
-                    stem = os.path.splitext(record.image_id)[0]
-                    with open(os.path.join(tmp, "voc", stem + ".xml"), "wb") as f:
-                        f.write(voc.voc_xml(record))
+                    tfrecord.write_record(files[len(kept) % len(files)], example)
+                    with open(os.path.join(tmp, "voc", os.path.splitext(record.image_id)[0] + ".xml"), "wb") as f:
+                        f.write(voc_bytes)
                     kept.append(record)
             finally:
                 for f in files:
                     f.close()
             with open(os.path.join(tmp, "splits", f"{split}.txt"), "w", encoding="utf-8", newline="\n") as f:
                 f.writelines(r.image_id + "\n" for r in kept)
+            with open(os.path.join(tmp, "coco", f"{split}.json"), "wb") as f:
+                f.write(coco_json(kept, label_map))
             report_splits[split] = {
                 "images": len(kept),
                 "negatives": sum(1 for r in kept if not r.objects),
                 "patients": len({r.patient_id for r in kept}),
                 "boxes": dict(sorted(Counter(o.label for r in kept for o in r.objects).items())),
+                "masks": sum(1 for r in kept for o in r.objects if o.mask is not None),
                 "tfrecords": tfrecord.shard_pattern(split, len(shards)),
             }
         bar.close()
@@ -229,25 +306,8 @@ def summary(report: dict, out_dir: str) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in p["by_kind"].items())
         lines.append(f"  skipped: {p['count']} problems ({kinds}); details in report.json")
         lines.extend(f"    {item['file']}:{item['line'] or '-'}: {item['message']}" for item in p["items"][:5])
+    skips = p.get("expected_skips", {})
+    if skips.get("count"):
+        kinds = ", ".join(f"{k} {v}" for k, v in skips["by_kind"].items())
+        lines.append(f"  not objects (expected, not errors): {kinds}")
     return "\n".join(lines)
-
-
-def convert_nih(bbox_csv: str, images_dir: str, out_dir: str, data_entry: Optional[str] = None,
-                label_map: Optional[LabelMap] = None, opts: Optional[ConvertOptions] = None,
-                strict: bool = False, quiet: bool = False) -> dict:
-    """`medtfod convert nih`: NIH BBox_List_2017.csv (+ optional Data_Entry) -> dataset."""
-    from .labelmap import read_label_map, shipped_path
-    from .readers import nih
-
-    problems = Problems(strict=strict)
-    rows = nih.read_bbox_list(bbox_csv, problems)
-    table = Table("nih", [TableRow(r.image, r.label, r.box, bbox_csv, r.line) for r in rows],
-                  inputs={"bbox_csv": bbox_csv, "images": images_dir})
-    if data_entry:
-        entry = nih.read_data_entry(data_entry, problems)
-        table.patients = entry.patients
-        with_boxes = {r.image for r in rows}
-        table.negatives = [image for image in entry.patients if image not in with_boxes]
-        table.inputs["data_entry"] = data_entry
-    label_map = label_map or read_label_map(shipped_path("nih_chestxray14"))
-    return convert_table(table, images_dir, out_dir, label_map, opts, problems, quiet=quiet)

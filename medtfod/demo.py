@@ -45,9 +45,8 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
     """Run every stage; returns {'metrics': ..., 'detections': dir, 'timings': {...}}."""
     from . import config as config_mod
     from . import demo_data
-    from .convert import ConvertOptions, convert_nih, summary
+    from .convert import ConvertOptions, summary
     from .detect import detect
-    from .labelmap import read_label_map
     from .odapi.evaluate import evaluate
     from .odapi.export import export
     from .odapi.train import train
@@ -69,9 +68,10 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
 
     t = _stage("2/6 convert")
     dataset = os.path.join(ws, "annotations", "dataset")
-    report = convert_nih(generated["bbox_csv"], images_all, dataset, data_entry=generated["data_entry"],
-                         label_map=read_label_map(generated["label_map"]),
-                         opts=ConvertOptions(seed=seed), quiet=quiet)
+    from .sources import convert
+    report = convert("nih", images_all, dataset, label_map=generated["label_map"],
+                     opts=ConvertOptions(seed=seed), quiet=quiet,
+                     bbox_csv=generated["bbox_csv"], data_entry=generated["data_entry"])
     print(summary(report, dataset))
     val_images = os.path.join(ws, "images", "val")
     if os.path.isdir(val_images):

@@ -68,7 +68,11 @@ def detect(model: str, images: str, out: str, min_score: float = 0.5,
     rows = []
     bar = progress(total=len(names), desc="detect", unit="img", quiet=quiet)
     for name in names:
-        with Image.open(os.path.join(images, name)) as im:
+        path = os.path.join(images, name)
+        if name.lower().endswith(".dcm"):
+            from .dicom import dicom_to_png
+            path = io.BytesIO(dicom_to_png(path)[0])
+        with Image.open(path) as im:
             im.load()
             pixels = np.asarray(im.convert("RGB"))
             result = detect_fn(tf.constant(pixels[np.newaxis]))
@@ -89,7 +93,8 @@ def detect(model: str, images: str, out: str, min_score: float = 0.5,
             buffer = io.BytesIO()
             is_jpeg = name.lower().endswith((".jpg", ".jpeg"))
             draw_boxes(im, drawn).save(buffer, format="JPEG" if is_jpeg else "PNG", **({"quality": 95} if is_jpeg else {}))
-            atomic.write_file(os.path.join(out, name), buffer.getvalue())
+            drawn_name = name[:-4] + ".png" if name.lower().endswith(".dcm") else name
+            atomic.write_file(os.path.join(out, drawn_name), buffer.getvalue())
         bar.update(1)
     bar.close()
     text = io.StringIO()

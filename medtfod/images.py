@@ -1,5 +1,7 @@
 """Image files: find them, read their size from the header, and check them cheaply.
 
+PNG, JPEG and DICOM (`.dcm`, converted to PNG by `medtfod.dicom`).
+
 The converter passes PNG and JPEG bytes through untouched, so it never decodes an image;
 `probe` reads the size from the header and `verify` catches truncated or corrupt files
 (PNG chunk CRCs and IEND, JPEG start/end markers) and implausible sizes (decompression
@@ -16,7 +18,7 @@ from typing import Dict, Iterable, List, Tuple
 from .errors import UserError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
 MAX_SIDE = 65535          # larger than any radiograph or ultrasound frame we expect
 MAX_PIXELS = 1 << 28      # 268 M pixels: above that a file is treated as a decompression bomb
 
@@ -112,7 +114,14 @@ def probe_bytes(data: bytes, verify: bool = True) -> ImageInfo:
 
 
 def read_and_probe(path: str, verify: bool = True) -> Tuple[bytes, ImageInfo]:
-    """The file's bytes and what its header says (see `probe_bytes`)."""
+    """The file's bytes and what its header says (see `probe_bytes`).
+
+    DICOM files (`.dcm`) are the exception: they are decoded and returned as 8-bit PNG
+    bytes (see `medtfod.dicom`), since the OD API reads only PNG and JPEG.
+    """
+    if path.lower().endswith(".dcm"):
+        from .dicom import dicom_to_png
+        return dicom_to_png(path)
     with open(path, "rb") as f:
         data = f.read()
     return data, probe_bytes(data, verify)

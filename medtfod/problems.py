@@ -39,15 +39,25 @@ class Problem:
         return asdict(self)
 
 
+# Annotations that a source legitimately contains but that are not objects to train on
+# (DDTI arrows pointing at a nodule, COCO crowd regions). They are counted and listed in the
+# report, but they are not errors: --strict does not stop on them and --max-bad ignores them.
+EXPECTED_SKIPS = frozenset({"skipped_arrow", "skipped_crowd"})
+
+
 class Problems:
-    """Collects problems; raises at once in strict mode."""
+    """Collects problems; raises at once in strict mode. Expected skips go to `notes`."""
 
     def __init__(self, strict: bool = False):
         self.strict = strict
         self.items: List[Problem] = []
+        self.notes: List[Problem] = []
 
     def add(self, file: str, line: Optional[int], kind: str, value, message: str) -> None:
         problem = Problem(str(file), line, kind, str(value), message)
+        if kind in EXPECTED_SKIPS:
+            self.notes.append(problem)
+            return
         if self.strict:
             raise UserError(f"{problem}\n(stopped by --strict; nothing was written)")
         self.items.append(problem)
@@ -69,4 +79,7 @@ class Problems:
     def to_dict(self, limit: int = 1000) -> dict:
         return {"count": len(self.items), "by_kind": self.counts(),
                 "items": [p.to_dict() for p in self.items[:limit]],
-                "truncated": max(0, len(self.items) - limit)}
+                "truncated": max(0, len(self.items) - limit),
+                "expected_skips": {"count": len(self.notes),
+                                   "by_kind": dict(sorted(Counter(p.kind for p in self.notes).items())),
+                                   "items": [p.to_dict() for p in self.notes[:limit]]}}

@@ -57,3 +57,12 @@ def test_small_split_gets_a_patient():
 def test_bad_fractions(text):
     with pytest.raises(UserError, match="--split"):
         parse_fractions(text)
+
+
+def test_stratified_split_spreads_rare_class():
+    patients = [str(i) for i in range(40)]
+    classes = {p: ({"rare"} if int(p) < 10 else {"common"}) for p in patients}
+    a = assign_patients(patients, {"train": 0.8, "val": 0.2}, seed=0, classes=classes)
+    rare_val = sum(1 for p in patients if int(p) < 10 and a[p] == "val")
+    assert rare_val == 2                       # exactly 20% of the rare class's patients
+    assert sum(1 for v in a.values() if v == "val") == 8

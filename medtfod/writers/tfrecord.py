@@ -71,4 +71,14 @@ def example_bytes(record: ImageRecord, encoded: bytes, label_map: LabelMap) -> b
         "image/object/truncated": Int64Feature([0] * len(record.objects)),
         "image/object/view": BytesFeature([b"Unspecified"] * len(record.objects)),
     }
+    if record.has_masks:
+        # One PNG per object (the OD API's PNG_MASKS); an object without a mask of its own
+        # in a masked image gets its filled box, so masks and boxes stay aligned.
+        from ..masks import Mask, png_bytes
+        bitmaps = []
+        for o in record.objects:
+            mask = o.mask or Mask(polygons=((o.box.xmin, o.box.ymin, o.box.xmax, o.box.ymin,
+                                             o.box.xmax, o.box.ymax, o.box.xmin, o.box.ymax),))
+            bitmaps.append(png_bytes(mask.to_bitmap(w, h)))
+        features["image/object/mask"] = BytesFeature(bitmaps)
     return encode_example(features)

@@ -1,0 +1,35 @@
+import json
+import shutil
+
+from medtfod.cli import main
+
+from conftest import write
+
+
+def test_clean_converted_split(tiny_nih, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["convert", "nih", "--bbox-csv", tiny_nih["bbox_csv"], "--images", tiny_nih["images"],
+                 "--data-entry", tiny_nih["data_entry"], "--label-map", tiny_nih["label_map"],
+                 "--out", str(out), "-q"]) == 0
+    assert main(["audit", "--splits", str(out), "--images", tiny_nih["images"]]) == 0
+    assert "no leaks found" in capsys.readouterr().out
+
+
+def test_leaks_are_found(tiny_nih, tmp_path, capsys):
+    images = tmp_path / "images"
+    shutil.copytree(tiny_nih["images"], images)
+    shutil.copyfile(images / "00000001_000.png", images / "renamed_copy.png")
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    write(splits / "train.txt", "00000001_000.png\n00000002_000.png\n")
+    write(splits / "val.txt", "00000001_001\nrenamed_copy.png\nmissing.png\n")   # stem-only name allowed
+    report = tmp_path / "audit.json"
+    assert main(["audit", "--splits", str(splits), "--images", str(images), "--out", str(report)]) == 1
+    result = json.loads(report.read_text())
+    assert [leak["patient"] for leak in result["patient_leaks"]] == ["1"]
+    (dup,) = result["duplicate_images"]
+    assert dup["across_splits"] and {d["image"] for d in dup["images"]} == {"00000001_000.png", "renamed_copy.png"}
+    assert result["missing_images"] == [{"split": "val", "image": "missing.png"}]
+    assert result["leaks"] == 2
+    out = capsys.readouterr().out
+    assert "LEAK patient 1" in out and "LEAK identical image" in out
