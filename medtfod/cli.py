@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--data-entry", help="Data_Entry_2017*.csv: patient ids and images without findings")
         if name == "csv":
             p.add_argument("--label", help="class of every row, for tables without a label column")
+        if name == "siim":
+            p.add_argument("--width", type=int, default=1024, help="width the RLE refers to (default 1024)")
+            p.add_argument("--height", type=int, default=1024, help="height the RLE refers to (default 1024)")
+            p.add_argument("--extension", default=".png", help="image file extension, e.g. .dcm (default .png)")
         p.set_defaults(func=cmd_convert)
 
     audit = sub.add_parser("audit", help="check a split for patients or identical images in two splits")

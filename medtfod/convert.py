@@ -18,7 +18,7 @@ import os
 from collections import Counter, OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Set
 
 from . import atomic
 from .annotations import ImageRecord, Object
@@ -48,9 +48,13 @@ class TableRow:
     label: str
     box: Box
     file: str
-    line: int
+    line: Optional[int]
     mask: Optional[Mask] = None
     clip: bool = False
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line is not None else self.file
 
 
 @dataclass
@@ -63,6 +67,8 @@ class Table:
       patients: image name -> patient id, where the source knows it.
       negatives: images listed as having no findings (kept as images without boxes).
       inputs: the input files, for the report.
+      dropped: images the reader saw a bad row for (already reported); they are left out
+        whole, since keeping them with a finding missing would teach it as background.
     """
 
     source: str
@@ -70,6 +76,7 @@ class Table:
     patients: Dict[str, str] = field(default_factory=dict)
     negatives: List[str] = field(default_factory=list)
     inputs: Dict[str, str] = field(default_factory=dict)
+    dropped: Set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -82,9 +89,13 @@ class ConvertOptions:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes reading images
 
 
-def _default_patient(image: str) -> str:
-    from .readers.nih import patient_from_name
-    return patient_from_name(image) or os.path.splitext(image)[0]
+def _default_patient(image: str, source: str) -> str:
+    """Without a patient id from the source: NIH names carry one (`<patient>_<n>.png`);
+    for other sources each image is its own patient."""
+    if source == "nih":
+        from .readers.nih import patient_from_name
+        return patient_from_name(image) or os.path.splitext(image)[0]
+    return os.path.splitext(image)[0]
 
 
 def _group_rows(table: Table, label_map: LabelMap, problems: Problems) -> "OrderedDict[str, List[TableRow]]":
@@ -140,7 +151,13 @@ def _build_record(image: str, rows: List[Optional[TableRow]], path: Optional[str
         if issue:
             problems.add(row.file, row.line, "bad_box", image, issue)
             return None
-        objects.append(Object(row.label, box.clipped(info.width, info.height), f"{row.file}:{row.line}", row.mask))
+        if row.mask is not None and row.mask.rle is not None and tuple(row.mask.rle[0]) != (info.height, info.width):
+            h, w = row.mask.rle[0]
+            problems.add(row.file, row.line, "bad_mask", image,
+                         f"the mask is {w}x{h} pixels but the image is {info.width}x{info.height}; "
+                         "masks must be in the image's own pixel frame (was the image resized?)")
+            return None
+        objects.append(Object(row.label, box.clipped(info.width, info.height), row.where, row.mask))
     record = ImageRecord(image, os.path.abspath(path), info.width, info.height, info.channels,
                          info.format, patient, objects)
     return record, data
@@ -188,7 +205,7 @@ def _match_stems(grouped, index, patients: Dict[str, str]):
 
 def _split_images(table: Table, grouped, index, opts: ConvertOptions):
     """Patient ids, then the stratified patient-level split; returns (patients, by_split, missing)."""
-    patients = {image: table.patients.get(image) or _default_patient(image) for image in grouped}
+    patients = {image: table.patients.get(image) or _default_patient(image, table.source) for image in grouped}
     classes: Dict[str, set] = {}
     for image, rows in grouped.items():
         classes.setdefault(patients[image], set()).update(r.label for r in rows if r is not None)
@@ -230,6 +247,8 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
     grouped = _group_rows(table, label_map, problems)
     for image in table.negatives:
         grouped.setdefault(image, [])
+    for image in table.dropped:
+        grouped.pop(image, None)
     index, _dupes = index_images(images_dir)
     grouped, table.patients = _match_stems(grouped, index, table.patients)
     patients, by_split, negatives_missing = _split_images(table, grouped, index, opts)

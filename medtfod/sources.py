@@ -24,9 +24,10 @@ class Source:
 def _nih(args, problems):
     from .readers import nih
     from .convert import Table, TableRow
-    rows = nih.read_bbox_list(args.bbox_csv, problems)
+    dropped = set()
+    rows = nih.read_bbox_list(args.bbox_csv, problems, dropped)
     table = Table("nih", [TableRow(r.image, r.label, r.box, args.bbox_csv, r.line) for r in rows],
-                  inputs={"bbox_csv": args.bbox_csv, "images": args.images})
+                  inputs={"bbox_csv": args.bbox_csv, "images": args.images}, dropped=dropped)
     if getattr(args, "data_entry", None):
         entry = nih.read_data_entry(args.data_entry, problems)
         table.patients = entry.patients
@@ -48,7 +49,8 @@ def _ddti(args, problems):
 
 def _siim(args, problems):
     from .readers.siim import read_siim
-    return read_siim(args.rle_csv, problems)
+    return read_siim(args.rle_csv, problems, width=getattr(args, "width", 1024),
+                     height=getattr(args, "height", 1024), extension=getattr(args, "extension", ".png"))
 
 
 def _csv(args, problems):

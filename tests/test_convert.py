@@ -54,18 +54,19 @@ def test_rerun_is_byte_identical(tiny_nih, tmp_path):
 def bad_copy(tiny_nih, tmp_path):
     """The tiny table plus four bad rows (lines known) and a table path to match."""
     lines = open(tiny_nih["bbox_csv"], encoding="utf-8").read().splitlines(keepends=True)
-    good = lines[1].split(",")[0]
+    images = sorted({line.split(",")[0] for line in lines[1:]})
+    good, other = images[0], images[1]
     bad = [f"{good},Mass,1,2,3\n",                      # missing column
            f"{good},Mass,1,abc,3,4\n",                  # non-numeric coordinate
-           f"{good},Mass,50,50,40,40\n",                # outside the 64x64 image
+           f"{other},Mass,50,50,40,40\n",               # outside the 64x64 image
            "99999999_000.png,Mass,1,2,3,4\n"]           # unknown image file
     table = write(tmp_path / "BBox_List_2017.csv", "".join(lines + bad))
     first = len(lines) + 1
-    return dict(tiny_nih, bbox_csv=table), first, good
+    return dict(tiny_nih, bbox_csv=table), first, (good, other)
 
 
 def test_bad_rows_reported_and_counted(tiny_nih, tmp_path, capsys):
-    data, first, good = bad_copy(tiny_nih, tmp_path)
+    data, first, dropped = bad_copy(tiny_nih, tmp_path)
     out = tmp_path / "out"
     assert main(convert_args(data, out, "--max-bad", "0.5")) == 0
     report = json.loads((out / "report.json").read_text())
@@ -76,9 +77,10 @@ def test_bad_rows_reported_and_counted(tiny_nih, tmp_path, capsys):
     assert items[(first + 3, "missing_image")]["value"] == "99999999_000.png"
     assert all(p["file"] == data["bbox_csv"] for p in items.values())
     assert report["problems"]["by_kind"] == {"bad_box": 1, "bad_number": 1, "missing_column": 1, "missing_image": 1}
-    # the image with the out-of-bounds box is dropped whole, not kept with a box missing
-    assert report["images"] == 23
-    assert good not in (out / "splits" / "train.txt").read_text() + (out / "splits" / "val.txt").read_text()
+    # images with a bad row are dropped whole, not kept with a box missing
+    assert report["images"] == 22
+    kept = (out / "splits" / "train.txt").read_text() + (out / "splits" / "val.txt").read_text()
+    assert not any(name in kept for name in dropped)
     assert "skipped: 4 problems" in capsys.readouterr().out
 
 

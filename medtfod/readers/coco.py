@@ -40,8 +40,9 @@ def _number(value) -> bool:
 def compressed_runs(counts: str) -> List[int]:
     """Run lengths of a COCO-compressed RLE string (pycocotools' `rleFrString`, in Python).
 
-    Used to check a string before pycocotools decodes it: a string whose runs do not sum to
-    h*w makes pycocotools read or write past its buffer.
+    Used to check a mask while the annotation id is known: runs that do not sum to h*w
+    would otherwise surface later, in the converter, as pycocotools' bare
+    "Invalid RLE mask representation" (too many pixels) or a silently cut mask (too few).
 
     Raises:
       ValueError: a character outside the encoding's alphabet or a truncated value.

@@ -99,6 +99,7 @@ def read_csv_table(path: str, columns: Dict[str, str], problems: Problems, label
             if not math.isfinite(value):
                 problems.add(path, line, "bad_number", text,
                              f"column {columns[key]!r} ({key}) of {image} must be a number of pixels")
+                table.dropped.add(image)
                 break
             values.append(value)
         else:
@@ -106,6 +107,7 @@ def read_csv_table(path: str, columns: Dict[str, str], problems: Problems, label
             issue = box.problem()
             if issue:
                 problems.add(path, line, "bad_box", ",".join(texts), f"{image}: {issue}")
+                table.dropped.add(image)
                 continue
             name = row[at["label"]].strip() if "label" in at else label
             table.rows.append(TableRow(image, name, box, path, line))

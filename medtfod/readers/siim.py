@@ -72,7 +72,8 @@ def decode_rle(text: str, width: int = 1024, height: int = 1024) -> np.ndarray:
         i = int(np.argmax(end > total))
         raise RLEError("run_outside_image", f"{starts[i]} {lengths[i]}",
                        f"run {i + 1} (start {starts[i]}, length {lengths[i]}) ends at pixel {end[i]}, "
-                       f"past the {width}x{height} image ({total} pixels); check --width/--height")
+                       f"past the {width}x{height} image ({total} pixels); "
+                       f"expected runs on a {width}x{height} mask")
     edges = np.zeros(total + 1, dtype=np.int32)
     np.add.at(edges, begin, 1)
     np.add.at(edges, end, -1)
