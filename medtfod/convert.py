@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, OrderedDict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Set
 
@@ -163,25 +163,43 @@ def _build_record(image: str, rows: List[Optional[TableRow]], path: Optional[str
     return record, data
 
 
-def _process(job):
-    """Worker: check one image and encode its outputs. Returns (record, example, voc, issues)."""
-    image, rows, path, patient, opts, label_map, where = job
-    issues = _Issues()
-    built = _build_record(image, rows, path, patient, opts, issues, where)
-    if built is None:
-        return None, None, None, issues
-    record, data = built
-    return record, tfrecord.example_bytes(record, data, label_map), voc.voc_xml(record), issues
+def _write_shard(job):
+    """Worker: check, encode and write one TFRecord shard and its images' VOC files.
+
+    Returns [(record or None, issues)] in the shard's image order; records carry no pixels,
+    so little crosses between processes.
+    """
+    shard_path, voc_dir, items, opts, label_map = job
+    results = []
+    with open(shard_path, "wb") as shard:
+        for image, rows, path, patient, where in items:
+            issues = _Issues()
+            built = _build_record(image, rows, path, patient, opts, issues, where)
+            if built is not None:
+                record, data = built
+                tfrecord.write_record(shard, tfrecord.example_bytes(record, data, label_map))
+                with open(os.path.join(voc_dir, os.path.splitext(record.image_id)[0] + ".xml"), "wb") as f:
+                    f.write(voc.voc_xml(record))
+                results.append((record, issues))
+            else:
+                results.append((None, issues))
+    return results
 
 
-def _results(jobs: list, workers: int):
-    """`_process` over `jobs` in order, in a process pool when it pays off."""
-    if workers <= 1 or len(jobs) < 32:
-        yield from map(_process, jobs)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+def _run_shards(jobs: list, workers: int, bar):
+    """`_write_shard` over `jobs`, in a process pool when it pays off; results in job order."""
+    if workers <= 1 or len(jobs) < 2 or sum(len(j[2]) for j in jobs) < 32:
+        out = []
+        for job in jobs:
+            out.append(_write_shard(job))
+            bar.update(len(job[2]))
+        return out
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        futures = [pool.submit(_write_shard, job) for job in jobs]
         try:
-            yield from pool.map(_process, jobs, chunksize=8)
+            for future in as_completed(futures):
+                bar.update(len(jobs[futures.index(future)][2]))
+            return [f.result() for f in futures]
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
@@ -225,8 +243,9 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
                   quiet: bool = False) -> dict:
     """Validate `table` against the images and write the converted dataset to `out_dir`.
 
-    Images are read, checked and encoded in `opts.workers` processes; outputs are written
-    in a fixed order, so reruns give byte-identical files.
+    Each TFRecord shard (with its images' VOC files) is read, checked, encoded and written
+    by one of `opts.workers` processes; image i of a split always goes to shard i mod n and
+    lists are sorted, so reruns give byte-identical files.
 
     Args:
       problems: the reader's problem log (bad rows it already skipped); its strict flag
@@ -259,27 +278,26 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
         for sub in ("voc", "splits", "tfrecords", "coco"):
             os.makedirs(os.path.join(tmp, sub))
         bar = progress(total=sum(len(v) for v in by_split.values()), desc="convert", unit="img", quiet=quiet)
+        jobs, shards_of = [], {}
         for split, images in by_split.items():
-            kept: List[ImageRecord] = []
             shards = tfrecord.shard_paths(os.path.join(tmp, "tfrecords"), split,
                                           max(1, -(-len(images) // opts.shard_size)))
-            jobs = [(image, grouped[image], index.get(image), patients[image], opts, label_map, where)
-                    for image in images]
-            files = [open(p, "wb") for p in shards]
-            try:
-                for record, example, voc_bytes, issues in _results(jobs, opts.workers):
-                    bar.update(1)
+            shards_of[split] = (len(jobs), len(shards))
+            for j, shard in enumerate(shards):  # image i goes to shard i mod n: fixed, whatever is dropped
+                items = [(image, grouped[image], index.get(image), patients[image], where)
+                         for image in images[j::len(shards)]]
+                jobs.append((shard, os.path.join(tmp, "voc"), items, opts, label_map))
+        results = _run_shards(jobs, opts.workers, bar)
+        for split in by_split:
+            first, count = shards_of[split]
+            kept: List[ImageRecord] = []
+            for shard_results in results[first:first + count]:
+                for record, issues in shard_results:
                     for issue in issues:
                         problems.add(*issue)
-                    if record is None:
-                        continue
-                    tfrecord.write_record(files[len(kept) % len(files)], example)
-                    with open(os.path.join(tmp, "voc", os.path.splitext(record.image_id)[0] + ".xml"), "wb") as f:
-                        f.write(voc_bytes)
-                    kept.append(record)
-            finally:
-                for f in files:
-                    f.close()
+                    if record is not None:
+                        kept.append(record)
+            kept.sort(key=lambda r: r.image_id)
             with open(os.path.join(tmp, "splits", f"{split}.txt"), "w", encoding="utf-8", newline="\n") as f:
                 f.writelines(r.image_id + "\n" for r in kept)
             with open(os.path.join(tmp, "coco", f"{split}.json"), "wb") as f:
@@ -290,7 +308,7 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
                 "patients": len({r.patient_id for r in kept}),
                 "boxes": dict(sorted(Counter(o.label for r in kept for o in r.objects).items())),
                 "masks": sum(1 for r in kept for o in r.objects if o.mask is not None),
-                "tfrecords": tfrecord.shard_pattern(split, len(shards)),
+                "tfrecords": tfrecord.shard_pattern(split, count),
             }
         bar.close()
         items = len(table.rows) + len(table.negatives) + reader_problems

@@ -36,8 +36,15 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _wrap(number: int, parts: list, length: int):
+    """A length-delimited field (wire type 2) around `parts`, kept as a list of chunks so
+    that large payloads (the image bytes) are copied once, when the message is joined."""
+    header = _varint(number << 3 | 2) + _varint(length)
+    return [header] + parts, len(header) + length
+
+
 def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
+    """A small length-delimited field, as bytes."""
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
@@ -53,22 +60,33 @@ class Int64Feature(list):
     """Marks a list of int64 values."""
 
 
-def _feature(value) -> bytes:
+def _feature(value):
+    """The `Feature` message for a typed list, as (chunks, length)."""
     if isinstance(value, BytesFeature):
-        body = b"".join(_field(1, v) for v in value)
-        return _field(1, body)
+        parts, length = [], 0
+        for v in value:
+            p, n = _wrap(1, [v], len(v))
+            parts += p
+            length += n
+        return _wrap(1, parts, length)  # Feature.bytes_list = BytesList{value...}
     if isinstance(value, FloatFeature):
         packed = struct.pack(f"<{len(value)}f", *value)
-        return _field(2, _field(1, packed) if value else b"")
+        inner = _field(1, packed) if value else b""
+        return _wrap(2, [inner], len(inner))
     if isinstance(value, Int64Feature):
         packed = b"".join(_varint(int(v)) for v in value)
-        return _field(3, _field(1, packed) if value else b"")
+        inner = _field(1, packed) if value else b""
+        return _wrap(3, [inner], len(inner))
     raise TypeError(f"feature values must be BytesFeature, FloatFeature or Int64Feature, got {type(value)}")
 
 
 def encode_example(features: Dict[str, object]) -> bytes:
     """Serialize a feature dict (name -> typed list) to `tf.train.Example` bytes."""
-    entries = b"".join(
-        _field(1, _field(1, key.encode("utf-8")) + _field(2, _feature(features[key])))
-        for key in sorted(features))
-    return _field(1, entries)
+    parts, length = [], 0
+    for key in sorted(features):
+        key_field = _field(1, key.encode("utf-8"))
+        value_parts, value_length = _wrap(2, *_feature(features[key]))
+        entry_parts, entry_length = _wrap(1, [key_field] + value_parts, len(key_field) + value_length)
+        parts += entry_parts
+        length += entry_length
+    return b"".join(_wrap(1, parts, length)[0])

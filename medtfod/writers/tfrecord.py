@@ -7,7 +7,6 @@ stored per coordinate (`image/object/bbox/xmin` ...).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from typing import BinaryIO, List
@@ -29,7 +28,9 @@ def _masked_crc(data: bytes) -> bytes:
 
 def write_record(f: BinaryIO, data: bytes) -> None:
     length = struct.pack("<Q", len(data))
-    f.write(length + _masked_crc(length) + data + _masked_crc(data))
+    f.write(length + _masked_crc(length))
+    f.write(data)  # not concatenated: records hold whole images
+    f.write(_masked_crc(data))
 
 
 def shard_paths(folder: str, split: str, num_shards: int) -> List[str]:
@@ -58,7 +59,6 @@ def example_bytes(record: ImageRecord, encoded: bytes, label_map: LabelMap) -> b
         "image/width": Int64Feature([w]),
         "image/filename": BytesFeature([name]),
         "image/source_id": BytesFeature([name]),
-        "image/key/sha256": BytesFeature([hashlib.sha256(encoded).hexdigest().encode()]),
         "image/encoded": BytesFeature([encoded]),
         "image/format": BytesFeature([b"png" if record.format == "png" else b"jpeg"]),
         "image/object/bbox/ymin": FloatFeature([b[0] for b in norm]),
