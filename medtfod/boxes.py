@@ -17,6 +17,15 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 
+def parse_coordinate(text: str) -> Optional[float]:
+    """A pixel coordinate from table text, or None when it is not a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class Box:
     """Float pixel corners `(xmin, ymin, xmax, ymax)`, top-left origin, continuous coordinates."""

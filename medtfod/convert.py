@@ -23,7 +23,6 @@ from typing import Dict, List, Mapping, Optional, Set
 from . import atomic
 from .annotations import ImageRecord, Object
 from .boxes import Box
-from .errors import UserError
 from .images import ImageError, index_images, read_and_probe
 from .labelmap import LabelMap
 from .masks import Mask

@@ -2,7 +2,7 @@
 import pytest
 
 from medtfod.cli import main
-from medtfod.config import render, set_override
+from medtfod.config import render
 from medtfod.errors import UserError
 from medtfod.odapi import protos
 

@@ -2,9 +2,7 @@
 import filecmp
 import json
 import os
-import shutil
 
-import pytest
 
 from medtfod.cli import main
 

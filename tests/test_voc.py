@@ -1,6 +1,5 @@
 """VOC XML reads back through labelImg 1.8.6's own PascalVocReader."""
 import importlib
-import os
 import subprocess
 import sys
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from typing import Dict, Optional
 
-from ..boxes import Box
+from ..boxes import Box, parse_coordinate
 from ..errors import UserError
 from ..problems import Problems
 from .nih import read_text
@@ -92,11 +91,8 @@ def read_csv_table(path: str, columns: Dict[str, str], problems: Problems, label
             continue
         values = []
         for key, text in zip(box_keys, texts):
-            try:
-                value = float(text)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
+            value = parse_coordinate(text)
+            if value is None:
                 problems.add(path, line, "bad_number", text,
                              f"column {columns[key]!r} ({key}) of {image} must be a number of pixels")
                 table.dropped.add(image)

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set
 
-from ..boxes import Box
+from ..boxes import Box, parse_coordinate
 from ..errors import UserError
 from ..problems import Problems
 
@@ -106,11 +105,8 @@ def _parse_box_row(path: str, line: int, row: List[str], problems: Problems, out
         return
     values = []
     for name, text in zip(BOX_COLUMNS, row[2:6]):
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
+        value = parse_coordinate(text)
+        if value is None:
             problems.add(path, line, "bad_number", text,
                          f"column {name!r} of {image} must be a finite number of pixels")
             break

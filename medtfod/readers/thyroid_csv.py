@@ -31,7 +31,7 @@ import math
 import re
 from typing import Dict, List, Optional, Tuple
 
-from ..boxes import Box
+from ..boxes import Box, parse_coordinate
 from ..errors import UserError
 from ..masks import Mask
 from ..problems import Problems
@@ -211,11 +211,8 @@ def _numbers(path, line, image, header, at, texts, problems) -> Optional[List[fl
     """The four box numbers of a row, or None after reporting the first bad one."""
     values = []
     for key, text in zip(BOX_KEYS, texts):
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
+        value = parse_coordinate(text)
+        if value is None:
             kind = "missing_value" if not text else "bad_number"
             problems.add(path, line, kind, text,
                          f"column {header[at[key]]!r} ({key}) of {image} must be a finite number of pixels")
