@@ -5,15 +5,17 @@
 Generates (once, cached in .medtfod-bench/) N synthetic chest-X-ray-like PNGs of size x size
 with an NIH-format box table, then, in one run on the same files:
 
-  read bytes   open + read every file (the I/O floor; run first, so the page cache is warm
-               for all three)
+  read bytes   open + read every file (the I/O floor), measured with the page cache warm
+               (files in memory) and cold (dropped before each method: read from disk, as
+               on a first pass over a data set too big for memory)
   tutorial     what the popular generate_tfrecord.py tutorials do: pandas group-by on the
                table, PIL open per image for its size, tf.train.Example, one TFRecordWriter,
                one process
   medtfod      `convert_table` with all cores: header-only size, PNG CRC/IEND verification,
                TFRecord + VOC + COCO + report, written aside and moved into place
 
-and prints images/s and the ratios (goal: medtfod >= 0.8x read bytes, >= 1.5x tutorial).
+and prints images/s (best of --rounds interleaved rounds, each output deleted before the next)
+and the ratios (goal: medtfod >= 0.8x read bytes, >= 1.5x tutorial).
 """
 from __future__ import annotations
 
@@ -65,6 +67,17 @@ def table_images(folder: str) -> list:
     """The images the box table names (images without boxes are not in it)."""
     with open(os.path.join(folder, "BBox_List_2017.csv")) as f:
         return sorted({line.split(",")[0] for line in f.read().splitlines()[1:] if line})
+
+
+def drop_page_cache() -> bool:
+    """Empty Linux's page cache (needs root), so files are read from disk as on a first run."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+        return True
+    except OSError:
+        return False
 
 
 def read_bytes(folder: str) -> int:
@@ -131,29 +144,45 @@ def main() -> int:
     parser.add_argument("--out-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                         help="where the outputs go (default: /dev/shm, so disk write-back does not "
                              "dominate the comparison)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best time counts")
+    parser.add_argument("--cache", choices=("warm", "cold", "both"), default="both",
+                        help="files in the page cache, or read from disk (cold needs root; default both)")
     args = parser.parse_args()
     folder = dataset(args.images, args.size, args.workers)
     from medtfod.odapi.runtime import import_tensorflow
     import_tensorflow(verbose=False)  # imported before timing, for the tutorial's sake
     n = len(table_images(folder))
-    rates = {}
-    with tempfile.TemporaryDirectory(dir=args.out_dir or os.path.join(ROOT, ".medtfod-bench")) as tmp:
-        read_bytes(folder)  # warm the page cache for every method alike
-        t = time.perf_counter()
-        megabytes = read_bytes(folder) / 1e6
-        rates["read bytes"] = n / (time.perf_counter() - t)
-        t = time.perf_counter()
-        tutorial(folder, os.path.join(tmp, "tutorial.record"))
-        rates["tutorial (1 process)"] = n / (time.perf_counter() - t)
-        t = time.perf_counter()
-        report = medtfod_convert(folder, os.path.join(tmp, "medtfod"), args.workers)
-        rates[f"medtfod convert ({args.workers} workers)"] = n / (time.perf_counter() - t)
-        assert report["images"] == n, report["problems"]
-    print(f"\n{n} PNGs of {args.size}x{args.size}, {megabytes:.0f} MB, {os.cpu_count()} cores")
-    base_read, base_tut = rates["read bytes"], rates["tutorial (1 process)"]
-    print(f"{'method':<30} {'images/s':>10} {'vs read':>9} {'vs tutorial':>12}")
-    for name, rate in rates.items():
-        print(f"{name:<30} {rate:>10.1f} {rate / base_read:>8.2f}x {rate / base_tut:>11.2f}x")
+    methods = {
+        "read bytes": lambda out: read_bytes(folder),
+        "tutorial (1 process)": lambda out: tutorial(folder, os.path.join(out, "tutorial.record")),
+        f"medtfod convert ({args.workers} workers)": lambda out: medtfod_convert(folder, os.path.join(out, "m"), args.workers),
+    }
+    megabytes = read_bytes(folder) / 1e6
+    caches = ["warm", "cold"] if args.cache == "both" else [args.cache]
+    if "cold" in caches and not drop_page_cache():
+        print("cannot drop the page cache here (needs root on Linux); measuring warm only")
+        caches = ["warm"]
+    print(f"\n{n} PNGs of {args.size}x{args.size}, {megabytes:.0f} MB, {os.cpu_count()} cores, "
+          f"best of {args.rounds} interleaved rounds")
+    for cache in caches:
+        best = {name: float("inf") for name in methods}
+        for _ in range(args.rounds):  # interleaved rounds, best of each: less noise from other load
+            for name, run in methods.items():
+                with tempfile.TemporaryDirectory(dir=args.out_dir or os.path.join(ROOT, ".medtfod-bench")) as tmp:
+                    if cache == "cold":
+                        drop_page_cache()
+                    else:
+                        read_bytes(folder)
+                    t = time.perf_counter()
+                    result = run(tmp)
+                    best[name] = min(best[name], time.perf_counter() - t)
+                if isinstance(result, dict):
+                    assert result["images"] == n, result["problems"]
+        rates = {name: n / seconds for name, seconds in best.items()}
+        base_read, base_tut = rates["read bytes"], rates["tutorial (1 process)"]
+        print(f"\npage cache {cache}: {'images/s':>17} {'vs read':>9} {'vs tutorial':>12}")
+        for name, rate in rates.items():
+            print(f"{name:<30} {rate:>10.1f} {rate / base_read:>8.2f}x {rate / base_tut:>11.2f}x")
     return 0
 
 

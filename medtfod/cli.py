@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fail when more than this share of rows/images is bad (default 0.05)")
     common.add_argument("--clip-tolerance", type=float, default=2.0,
                         help="pixels a box may extend past the image and be clipped (default 2)")
-    common.add_argument("--shard-size", type=int, default=1000, help="images per TFRecord shard")
+    common.add_argument("--shard-size", type=int, default=256, help="images per TFRecord shard (default 256)")
     common.add_argument("--workers", type=int, help="processes reading images (default: all cores)")
     from .sources import SOURCES
     for name, source in SOURCES.items():

@@ -84,7 +84,8 @@ class ConvertOptions:
     seed: int = 0
     max_bad: float = 0.05          # fail when a larger share of rows/images is bad
     clip_tolerance: float = 2.0    # pixels a box may stick out of the image and be clipped
-    shard_size: int = 1000         # images per TFRecord shard (at least one shard per split)
+    shard_size: int = 256          # images per TFRecord shard (at least one per split); shards
+                                   # are the unit of parallel work here and in training input
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes reading images
 
 
@@ -162,6 +163,20 @@ def _build_record(image: str, rows: List[Optional[TableRow]], path: Optional[str
     return record, data
 
 
+def _prefetch(path: Optional[str]) -> None:
+    """Ask the OS to start reading the next image while this one is processed (Linux)."""
+    if path is None or not hasattr(os, "posix_fadvise") or path.lower().endswith(".dcm"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # reported when the image itself is read
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
 def _write_shard(job):
     """Worker: check, encode and write one TFRecord shard and its images' VOC files.
 
@@ -171,7 +186,9 @@ def _write_shard(job):
     shard_path, voc_dir, items, opts, label_map = job
     results = []
     with open(shard_path, "wb") as shard:
-        for image, rows, path, patient, where in items:
+        for i, (image, rows, path, patient, where) in enumerate(items):
+            if i + 1 < len(items):
+                _prefetch(items[i + 1][2])
             issues = _Issues()
             built = _build_record(image, rows, path, patient, opts, issues, where)
             if built is not None:

@@ -153,3 +153,40 @@ def test_parallel_equals_serial(tmp_path):
     assert files == tree(b) and sum(f.startswith("tfrecords/") for f in files) >= 4  # several shards
     match, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
     assert not mismatch and not errors
+
+
+def test_real_nih_table_counts(shared_data, tmp_path):
+    """The real BBox_List + Data_Entry: 984 boxes on 880 images, 8 classes, nothing skipped.
+
+    Only 2 of the 880 PNGs are in ../shared, so each name gets a blank 1024x1024 PNG (the
+    frame the NIH boxes are in); the table, not the pixels, is what is checked here."""
+    import io
+    import numpy as np
+    from PIL import Image
+    folder = os.path.join(shared_data, "nih_chestxray14")
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((1024, 1024), np.uint8)).save(buf, "PNG")
+    images = tmp_path / "images"
+    for i, name in enumerate(sorted({line.split(",")[0] for line in
+                                     open(os.path.join(folder, "BBox_List_2017.csv")).read().splitlines()[1:]})):
+        sub = images / f"images_{i % 12 + 1:03d}"     # spread like the NIH download
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / name).write_bytes(buf.getvalue())
+    out = tmp_path / "out"
+    assert main(["convert", "nih", "--bbox-csv", os.path.join(folder, "BBox_List_2017.csv"),
+                 "--data-entry", os.path.join(folder, "Data_Entry_2017_v2020.bbox_images.csv"),
+                 "--images", str(images), "--out", str(out), "--split", "train=0.7,val=0.1,test=0.2", "-q"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"] == 880 and report["boxes"] == 984 and report["problems"]["count"] == 0
+    per_class = {}
+    for split in report["splits"].values():
+        for label, n in split["boxes"].items():
+            per_class[label] = per_class.get(label, 0) + n
+    assert per_class == {"Atelectasis": 180, "Cardiomegaly": 146, "Effusion": 153, "Infiltrate": 123,
+                         "Mass": 85, "Nodule": 79, "Pneumonia": 120, "Pneumothorax": 98}
+    # stratified: every class is in every split
+    assert all(len(s["boxes"]) == 8 for s in report["splits"].values())
+    patients = {split: {n.split("_")[0] for n in (out / "splits" / f"{split}.txt").read_text().split()}
+                for split in ("train", "val", "test")}
+    assert not (patients["train"] & patients["val"] or patients["train"] & patients["test"]
+                or patients["val"] & patients["test"])

@@ -1,5 +1,6 @@
 """The OD API's own decoder and label-map parser accept what `convert` writes."""
 import csv
+import json
 import glob
 import os
 
@@ -63,3 +64,36 @@ def test_label_map_util_reads_ours(converted):
 
     index = label_map_util.create_category_index_from_labelmap(os.path.join(converted, "label_map.pbtxt"))
     assert index == {1: {"id": 1, "name": "Mass"}, 2: {"id": 2, "name": "Nodule"}}
+
+
+def test_png_masks_decode_with_odapi(tmp_path):
+    """Polygons from a COCO source become PNG instance masks the OD API decodes to the same pixels."""
+    import numpy as np
+    from PIL import Image
+
+    from medtfod.masks import Mask
+    from medtfod.odapi.runtime import import_tensorflow
+    tf = import_tensorflow(verbose=False)
+    from object_detection.core import standard_fields as fields
+    from object_detection.data_decoders import tf_example_decoder
+    from object_detection.protos import input_reader_pb2
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(images / "a.png")
+    polygon = [5.0, 5.0, 25.0, 5.0, 25.0, 20.0, 5.0, 20.0]
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
+            "categories": [{"id": 7, "name": "nodule"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [5, 5, 20, 15],
+                             "segmentation": [polygon], "iscrowd": 0, "area": 300}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    out = tmp_path / "out"
+    assert main(["convert", "coco", "--json", str(tmp_path / "c.json"), "--images", str(images),
+                 "--out", str(out), "--split", "train=1.0", "-q"]) == 0
+    decoder = tf_example_decoder.TfExampleDecoder(load_instance_masks=True,
+                                                  instance_mask_type=input_reader_pb2.PNG_MASKS)
+    (raw,) = list(tf.data.TFRecordDataset([str(out / "tfrecords" / "train.record-00000-of-00001")]))
+    decoded = decoder.decode(raw)
+    masks = decoded[fields.InputDataFields.groundtruth_instance_masks].numpy()
+    assert masks.shape == (1, 30, 40)
+    assert (masks[0] == Mask(polygons=(tuple(polygon),)).to_bitmap(40, 30)).all() and masks[0].sum() > 250
