@@ -104,6 +104,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_pretrained(args) -> int:
+    from . import pretrained
+    if args.action == "get":
+        folder = pretrained.download(args.model_or_file, args.workspace, quiet=args.quiet)
+    else:
+        folder = pretrained.import_archive(args.model_or_file, args.workspace)
+    print(f"installed {folder}\nuse it with: medtfod config ... --checkpoint {pretrained.checkpoint_prefix(folder)}")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .doctor import doctor
     return doctor()
@@ -207,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-images", type=int, default=300)
     demo.add_argument("--steps", type=int, default=600)
     demo.set_defaults(func=cmd_demo)
+
+    pre = sub.add_parser("pretrained", parents=[quiet], help="get or import a TF2 Detection Zoo checkpoint")
+    pre.add_argument("action", choices=("get", "import"), help="get: download; import: a .tar.gz fetched by hand")
+    pre.add_argument("model_or_file", metavar="MODEL|FILE", help="model name (get) or .tar.gz / folder (import)")
+    pre.add_argument("--workspace", default=os.path.join("workspace", "demo"),
+                     help="workspace whose pre-trained-models/ receives it (default workspace/demo)")
+    pre.set_defaults(func=cmd_pretrained)
 
     doctor = sub.add_parser("doctor", help="check the installation")
     doctor.set_defaults(func=cmd_doctor)
