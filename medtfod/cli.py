@@ -104,6 +104,30 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_metrics(args) -> int:
+    from . import atomic
+    from .metrics import evaluate_all, read_detections_csv, read_ground_truth
+    from .metrics_plots import format_table, write_plots
+    from .readers.nih import patient_from_name
+    gt = read_ground_truth(args.ground_truth, args.split)
+    dets = read_detections_csv(args.detections)
+    patients = {image: patient_from_name(image) or image for image in gt}
+    label_map = os.path.join(args.ground_truth, "label_map.pbtxt")
+    names = None
+    if os.path.isfile(label_map):
+        from .labelmap import read_label_map
+        names = read_label_map(label_map).names
+    result = evaluate_all(gt, dets, patients=patients, iou_froc=args.iou_froc, bootstrap=args.bootstrap,
+                          label_names=names)
+    atomic.write_file(args.out, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    print(format_table(result))
+    if args.plots:
+        for path in write_plots(gt, dets, args.plots, iou_froc=args.iou_froc):
+            print(f"plot: {path}")
+    print(f"metrics written to {args.out}")
+    return 0
+
+
 def cmd_pretrained(args) -> int:
     from . import pretrained
     if args.action == "get":
@@ -217,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-images", type=int, default=300)
     demo.add_argument("--steps", type=int, default=600)
     demo.set_defaults(func=cmd_demo)
+
+    met = sub.add_parser("metrics", help="AP@0.1/0.25/0.5, FROC, IoBB, image-level AUC and COCO from detections.csv")
+    met.add_argument("--detections", required=True, help="detections.csv as `medtfod detect` writes it")
+    met.add_argument("--ground-truth", required=True, help="a `medtfod convert` output folder")
+    met.add_argument("--split", help="only this split's images (default: all)")
+    met.add_argument("--out", required=True, help="metrics JSON to write")
+    met.add_argument("--plots", help="folder for froc.png and pr_<class>.png")
+    met.add_argument("--iou-froc", type=float, default=0.1, help="IoU a FROC hit needs (default 0.1)")
+    met.add_argument("--bootstrap", type=int, default=200,
+                     help="patient-level bootstrap resamples for the 95%% CIs (0 = none; default 200)")
+    met.set_defaults(func=cmd_metrics)
 
     pre = sub.add_parser("pretrained", parents=[quiet], help="get or import a TF2 Detection Zoo checkpoint")
     pre.add_argument("action", choices=("get", "import"), help="get: download; import: a .tar.gz fetched by hand")

@@ -10,36 +10,17 @@ import difflib
 import json
 import os
 import re
-from dataclasses import dataclass
 from glob import glob
 from typing import Dict, Optional, Sequence
 
 from . import atomic
 from .errors import UserError
 from .labelmap import read_label_map
+from .models import MODELS, ModelSpec, apply_tiny, enable_masks, model_spec, set_image_size
 from .resources import resource_path
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model family medtfod can render: template file and where its fields live."""
-
-    template: str
-    meta_arch: str  # the `model` oneof field: 'ssd' or 'faster_rcnn'
-    default_image_size: int
-
-
-MODELS: Dict[str, ModelSpec] = {
-    "ssd_mobilenet_v2_fpnlite_320": ModelSpec("ssd_mobilenet_v2_fpnlite_320.config", "ssd", 320),
-}
-
-
-def model_spec(name: str) -> ModelSpec:
-    if name not in MODELS:
-        close = difflib.get_close_matches(name, list(MODELS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UserError(f"unknown model {name!r}; available: {', '.join(MODELS)}{hint}")
-    return MODELS[name]
+__all__ = ["MODELS", "ModelSpec", "model_spec", "render", "write_config", "set_override", "parse_overrides",
+           "record_pattern"]
 
 
 def _posix(path: str) -> str:
@@ -159,8 +140,13 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
            warmup_steps: Optional[int] = None, checkpoint: Optional[str] = None,
            checkpoint_type: str = "detection", augment: Optional[Sequence[str]] = None,
            overrides: Optional[Dict[str, str]] = None, train_split: str = "train",
-           eval_split: str = "val"):
+           eval_split: str = "val", tiny: bool = False):
     """A `TrainEvalPipelineConfig` for `model` on the converted dataset in `data_dir`.
+
+    num_classes is set in the model's own oneof (`model.ssd` or `model.faster_rcnn`). A Mask
+    R-CNN model reads and evaluates instance masks, and needs a dataset that has them
+    (`report.json`'s per-split mask counts); box models leave masks off even when the dataset
+    has them.
 
     Args:
       batch_size, steps, image_size, learning_rate: replace the template's values; the
@@ -171,6 +157,12 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
       augment: names of `PreprocessingStep` fields (e.g. ['random_horizontal_flip'])
         replacing the template's data augmentation; None keeps the template's.
       overrides: dotted field -> value, applied last (see `set_override`).
+      tiny: the model's tiny variant for CPU tests (see `models.apply_tiny`); the other
+        arguments still apply on top of it.
+
+    Raises:
+      UserError: unknown model, bad override, missing checkpoint, or a Mask R-CNN model on a
+        dataset without instance masks.
     """
     from .odapi import protos
 
@@ -180,9 +172,12 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
     label_map = read_label_map(label_map_path)
     arch = getattr(config.model, spec.meta_arch)
     arch.num_classes = label_map.num_classes
+    if tiny:
+        apply_tiny(config, spec)
     if image_size:
-        arch.image_resizer.fixed_shape_resizer.height = image_size
-        arch.image_resizer.fixed_shape_resizer.width = image_size
+        set_image_size(arch, image_size)
+    if spec.masks:
+        enable_masks(config, model, data_dir, (train_split, eval_split))
 
     train = config.train_config
     if batch_size:

@@ -1,0 +1,468 @@
+"""Detection metrics for medical images: AP, FROC, IoBB localization, image-level ROC, COCO.
+
+Inputs, for every function here:
+  gt: dict image name -> list of `(label, Box)`; an image with an empty list is a negative
+    (it still counts in FP/image and as a negative for image-level metrics).
+  dets: list of `(image, label, score, Box)`; every `image` must be a key of `gt`.
+Boxes are `medtfod.boxes.Box` (float pixel xmin, ymin, xmax, ymax, top-left origin).
+Undefined values (a class without ground truth, AUC without negatives) are None, never NaN,
+so results serialize to strict JSON. Thresholds are JSON keys written with `'%g'` ("0.1").
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import difflib
+import io
+import json
+import os
+from collections import defaultdict
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .boxes import Box, parse_coordinate
+from .detect import CSV_COLUMNS
+from .errors import UserError
+
+GroundTruth = Dict[str, List[Tuple[str, Box]]]
+Detection = Tuple[str, str, float, Box]
+AP_IOUS = (0.1, 0.25, 0.5)
+FROC_RATES = (0.125, 0.25, 0.5, 1, 2, 4, 8)
+IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
+COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def _key(value: float) -> str:
+    return f"{value:g}"
+
+
+def _intersection(a: Box, b: Box) -> float:
+    return max(0.0, min(a.xmax, b.xmax) - max(a.xmin, b.xmin)) * max(0.0, min(a.ymax, b.ymax) - max(a.ymin, b.ymin))
+
+
+def iou(gt_box: Box, det_box: Box) -> float:
+    """Intersection over union of the two boxes' areas (0 when both are empty)."""
+    inter = _intersection(gt_box, det_box)
+    union = gt_box.area + det_box.area - inter
+    return inter / union if union > 0 else 0.0
+
+
+def iobb(gt_box: Box, det_box: Box) -> float:
+    """Intersection over the detected box's area (Wang et al., CVPR 2017); 1 when the detection
+    lies inside the GT box."""
+    return _intersection(gt_box, det_box) / det_box.area if det_box.area > 0 else 0.0
+
+
+def _by_image(gt: GroundTruth, dets: Sequence[Detection]) -> Dict[str, List[int]]:
+    """Indices of `dets` per image; refuses an empty `gt` and detections on images not in `gt`."""
+    if not gt:
+        raise UserError("no ground-truth images to evaluate against")
+    index: Dict[str, List[int]] = defaultdict(list)
+    for i, det in enumerate(dets):
+        index[det[0]].append(i)
+    unknown = sorted(set(index) - set(gt))
+    if unknown:
+        raise UserError(f"{sum(len(index[u]) for u in unknown)} detections are on {len(unknown)} images that have no "
+                        f"ground truth (first: {unknown[0]!r}); evaluate on the split the detections were run on")
+    return index
+
+
+def _classes(gt: GroundTruth) -> List[str]:
+    return sorted({label for objects in gt.values() for label, _ in objects})
+
+
+def match_detections(gt: GroundTruth, dets: Sequence[Detection], threshold: float,
+                     overlap: Callable[[Box, Box], float] = iou) -> List[Optional[int]]:
+    """Greedy one-to-one matching of detections to ground-truth boxes.
+
+    Per image and class, detections are taken by score, highest first (equal scores in input
+    order); each one matches the still-unmatched GT box of the same class with the highest
+    `overlap(gt_box, det_box)` that is >= `threshold` (equal overlaps: the GT box listed first
+    in `gt[image]`). A detection that matches nothing is a false positive, including a second
+    detection on an already-matched box. As in COCOeval, a lower-scored detection never takes
+    a box from a higher-scored one, so keeping only detections above any score cut-off gives
+    the same matches as matching those alone.
+
+    Returns:
+      For each detection, in input order, the index of its GT box in `gt[image]`, or None.
+    """
+    index = _by_image(gt, dets)
+    matched: List[Optional[int]] = [None] * len(dets)
+    for image, det_ids in index.items():
+        taken = set()
+        for i in sorted(det_ids, key=lambda i: (-dets[i][2], i)):
+            best, best_j = threshold, None
+            for j, (label, box) in enumerate(gt[image]):
+                if label != dets[i][1] or j in taken:
+                    continue
+                value = overlap(box, dets[i][3])
+                if value >= threshold and (best_j is None or value > best):
+                    best, best_j = value, j
+            if best_j is not None:
+                taken.add(best_j)
+                matched[i] = best_j
+    return matched
+
+
+def pr_curve(gt: GroundTruth, dets: Sequence[Detection], label: str, iou_threshold: float = 0.5,
+             matched: Optional[List[Optional[int]]] = None) -> Tuple[List[float], List[float]]:
+    """(recall, precision) after each detection of `label`, ranked by score (ties in input order)."""
+    matched = match_detections(gt, dets, iou_threshold) if matched is None else matched
+    n_gt = sum(1 for objects in gt.values() for name, _ in objects if name == label)
+    recall, precision, tp = [], [], 0
+    order = sorted((i for i, det in enumerate(dets) if det[1] == label), key=lambda i: (-dets[i][2], i))
+    for rank, i in enumerate(order, start=1):
+        tp += matched[i] is not None
+        recall.append(tp / n_gt if n_gt else 0.0)
+        precision.append(tp / rank)
+    return recall, precision
+
+
+def _area_under_envelope(recall: List[float], precision: List[float]) -> float:
+    rec, prec = [0.0] + recall + [1.0], [0.0] + precision + [0.0]
+    for k in range(len(prec) - 2, -1, -1):
+        prec[k] = max(prec[k], prec[k + 1])
+    return sum((rec[k + 1] - rec[k]) * prec[k + 1] for k in range(len(rec) - 1))
+
+
+def average_precision(gt: GroundTruth, dets: Sequence[Detection],
+                      iou_threshold: float = 0.5) -> Dict[str, Optional[float]]:
+    """Per-class all-point interpolated average precision (PASCAL VOC 2010+ definition).
+
+    Detections are matched with `match_detections` at IoU >= `iou_threshold` and ranked by
+    score over all images (equal scores in input order). Precision is replaced by its
+    monotone envelope p(r) = max precision at any recall >= r, and AP is the exact area under
+    that step curve from recall 0 to 1 (no 11- or 101-point sampling, unlike COCO).
+
+    Returns:
+      {class: AP} for every class with at least one GT box (a class without detections gets
+      0.0; a class that only has detections is left out) and "mean": the unweighted mean over
+      those classes (None when no class has GT boxes).
+    """
+    matched = match_detections(gt, dets, iou_threshold)
+    result: Dict[str, Optional[float]] = {
+        label: _area_under_envelope(*pr_curve(gt, dets, label, iou_threshold, matched)) for label in _classes(gt)}
+    result["mean"] = float(np.mean(list(result.values()))) if result else None
+    return result
+
+
+def froc_curve(gt: GroundTruth, dets: Sequence[Detection], iou_threshold: float = 0.1) -> Dict[str, list]:
+    """The FROC curve: one point per distinct detection score, from the highest down.
+
+    A point keeps every detection with score >= its threshold (all classes; equal scores go
+    in together). Hits are `match_detections` matches at IoU >= `iou_threshold` (same class,
+    one detection per GT box; duplicates are false positives). sensitivity = matched GT boxes /
+    all GT boxes; avg_fp = unmatched detections / number of images in `gt`, negatives included.
+    The first point is the origin (threshold None: nothing kept).
+    """
+    matched = match_detections(gt, dets, iou_threshold)
+    n_gt, n_images = sum(len(v) for v in gt.values()), len(gt)
+    curve: Dict[str, list] = {"threshold": [None], "avg_fp": [0.0], "sensitivity": [0.0 if n_gt else None]}
+    order = sorted(range(len(dets)), key=lambda i: -dets[i][2])
+    tp = fp = 0
+    for k, i in enumerate(order):
+        tp, fp = tp + (matched[i] is not None), fp + (matched[i] is None)
+        if k + 1 == len(order) or dets[order[k + 1]][2] != dets[i][2]:
+            curve["threshold"].append(float(dets[i][2]))
+            curve["avg_fp"].append(fp / n_images)
+            curve["sensitivity"].append(tp / n_gt if n_gt else None)
+    return curve
+
+
+def froc(gt: GroundTruth, dets: Sequence[Detection], iou_threshold: float = 0.1,
+         fps: Sequence[float] = FROC_RATES) -> Dict[str, Optional[float]]:
+    """Sensitivity at fixed average false positives per image, and their mean.
+
+    For each rate r in `fps`: the highest sensitivity of any `froc_curve` point with
+    avg_fp <= r (no interpolation between points; when the curve ends below r FP/image, its
+    last point, i.e. all detections kept). "mean" averages the rates: with the default rates
+    (1/8 ... 8) it is the LUNA16 competition performance metric (CPM). All None without GT.
+    """
+    curve = froc_curve(gt, dets, iou_threshold)
+    if curve["sensitivity"][0] is None:
+        return {**{_key(r): None for r in fps}, "mean": None}
+    points = list(zip(curve["avg_fp"], curve["sensitivity"]))
+    result = {_key(r): max(s for f, s in points if f <= r) for r in fps}
+    return {**result, "mean": float(np.mean(list(result.values())))}
+
+
+def iobb_localization(gt: GroundTruth, dets: Sequence[Detection],
+                      thresholds: Sequence[float] = IOBB_THRESHOLDS) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Localization accuracy and average false positives at IoBB thresholds (Wang et al. 2017, Table 4).
+
+    Per class c with GT boxes, counted only on the images that have a GT box of c (in
+    ChestX-ray8 the disease label is known and only those images are localized):
+      accuracy = GT boxes of c hit by at least one detection of c on the same image with
+        IoBB(gt, det) = intersection / detected-box area >= T, over all GT boxes of c;
+      avg_fp = detections of c on those images that hit no GT box of c at IoBB >= T, divided
+        by the number of those images.
+    Not one-to-one: one detection may hit several GT boxes. All detections given are used, so
+    apply the score cut-off first. False positives on other images are left to FROC and the
+    image-level metrics.
+    """
+    index = _by_image(gt, dets)
+    result: Dict[str, Dict[str, Dict[str, float]]] = {}
+    for label in _classes(gt):
+        images = [image for image, objects in gt.items() if any(name == label for name, _ in objects)]
+        result[label] = {}
+        for t in thresholds:
+            hit = total = fp = 0
+            for image in images:
+                boxes = [box for name, box in gt[image] if name == label]
+                found = [dets[i][3] for i in index.get(image, []) if dets[i][1] == label]
+                hit += sum(any(iobb(g, d) >= t for d in found) for g in boxes)
+                fp += sum(not any(iobb(g, d) >= t for g in boxes) for d in found)
+                total += len(boxes)
+            result[label][_key(t)] = {"accuracy": hit / total, "avg_fp": fp / len(images)}
+    return result
+
+
+def image_level(gt: GroundTruth, dets: Sequence[Detection], classes: Optional[Sequence[str]] = None,
+                threshold: Optional[float] = None) -> Dict[str, Optional[float]]:
+    """Image-level ROC AUC, sensitivity and specificity (is anything there?).
+
+    Image score = highest score of its detections of `classes` (all classes when None), 0.0
+    without any. An image is positive when it has a GT box of `classes`. AUC is the
+    Mann-Whitney U statistic over all (positive, negative) pairs: 1 when the positive scores
+    higher, 0.5 when tied, divided by the number of pairs (exact, equal to the trapezoidal
+    area under the empirical ROC). An image is called positive when score >= threshold; without
+    `threshold`, the Youden-optimal one (max sensitivity + specificity - 1 over the distinct
+    image scores; ties: the highest threshold), which is optimistic on the data it is chosen on.
+    Values are None when undefined (no positive or no negative image).
+    """
+    index = _by_image(gt, dets)
+    wanted = set(classes) if classes is not None else None
+    scores, positive = [], []
+    for image, objects in gt.items():
+        own = [dets[i][2] for i in index.get(image, []) if wanted is None or dets[i][1] in wanted]
+        scores.append(max(own, default=0.0))
+        positive.append(any(wanted is None or name in wanted for name, _ in objects))
+    s, y = np.asarray(scores, float), np.asarray(positive, bool)
+    pos, neg = s[y], s[~y]
+    auc = None
+    if len(pos) and len(neg):
+        distinct, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+        midrank = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based ranks, ties averaged
+        auc = float((midrank[y].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+        if threshold is None:
+            candidates = distinct[::-1]  # highest first, so argmax picks the highest among ties
+            youden = (len(pos) - np.searchsorted(np.sort(pos), candidates)) / len(pos) \
+                + np.searchsorted(np.sort(neg), candidates) / len(neg)
+            threshold = float(candidates[int(np.argmax(youden))])
+    sens = float((pos >= threshold).mean()) if threshold is not None and len(pos) else None
+    spec = float((neg < threshold).mean()) if threshold is not None and len(neg) else None
+    return {"auc": auc, "sensitivity": sens, "specificity": spec, "threshold": threshold}
+
+
+def coco_dicts(gt: GroundTruth, dets: Sequence[Detection], label_names: Sequence[str]) -> Tuple[dict, list]:
+    """The COCO ground-truth dataset and result list, bbox `[x, y, w, h]` in pixels (image ids
+    1.. in sorted name order, category ids 1.. in `label_names` order)."""
+    _by_image(gt, dets)
+    category = {name: i for i, name in enumerate(label_names, start=1)}
+    for label in sorted({name for objects in gt.values() for name, _ in objects} | {d[1] for d in dets}):
+        if label not in category:
+            hint = difflib.get_close_matches(label, list(category), n=1)
+            raise UserError(f"label {label!r} is not among the classes ({', '.join(label_names)})"
+                            + (f"; did you mean {hint[0]!r}?" if hint else ""))
+    image_id = {name: i for i, name in enumerate(sorted(gt), start=1)}
+    boxes = [(image, label, box) for image in sorted(gt) for label, box in gt[image]]
+    annotations = [{"id": k, "image_id": image_id[image], "category_id": category[label], "bbox": list(box.to_xywh()),
+                    "area": box.area, "iscrowd": 0} for k, (image, label, box) in enumerate(boxes, start=1)]
+    dataset = {"images": [{"id": i, "file_name": name} for name, i in image_id.items()], "annotations": annotations,
+               "categories": [{"id": i, "name": name} for name, i in category.items()]}
+    results = [{"image_id": image_id[image], "category_id": category[label], "bbox": list(box.to_xywh()),
+                "score": float(score)} for image, label, score, box in dets]
+    return dataset, results
+
+
+def coco_metrics(gt: GroundTruth, dets: Sequence[Detection], label_names: Optional[Sequence[str]] = None) -> dict:
+    """pycocotools' COCOeval (bbox) summary: the 12 standard numbers plus per-class AP.
+
+    AP is averaged over IoU 0.50:0.05:0.95 with 101-point interpolation, at most 100
+    detections per image (highest scores); s/m/l are areas < 32^2, 32^2..96^2, > 96^2 pixels.
+    pycocotools' -1 (nothing to measure, e.g. no small boxes) is reported as None.
+    `label_names` sets the classes (default: the sorted GT and detection labels).
+
+    Returns:
+      {"AP", "AP50", ..., "ARl": value, "per_class": {class: AP@[.50:.95] or None}}.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    names = list(label_names) if label_names is not None else sorted(set(_classes(gt)) | {d[1] for d in dets})
+    dataset, results = coco_dicts(gt, dets, names)
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = dataset
+        truth.createIndex()
+        if results:
+            found = truth.loadRes(results)
+        else:  # loadRes cannot take an empty list
+            found = COCO()
+            found.dataset = {**dataset, "annotations": []}
+            found.createIndex()
+        evaluation = COCOeval(truth, found, "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    result = {key: (float(v) if v >= 0 else None) for key, v in zip(COCO_KEYS, evaluation.stats)}
+    precision = evaluation.eval["precision"]  # [IoU, recall, class, area, max dets]
+    result["per_class"] = {}
+    for k, name in enumerate(names):
+        p = precision[:, :, k, 0, -1]
+        result["per_class"][name] = float(p[p > -1].mean()) if (p > -1).any() else None
+    return result
+
+
+def bootstrap_ci(gt: GroundTruth, dets: Sequence[Detection], metric_fn: Callable[[GroundTruth, list], Optional[float]],
+                 patients: Dict[str, str], n: int = 1000, seed: int = 0) -> Tuple[Optional[float], Optional[float]]:
+    """95% percentile bootstrap interval of `metric_fn(gt, dets)`, resampling patients.
+
+    Each of `n` replicates draws as many patients as there are, with replacement
+    (numpy default_rng(seed)); all images of a drawn patient go in, renamed '<image>#<draw>'
+    so a patient drawn twice counts twice. Replicates where the metric is None (e.g. no GT
+    drawn) are skipped. Returns the 2.5th and 97.5th percentiles (numpy's linear
+    interpolation), or (None, None) when every replicate was None.
+    """
+    index = _by_image(gt, dets)
+    missing = sorted(set(gt) - set(patients))
+    if missing:
+        raise UserError(f"{len(missing)} images have no patient id (first: {missing[0]!r})")
+    images_of: Dict[str, List[str]] = defaultdict(list)
+    for image in sorted(gt):
+        images_of[patients[image]].append(image)
+    ids = sorted(images_of)
+    rng, values = np.random.default_rng(seed), []
+    for _ in range(n):
+        sample_gt, sample_dets = {}, []
+        for draw, k in enumerate(rng.integers(0, len(ids), len(ids))):
+            for image in images_of[ids[k]]:
+                name = f"{image}#{draw}"
+                sample_gt[name] = gt[image]
+                sample_dets.extend((name, dets[i][1], dets[i][2], dets[i][3]) for i in index.get(image, []))
+        value = metric_fn(sample_gt, sample_dets)
+        if value is not None:
+            values.append(value)
+    if not values:
+        return None, None
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], patients: Optional[Dict[str, str]] = None,
+                 iou_froc: float = 0.1, bootstrap: int = 200, label_names: Optional[Sequence[str]] = None) -> dict:
+    """Every metric, in the layout of metrics.json (see the functions for each definition).
+
+    `patients` defaults to one patient per image; `bootstrap` is the number of replicates
+    for "ci95" (AP@0.5 mean, FROC mean, image-level AUC; seed 0), 0 to skip it ("ci95": {}).
+    """
+    result = {
+        "ap": {_key(t): average_precision(gt, dets, t) for t in AP_IOUS},
+        "froc": froc(gt, dets, iou_froc),
+        "iobb": iobb_localization(gt, dets),
+        "image_level": image_level(gt, dets),
+        "coco": coco_metrics(gt, dets, label_names),
+        "ci95": {},
+    }
+    if bootstrap:
+        patients = patients if patients is not None else {image: image for image in gt}
+        for name, fn in (("ap50_mean", lambda g, d: average_precision(g, d, 0.5)["mean"]),
+                         ("froc_mean", lambda g, d: froc(g, d, iou_froc)["mean"]),
+                         ("auc", lambda g, d: image_level(g, d)["auc"])):
+            result["ci95"][name] = list(bootstrap_ci(gt, dets, fn, patients, n=bootstrap))
+    return result
+
+
+def read_detections_csv(path: str) -> List[Detection]:
+    """Detections from `detections.csv` as written by `medtfod detect`.
+
+    Header `image,label,score,xmin,ymin,xmax,ymax`; boxes in pixels of the image (float xyxy,
+    top-left origin), so no conversion is needed. An image with no row had no detection.
+
+    Raises:
+      UserError: missing file or header, or a row with the wrong number of fields, an empty
+        image or label, a score or coordinate that is not a finite number, or an empty box;
+        the message names `file:line` and the value.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            rows = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"cannot read detections {path}: {e}") from None
+    if not rows or tuple(v.strip() for v in rows[0][1]) != CSV_COLUMNS:
+        got = ",".join(rows[0][1]) if rows else "an empty file"
+        raise UserError(f"{path}:1: expected the header {','.join(CSV_COLUMNS)}, got {got!r}")
+    dets = []
+    for line, row in rows[1:]:
+        where = f"{path}:{line}"
+        if not row:
+            continue  # a blank line carries nothing
+        if len(row) != len(CSV_COLUMNS):
+            raise UserError(f"{where}: expected {len(CSV_COLUMNS)} fields ({','.join(CSV_COLUMNS)}), "
+                            f"got {len(row)}: {row!r}")
+        image, label = row[0].strip(), row[1].strip()
+        if not image or not label:
+            raise UserError(f"{where}: empty {'image' if not image else 'label'} in {row!r}")
+        values = [parse_coordinate(v) for v in row[2:]]
+        for name, text, value in zip(CSV_COLUMNS[2:], row[2:], values):
+            if value is None:
+                raise UserError(f"{where}: {name} {text!r} is not a finite number")
+        box = Box(*values[1:])
+        problem = box.problem()
+        if problem:
+            raise UserError(f"{where}: {problem}")
+        dets.append((image, label, values[0], box))
+    return dets
+
+
+def read_ground_truth(dataset_dir: str, split: Optional[str] = None) -> GroundTruth:
+    """Ground truth from a `medtfod convert` output folder: `coco/<split>.json` (all splits when None).
+
+    COCO `bbox` is `[x, y, w, h]` in pixels from the top-left corner -> `Box.from_xywh`; labels
+    are the `categories` names. Every image is a key (file_name), with [] when it has no
+    annotation: negatives count in FP/image and image-level metrics.
+
+    Raises:
+      UserError: no coco folder, unknown split (with the available ones), unreadable JSON,
+        an annotation pointing to an unknown image or category, or an image in two splits.
+    """
+    folder = os.path.join(dataset_dir, "coco")
+    available = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json")) if os.path.isdir(folder) else []
+    if not available:
+        raise UserError(f"no coco/<split>.json under {dataset_dir}; pass the output folder of `medtfod convert`")
+    if split is not None and split not in available:
+        raise UserError(f"split {split!r} not found in {folder} (available: {', '.join(available)})")
+    gt: GroundTruth = {}
+    for name in [split] if split is not None else available:
+        path = os.path.join(folder, f"{name}.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            labels = {c["id"]: c["name"] for c in data["categories"]}
+            files = {}
+            for image in data["images"]:
+                if image["file_name"] in gt:
+                    raise UserError(f"{path}: image {image['file_name']!r} is also in another split")
+                files[image["id"]] = image["file_name"]
+                gt[image["file_name"]] = []
+            for ann in data["annotations"]:
+                if ann["image_id"] not in files or ann["category_id"] not in labels:
+                    raise UserError(f"{path}: annotation {ann.get('id')} refers to an unknown image_id "
+                                    f"{ann['image_id']} or category_id {ann['category_id']}")
+                x, y, w, h = (float(v) for v in ann["bbox"])
+                gt[files[ann["image_id"]]].append((labels[ann["category_id"]], Box.from_xywh(x, y, w, h)))
+        except OSError as e:
+            raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path}: not a COCO detection file ({type(e).__name__}: {e})") from None
+    return gt
+
+
+def __getattr__(name: str):
+    """`format_table` and `write_plots` live in `metrics_plots` (matplotlib stays unimported until used)."""
+    if name in ("format_table", "write_plots"):
+        from . import metrics_plots
+        return getattr(metrics_plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
