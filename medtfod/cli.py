@@ -51,7 +51,7 @@ def cmd_config(args) -> int:
                     image_size=args.image_size, learning_rate=args.learning_rate,
                     warmup_steps=args.warmup_steps, checkpoint=args.checkpoint,
                     augment=args.augment.split(",") if args.augment else None,
-                    overrides=parse_overrides(args.set))
+                    overrides=parse_overrides(args.set), tiny=args.tiny)
     write_config(config, args.out)
     print(f"wrote {args.out} ({args.model}, {config.model.WhichOneof('model')}, "
           f"batch {config.train_config.batch_size}, {config.train_config.num_steps} steps)")
@@ -91,10 +91,15 @@ def cmd_export(args) -> int:
 
 def cmd_detect(args) -> int:
     from .detect import detect
+    if bool(args.dataset) != bool(args.split):
+        raise UserError("--dataset and --split go together (e.g. --dataset data --split val)")
     summary = detect(args.model, args.images, args.out, min_score=args.min_score,
-                     label_map_path=args.label_map, quiet=args.quiet)
-    print(f"{summary['images']} images, {summary['detections']} detections at score >= {args.min_score}; "
-          f"drawn images and detections.csv in {args.out}")
+                     label_map_path=args.label_map, quiet=args.quiet, max_per_image=args.max_per_image,
+                     classes=args.classes.split(",") if args.classes else None,
+                     dataset=args.dataset, split=args.split, workers=args.workers)
+    skipped = f", {len(summary['skipped'])} unreadable images skipped" if summary["skipped"] else ""
+    print(f"{summary['images']} images, {summary['detections']} detections at score >= {args.min_score}"
+          f"{skipped}; drawn images, detections.csv/.json, coco_results.json and images.csv in {args.out}")
     return 0
 
 
@@ -203,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--checkpoint", help="fine-tune checkpoint prefix; omitted = train from scratch")
     config.add_argument("--augment", help="comma-separated augmentations replacing the template's, "
                         "e.g. random_horizontal_flip,random_adjust_contrast")
+    config.add_argument("--tiny", action="store_true",
+                        help="a small CPU-friendly variant (128 px, fewer proposals, 15x15 masks) for tests")
     config.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="set any config field, e.g. train_config.batch_size=4 (repeatable)")
     config.set_defaults(func=cmd_config)
@@ -230,9 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     detect = sub.add_parser("detect", parents=[quiet], help="run an exported model on a folder of images")
     detect.add_argument("--model", required=True, help="export folder (or its saved_model/)")
-    detect.add_argument("--images", required=True, help="image folder (recursive)")
+    detect.add_argument("--images", help="image folder (recursive) or a .txt list of image paths")
+    detect.add_argument("--dataset", help="a `medtfod convert` folder: detect on --split, ground truth drawn too")
+    detect.add_argument("--split", help="with --dataset: the split to run on (e.g. val)")
     detect.add_argument("--out", required=True)
     detect.add_argument("--min-score", type=float, default=0.5)
+    detect.add_argument("--max-per-image", type=int, default=100)
+    detect.add_argument("--classes", help="comma-separated class names to keep (default: all)")
+    detect.add_argument("--workers", type=int, default=2, help="threads decoding and drawing (default 2)")
     detect.add_argument("--label-map", help="default: label_map.pbtxt in the export folder")
     detect.set_defaults(func=cmd_detect)
 

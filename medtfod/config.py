@@ -19,6 +19,7 @@ from .labelmap import read_label_map
 from .models import MODELS, ModelSpec, apply_tiny, enable_masks, model_spec, set_image_size
 from .resources import resource_path
 
+# The model registry lives in `models`; re-exported here, where the CLI looks for it.
 __all__ = ["MODELS", "ModelSpec", "model_spec", "render", "write_config", "set_override", "parse_overrides",
            "record_pattern"]
 
@@ -149,9 +150,11 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
     has them.
 
     Args:
-      batch_size, steps, image_size, learning_rate: replace the template's values; the
-        cosine schedule's total_steps follows `steps` and its warm-up is scaled with it
-        unless `warmup_steps` is given; the warm-up rate keeps its ratio to the base rate.
+      batch_size, steps, image_size, learning_rate: replace the template's values (image_size
+        sets a fixed shape's height and width, or a keep-aspect-ratio resizer's min and max
+        dimension); the cosine schedule's total_steps follows `steps` and its warm-up is
+        scaled with it unless `warmup_steps` is given; the warm-up rate keeps its ratio to
+        the base rate.
       checkpoint: fine-tune checkpoint prefix (e.g. '.../checkpoint/ckpt-0'); None trains
         from scratch (the template's fine_tune_checkpoint is removed).
       augment: names of `PreprocessingStep` fields (e.g. ['random_horizontal_flip'])

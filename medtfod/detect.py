@@ -1,15 +1,28 @@
-"""Batch detection with an exported SavedModel: drawn copies and `detections.csv`.
+"""Batch detection with an exported SavedModel: drawn copies and machine-readable detections.
+
+Input: a folder (recursive), a `.txt` list of image paths, or a split of a converted
+dataset (`--dataset DIR --split val`, which also overlays the ground truth). PNG, JPEG and
+DICOM. Decoding and drawing run in threads around the model, so the model is never
+waiting for a file; a corrupt image is reported and skipped.
 
 The SavedModel (`image_tensor` input) takes uint8 `[1, H, W, 3]`; grayscale images are
 replicated to three channels, as in training. Its boxes are the OD API's normalized
-`(ymin, xmin, ymax, xmax)`; they are converted once, here, to pixel `Box`es.
+`(ymin, xmin, ymax, xmax)`; they are converted once, here, to pixel `Box`es. Outputs:
+
+    detections.csv     image,label,score,xmin,ymin,xmax,ymax   (pixels, top-left origin)
+    detections.json    the same plus normalized boxes, per image
+    coco_results.json  COCO results (image ids from the dataset's COCO file when given)
+    images.csv         one row per input image: detections, max score per class, finding
+    <image>            drawn copies at the same relative paths (DICOM drawn as .png)
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
-from typing import List, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -33,8 +46,32 @@ def list_images(root: str) -> List[str]:
         dirnames.sort()
         for name in sorted(filenames):
             if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(os.path.relpath(os.path.join(dirpath, name), root))
+                found.append(os.path.relpath(os.path.join(dirpath, name), root).replace("\\", "/"))
     return found
+
+
+def resolve_inputs(images: Optional[str], dataset: Optional[str] = None, split: Optional[str] = None):
+    """[(name, path)] from a folder, a list file, or a dataset split; and the split's ground truth."""
+    if dataset:
+        from .metrics import read_ground_truth
+        import defusedxml.ElementTree as DET
+        gt = read_ground_truth(dataset, split)
+        out = []
+        for name in sorted(gt):
+            xml = os.path.join(dataset, "voc", os.path.splitext(name)[0] + ".xml")
+            path = DET.parse(xml).getroot().findtext("path") if os.path.isfile(xml) else None
+            if not path and images:
+                path = os.path.join(images, name)
+            out.append((name, path or name))
+        return out, gt
+    if images and os.path.isfile(images):  # a list file: one path per line
+        base = os.path.dirname(os.path.abspath(images))
+        with open(images, encoding="utf-8") as f:
+            paths = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        return [(p.replace("\\", "/"), p if os.path.isabs(p) else os.path.join(base, p)) for p in paths], None
+    if not images:
+        raise UserError("give --images (a folder or a .txt list) or --dataset with --split")
+    return [(name, os.path.join(images, name)) for name in list_images(images)], None
 
 
 def _saved_model_dir(model: str) -> str:
@@ -44,62 +81,142 @@ def _saved_model_dir(model: str) -> str:
     raise UserError(f"no SavedModel in {model} (expected saved_model/saved_model.pb); run medtfod export")
 
 
-def detect(model: str, images: str, out: str, min_score: float = 0.5,
-           label_map_path: Optional[str] = None, quiet: bool = False) -> dict:
-    """Run the exported model on every image under `images`.
-
-    Writes, in `out`: a drawn copy of each image at the same relative path, and
-    `detections.csv` (columns image, label, score, xmin, ymin, xmax, ymax; pixels, top-left
-    origin). Returns {'images': n, 'detections': n, 'rows': [...]}.
-    """
+def _load(path: str):
+    """PIL RGB image of a PNG/JPEG/DICOM file, or the error message."""
     from PIL import Image
-
-    from .odapi.runtime import import_tensorflow
-
-    saved_model = _saved_model_dir(model)
-    label_map_path = label_map_path or os.path.join(os.path.dirname(saved_model.rstrip("/\\")), "label_map.pbtxt")
-    label_map = read_label_map(label_map_path)
-    names = sorted(list_images(images))
-    if not names:
-        raise UserError(f"no PNG or JPEG images under {images}")
-    tf = import_tensorflow(verbose=False)
-    detect_fn = tf.saved_model.load(saved_model)
-    os.makedirs(out, exist_ok=True)
-    rows = []
-    bar = progress(total=len(names), desc="detect", unit="img", quiet=quiet)
-    for name in names:
-        path = os.path.join(images, name)
-        if name.lower().endswith(".dcm"):
+    try:
+        if path.lower().endswith(".dcm"):
             from .dicom import dicom_to_png
             path = io.BytesIO(dicom_to_png(path)[0])
         with Image.open(path) as im:
-            im.load()
-            pixels = np.asarray(im.convert("RGB"))
-            result = detect_fn(tf.constant(pixels[np.newaxis]))
+            return im.convert("RGB"), None
+    except Exception as e:  # any unreadable file is reported, never ends the batch
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _mask_overlay(image, masks, boxes, colours):
+    """Blend box-relative instance masks (Mask R-CNN's [N, h, w] floats) into `image`."""
+    from PIL import Image
+    out = np.asarray(image).astype(np.float32)
+    for mask, box, colour in zip(masks, boxes, colours):
+        x0, y0 = int(round(box.xmin)), int(round(box.ymin))
+        w, h = max(1, int(round(box.xmax)) - x0), max(1, int(round(box.ymax)) - y0)
+        resized = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) > 127
+        region = out[y0:y0 + h, x0:x0 + w]
+        sel = resized[:region.shape[0], :region.shape[1]]
+        region[sel] = 0.55 * region[sel] + 0.45 * np.array(colour, np.float32)
+    return Image.fromarray(out.astype(np.uint8))
+
+
+def _draw_and_save(image, name, found, gt_boxes, masks, out):
+    from .draw import colour
+    if masks is not None and len(found):
+        image = _mask_overlay(image, masks, [f[3] for f in found], [colour(f[1]) for f in found])
+    drawn = draw_boxes(image, found, ground_truth=gt_boxes)
+    is_jpeg = name.lower().endswith((".jpg", ".jpeg"))
+    buffer = io.BytesIO()
+    drawn.save(buffer, format="JPEG" if is_jpeg else "PNG", **({"quality": 95} if is_jpeg else {}))
+    target = name[:-4] + ".png" if name.lower().endswith(".dcm") else name
+    atomic.write_file(os.path.join(out, target), buffer.getvalue())
+
+
+def detect(model: str, images: Optional[str], out: str, min_score: float = 0.5,
+           label_map_path: Optional[str] = None, quiet: bool = False, max_per_image: int = 100,
+           classes: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
+           split: Optional[str] = None, workers: int = 2) -> dict:
+    """Run the exported model on every input image and write the outputs listed above.
+
+    Returns {'images': n, 'detections': n, 'skipped': [(image, reason)], 'rows': [...]}.
+    """
+    saved_model = _saved_model_dir(model)
+    label_map_path = label_map_path or os.path.join(os.path.dirname(saved_model.rstrip("/\\")), "label_map.pbtxt")
+    label_map = read_label_map(label_map_path)
+    unknown = [c for c in classes or () if c not in label_map.ids]
+    if unknown:
+        raise UserError(f"--classes: {', '.join(unknown)} not in the label map ({', '.join(label_map.names)})")
+    inputs, gt = resolve_inputs(images, dataset, split)
+    if not inputs:
+        raise UserError(f"no PNG, JPEG or DICOM images under {images}")
+    from .odapi.runtime import import_tensorflow
+    tf = import_tensorflow(verbose=False)
+    detect_fn = tf.saved_model.load(saved_model)
+    os.makedirs(out, exist_ok=True)
+    rows, per_image, skipped, pending = [], [], [], []
+    bar = progress(total=len(inputs), desc="detect", unit="img", quiet=quiet)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        loads = [pool.submit(_load, path) for _, path in inputs[:4]]
+        for i, (name, _path) in enumerate(inputs):
+            if i + 4 < len(inputs):  # keep a few decodes ahead of the model
+                loads.append(pool.submit(_load, inputs[i + 4][1]))
+            image, error = loads[i].result()
+            loads[i] = None
+            bar.update(1)
+            if image is None:
+                skipped.append((name, error))
+                per_image.append((name, None, error))
+                continue
+            result = detect_fn(tf.constant(np.asarray(image)[np.newaxis]))
             n = int(result["num_detections"][0])
-            h, w = pixels.shape[:2]
-            drawn = []
-            for yxyx, score, cls in zip(result["detection_boxes"][0][:n].numpy(),
-                                        result["detection_scores"][0][:n].numpy(),
-                                        result["detection_classes"][0][:n].numpy()):
-                if score < min_score:
+            w, h = image.size
+            found, keep = [], []
+            for k, (yxyx, score, cls) in enumerate(zip(result["detection_boxes"][0][:n].numpy(),
+                                                       result["detection_scores"][0][:n].numpy(),
+                                                       result["detection_classes"][0][:n].numpy())):
+                label = label_map.name_of(int(cls))
+                if score < min_score or (classes and label not in classes) or len(found) >= max_per_image:
                     continue
-                class_id = int(cls)
-                label = label_map.name_of(class_id)
-                box = Box.from_normalized_yxyx(yxyx, w, h)
-                drawn.append((label, class_id, float(score), box))
-                rows.append((name.replace("\\", "/"), label, f"{score:.6f}", f"{box.xmin:.2f}",
-                             f"{box.ymin:.2f}", f"{box.xmax:.2f}", f"{box.ymax:.2f}"))
-            buffer = io.BytesIO()
-            is_jpeg = name.lower().endswith((".jpg", ".jpeg"))
-            draw_boxes(im, drawn).save(buffer, format="JPEG" if is_jpeg else "PNG", **({"quality": 95} if is_jpeg else {}))
-            drawn_name = name[:-4] + ".png" if name.lower().endswith(".dcm") else name
-            atomic.write_file(os.path.join(out, drawn_name), buffer.getvalue())
-        bar.update(1)
+                found.append((label, int(cls), float(score), Box.from_normalized_yxyx(yxyx, w, h)))
+                keep.append(k)
+            masks = result["detection_masks"][0].numpy()[keep] if "detection_masks" in result else None
+            gt_boxes = [(label, box) for label, box in gt.get(name, [])] if gt else None
+            pending.append(pool.submit(_draw_and_save, image, name, found, gt_boxes, masks, out))
+            rows.extend((name, label, score, box, (w, h)) for label, _, score, box in found)
+            per_image.append((name, found, None))
+        for future in pending:
+            future.result()
     bar.close()
+    _write_outputs(out, rows, per_image, label_map, dataset, split)
+    for name, reason in skipped:
+        print(f"skipped {name}: {reason}")
+    return {"images": len(inputs), "detections": len(rows), "skipped": skipped,
+            "rows": [(r[0], r[1], f"{r[2]:.6f}", f"{r[3].xmin:.2f}", f"{r[3].ymin:.2f}", f"{r[3].xmax:.2f}",
+                      f"{r[3].ymax:.2f}") for r in rows]}
+
+
+def _write_outputs(out, rows, per_image, label_map, dataset, split) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    writer.writerows(rows)
+    for name, label, score, box, _size in rows:
+        writer.writerow((name, label, f"{score:.6f}", f"{box.xmin:.2f}", f"{box.ymin:.2f}",
+                         f"{box.xmax:.2f}", f"{box.ymax:.2f}"))
     atomic.write_file(os.path.join(out, "detections.csv"), text.getvalue())
-    return {"images": len(names), "detections": len(rows), "rows": rows}
+
+    by_image = {}
+    for name, label, score, box, (w, h) in rows:
+        by_image.setdefault(name, []).append({
+            "label": label, "score": round(score, 6),
+            "box": [round(v, 2) for v in (box.xmin, box.ymin, box.xmax, box.ymax)],
+            "box_normalized_yxyx": [round(v, 6) for v in box.to_normalized_yxyx(w, h)]})
+    images = [{"image": name, "error": error, "detections": by_image.get(name, [])} for name, _f, error in per_image]
+    atomic.write_file(os.path.join(out, "detections.json"), json.dumps({"images": images}, indent=1) + "\n")
+
+    ids = {name: i for i, (name, _f, _e) in enumerate(per_image, start=1)}
+    if dataset:
+        with open(os.path.join(dataset, "coco", f"{split}.json"), encoding="utf-8") as f:
+            ids.update({im["file_name"]: im["id"] for im in json.load(f)["images"]})
+    results = [{"image_id": ids[name], "category_id": label_map.ids[label], "score": round(score, 6),
+                "bbox": [round(v, 2) for v in box.to_xywh()]} for name, label, score, box, _ in rows]
+    atomic.write_file(os.path.join(out, "coco_results.json"), json.dumps(results) + "\n")
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["image", "detections"] + [f"max_score_{n}" for n in label_map.names] + ["finding"])
+    for name, found, error in per_image:
+        if found is None:
+            writer.writerow([name, ""] + [""] * len(label_map.names) + [f"unreadable: {error}"])
+            continue
+        best = {n: max((f[2] for f in found if f[0] == n), default=0.0) for n in label_map.names}
+        finding = "|".join(sorted({f[0] for f in found})) or "no finding"
+        writer.writerow([name, len(found)] + [f"{best[n]:.6f}" for n in label_map.names] + [finding])
+    atomic.write_file(os.path.join(out, "images.csv"), text.getvalue())

@@ -1,7 +1,7 @@
 """Drawing labelled boxes on images (one colour per class, readable on grayscale)."""
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -18,8 +18,13 @@ def colour(class_id: int) -> Tuple[int, int, int]:
     return PALETTE[(class_id - 1) % len(PALETTE)]
 
 
-def draw_boxes(image: Image.Image, items: Sequence[Tuple[str, int, float, Box]]) -> Image.Image:
-    """An RGB copy of `image` with each (label, class_id, score, Box) drawn and captioned.
+GROUND_TRUTH = (255, 255, 255)  # ground truth is drawn in white, under the detections
+
+
+def draw_boxes(image: Image.Image, items: Sequence[Tuple[str, int, float, Box]],
+               ground_truth: Optional[Sequence[Tuple[str, Box]]] = None) -> Image.Image:
+    """An RGB copy of `image` with each (label, class_id, score, Box) drawn and captioned,
+    and, when given, the ground-truth (label, Box) pairs outlined in white first.
 
     Boxes are pixel xyxy (medtfod's convention). The caption 'label 0.93' sits above the
     box, or inside it when the box touches the top edge. Lower scores are drawn first, so
@@ -30,6 +35,11 @@ def draw_boxes(image: Image.Image, items: Sequence[Tuple[str, int, float, Box]])
     side = min(out.size)
     width = max(1, side // 200)
     font = ImageFont.load_default(size=max(10, side // 28))
+    for label, box in ground_truth or ():
+        draw.rectangle([box.xmin, box.ymin, box.xmax - 1, box.ymax - 1], outline=GROUND_TRUTH, width=width)
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        draw.text((box.xmin + width - left, box.ymax - (bottom - top) - 2 * width - top), label,
+                  fill=GROUND_TRUTH, font=font)
     for label, class_id, score, box in sorted(items, key=lambda item: item[2]):
         c = colour(class_id)
         draw.rectangle([box.xmin, box.ymin, box.xmax - 1, box.ymax - 1], outline=c, width=width)

@@ -101,9 +101,10 @@ def enable_masks(config, model: str, data_dir: str, splits) -> None:
         if not counts.get(split):
             raise UserError(f"{model}: split {split!r} of {data_dir} has no instance masks "
                             f"(report.json counts {counts.get(split, 0)}). {advice}")
+    png_masks = config.train_input_reader.DESCRIPTOR.fields_by_name["mask_type"].enum_type.values_by_name["PNG_MASKS"]
     for reader in (config.train_input_reader, config.eval_input_reader[0]):
         reader.load_instance_masks = True
-        reader.mask_type = reader.DESCRIPTOR.fields_by_name["mask_type"].enum_type.values_by_name["PNG_MASKS"].number
+        reader.mask_type = png_masks.number
     if "coco_mask_metrics" not in config.eval_config.metrics_set:
         config.eval_config.metrics_set.append("coco_mask_metrics")
     config.eval_config.eval_instance_masks = True

@@ -155,3 +155,45 @@ def test_fine_tune_from_a_zoo_style_checkpoint(run, tmp_path):
     # and `medtfod train` fine-tunes from it
     assert main(["train", "--config", config, "--model-dir", str(tmp_path / "ft"), "-q"]) == 0
     assert any(f.startswith("ckpt-") for f in os.listdir(tmp_path / "ft"))
+
+
+def test_detect_writes_json_coco_and_image_rows(run):
+    rows = read_rows(run)
+    data = json.load(open(os.path.join(run["detections"], "detections.json")))
+    assert sum(len(im["detections"]) for im in data["images"]) == len(rows)
+    first = data["images"][0]["detections"][0]
+    assert len(first["box"]) == 4 and all(0 <= v <= 1 for v in first["box_normalized_yxyx"])
+    results = json.load(open(os.path.join(run["detections"], "coco_results.json")))
+    assert len(results) == len(rows) and {"image_id", "category_id", "score", "bbox"} <= set(results[0])
+    with open(os.path.join(run["detections"], "images.csv"), newline="") as f:
+        images = list(csv.DictReader(f))
+    assert len(images) == 40 and set(images[0]) >= {"image", "detections", "max_score_Mass", "max_score_Nodule", "finding"}
+
+
+def test_detect_dataset_split_list_file_and_corrupt_image(run, tmp_path, capsys):
+    out = tmp_path / "split"
+    assert main(["detect", "--model", run["exported"], "--dataset", run["dataset"], "--split", "val",
+                 "--out", str(out), "--min-score", "0.0", "--max-per-image", "3", "--classes", "Mass", "-q"]) == 0
+    rows = list(csv.DictReader(open(out / "detections.csv")))
+    val = open(os.path.join(run["dataset"], "splits", "val.txt")).read().split()
+    assert {r["image"] for r in rows} <= set(val) and {r["label"] for r in rows} == {"Mass"}
+    assert max(sum(1 for r in rows if r["image"] == name) for name in val) <= 3
+    gt = json.load(open(os.path.join(run["dataset"], "coco", "val.json")))
+    ann = gt["annotations"][0]
+    name = next(im["file_name"] for im in gt["images"] if im["id"] == ann["image_id"])
+    x, y, w, h = ann["bbox"]
+    drawn = np.asarray(Image.open(out / name)).astype(int)
+    original = np.asarray(Image.open(os.path.join(run["images"], name)).convert("RGB")).astype(int)
+    x0, yc = int(x), int(y + h / 2)
+    window = (slice(yc - 2, yc + 3), slice(max(0, x0 - 1), x0 + 2))
+    changed = (drawn[window] != original[window]).any(axis=-1)
+    white = (drawn[window] == 255).all(axis=-1)
+    assert (changed & white).any()      # ground truth outlined in white
+    # a list file with a corrupt image: reported, skipped, the batch goes on
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"broken.png\n{os.path.join(run['images'], val[0])}\n")
+    assert main(["detect", "--model", run["exported"], "--images", str(listing), "--out", str(tmp_path / "l"), "-q"]) == 0
+    assert "skipped broken.png" in capsys.readouterr().out
+    per_image = list(csv.DictReader(open(tmp_path / "l" / "images.csv")))
+    assert per_image[0]["finding"].startswith("unreadable") and len(per_image) == 2

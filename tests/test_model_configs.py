@@ -102,8 +102,8 @@ def test_render_faster_rcnn_family(model, masked_dataset):
     assert frcnn.num_classes == 2 and not c.model.HasField("ssd")
     resizer = frcnn.image_resizer
     if resizer.HasField("keep_aspect_ratio_resizer"):
-        assert (resizer.keep_aspect_ratio_resizer.min_dimension, resizer.keep_aspect_ratio_resizer.max_dimension) == (256, 256)
-        assert resizer.keep_aspect_ratio_resizer.pad_to_max_dimension
+        keep = resizer.keep_aspect_ratio_resizer
+        assert (keep.min_dimension, keep.max_dimension) == (256, 256) and keep.pad_to_max_dimension
     else:
         assert (resizer.fixed_shape_resizer.height, resizer.fixed_shape_resizer.width) == (256, 256)
     assert c.train_config.batch_size == 2 and c.train_config.num_steps == 300

@@ -1,8 +1,18 @@
-"""Training: the OD API's own TF2 loop (`model_lib_v2.train_loop`), as `model_main_tf2` runs it."""
+"""Training: the OD API's own TF2 loop (`model_lib_v2.train_loop`), as `model_main_tf2` runs it.
+
+Two additions around the loop, neither of which changes the OD API:
+  * `eval_every`: the loop is run up to each segment end in turn (it resumes from the latest
+    checkpoint in `model_dir`), and each segment's last checkpoint is evaluated in-process.
+  * a non-finite total loss stops training with a `UserError` (see `NanLossWatch`).
+"""
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import os
-from typing import Optional
+import re
+from typing import Iterator, List, Optional
 
 from ..errors import UserError
 from .runtime import import_tensorflow, tidy_logging
@@ -26,8 +36,107 @@ def checkpoint_interval(requested: int, steps: int) -> int:
     return best * STEPS_PER_ITERATION
 
 
+def segment_ends(start: int, final: int, eval_every: int) -> List[int]:
+    """The steps at which a run from `start` to `final` stops to evaluate: the multiples of
+    `eval_every` after `start`, and `final` (a resumed run keeps the same evaluation steps)."""
+    ends = [e for e in range(eval_every, final, eval_every) if e > start]
+    return ends + [final] if final > start else []
+
+
+class NonFiniteLoss(Exception):
+    """Raised inside the OD API's loop by `NanLossWatch`; `train` turns it into a UserError."""
+
+    def __init__(self, step: Optional[int], value: float, last_finite: Optional[int]):
+        super().__init__(f"Loss/total_loss = {value} at step {step}")
+        self.step, self.value, self.last_finite = step, value, last_finite
+
+
+class NanLossWatch(logging.Handler):
+    """Reads the OD API's loss report and stops the loop when the total loss is NaN or infinite.
+
+    `train_loop` logs, after every block of 100 steps and before it saves a checkpoint,
+    "Step N per-step time ..." and then `pprint` of the losses, e.g.
+    "{'Loss/classification_loss': np.float32(nan), ... 'Loss/total_loss': np.float32(nan), ...}".
+    Raising from `emit` propagates out of `tf.logging.info` and so out of `train_loop`
+    (logging only guards the emit of its own handlers), before the block's checkpoint is
+    saved. The OD API offers no callback; this reads its documented output instead of
+    patching its code. The loss of the block's last step is what gets checked: once the
+    weights are NaN every later loss is NaN too.
+    """
+
+    STEP = re.compile(r"^Step (\d+) per-step time")
+    # numpy >= 2 prints np.float32(nan); numpy 1 prints nan
+    TOTAL_LOSS = re.compile(r"'Loss/total_loss':\s*(?:np\.float\d+\()?\s*([-+]?(?:nan|inf|[0-9][0-9.eE+-]*))")
+
+    def __init__(self):
+        super().__init__(level=logging.INFO)
+        self.step: Optional[int] = None
+        self.last_finite: Optional[int] = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        match = self.STEP.match(message)
+        if match:
+            self.step = int(match.group(1))
+            return
+        match = self.TOTAL_LOSS.search(message)
+        if match:
+            value = float(match.group(1))
+            if not math.isfinite(value):
+                raise NonFiniteLoss(self.step, value, self.last_finite)
+            self.last_finite = self.step
+
+
+@contextlib.contextmanager
+def watch_for_nan_loss(verbose: bool) -> Iterator[NanLossWatch]:
+    """Attach a `NanLossWatch` to TensorFlow's logger for the duration of the block.
+
+    The OD API reports losses at INFO; when not `verbose`, the logger is opened to INFO for
+    the watch while the existing handlers keep showing warnings only.
+    """
+    tf = import_tensorflow(verbose)
+    logger = tf.get_logger()
+    watch = NanLossWatch()
+    saved_level = logger.level
+    saved_handler_levels = [(h, h.level) for h in logger.handlers]
+    if not verbose:
+        for handler in logger.handlers:
+            handler.setLevel(max(handler.level, logging.WARNING))
+    logger.setLevel(logging.INFO)
+    logger.addHandler(watch)  # last, so the report line is printed before the watch raises
+    try:
+        yield watch
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(saved_level)
+        for handler, level in saved_handler_levels:
+            handler.setLevel(level)
+
+
+def _latest_step(model_dir: str) -> int:
+    from .evaluate import checkpoint_step
+    tf = import_tensorflow(verbose=False)
+    latest = tf.train.latest_checkpoint(model_dir)
+    return checkpoint_step(latest) if latest else 0
+
+
+def _nan_error(stop: NonFiniteLoss, config_path: str, model_dir: str) -> UserError:
+    where = f"at step {stop.step}" if stop.step is not None else "in the first loss report"
+    since = (f" (still finite at step {stop.last_finite})" if stop.last_finite is not None else "")
+    return UserError(
+        f"training stopped: the total loss became {stop.value} {where}{since}; the OD API reports it "
+        f"every {STEPS_PER_ITERATION} steps. The latest checkpoint in {model_dir} is step "
+        f"{_latest_step(model_dir)}; after a fix, start again with a fresh --model-dir. Likely causes:\n"
+        f"  - a learning rate too high for this model and batch size: render {config_path} again with a "
+        f"lower `medtfod config --learning-rate` (try a tenth), or more --warmup-steps;\n"
+        f"  - boxes outside their image or of zero width/height: convert again with "
+        f"`medtfod convert ... --strict` to find the bad rows;\n"
+        f"  - empty TFRecords (no images, or no boxes): check the counts in the dataset's report.json.")
+
+
 def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpoint_every_n: int = 1000,
-          num_workers: int = 1, record_summaries: bool = True, verbose: bool = True) -> None:
+          num_workers: int = 1, record_summaries: bool = True, verbose: bool = True,
+          eval_every: Optional[int] = None) -> List[dict]:
     """Train the model of `config_path`, writing checkpoints and TensorBoard logs to `model_dir`.
 
     Same strategy choice as `model_main_tf2`: MirroredStrategy (all visible GPUs, else the
@@ -38,7 +147,20 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
     Args:
       steps: total steps; None uses the config's `train_config.num_steps`.
       checkpoint_every_n: the wanted checkpoint interval; lowered where needed so the
-        final step is always saved (see `checkpoint_interval`).
+        final step (and, with `eval_every`, each evaluated step) is always saved (see
+        `checkpoint_interval`).
+      eval_every: when given (a multiple of 100), train in segments of this many steps and
+        evaluate the checkpoint at the end of each (and at the final step), in this process,
+        printing one line per evaluation and writing `metrics-<step>.json`. A resumed run
+        evaluates at the same multiples.
+
+    Returns:
+      The evaluation results (as `evaluate.evaluate` returns them), oldest first; empty
+      without `eval_every`.
+
+    Raises:
+      UserError: bad arguments, or the total loss became NaN or infinite (training stops
+        at the OD API's next loss report, before that block's checkpoint is saved).
     """
     if not os.path.isfile(config_path):
         raise UserError(f"pipeline config not found: {config_path}")
@@ -47,10 +169,16 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
         steps = read_pipeline_config(config_path).train_config.num_steps
     if steps <= 0:
         raise UserError(f"{config_path}: train_config.num_steps is {steps}; give --steps N")
-    every = checkpoint_interval(checkpoint_every_n, steps)
-    if every != checkpoint_every_n and verbose:
-        print(f"checkpointing every {every} steps (not {checkpoint_every_n}) so that step "
-              f"{-(-steps // STEPS_PER_ITERATION) * STEPS_PER_ITERATION} is saved", flush=True)
+    final = -(-steps // STEPS_PER_ITERATION) * STEPS_PER_ITERATION
+    if eval_every is not None:
+        if eval_every <= 0 or eval_every % STEPS_PER_ITERATION:
+            nearest = max(STEPS_PER_ITERATION, round(eval_every / STEPS_PER_ITERATION) * STEPS_PER_ITERATION)
+            raise UserError(f"--eval-every {eval_every}: the OD API trains in blocks of {STEPS_PER_ITERATION} "
+                            f"steps, so evaluation can only happen at multiples of {STEPS_PER_ITERATION}; "
+                            f"use --eval-every {nearest}")
+        if num_workers > 1:
+            raise UserError("--eval-every evaluates inside the training process, which multi-worker "
+                            "training does not support; train, then run `medtfod eval --all`")
     tf = import_tensorflow(verbose)
     from object_detection import model_lib_v2
 
@@ -62,12 +190,52 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
         strategy = tf.distribute.experimental.MultiWorkerMirroredStrategy()
     else:
         strategy = tf.compat.v2.distribute.MirroredStrategy()
-    with strategy.scope():
-        model_lib_v2.train_loop(
-            pipeline_config_path=config_path,
-            model_dir=model_dir,
-            train_steps=steps,
-            use_tpu=False,
-            save_final_config=True,
-            checkpoint_every_n=every,
-            record_summaries=record_summaries)
+
+    def run_loop(train_steps: int, every: int, save_final_config: bool) -> None:
+        try:
+            with watch_for_nan_loss(verbose), strategy.scope():
+                model_lib_v2.train_loop(
+                    pipeline_config_path=config_path,
+                    model_dir=model_dir,
+                    train_steps=train_steps,
+                    use_tpu=False,
+                    save_final_config=save_final_config,
+                    checkpoint_every_n=every,
+                    record_summaries=record_summaries)
+        except NonFiniteLoss as stop:
+            raise _nan_error(stop, config_path, model_dir) from None
+
+    if eval_every is None:
+        every = checkpoint_interval(checkpoint_every_n, steps)
+        if every != checkpoint_every_n and verbose:
+            print(f"checkpointing every {every} steps (not {checkpoint_every_n}) so that step "
+                  f"{final} is saved", flush=True)
+        run_loop(steps, every, save_final_config=True)
+        return []
+
+    from .evaluate import Evaluator, summary_line
+
+    start = _latest_step(model_dir)
+    ends = segment_ends(start, final, eval_every)
+    if not ends:
+        print(f"{model_dir} already holds step {start} (>= {final}); nothing to train", flush=True)
+        return []
+    # Built before the first segment, so a broken eval input fails before any training.
+    evaluator = Evaluator(config_path, model_dir, verbose)
+    results = []
+    for end in ends:
+        # train_loop counts its checkpoint interval from the step it resumed at, so an
+        # interval that divides the segment saves the segment's end.
+        every = checkpoint_interval(checkpoint_every_n, end - start)
+        # The as-run config records train_steps as num_steps; write it only at the end, so
+        # a run stopped mid-way (config inside model_dir) still resumes to the full count.
+        run_loop(end, every, save_final_config=end == final)
+        latest = tf.train.latest_checkpoint(model_dir)
+        result = evaluator.evaluate(latest)
+        if result["step"] != end:
+            raise RuntimeError(f"expected a checkpoint at step {end} in {model_dir}, the latest is "
+                               f"{latest} (step {result['step']})")  # a bug in checkpoint_interval
+        results.append(result)
+        print(summary_line(result), flush=True)
+        start = end
+    return results
