@@ -183,7 +183,7 @@ def _write_shard(job):
     Returns [(record or None, issues)] in the shard's image order; records carry no pixels,
     so little crosses between processes.
     """
-    shard_path, voc_dir, items, opts, label_map = job
+    shard_path, voc_dir, items, opts, label_map, with_masks = job
     results = []
     with open(shard_path, "wb") as shard:
         for i, (image, rows, path, patient, where) in enumerate(items):
@@ -193,7 +193,7 @@ def _write_shard(job):
             built = _build_record(image, rows, path, patient, opts, issues, where)
             if built is not None:
                 record, data = built
-                tfrecord.write_record(shard, tfrecord.example_bytes(record, data, label_map))
+                tfrecord.write_record(shard, tfrecord.example_bytes(record, data, label_map, with_masks))
                 with open(os.path.join(voc_dir, os.path.splitext(record.image_id)[0] + ".xml"), "wb") as f:
                     f.write(voc.voc_xml(record))
                 results.append((record, issues))
@@ -295,6 +295,7 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
             os.makedirs(os.path.join(tmp, sub))
         bar = progress(total=sum(len(v) for v in by_split.values()), desc="convert", unit="img", quiet=quiet)
         jobs, shards_of = [], {}
+        with_masks = any(row.mask is not None for row in table.rows)
         for split, images in by_split.items():
             shards = tfrecord.shard_paths(os.path.join(tmp, "tfrecords"), split,
                                           max(1, -(-len(images) // opts.shard_size)))
@@ -302,7 +303,7 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
             for j, shard in enumerate(shards):  # image i goes to shard i mod n: fixed, whatever is dropped
                 items = [(image, grouped[image], index.get(image), patients[image], where)
                          for image in images[j::len(shards)]]
-                jobs.append((shard, os.path.join(tmp, "voc"), items, opts, label_map))
+                jobs.append((shard, os.path.join(tmp, "voc"), items, opts, label_map, with_masks))
         results = _run_shards(jobs, opts.workers, bar)
         for split in by_split:
             first, count = shards_of[split]

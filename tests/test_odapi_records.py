@@ -81,19 +81,25 @@ def test_png_masks_decode_with_odapi(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     Image.fromarray(np.zeros((30, 40), np.uint8)).save(images / "a.png")
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(images / "b.png")
     polygon = [5.0, 5.0, 25.0, 5.0, 25.0, 20.0, 5.0, 20.0]
-    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+                       {"id": 2, "file_name": "b.png", "width": 40, "height": 30}],
             "categories": [{"id": 7, "name": "nodule"}],
             "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [5, 5, 20, 15],
-                             "segmentation": [polygon], "iscrowd": 0, "area": 300}]}
+                             "segmentation": [polygon], "iscrowd": 0, "area": 300},
+                            {"id": 2, "image_id": 2, "category_id": 7, "bbox": [2, 3, 10, 6],
+                             "segmentation": [], "iscrowd": 0, "area": 60}]}
     (tmp_path / "c.json").write_text(json.dumps(coco))
     out = tmp_path / "out"
     assert main(["convert", "coco", "--json", str(tmp_path / "c.json"), "--images", str(images),
                  "--out", str(out), "--split", "train=1.0", "-q"]) == 0
     decoder = tf_example_decoder.TfExampleDecoder(load_instance_masks=True,
                                                   instance_mask_type=input_reader_pb2.PNG_MASKS)
-    (raw,) = list(tf.data.TFRecordDataset([str(out / "tfrecords" / "train.record-00000-of-00001")]))
-    decoded = decoder.decode(raw)
-    masks = decoded[fields.InputDataFields.groundtruth_instance_masks].numpy()
+    raw_a, raw_b = list(tf.data.TFRecordDataset([str(out / "tfrecords" / "train.record-00000-of-00001")]))
+    masks = decoder.decode(raw_a)[fields.InputDataFields.groundtruth_instance_masks].numpy()
     assert masks.shape == (1, 30, 40)
     assert (masks[0] == Mask(polygons=(tuple(polygon),)).to_bitmap(40, 30)).all() and masks[0].sum() > 250
+    # a box without an outline, in a dataset with masks, gets its filled box as mask
+    masks_b = decoder.decode(raw_b)[fields.InputDataFields.groundtruth_instance_masks].numpy()
+    assert masks_b.shape == (1, 30, 40) and masks_b[0].sum() == 60 and masks_b[0, 3:9, 2:12].all()

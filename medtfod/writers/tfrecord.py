@@ -43,13 +43,15 @@ def shard_pattern(split: str, num_shards: int) -> str:
     return f"{split}.record-?????-of-{num_shards:05d}"
 
 
-def example_bytes(record: ImageRecord, encoded: bytes, label_map: LabelMap) -> bytes:
+def example_bytes(record: ImageRecord, encoded: bytes, label_map: LabelMap, with_masks: bool = False) -> bytes:
     """The OD API tf.Example for one image.
 
     Args:
       record: the image and its objects (pixel `Box`es in the image frame).
       encoded: the PNG/JPEG file bytes, passed through undecoded.
       label_map: gives each object's 1-based class id.
+      with_masks: the dataset has instance masks, so every image with objects gets
+        `image/object/mask` (Mask R-CNN's decoder expects one mask per box).
     """
     w, h = record.width, record.height
     norm = [o.box.to_normalized_yxyx(w, h) for o in record.objects]
@@ -71,7 +73,7 @@ def example_bytes(record: ImageRecord, encoded: bytes, label_map: LabelMap) -> b
         "image/object/truncated": Int64Feature([0] * len(record.objects)),
         "image/object/view": BytesFeature([b"Unspecified"] * len(record.objects)),
     }
-    if record.has_masks:
+    if record.objects and (with_masks or record.has_masks):
         # One PNG per object (the OD API's PNG_MASKS); an object without a mask of its own
         # in a masked image gets its filled box, so masks and boxes stay aligned.
         from ..masks import Mask, png_bytes
