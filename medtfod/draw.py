@@ -1,6 +1,7 @@
 """Drawing labelled boxes on images (one colour per class, readable on grayscale)."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont
@@ -12,6 +13,11 @@ PALETTE: Tuple[Tuple[int, int, int], ...] = (
     (255, 64, 64), (64, 160, 255), (255, 200, 0), (0, 220, 120),
     (255, 64, 255), (255, 140, 0), (0, 230, 230), (160, 255, 0),
 )
+
+
+@lru_cache(maxsize=16)
+def _font(size: int):
+    return ImageFont.load_default(size=size)
 
 
 def colour(class_id: int) -> Tuple[int, int, int]:
@@ -34,7 +40,7 @@ def draw_boxes(image: Image.Image, items: Sequence[Tuple[str, int, float, Box]],
     draw = ImageDraw.Draw(out)
     side = min(out.size)
     width = max(1, side // 200)
-    font = ImageFont.load_default(size=max(10, side // 28))
+    font = _font(max(10, side // 28))
     for label, box in ground_truth or ():
         draw.rectangle([box.xmin, box.ymin, box.xmax - 1, box.ymax - 1], outline=GROUND_TRUTH, width=width)
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)

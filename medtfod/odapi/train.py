@@ -122,9 +122,10 @@ def _latest_step(model_dir: str) -> int:
 
 def _nan_error(stop: NonFiniteLoss, config_path: str, model_dir: str) -> UserError:
     where = f"at step {stop.step}" if stop.step is not None else "in the first loss report"
+    became = "NaN" if math.isnan(stop.value) else f"infinite ({stop.value})"
     since = (f" (still finite at step {stop.last_finite})" if stop.last_finite is not None else "")
     return UserError(
-        f"training stopped: the total loss became {stop.value} {where}{since}; the OD API reports it "
+        f"training stopped: the total loss became {became} {where}{since}; the OD API reports it "
         f"every {STEPS_PER_ITERATION} steps. The latest checkpoint in {model_dir} is step "
         f"{_latest_step(model_dir)}; after a fix, start again with a fresh --model-dir. Likely causes:\n"
         f"  - a learning rate too high for this model and batch size: render {config_path} again with a "

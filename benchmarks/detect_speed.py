@@ -1,0 +1,117 @@
+"""Detection speed: `medtfod detect` against the bare model and against the tutorial loop.
+
+    .venv/bin/python benchmarks/detect_speed.py [--images 200] [--size 256]
+
+Trains (once, cached in .medtfod-bench/) a tiny SSD for 100 steps and exports it, then on
+the same images and SavedModel, in one run:
+
+  bare model   the SavedModel called on images decoded beforehand (the limit)
+  tutorial     load one image, run it, draw it with the OD API's visualization_utils,
+               save it, next image (what the TF OD API tutorials do)
+  medtfod      `medtfod detect`: threads decode ahead and draw behind the model, writes
+               drawn copies, detections.csv/.json, coco_results.json and images.csv
+               (given the loaded model like the others: loading it, ~3 s, is a fixed cost)
+
+and prints images/s and the ratios (goal on CPU: detect >= 0.8x bare, >= 3x tutorial).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+BENCH = os.path.join(ROOT, ".medtfod-bench")
+
+
+def model_and_images(count: int, size: int) -> tuple:
+    from medtfod import demo_data
+    from medtfod.cli import main
+    from medtfod.demo import DEMO_OVERRIDES
+    root = os.path.join(BENCH, f"detect_{count}_{size}")
+    exported = os.path.join(root, "exported")
+    if not os.path.isfile(os.path.join(exported, "saved_model", "saved_model.pb")):
+        print("training and exporting a tiny model (once) ...", flush=True)
+        data = demo_data.generate(os.path.join(root, "source"), num_images=count, size=size, seed=1)
+        overrides = [a for k, v in DEMO_OVERRIDES.items() for a in ("--set", f"{k}={v}")]
+        steps = [["convert", "nih", "--bbox-csv", data["bbox_csv"], "--images", data["images"],
+                  "--data-entry", data["data_entry"], "--label-map", data["label_map"],
+                  "--out", os.path.join(root, "data"), "-q"],
+                 ["config", "--model", "ssd_mobilenet_v2_fpnlite_320", "--data", os.path.join(root, "data"),
+                  "--out", os.path.join(root, "pipeline.config"), "--steps", "100", "--batch-size", "4",
+                  "--image-size", "128", *overrides],
+                 ["train", "--config", os.path.join(root, "pipeline.config"), "--model-dir",
+                  os.path.join(root, "model"), "-q"],
+                 ["export", "--config", os.path.join(root, "pipeline.config"), "--model-dir",
+                  os.path.join(root, "model"), "--out", exported, "-q"]]
+        for args in steps:
+            assert main(args) == 0, args
+    return exported, os.path.join(root, "source", "images")
+
+
+def bare(detect_fn, tf, arrays) -> None:
+    for a in arrays:
+        detect_fn(tf.constant(a[None]))
+
+
+def tutorial(detect_fn, tf, images, names, out) -> None:
+    import numpy as np
+    from PIL import Image
+    from object_detection.utils import visualization_utils as viz
+    category_index = {1: {"id": 1, "name": "Mass"}, 2: {"id": 2, "name": "Nodule"}}
+    for name in names:
+        image_np = np.array(Image.open(os.path.join(images, name)).convert("RGB"))
+        detections = detect_fn(tf.convert_to_tensor(image_np)[tf.newaxis, ...])
+        n = int(detections.pop("num_detections")[0])
+        detections = {k: v[0, :n].numpy() for k, v in detections.items()}
+        viz.visualize_boxes_and_labels_on_image_array(
+            image_np, detections["detection_boxes"], detections["detection_classes"].astype(np.int64),
+            detections["detection_scores"], category_index, use_normalized_coordinates=True,
+            max_boxes_to_draw=100, min_score_thresh=0.3, agnostic_mode=False)
+        Image.fromarray(image_np).save(os.path.join(out, name))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best time counts")
+    args = parser.parse_args()
+    exported, images = model_and_images(args.images, args.size)
+    import numpy as np
+    from PIL import Image
+    from medtfod.detect import detect, list_images
+    from medtfod.odapi.runtime import import_tensorflow
+    tf = import_tensorflow(verbose=False)
+    from medtfod.odapi import compat  # noqa: F401  (Pillow getsize for the tutorial's drawing)
+    names = list_images(images)
+    detect_fn = tf.saved_model.load(os.path.join(exported, "saved_model"))
+    arrays = [np.asarray(Image.open(os.path.join(images, n)).convert("RGB")) for n in names]
+    bare(detect_fn, tf, arrays[:5])  # trace the function before timing
+    methods = {
+        "bare model (pre-decoded)": lambda out: bare(detect_fn, tf, arrays),
+        "tutorial loop": lambda out: tutorial(detect_fn, tf, images, names, out),
+        "medtfod detect": lambda out: detect(exported, images, out, min_score=0.3, quiet=True,
+                                             detect_fn=detect_fn),
+    }
+    best = {name: float("inf") for name in methods}
+    for _ in range(args.rounds):
+        for name, run in methods.items():
+            with tempfile.TemporaryDirectory(dir=BENCH) as out:
+                t = time.perf_counter()
+                run(out)
+                best[name] = min(best[name], time.perf_counter() - t)
+    rates = {name: len(names) / s for name, s in best.items()}
+    base, tut = rates["bare model (pre-decoded)"], rates["tutorial loop"]
+    print(f"\n{len(names)} images of {args.size}x{args.size}, {os.cpu_count()} cores, best of {args.rounds} rounds")
+    print(f"{'method':<28} {'images/s':>9} {'vs bare':>8} {'vs tutorial':>12}")
+    for name, rate in rates.items():
+        print(f"{name:<28} {rate:>9.1f} {rate / base:>7.2f}x {rate / tut:>11.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
