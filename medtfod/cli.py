@@ -61,16 +61,23 @@ def cmd_config(args) -> int:
 def cmd_train(args) -> int:
     from .odapi.train import train
     train(args.config, args.model_dir, steps=args.steps, checkpoint_every_n=args.checkpoint_every_n,
-          num_workers=args.num_workers, verbose=not args.quiet)
+          num_workers=args.num_workers, verbose=not args.quiet, eval_every=args.eval_every)
     print(f"training done; checkpoints and TensorBoard logs in {args.model_dir}")
     return 0
 
 
 def cmd_eval(args) -> int:
-    from .odapi.evaluate import evaluate
+    from .odapi.evaluate import evaluate, evaluate_all_checkpoints, summary_line
+    if args.all:
+        if args.checkpoint:
+            raise UserError("--all evaluates every checkpoint; drop --checkpoint (or --all)")
+        for result in evaluate_all_checkpoints(args.config, args.model_dir, verbose=not args.quiet):
+            print(summary_line(result))
+        print(f"metrics-<step>.json per checkpoint and metrics.json (latest) in {args.model_dir}")
+        return 0
     result = evaluate(args.config, args.model_dir, checkpoint=args.checkpoint, verbose=not args.quiet)
     print(format_metrics(result))
-    print(f"metrics written to {os.path.join(args.model_dir, 'metrics.json')}")
+    print(f"metrics written to {os.path.join(args.model_dir, 'metrics.json')} (and metrics-<step>.json)")
     return 0
 
 
@@ -220,12 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, help="total steps (default: the config's num_steps)")
     train.add_argument("--checkpoint-every-n", type=int, default=1000)
     train.add_argument("--num-workers", type=int, default=1)
+    train.add_argument("--eval-every", type=int, help="evaluate every N steps (a multiple of 100) while training")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", parents=[quiet], help="evaluate a checkpoint once (COCO metrics)")
     ev.add_argument("--config", required=True)
     ev.add_argument("--model-dir", required=True)
     ev.add_argument("--checkpoint", help="checkpoint prefix (default: the latest)")
+    ev.add_argument("--all", action="store_true", help="evaluate every checkpoint in --model-dir, oldest first")
     ev.set_defaults(func=cmd_eval)
 
     export = sub.add_parser("export", parents=[quiet], help="export the latest checkpoint as a SavedModel")

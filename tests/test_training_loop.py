@@ -68,7 +68,7 @@ def make_config(dataset, out, learning_rate):
     from medtfod.demo import DEMO_OVERRIDES
     overrides = [a for k, v in DEMO_OVERRIDES.items() for a in ("--set", f"{k}={v}")]
     assert main(["config", "--model", "ssd_mobilenet_v2_fpnlite_320", "--data", dataset, "--out", out,
-                 "--steps", "300", "--batch-size", "4", "--image-size", "128",
+                 "--steps", "300", "--batch-size", "2", "--image-size", "128",
                  "--learning-rate", learning_rate, "--warmup-steps", "20", *overrides]) == 0
     return out
 
@@ -160,9 +160,11 @@ def eval_event_steps(model_dir, tag="DetectionBoxes_Precision/mAP"):
     from medtfod.odapi.runtime import import_tensorflow
     tf = import_tensorflow(verbose=False)
     steps = []
-    for path in tf.io.gfile.glob(os.path.join(model_dir, "eval", "*", "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            steps += [event.step for v in event.summary.value if v.tag == tag]
+    for folder, _, files in os.walk(os.path.join(model_dir, "eval")):  # eval/<eval input name>/
+        for name in files:
+            if name.startswith("events.out.tfevents."):
+                for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name)):
+                    steps += [event.step for v in event.summary.value if v.tag == tag]
     return steps
 
 
