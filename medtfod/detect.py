@@ -33,8 +33,7 @@ from .errors import UserError
 from .images import IMAGE_EXTENSIONS
 from .labelmap import read_label_map
 from .progress import progress
-
-CSV_COLUMNS = ("image", "label", "score", "xmin", "ymin", "xmax", "ymax")
+from .readers.detections import CSV_COLUMNS
 
 
 def list_images(root: str) -> List[str]:
@@ -53,7 +52,7 @@ def list_images(root: str) -> List[str]:
 def resolve_inputs(images: Optional[str], dataset: Optional[str] = None, split: Optional[str] = None):
     """[(name, path)] from a folder, a list file, or a dataset split; and the split's ground truth."""
     if dataset:
-        from .metrics import read_ground_truth
+        from .readers.detections import read_ground_truth
         import defusedxml.ElementTree as DET
         gt = read_ground_truth(dataset, split)
         out = []
