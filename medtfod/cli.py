@@ -150,6 +150,19 @@ def cmd_pretrained(args) -> int:
     return 0
 
 
+def cmd_tensorboard(args) -> int:
+    import subprocess
+    if not os.path.isdir(args.model_dir):
+        raise UserError(f"model folder not found: {args.model_dir}")
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", args.model_dir, "--port", str(args.port)]
+    print("TensorBoard for", args.model_dir, "(train: Loss/*, learning_rate; eval: DetectionBoxes_*, "
+          f"side-by-side images) at http://localhost:{args.port}/")
+    print("+ " + " ".join(command), flush=True)
+    if args.dry_run:
+        return 0
+    return subprocess.call(command)
+
+
 def cmd_doctor(args) -> int:
     from .doctor import doctor
     return doctor()
@@ -280,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--workspace", default=os.path.join("workspace", "demo"),
                      help="workspace whose pre-trained-models/ receives it (default workspace/demo)")
     pre.set_defaults(func=cmd_pretrained)
+
+    board = sub.add_parser("tensorboard", help="start TensorBoard on a model folder")
+    board.add_argument("--model-dir", required=True)
+    board.add_argument("--port", type=int, default=6006)
+    board.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    board.set_defaults(func=cmd_tensorboard)
 
     doctor = sub.add_parser("doctor", help="check the installation")
     doctor.set_defaults(func=cmd_doctor)

@@ -52,3 +52,10 @@ def test_readme_test_command_is_ci():
     readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
     command = "python3 scripts/bootstrap.py test"
     assert command in readme and ci.strip().splitlines()[-1] == command
+
+
+def test_tensorboard_dry_run(tmp_path, capsys):
+    assert main(["tensorboard", "--model-dir", str(tmp_path), "--port", "7007", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "-m tensorboard.main --logdir " + str(tmp_path) + " --port 7007" in out
+    assert main(["tensorboard", "--model-dir", str(tmp_path / "nope"), "--dry-run"]) == 1
