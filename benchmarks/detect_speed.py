@@ -86,7 +86,6 @@ def main() -> int:
     from medtfod.detect import detect, list_images
     from medtfod.odapi.runtime import import_tensorflow
     tf = import_tensorflow(verbose=False)
-    from medtfod.odapi import compat  # noqa: F401  (Pillow getsize for the tutorial's drawing)
     names = list_images(images)
     detect_fn = tf.saved_model.load(os.path.join(exported, "saved_model"))
     arrays = [np.asarray(Image.open(os.path.join(images, n)).convert("RGB")) for n in names]
