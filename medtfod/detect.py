@@ -129,7 +129,7 @@ def detect(model: str, images: Optional[str], out: str, min_score: float = 0.5,
     `detect_fn` is the loaded SavedModel when the caller has it already (benchmarks, loops
     over folders); by default it is loaded from `model`.
 
-    Returns {'images': n, 'detections': n, 'skipped': [(image, reason)], 'rows': [...]}.
+    Returns {'images': n, 'detections': n, 'skipped': [(image, reason)]}.
     """
     saved_model = _saved_model_dir(model)
     label_map_path = label_map_path or os.path.join(os.path.dirname(saved_model.rstrip("/\\")), "label_map.pbtxt")
@@ -181,9 +181,7 @@ def detect(model: str, images: Optional[str], out: str, min_score: float = 0.5,
     _write_outputs(out, rows, per_image, label_map, dataset, split)
     for name, reason in skipped:
         print(f"skipped {name}: {reason}")
-    return {"images": len(inputs), "detections": len(rows), "skipped": skipped,
-            "rows": [(r[0], r[1], f"{r[2]:.6f}", f"{r[3].xmin:.2f}", f"{r[3].ymin:.2f}", f"{r[3].xmax:.2f}",
-                      f"{r[3].ymax:.2f}") for r in rows]}
+    return {"images": len(inputs), "detections": len(rows), "skipped": skipped}
 
 
 def _write_outputs(out, rows, per_image, label_map, dataset, split) -> None:

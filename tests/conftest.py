@@ -28,3 +28,14 @@ def write(path, text):
     with open(path, "w", encoding="utf-8", newline="") as f:
         f.write(text)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_nih, tmp_path_factory):
+    """`tiny_nih` converted by `medtfod convert nih` (read-only: tests must not change it)."""
+    from medtfod.cli import main
+    out = tmp_path_factory.mktemp("tiny_dataset") / "data"
+    assert main(["convert", "nih", "--bbox-csv", tiny_nih["bbox_csv"], "--images", tiny_nih["images"],
+                 "--data-entry", tiny_nih["data_entry"], "--label-map", tiny_nih["label_map"],
+                 "--out", str(out), "-q"]) == 0
+    return str(out)

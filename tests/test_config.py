@@ -7,13 +7,9 @@ from medtfod.errors import UserError
 from medtfod.odapi import protos
 
 
-@pytest.fixture(scope="module")
-def dataset(tiny_nih, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ds") / "data"
-    assert main(["convert", "nih", "--bbox-csv", tiny_nih["bbox_csv"], "--images", tiny_nih["images"],
-                 "--data-entry", tiny_nih["data_entry"], "--label-map", tiny_nih["label_map"],
-                 "--out", str(out), "-q"]) == 0
-    return str(out)
+@pytest.fixture
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 def test_render_sets_dataset_fields(dataset):

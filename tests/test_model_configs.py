@@ -60,13 +60,9 @@ def masked_dataset(tmp_path_factory):
     return str(out)
 
 
-@pytest.fixture(scope="module")
-def box_dataset(tiny_nih, tmp_path_factory):
-    out = tmp_path_factory.mktemp("boxes") / "data"
-    assert main(["convert", "nih", "--bbox-csv", tiny_nih["bbox_csv"], "--images", tiny_nih["images"],
-                 "--data-entry", tiny_nih["data_entry"], "--label-map", tiny_nih["label_map"],
-                 "--out", str(out), "-q"]) == 0
-    return str(out)
+@pytest.fixture
+def box_dataset(tiny_dataset):
+    return tiny_dataset
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
