@@ -54,8 +54,17 @@ def cmd_config(args) -> int:
                     overrides=parse_overrides(args.set), tiny=args.tiny)
     write_config(config, args.out)
     print(f"wrote {args.out} ({args.model}, {config.model.WhichOneof('model')}, "
-          f"batch {config.train_config.batch_size}, {config.train_config.num_steps} steps)")
+          f"batch {config.train_config.batch_size}, {config.train_config.num_steps} steps, "
+          f"learning rate {base_learning_rate(config):g})")
     return 0
+
+
+def base_learning_rate(config) -> float:
+    """The base learning rate of the config's optimizer (every template uses a cosine schedule)."""
+    optimizer = config.train_config.optimizer
+    kind = getattr(optimizer, optimizer.WhichOneof("optimizer"))
+    schedule = getattr(kind.learning_rate, kind.learning_rate.WhichOneof("learning_rate"))
+    return getattr(schedule, "learning_rate_base", getattr(schedule, "learning_rate", float("nan")))
 
 
 def cmd_train(args) -> int:

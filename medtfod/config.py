@@ -154,7 +154,8 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
         sets a fixed shape's height and width, or a keep-aspect-ratio resizer's min and max
         dimension); the cosine schedule's total_steps follows `steps` and its warm-up is
         scaled with it unless `warmup_steps` is given; the warm-up rate keeps its ratio to
-        the base rate.
+        the base rate. A new batch_size without a learning_rate scales the template's rate
+        linearly with the batch (the zoo's rate belongs to the zoo's batch size).
       checkpoint: fine-tune checkpoint prefix (e.g. '.../checkpoint/ckpt-0'); None trains
         from scratch (the template's fine_tune_checkpoint is removed).
       augment: names of `PreprocessingStep` fields (e.g. ['random_horizontal_flip'])
@@ -183,9 +184,13 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
         enable_masks(config, model, data_dir, (train_split, eval_split))
 
     train = config.train_config
+    schedule = train.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    if batch_size and batch_size != train.batch_size and not learning_rate:
+        # The linear scaling rule (Goyal et al. 2017): the zoo's rate belongs to the zoo's batch
+        # (SSD: 0.08 at 128). Kept as is at batch 4, fine-tuning diverges to NaN.
+        learning_rate = schedule.learning_rate_base * batch_size / train.batch_size
     if batch_size:
         train.batch_size = batch_size
-    schedule = train.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
     if steps:
         if schedule.total_steps and not warmup_steps:
             warmup_steps = max(1, round(schedule.warmup_steps * steps / schedule.total_steps))

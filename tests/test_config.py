@@ -35,6 +35,21 @@ def test_render_sets_dataset_fields(dataset):
     assert again == c
 
 
+@pytest.mark.parametrize("model,zoo_batch,zoo_rate", [("ssd_mobilenet_v2_fpnlite_320", 128, 0.08),
+                                                      ("faster_rcnn_resnet50_v1_640", 64, 0.04)])
+def test_batch_size_scales_the_zoo_learning_rate(dataset, model, zoo_batch, zoo_rate):
+    sched = lambda c: c.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    zoo = sched(render(model, dataset))
+    assert (zoo.learning_rate_base, render(model, dataset).train_config.batch_size) == \
+        (pytest.approx(zoo_rate), zoo_batch)
+    small = sched(render(model, dataset, batch_size=4))
+    assert small.learning_rate_base == pytest.approx(zoo_rate * 4 / zoo_batch)
+    assert small.warmup_learning_rate / small.learning_rate_base == \
+        pytest.approx(zoo.warmup_learning_rate / zoo.learning_rate_base)
+    # a rate given by the user is kept as given
+    assert sched(render(model, dataset, batch_size=4, learning_rate=0.01)).learning_rate_base == pytest.approx(0.01)
+
+
 def test_overrides(dataset):
     c = render("ssd_mobilenet_v2_fpnlite_320", dataset, overrides={
         "train_config.batch_size": "3", "model.ssd.feature_extractor.conv_hyperparams.batch_norm.decay": "0.9",
