@@ -100,22 +100,53 @@ def format_metrics(result: dict) -> str:
 
 def cmd_export(args) -> int:
     from .odapi.export import export
-    path = export(args.config, args.model_dir, args.out, input_type=args.input_type, verbose=not args.quiet)
-    print(f"exported SavedModel to {path}")
+    path = export(args.config, args.model_dir, args.out, input_type=args.input_type, verbose=not args.quiet,
+                  tflite=args.tflite)
+    print(f"exported SavedModel to {path}" + (f" and TFLite to {os.path.join(args.out, 'tflite')}" if args.tflite else ""))
     return 0
 
 
 def cmd_detect(args) -> int:
-    from .detect import detect
+    from .detect import detect, resolve_min_score
     if bool(args.dataset) != bool(args.split):
         raise UserError("--dataset and --split go together (e.g. --dataset data --split val)")
-    summary = detect(args.model, args.images, args.out, min_score=args.min_score,
+    min_score, source = resolve_min_score(args.model, args.min_score)
+    print(f"min score {min_score:g} from {source}")
+    summary = detect(args.model, args.images, args.out, min_score=min_score,
                      label_map_path=args.label_map, quiet=args.quiet, max_per_image=args.max_per_image,
                      classes=args.classes.split(",") if args.classes else None,
                      dataset=args.dataset, split=args.split, workers=args.workers)
     skipped = f", {len(summary['skipped'])} unreadable images skipped" if summary["skipped"] else ""
-    print(f"{summary['images']} images, {summary['detections']} detections at score >= {args.min_score}"
+    print(f"{summary['images']} images, {summary['detections']} detections at score >= {min_score:g}"
           f"{skipped}; drawn images, detections.csv/.json, coco_results.json and images.csv in {args.out}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    import tempfile
+
+    from .calibrate import choose_threshold, describe, read_operating_point, write_operating_point
+    from .detect import saved_model_dir, detect
+    from .metrics import read_detections_csv, read_ground_truth
+    export_dir = os.path.dirname(saved_model_dir(args.model).rstrip("/\\"))
+    gt = read_ground_truth(args.dataset, args.split)
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_path = args.detections
+        if not csv_path:  # every detection the model makes on the split, drawn nowhere the user looks
+            detect(export_dir, None, tmp, min_score=0.0, quiet=args.quiet, dataset=args.dataset, split=args.split)
+            csv_path = os.path.join(tmp, "detections.csv")
+        dets = read_detections_csv(csv_path)
+    unknown = sorted({d[0] for d in dets} - set(gt))
+    if unknown:
+        raise UserError(f"{len(unknown)} images in the detections are not in the {args.split} split of "
+                        f"{args.dataset}, e.g. {unknown[0]!r}")
+    point = choose_threshold(gt, dets, sensitivity=args.sensitivity, fp_per_image=args.fp_per_image, iou=args.iou)
+    path = write_operating_point(export_dir, point, target_sensitivity=args.sensitivity,
+                                 target_fp_per_image=args.fp_per_image, iou=args.iou,
+                                 dataset=os.path.abspath(args.dataset), split=args.split, images=len(gt),
+                                 boxes=sum(len(v) for v in gt.values()))
+    print(f"operating point: {describe(read_operating_point(export_dir))}")
+    print(f"written to {path}; medtfod detect --model {export_dir} now uses it unless --min-score is given")
     return 0
 
 
@@ -264,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model-dir", required=True)
     export.add_argument("--out", required=True)
     export.add_argument("--input-type", default="image_tensor")
+    export.add_argument("--tflite", action="store_true",
+                        help="SSD only: also write tflite/model.tflite, checked against the SavedModel")
     export.set_defaults(func=cmd_export)
 
     detect = sub.add_parser("detect", parents=[quiet], help="run an exported model on a folder of images")
@@ -272,12 +305,27 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--dataset", help="a `medtfod convert` folder: detect on --split, ground truth drawn too")
     detect.add_argument("--split", help="with --dataset: the split to run on (e.g. val)")
     detect.add_argument("--out", required=True)
-    detect.add_argument("--min-score", type=float, default=0.5)
+    detect.add_argument("--min-score", type=float,
+                        help="keep detections scoring at least this (default: the export's calibrated "
+                             "operating point, else 0.5)")
     detect.add_argument("--max-per-image", type=int, default=100)
     detect.add_argument("--classes", help="comma-separated class names to keep (default: all)")
     detect.add_argument("--workers", type=int, default=2, help="threads decoding and drawing (default 2)")
     detect.add_argument("--label-map", help="default: label_map.pbtxt in the export folder")
     detect.set_defaults(func=cmd_detect)
+
+    calibrate = sub.add_parser("calibrate", parents=[quiet],
+                               help="choose the score threshold for a target sensitivity or FP/image on a split")
+    calibrate.add_argument("--model", required=True, help="export folder; operating_point.json is written there")
+    calibrate.add_argument("--dataset", required=True, help="a `medtfod convert` folder")
+    calibrate.add_argument("--split", default="val", help="labelled split to calibrate on (default val)")
+    target = calibrate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--sensitivity", type=float, help="lesion-level sensitivity to reach, e.g. 0.9")
+    target.add_argument("--fp-per-image", type=float, help="false positives per image allowed, e.g. 0.5")
+    calibrate.add_argument("--iou", type=float, default=0.1, help="IoU that counts as a hit (default 0.1, as FROC)")
+    calibrate.add_argument("--detections", help="a detections.csv of the split made with --min-score 0 "
+                                                "(default: run the model now)")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     demo = sub.add_parser("demo", parents=[quiet], help="synthetic data -> convert -> train -> eval -> export -> detect")
     demo.add_argument("--workspace", default=os.path.join("workspace", "demo"))

@@ -14,6 +14,9 @@ replicated to three channels, as in training. Its boxes are the OD API's normali
     coco_results.json  COCO results (image ids from the dataset's COCO file when given)
     images.csv         one row per input image: detections, max score per class, finding
     <image>            drawn copies at the same relative paths (DICOM drawn as .png)
+
+The score threshold is the caller's, else the operating point `medtfod calibrate` stored in
+the export folder, else DEFAULT_MIN_SCORE.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,6 +37,8 @@ from .images import IMAGE_EXTENSIONS
 from .labelmap import read_label_map
 from .progress import progress
 from .readers.detections import CSV_COLUMNS
+
+DEFAULT_MIN_SCORE = 0.5
 
 
 def list_images(root: str) -> List[str]:
@@ -73,7 +78,7 @@ def resolve_inputs(images: Optional[str], dataset: Optional[str] = None, split: 
     return [(name, os.path.join(images, name)) for name in list_images(images)], None
 
 
-def _saved_model_dir(model: str) -> str:
+def saved_model_dir(model: str) -> str:
     for candidate in (os.path.join(model, "saved_model"), model):
         if os.path.isfile(os.path.join(candidate, "saved_model.pb")):
             return candidate
@@ -120,7 +125,20 @@ def _draw_and_save(image, name, found, gt_boxes, masks, out):
     atomic.write_file(os.path.join(out, target), buffer.getvalue())
 
 
-def detect(model: str, images: Optional[str], out: str, min_score: float = 0.5,
+def resolve_min_score(model: str, min_score: Optional[float]) -> Tuple[float, str]:
+    """The threshold to use and where it came from: the caller's, else the operating point
+    `medtfod calibrate` stored in the export folder, else DEFAULT_MIN_SCORE."""
+    from .calibrate import describe, read_operating_point
+    if min_score is not None:
+        return min_score, "--min-score"
+    folder = os.path.dirname(saved_model_dir(model).rstrip("/\\"))
+    point = read_operating_point(folder)
+    if point:
+        return float(point["min_score"]), f"the calibrated operating point ({describe(point)})"
+    return DEFAULT_MIN_SCORE, "the default (run medtfod calibrate to choose one for your data)"
+
+
+def detect(model: str, images: Optional[str], out: str, min_score: Optional[float] = None,
            label_map_path: Optional[str] = None, quiet: bool = False, max_per_image: int = 100,
            classes: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
            split: Optional[str] = None, workers: int = 2, detect_fn=None) -> dict:
@@ -131,7 +149,8 @@ def detect(model: str, images: Optional[str], out: str, min_score: float = 0.5,
 
     Returns {'images': n, 'detections': n, 'skipped': [(image, reason)]}.
     """
-    saved_model = _saved_model_dir(model)
+    saved_model = saved_model_dir(model)
+    min_score, _source = resolve_min_score(model, min_score)
     label_map_path = label_map_path or os.path.join(os.path.dirname(saved_model.rstrip("/\\")), "label_map.pbtxt")
     label_map = read_label_map(label_map_path)
     unknown = [c for c in classes or () if c not in label_map.ids]
@@ -181,7 +200,7 @@ def detect(model: str, images: Optional[str], out: str, min_score: float = 0.5,
     _write_outputs(out, rows, per_image, label_map, dataset, split)
     for name, reason in skipped:
         print(f"skipped {name}: {reason}")
-    return {"images": len(inputs), "detections": len(rows), "skipped": skipped}
+    return {"images": len(inputs), "detections": len(rows), "skipped": skipped, "min_score": min_score}
 
 
 def _write_outputs(out, rows, per_image, label_map, dataset, split) -> None:

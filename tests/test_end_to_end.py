@@ -33,7 +33,7 @@ def run(tmp_path_factory):
     assert main(["train", "--config", paths["config"], "--model-dir", paths["model"], "-q"]) == 0
     assert main(["eval", "--config", paths["config"], "--model-dir", paths["model"], "-q"]) == 0
     assert main(["export", "--config", paths["config"], "--model-dir", paths["model"],
-                 "--out", paths["exported"], "-q"]) == 0
+                 "--out", paths["exported"], "--tflite", "-q"]) == 0
     assert main(["detect", "--model", paths["exported"], "--images", data["images"],
                  "--out", paths["detections"], "--min-score", "0.0", "-q"]) == 0
     paths["images"] = data["images"]
@@ -101,6 +101,52 @@ def test_csv_matches_saved_model(run):
         got = [float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")]
         assert got == pytest.approx([xmin, ymin, xmax, ymax], abs=0.01)
         assert row["label"] in ("Mass", "Nodule")
+
+
+def test_tflite_export_gives_the_saved_models_boxes(run):
+    """The TFLite model (resized and normalized as model.json says) finds the same boxes as the
+    SavedModel: on the export's own check image and on every image of the val split."""
+    from medtfod.odapi import tflite
+    from medtfod.odapi.runtime import import_tensorflow
+    tf = import_tensorflow(verbose=False)
+
+    meta = json.load(open(os.path.join(run["exported"], "tflite", "model.json")))
+    assert meta["input_size"] == [128, 128] and meta["labels"] == {"1": "Mass", "2": "Nodule"}
+    assert meta["scale"] == pytest.approx([2 / 255] * 3) and meta["offset"] == pytest.approx([-1] * 3)
+    assert meta["check"]["compared"] == 20 and meta["check"]["max_box_difference"] < tflite.BOX_TOLERANCE
+    detector = tflite.TFLiteDetector(os.path.join(run["exported"], "tflite"))
+    saved = tf.saved_model.load(os.path.join(run["exported"], "saved_model")).signatures["serving_default"]
+    names = open(os.path.join(run["dataset"], "splits", "val.txt")).read().split()
+    assert names
+    for name in names:
+        pixels = np.asarray(Image.open(os.path.join(run["images"], name)).convert("RGB"))
+        expected = {k: v.numpy() for k, v in saved(input_tensor=tf.constant(pixels[None])).items()}
+        got = tflite.compare(detector(pixels), expected)
+        assert got["compared"] == 20, name
+        assert got["max_box_difference"] < 1e-3 and got["max_score_difference"] < 1e-3, (name, got)
+
+
+def test_calibrate_then_detect_uses_the_operating_point(run, tmp_path, capsys):
+    import shutil
+    exported = tmp_path / "exported"
+    shutil.copytree(run["exported"], exported)
+    assert main(["calibrate", "--model", str(exported), "--dataset", run["dataset"], "--split", "val",
+                 "--fp-per-image", "0.5", "-q"]) == 0
+    point = json.load(open(exported / "operating_point.json"))
+    assert point["avg_fp"] <= 0.5 and 0 < point["min_score"] <= 1
+    out = tmp_path / "detected"
+    assert main(["detect", "--model", str(exported), "--dataset", run["dataset"], "--split", "val",
+                 "--out", str(out), "-q"]) == 0
+    assert "from the calibrated operating point" in capsys.readouterr().out
+    with open(out / "detections.csv", newline="") as f:
+        kept = list(csv.DictReader(f))
+    assert kept and all(float(r["score"]) >= point["min_score"] - 1e-6 for r in kept)
+    # the same detections as the metrics of the val split at that threshold say
+    from medtfod.metrics import froc_curve, read_detections_csv, read_ground_truth
+    gt = read_ground_truth(run["dataset"], "val")
+    curve = froc_curve(gt, read_detections_csv(str(out / "detections.csv")), 0.1)
+    assert curve["avg_fp"][-1] == pytest.approx(point["avg_fp"])
+    assert curve["sensitivity"][-1] == pytest.approx(point["sensitivity"])
 
 
 def test_demo_command(tmp_path, capsys):

@@ -13,29 +13,54 @@ INPUT_TYPES = ("image_tensor", "float_image_tensor", "encoded_image_string_tenso
 
 
 def export(config_path: str, model_dir: str, out_dir: str, input_type: str = "image_tensor",
-           verbose: bool = True) -> str:
+           verbose: bool = True, tflite: bool = False) -> str:
     """Export the latest checkpoint in `model_dir` to `out_dir` (assembled aside, then moved).
 
     Writes `out_dir/saved_model/`, `out_dir/checkpoint/`, `out_dir/pipeline.config` (the
-    exporter's) and `out_dir/label_map.pbtxt`. Returns the SavedModel path.
+    exporter's) and `out_dir/label_map.pbtxt`; with `tflite` (SSD only) also `out_dir/tflite/`,
+    checked against the SavedModel on the first eval image (see `tflite.self_check`).
+    Returns the SavedModel path.
     """
     if input_type not in INPUT_TYPES:
         raise UserError(f"unknown --input-type {input_type!r}; choose one of {', '.join(INPUT_TYPES)}")
     if not os.path.isfile(config_path):
         raise UserError(f"pipeline config not found: {config_path}")
+    from .protos import read_pipeline_config
+
+    pipeline_config = read_pipeline_config(config_path)
+    if tflite:
+        from .tflite import check_exportable
+        check_exportable(pipeline_config, config_path)
+        if input_type != "image_tensor":
+            raise UserError("--tflite checks the TFLite boxes against an image_tensor SavedModel; "
+                            "leave out --input-type")
     tf = import_tensorflow(verbose)
     if not tf.train.latest_checkpoint(model_dir):
         raise UserError(f"no checkpoint in {model_dir}; train first (medtfod train)")
     from object_detection import exporter_lib_v2
 
     tidy_logging(verbose)
-
-    from .protos import read_pipeline_config
-
-    pipeline_config = read_pipeline_config(config_path)
     label_map = pipeline_config.train_input_reader.label_map_path
     with atomic.staged_directory(out_dir) as tmp:
         exporter_lib_v2.export_inference_graph(input_type, pipeline_config, model_dir, tmp)
         if label_map and os.path.isfile(label_map):
             shutil.copyfile(label_map, os.path.join(tmp, "label_map.pbtxt"))
+        if tflite:
+            _export_tflite(pipeline_config, model_dir, tmp, verbose)
     return os.path.join(out_dir, "saved_model")
+
+
+def _export_tflite(pipeline_config, model_dir: str, tmp: str, verbose: bool) -> None:
+    from . import tflite
+
+    folder = os.path.join(tmp, "tflite")
+    tflite.write_tflite(pipeline_config, model_dir, folder)
+    image = tflite.first_eval_image(pipeline_config)
+    if image is None:
+        print("tflite: no eval image to check the TFLite boxes against the SavedModel's; check skipped")
+        return
+    check = tflite.self_check(folder, os.path.join(tmp, "saved_model"), image)
+    same = check["compared"] and check["max_box_difference"] <= tflite.BOX_TOLERANCE
+    print(f"tflite: top {check['compared']} detections on the first eval image vs the SavedModel's: largest box "
+          f"difference {check['max_box_difference']:.2g}, score {check['max_score_difference']:.2g} -> "
+          + ("same boxes" if same else "DIFFERENT boxes: use the SavedModel, and report this"))
