@@ -112,6 +112,41 @@ def _mask_overlay(image, masks, boxes, colours):
     return Image.fromarray(out.astype(np.uint8))
 
 
+def model_input(detect_fn, batch_size: int) -> Tuple[int, type]:
+    """(images per model call, pixel dtype) for a loaded SavedModel: `batch_size` float32 images
+    for a `float_image_tensor` export (signature `[None, H, W, 3]`), one uint8 image for the
+    default `image_tensor` export (fixed at `[1, H, W, 3]`).
+
+    Raises UserError for exports that take encoded strings or tf.Examples.
+    """
+    signature = getattr(detect_fn, "signatures", {}).get("serving_default")
+    if signature is None:  # a plain function (tests): one uint8 image at a time
+        return 1, np.uint8
+    spec = next(iter(signature.structured_input_signature[1].values()))
+    if spec.shape.rank != 4 or spec.dtype.name not in ("uint8", "float32"):
+        raise UserError(f"detect runs image_tensor or float_image_tensor exports; this one takes {spec.dtype.name} "
+                        f"{spec.shape} (export again without --input-type, or with float_image_tensor)")
+    dtype = np.float32 if spec.dtype.name == "float32" else np.uint8
+    return (max(1, batch_size) if spec.shape[0] is None else 1), dtype
+
+
+def _keep(result, j: int, size, label_map, min_score: float, classes, max_per_image: int):
+    """Detections of image j of a batch result that pass the filters, as (label, class id, score,
+    pixel Box), and their indices in the result."""
+    w, h = size
+    n = int(result["num_detections"][j])
+    found, keep = [], []
+    for k, (yxyx, score, cls) in enumerate(zip(result["detection_boxes"][j][:n], result["detection_scores"][j][:n],
+                                               result["detection_classes"][j][:n])):
+        label = label_map.name_of(int(cls))
+        score = round(float(score), 6)  # as detections.csv writes it, so a threshold read from it means the same
+        if score < min_score or (classes and label not in classes) or len(found) >= max_per_image:
+            continue
+        found.append((label, int(cls), score, Box.from_normalized_yxyx(yxyx, w, h)))
+        keep.append(k)
+    return found, keep
+
+
 def _draw_and_save(image, name, found, gt_boxes, masks, out):
     from .draw import colour
     if masks is not None and len(found):
@@ -141,13 +176,15 @@ def resolve_min_score(model: str, min_score: Optional[float]) -> Tuple[float, st
 def detect(model: str, images: Optional[str], out: str, min_score: Optional[float] = None,
            label_map_path: Optional[str] = None, quiet: bool = False, max_per_image: int = 100,
            classes: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
-           split: Optional[str] = None, workers: int = 2, detect_fn=None) -> dict:
+           split: Optional[str] = None, workers: int = 2, detect_fn=None, batch_size: int = 8) -> dict:
     """Run the exported model on every input image and write the outputs listed above.
 
     `detect_fn` is the loaded SavedModel when the caller has it already (benchmarks, loops
-    over folders); by default it is loaded from `model`.
+    over folders); by default it is loaded from `model`. `batch_size` images of one size go
+    through the model per call when the export accepts batches (see `model_input`).
 
-    Returns {'images': n, 'detections': n, 'skipped': [(image, reason)]}.
+    Returns {'images': n, 'detections': n, 'skipped': [(image, reason)], 'min_score': x,
+    'batch': images per model call}.
     """
     saved_model = saved_model_dir(model)
     min_score, _source = resolve_min_score(model, min_score)
@@ -163,44 +200,54 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
     tf = import_tensorflow(verbose=False)
     detect_fn = detect_fn or tf.saved_model.load(saved_model)
     os.makedirs(out, exist_ok=True)
-    rows, per_image, skipped, pending = [], [], [], []
+    capacity, dtype = model_input(detect_fn, batch_size)
+    rows, skipped, pending, batch = [], [], [], []
+    per_image = [None] * len(inputs)  # filled in input order, whatever order batches finish in
     bar = progress(total=len(inputs), desc="detect", unit="img", quiet=quiet)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        loads = [pool.submit(_load, path) for _, path in inputs[:4]]
-        for i, (name, _path) in enumerate(inputs):
-            if i + 4 < len(inputs):  # keep a few decodes ahead of the model
-                loads.append(pool.submit(_load, inputs[i + 4][1]))
-            image, error = loads[i].result()
-            loads[i] = None
-            bar.update(1)
-            if image is None:
-                skipped.append((name, error))
-                per_image.append((name, None, error))
-                continue
-            result = detect_fn(tf.constant(np.asarray(image)[np.newaxis]))
-            n = int(result["num_detections"][0])
-            w, h = image.size
-            found, keep = [], []
-            for k, (yxyx, score, cls) in enumerate(zip(result["detection_boxes"][0][:n].numpy(),
-                                                       result["detection_scores"][0][:n].numpy(),
-                                                       result["detection_classes"][0][:n].numpy())):
-                label = label_map.name_of(int(cls))
-                if score < min_score or (classes and label not in classes) or len(found) >= max_per_image:
-                    continue
-                found.append((label, int(cls), float(score), Box.from_normalized_yxyx(yxyx, w, h)))
-                keep.append(k)
-            masks = result["detection_masks"][0].numpy()[keep] if "detection_masks" in result else None
+
+    def run_batch():
+        """One model call on the loaded images in `batch` (all the same size), then queue drawing."""
+        pixels = np.stack([np.asarray(image) for _, _, image in batch])
+        result = detect_fn(tf.constant(pixels.astype(dtype, copy=False)))
+        result = {k: v.numpy() for k, v in result.items()}
+        for j, (index, name, image) in enumerate(batch):
+            found, keep = _keep(result, j, image.size, label_map, min_score, classes, max_per_image)
+            masks = result["detection_masks"][j][keep] if "detection_masks" in result else None
             gt_boxes = [(label, box) for label, box in gt.get(name, [])] if gt else None
             pending.append(pool.submit(_draw_and_save, image, name, found, gt_boxes, masks, out))
-            rows.extend((name, label, score, box, (w, h)) for label, _, score, box in found)
-            per_image.append((name, found, None))
+            rows.extend((name, label, score, box, image.size) for label, _, score, box in found)
+            per_image[index] = (name, found, None)
+        bar.update(len(batch))
+        batch.clear()
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        ahead = max(4, 2 * capacity)  # decodes kept running ahead of the model
+        loads = [pool.submit(_load, path) for _, path in inputs[:ahead]]
+        for i, (name, _path) in enumerate(inputs):
+            if i + ahead < len(inputs):
+                loads.append(pool.submit(_load, inputs[i + ahead][1]))
+            image, error = loads[i].result()
+            loads[i] = None
+            if image is None:
+                skipped.append((name, error))
+                per_image[i] = (name, None, error)
+                bar.update(1)
+                continue
+            if batch and batch[0][2].size != image.size:  # a batch holds one image size
+                run_batch()
+            batch.append((i, name, image))
+            if len(batch) == capacity:
+                run_batch()
+        if batch:
+            run_batch()
         for future in pending:
             future.result()
     bar.close()
     _write_outputs(out, rows, per_image, label_map, dataset, split)
     for name, reason in skipped:
         print(f"skipped {name}: {reason}")
-    return {"images": len(inputs), "detections": len(rows), "skipped": skipped, "min_score": min_score}
+    return {"images": len(inputs), "detections": len(rows), "skipped": skipped, "min_score": min_score,
+            "batch": capacity}
 
 
 def _write_outputs(out, rows, per_image, label_map, dataset, split) -> None:
