@@ -13,7 +13,7 @@ the same images and SavedModel, in one run:
   medtfod      `medtfod detect`: threads decode ahead and draw behind the model, writes
                drawn copies, detections.csv/.json, coco_results.json and images.csv
                (given the loaded model like the others: loading it, ~3 s, is a fixed cost),
-               on each export
+               on each export, and on the batched one with --no-draw (tables only)
 
 and prints images/s and the ratios: each detect row against the bare model of the same
 export, and against the tutorial (goal on CPU: detect >= 0.8x bare, >= 3x tutorial).
@@ -112,8 +112,11 @@ def main() -> int:
                                                   detect_fn=detect_fn),
         f"detect float, batch {b}": lambda out: detect(batched, images, out, min_score=0.3, quiet=True,
                                                        detect_fn=batch_fn, batch_size=b),
+        f"detect float, {b}, no-draw": lambda out: detect(batched, images, out, min_score=0.3, quiet=True,
+                                                          detect_fn=batch_fn, batch_size=b, draw=False),
     }
-    limit = {"detect image_tensor": "bare image_tensor", f"detect float, batch {b}": f"bare float, batch {b}"}
+    limit = {"detect image_tensor": "bare image_tensor", f"detect float, batch {b}": f"bare float, batch {b}",
+             f"detect float, {b}, no-draw": f"bare float, batch {b}"}
     best = {name: float("inf") for name in methods}
     for _ in range(args.rounds):
         for name, run in methods.items():

@@ -115,10 +115,12 @@ def cmd_detect(args) -> int:
     summary = detect(args.model, args.images, args.out, min_score=min_score,
                      label_map_path=args.label_map, quiet=args.quiet, max_per_image=args.max_per_image,
                      classes=args.classes.split(",") if args.classes else None,
-                     dataset=args.dataset, split=args.split, workers=args.workers, batch_size=args.batch_size)
+                     dataset=args.dataset, split=args.split, workers=args.workers, batch_size=args.batch_size,
+                     draw=not args.no_draw)
     skipped = f", {len(summary['skipped'])} unreadable images skipped" if summary["skipped"] else ""
     print(f"{summary['images']} images, {summary['detections']} detections at score >= {min_score:g}"
-          f"{skipped}; drawn images, detections.csv/.json, coco_results.json and images.csv in {args.out}")
+          f"{skipped}; {'' if args.no_draw else 'drawn images, '}detections.csv/.json, coco_results.json "
+          f"and images.csv in {args.out}")
     if summary["batch"] == 1 and args.batch_size > 1:
         print("note: this export takes one image per call; export with `--input-type float_image_tensor` "
               "and detect runs --batch-size images of one size per call (about 2-3x faster on CPU)")
@@ -315,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--classes", help="comma-separated class names to keep (default: all)")
     detect.add_argument("--batch-size", type=int, default=8,
                         help="images of one size per model call, for float_image_tensor exports (default 8)")
+    detect.add_argument("--no-draw", action="store_true", help="write the tables only, no drawn copies")
     detect.add_argument("--workers", type=int, default=2, help="threads decoding and drawing (default 2)")
     detect.add_argument("--label-map", help="default: label_map.pbtxt in the export folder")
     detect.set_defaults(func=cmd_detect)

@@ -176,12 +176,15 @@ def resolve_min_score(model: str, min_score: Optional[float]) -> Tuple[float, st
 def detect(model: str, images: Optional[str], out: str, min_score: Optional[float] = None,
            label_map_path: Optional[str] = None, quiet: bool = False, max_per_image: int = 100,
            classes: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
-           split: Optional[str] = None, workers: int = 2, detect_fn=None, batch_size: int = 8) -> dict:
+           split: Optional[str] = None, workers: int = 2, detect_fn=None, batch_size: int = 8,
+           draw: bool = True) -> dict:
     """Run the exported model on every input image and write the outputs listed above.
 
     `detect_fn` is the loaded SavedModel when the caller has it already (benchmarks, loops
     over folders); by default it is loaded from `model`. `batch_size` images of one size go
-    through the model per call when the export accepts batches (see `model_input`).
+    through the model per call when the export accepts batches (see `model_input`). With
+    `draw` False no drawn copies are written (the tables only; PNG encoding is most of the
+    per-image work besides the model).
 
     Returns {'images': n, 'detections': n, 'skipped': [(image, reason)], 'min_score': x,
     'batch': images per model call}.
@@ -214,7 +217,8 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
             found, keep = _keep(result, j, image.size, label_map, min_score, classes, max_per_image)
             masks = result["detection_masks"][j][keep] if "detection_masks" in result else None
             gt_boxes = [(label, box) for label, box in gt.get(name, [])] if gt else None
-            pending.append(pool.submit(_draw_and_save, image, name, found, gt_boxes, masks, out))
+            if draw:
+                pending.append(pool.submit(_draw_and_save, image, name, found, gt_boxes, masks, out))
             rows.extend((name, label, score, box, image.size) for label, _, score, box in found)
             per_image[index] = (name, found, None)
         bar.update(len(batch))

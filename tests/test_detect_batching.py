@@ -100,3 +100,12 @@ def test_batched_detect_equals_one_image_per_call(models, images, tmp_path):
     for key in (("float", 4), ("float", 1)):
         assert outs[key][:2] == outs[("image", 8)][:2]
     assert "im05.png,,,unreadable" in outs[("float", 4)][1]
+
+
+def test_no_draw_writes_the_tables_only(models, images, tmp_path):
+    tf, paths = models
+    out = tmp_path / "tables"
+    detect(paths["float"], str(images), str(out), min_score=0.0, quiet=True, draw=False)
+    assert sorted(p.name for p in out.iterdir()) == ["coco_results.json", "detections.csv", "detections.json",
+                                                     "images.csv"]
+    assert len((out / "detections.csv").read_text().splitlines()) == 11  # header + 10 readable images
