@@ -39,3 +39,117 @@ def tiny_dataset(tiny_nih, tmp_path_factory):
                  "--data-entry", tiny_nih["data_entry"], "--label-map", tiny_nih["label_map"],
                  "--out", str(out), "-q"]) == 0
     return str(out)
+
+
+MASKED_SIZE = 64  # pixels, square
+
+
+def masked_coco(root, num_images=16, seed=0):
+    """A COCO JSON with polygon segmentations and its grey PNGs: 1-2 bright quadrilaterals
+    per image, class 'nodule' or 'cyst' (polygon = mask, its bounds = box)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    size = MASKED_SIZE
+    rng = np.random.default_rng(seed)
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True)
+    images, annotations = [], []
+    for i in range(1, num_images + 1):
+        pixels = rng.normal(60, 8, (size, size))
+        for _ in range(rng.integers(1, 3)):
+            x0, y0 = (int(v) for v in rng.integers(4, size - 28, 2))
+            w, h = (int(v) for v in rng.integers(10, 24, 2))
+            polygon = [x0, y0 + h / 2, x0 + w / 2, y0, x0 + w, y0 + h / 2, x0 + w / 2, y0 + h]  # a diamond
+            yy, xx = np.mgrid[:size, :size]
+            inside = np.abs(xx - (x0 + w / 2)) / (w / 2) + np.abs(yy - (y0 + h / 2)) / (h / 2) <= 1
+            pixels[inside] += 120
+            category = int(rng.integers(1, 3))
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": category,
+                                "bbox": [x0, y0, w, h], "iscrowd": 0, "segmentation": [polygon]})
+        name = f"img{i:03d}.png"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(images_dir / name)
+        images.append({"id": i, "file_name": name, "width": size, "height": size})
+    path = root / "coco.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "nodule"}, {"id": 2, "name": "cyst"}]}))
+    return str(path), str(images_dir)
+
+
+@pytest.fixture(scope="session")
+def masked_dataset(tmp_path_factory):
+    """`masked_coco` converted by `medtfod convert coco`, split 12/4, with instance masks in
+    both splits (read-only: tests must not change it)."""
+    import json
+
+    from medtfod.cli import main
+    root = tmp_path_factory.mktemp("masked")
+    json_path, images = masked_coco(root)
+    out = root / "data"
+    assert main(["convert", "coco", "--json", json_path, "--images", images, "--out", str(out),
+                 "--split", "train=0.75,val=0.25", "-q"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert all(split["masks"] > 0 for split in report["splits"].values())
+    return str(out)
+
+
+def saved_step(model_dir):
+    """Step of the latest checkpoint in model_dir, -1 when there is none (yet)."""
+    from medtfod.odapi.evaluate import checkpoint_step
+    from medtfod.odapi.runtime import import_tensorflow
+    tf = import_tensorflow(verbose=False)
+    latest = tf.train.latest_checkpoint(model_dir)
+    return checkpoint_step(latest) if latest else -1
+
+
+def train_killed_and_resumed(config, model_dir, steps, every, log_path, timeout=600):
+    """Run `python -m medtfod train` in a subprocess with `--checkpoint-every-n every`, SIGKILL
+    it as soon as a checkpoint of step >= `every` exists, then run the same command again.
+
+    The first run's output goes to `log_path`; the test fails when that run ends (or `timeout`
+    seconds pass) before it could be killed.
+
+    Returns:
+      {'killed': the first run's exit status, 'saved': the latest checkpoint's step after the
+       kill, 'returncode': the second run's exit status, 'output': its stdout and stderr,
+       'reported': the steps the second run reported (the OD API logs each block of 100 it
+       runs), 'final': the latest checkpoint's step after it}.
+    """
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from medtfod.errors import UserError
+
+    command = [sys.executable, "-m", "medtfod", "train", "--config", config, "--model-dir", model_dir,
+               "--steps", str(steps), "--checkpoint-every-n", str(every)]
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + timeout
+            while time.time() < deadline and proc.poll() is None:
+                try:
+                    if saved_step(model_dir) >= every:
+                        break
+                except UserError:  # caught between the index and the data file: look again
+                    pass
+                time.sleep(0.2)
+            if proc.poll() is not None or time.time() >= deadline:
+                with open(log_path, errors="replace") as f:
+                    pytest.fail(f"training finished, failed or timed out before it could be killed "
+                                f"(exit status {proc.poll()}):\n{f.read()[-3000:]}")
+            proc.kill()
+        finally:
+            proc.kill()
+            proc.wait()
+    saved = saved_step(model_dir)
+    again = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=timeout)
+    output = again.stdout.decode(errors="replace")
+    return {"killed": proc.returncode, "saved": saved, "returncode": again.returncode, "output": output,
+            "reported": [int(s) for s in re.findall(r"Step (\d+) per-step time", output)],
+            "final": saved_step(model_dir)}

@@ -1,13 +1,11 @@
 """Every model family's template: parsing and rendering (no TensorFlow), then building the tiny
 variant through the OD API's model builder and running it (marked tf), then a short Mask R-CNN
 train + eval (marked slow)."""
-import json
 import os
 import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from medtfod.cli import main
 from medtfod.config import MODELS, render, write_config
@@ -18,46 +16,6 @@ from medtfod.resources import resource_path
 
 MASK_MODELS = sorted(name for name, spec in MODELS.items() if spec.masks)
 SIZE = 64
-
-
-def masked_coco(root, num_images=16, seed=0):
-    """A COCO JSON with polygon segmentations and its grey PNGs: 1-2 bright quadrilaterals
-    per image, class 'nodule' or 'cyst' (polygon = mask, its bounds = box)."""
-    rng = np.random.default_rng(seed)
-    images_dir = root / "images"
-    images_dir.mkdir(parents=True)
-    images, annotations = [], []
-    for i in range(1, num_images + 1):
-        pixels = rng.normal(60, 8, (SIZE, SIZE))
-        for _ in range(rng.integers(1, 3)):
-            x0, y0 = (int(v) for v in rng.integers(4, SIZE - 28, 2))
-            w, h = (int(v) for v in rng.integers(10, 24, 2))
-            polygon = [x0, y0 + h / 2, x0 + w / 2, y0, x0 + w, y0 + h / 2, x0 + w / 2, y0 + h]  # a diamond
-            yy, xx = np.mgrid[:SIZE, :SIZE]
-            inside = np.abs(xx - (x0 + w / 2)) / (w / 2) + np.abs(yy - (y0 + h / 2)) / (h / 2) <= 1
-            pixels[inside] += 120
-            category = int(rng.integers(1, 3))
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": category,
-                                "bbox": [x0, y0, w, h], "iscrowd": 0, "segmentation": [polygon]})
-        name = f"img{i:03d}.png"
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(images_dir / name)
-        images.append({"id": i, "file_name": name, "width": SIZE, "height": SIZE})
-    path = root / "coco.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "nodule"}, {"id": 2, "name": "cyst"}]}))
-    return str(path), str(images_dir)
-
-
-@pytest.fixture(scope="module")
-def masked_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("masked")
-    json_path, images = masked_coco(root)
-    out = root / "data"
-    assert main(["convert", "coco", "--json", json_path, "--images", images, "--out", str(out),
-                 "--split", "train=0.75,val=0.25", "-q"]) == 0
-    report = json.loads((out / "report.json").read_text())
-    assert all(split["masks"] > 0 for split in report["splits"].values())
-    return str(out)
 
 
 @pytest.fixture

@@ -4,18 +4,14 @@ TF tests train a tiny SSD on 128-px images (about 5 minutes in all on 2 CPU core
 import json
 import logging
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
+from conftest import saved_step, train_killed_and_resumed
 from medtfod.errors import UserError
 from medtfod.odapi.train import NanLossWatch, NonFiniteLoss, segment_ends, train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # --- fast: no TensorFlow ------------------------------------------------------------------
@@ -88,51 +84,17 @@ def data(tmp_path_factory):
             "config": make_config(dataset, str(root / "pipeline.config"), "0.04")}
 
 
-def saved_step(model_dir):
-    """Step of the latest checkpoint in model_dir, -1 when there is none (yet)."""
-    from medtfod.odapi.evaluate import checkpoint_step
-    from medtfod.odapi.runtime import import_tensorflow
-    tf = import_tensorflow(verbose=False)
-    latest = tf.train.latest_checkpoint(model_dir)
-    return checkpoint_step(latest) if latest else -1
-
-
 @pytest.mark.tf
 @pytest.mark.slow
 def test_resume_after_kill(data, tmp_path):
-    model_dir = str(tmp_path / "model")
-    command = [sys.executable, "-m", "medtfod", "train", "--config", data["config"], "--model-dir", model_dir,
-               "--steps", "300", "--checkpoint-every-n", "100"]
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    with open(tmp_path / "first.log", "wb") as log:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.time() + 300
-            while time.time() < deadline and proc.poll() is None:
-                try:
-                    if saved_step(model_dir) >= 100:
-                        break
-                except UserError:  # caught between the index and the data file: look again
-                    pass
-                time.sleep(0.2)
-            assert proc.poll() is None, "training finished (or failed) before it could be killed:\n" + \
-                (tmp_path / "first.log").read_text(errors="replace")[-3000:]
-            proc.kill()
-        finally:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    saved = saved_step(model_dir)
-    assert 100 <= saved < 300, "the killed run should have stopped part-way"
-
-    again = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=400)
-    out = again.stdout.decode(errors="replace")
-    assert again.returncode == 0, out[-3000:]
-    assert saved_step(model_dir) == 300
+    run = train_killed_and_resumed(data["config"], str(tmp_path / "model"), steps=300, every=100,
+                                   log_path=tmp_path / "first.log", timeout=400)
+    assert run["killed"] == -signal.SIGKILL
+    assert 100 <= run["saved"] < 300, "the killed run should have stopped part-way"
+    assert run["returncode"] == 0, run["output"][-3000:]
+    assert run["final"] == 300
     # The OD API reports every block of 100 steps it runs: the restart ran only those after `saved`.
-    reported = [int(s) for s in re.findall(r"Step (\d+) per-step time", out)]
-    assert reported == list(range(saved + 100, 301, 100)), out[-3000:]
+    assert run["reported"] == list(range(run["saved"] + 100, 301, 100)), run["output"][-3000:]
 
 
 @pytest.fixture(scope="module")
