@@ -33,9 +33,11 @@ checkpoint and the as-run config medtfod writes after the loop fall outside; so 
 start-up (imports, dataset and model building), which is a fixed cost per run. The OD
 API's own printed per-step times over the same blocks are shown as a cross-check (they
 cover the same blocks but are printed with 1 ms resolution), and so is the process's CPU
-time (all threads) per step over the window, which another busy process on the machine
-disturbs much less than wall time: when the machine is shared, block times swing by 2x and
-only a CPU ratio near 1 with the wall ratio on either side of it says "no difference".
+time (all threads) per step over the window. On a shared machine neither is clean: block
+times swing by 2x (0.055-0.15 s/step here while another session trained), and CPU time
+does not count waiting for a core but does count TF's threads spinning (about 0.10 s/step
+alone, 0.10-0.15 shared); trust a ratio only when best, median and CPU agree, or use more
+--rounds.
 "best 100" is the fastest single block of 100 steps over all rounds (on a shared machine
 the likeliest to have run undisturbed); "train call" is the whole call (graph building,
 all steps, final checkpoint) for context.
