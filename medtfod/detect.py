@@ -10,8 +10,9 @@ replicated to three channels, as in training. Its boxes are the OD API's normali
 `(ymin, xmin, ymax, xmax)`; they are converted once, here, to pixel `Box`es. Outputs:
 
     detections.csv     image,label,score,xmin,ymin,xmax,ymax   (pixels, top-left origin)
-    detections.json    the same plus normalized boxes, per image
-    coco_results.json  COCO results (image ids from the dataset's COCO file when given)
+    detections.json    the same plus normalized boxes (and Mask R-CNN masks as COCO RLE), per image
+    coco_results.json  COCO results (image ids from the dataset's COCO file when given;
+                       `segmentation` RLE for Mask R-CNN)
     images.csv         one row per input image: detections, max score per class, finding
     <image>            drawn copies at the same relative paths (DICOM drawn as .png)
 
@@ -35,6 +36,7 @@ from .draw import draw_boxes
 from .errors import UserError
 from .images import IMAGE_EXTENSIONS
 from .labelmap import read_label_map
+from .masks import Mask, paste_box_mask
 from .progress import progress
 from .readers.detections import CSV_COLUMNS
 
@@ -103,13 +105,15 @@ def _mask_overlay(image, masks, boxes, colours):
     from PIL import Image
     out = np.asarray(image).astype(np.float32)
     for mask, box, colour in zip(masks, boxes, colours):
-        x0, y0 = int(round(box.xmin)), int(round(box.ymin))
-        w, h = max(1, int(round(box.xmax)) - x0), max(1, int(round(box.ymax)) - y0)
-        resized = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) > 127
-        region = out[y0:y0 + h, x0:x0 + w]
-        sel = resized[:region.shape[0], :region.shape[1]]
-        region[sel] = 0.55 * region[sel] + 0.45 * np.array(colour, np.float32)
+        sel = paste_box_mask(mask, box, *image.size)
+        out[sel] = 0.55 * out[sel] + 0.45 * np.array(colour, np.float32)
     return Image.fromarray(out.astype(np.uint8))
+
+
+def _mask_rle(mask, box: Box, size) -> dict:
+    """COCO compressed RLE (counts as a string) of a box-relative mask on an image of `size` (w, h)."""
+    (h, w), counts = Mask.from_bitmap(paste_box_mask(mask, box, *size)).rle
+    return {"size": [h, w], "counts": counts}
 
 
 def model_input(detect_fn, batch_size: int) -> Tuple[int, type]:
@@ -219,7 +223,9 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
             gt_boxes = [(label, box) for label, box in gt.get(name, [])] if gt else None
             if draw:
                 pending.append(pool.submit(_draw_and_save, image, name, found, gt_boxes, masks, out))
-            rows.extend((name, label, score, box, image.size) for label, _, score, box in found)
+            rles = [_mask_rle(m, f[3], image.size) for m, f in zip(masks, found)] if masks is not None \
+                else [None] * len(found)
+            rows.extend((name, label, score, box, image.size, rle) for (label, _, score, box), rle in zip(found, rles))
             per_image[index] = (name, found, None)
         bar.update(len(batch))
         batch.clear()
@@ -258,17 +264,18 @@ def _write_outputs(out, rows, per_image, label_map, dataset, split) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for name, label, score, box, _size in rows:
+    for name, label, score, box, _size, _mask in rows:
         writer.writerow((name, label, f"{score:.6f}", f"{box.xmin:.2f}", f"{box.ymin:.2f}",
                          f"{box.xmax:.2f}", f"{box.ymax:.2f}"))
     atomic.write_file(os.path.join(out, "detections.csv"), text.getvalue())
 
     by_image = {}
-    for name, label, score, box, (w, h) in rows:
+    for name, label, score, box, (w, h), mask in rows:
         by_image.setdefault(name, []).append({
             "label": label, "score": round(score, 6),
             "box": [round(v, 2) for v in (box.xmin, box.ymin, box.xmax, box.ymax)],
-            "box_normalized_yxyx": [round(v, 6) for v in box.to_normalized_yxyx(w, h)]})
+            "box_normalized_yxyx": [round(v, 6) for v in box.to_normalized_yxyx(w, h)],
+            **({"mask": mask} if mask else {})})
     images = [{"image": name, "error": error, "detections": by_image.get(name, [])} for name, _f, error in per_image]
     atomic.write_file(os.path.join(out, "detections.json"), json.dumps({"images": images}, indent=1) + "\n")
 
@@ -277,7 +284,8 @@ def _write_outputs(out, rows, per_image, label_map, dataset, split) -> None:
         with open(os.path.join(dataset, "coco", f"{split}.json"), encoding="utf-8") as f:
             ids.update({im["file_name"]: im["id"] for im in json.load(f)["images"]})
     results = [{"image_id": ids[name], "category_id": label_map.ids[label], "score": round(score, 6),
-                "bbox": [round(v, 2) for v in box.to_xywh()]} for name, label, score, box, _ in rows]
+                "bbox": [round(v, 2) for v in box.to_xywh()], **({"segmentation": mask} if mask else {})}
+               for name, label, score, box, _, mask in rows]
     atomic.write_file(os.path.join(out, "coco_results.json"), json.dumps(results) + "\n")
 
     text = io.StringIO()

@@ -76,3 +76,17 @@ def png_bytes(bitmap: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(bitmap.astype(np.uint8), mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def paste_box_mask(mask: np.ndarray, box: Box, width: int, height: int) -> np.ndarray:
+    """A box-relative instance mask (Mask R-CNN's `[h, w]` floats in [0, 1]) resized
+    bilinearly onto the pixel `box` of a `width` x `height` image and thresholded at 0.5, as
+    the OD API's `reframe_box_masks_to_image_masks` does; a HxW bool bitmap."""
+    from PIL import Image
+    x0, y0 = int(round(box.xmin)), int(round(box.ymin))
+    w, h = max(1, int(round(box.xmax)) - x0), max(1, int(round(box.ymax)) - y0)
+    resized = np.asarray(Image.fromarray((np.asarray(mask) * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) > 127
+    bitmap = np.zeros((height, width), bool)
+    region = bitmap[y0:y0 + h, x0:x0 + w]
+    region[...] = resized[:region.shape[0], :region.shape[1]]
+    return bitmap

@@ -21,3 +21,17 @@ def test_most_confident_box_is_on_top():
     same = Box(20, 40, 60, 80)
     out = np.asarray(draw_boxes(gray, [("Mass", 1, 0.9, same), ("Nodule", 2, 0.2, same)]))
     assert tuple(out[60, 20]) == colour(1)
+
+
+def test_box_mask_pasted_onto_the_image():
+    import numpy as np
+    from medtfod.boxes import Box
+    from medtfod.masks import paste_box_mask
+    mask = np.zeros((4, 4), np.float32)
+    mask[:, :2] = 1.0  # the box's left half
+    bitmap = paste_box_mask(mask, Box(10, 20, 30, 60), 50, 80)
+    ys, xs = np.nonzero(bitmap)
+    assert bitmap.shape == (80, 50)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 19, 20, 59)
+    # a box reaching past the image is cut at its edge
+    assert paste_box_mask(np.ones((4, 4)), Box(40, 70, 60, 90), 50, 80).sum() == 10 * 10

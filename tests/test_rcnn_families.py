@@ -218,3 +218,18 @@ def test_detect_draws_masks_inside_their_boxes(family, tmp_path):
         assert ((xs >= xmin) & (xs < right + 1) & (ys >= ymin) & (ys < ymax)).all(), name
         assert len(xs) >= 0.5 * (right - xmin) * (ymax - ymin), name
         assert ys.max() - ys.min() >= 0.8 * (ymax - ymin), name
+    # detections.json and coco_results.json carry the same mask as COCO RLE, on the whole image
+    from pycocotools import mask as coco_mask
+    images = json.load(open(os.path.join(out, "detections.json")))["images"]
+    results = json.load(open(os.path.join(out, "coco_results.json")))
+    assert len(results) == len(images)
+    for entry, result in zip(images, results):
+        found = entry["detections"][0]
+        assert ("mask" in found) == ("segmentation" in result) == family["masks"]
+        if family["masks"]:
+            assert found["mask"] == result["segmentation"]
+            bitmap = coco_mask.decode({"size": found["mask"]["size"], "counts": found["mask"]["counts"].encode()})
+            ys, xs = np.nonzero(bitmap)
+            right = xmin + (xmax - xmin) * left / TINY_MASK_SIZE
+            assert bitmap.shape == (MASKED_SIZE, MASKED_SIZE)
+            assert (xs.min(), ys.min(), ys.max() + 1) == (xmin, ymin, ymax) and abs(xs.max() + 1 - right) <= 1.5
