@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 from . import atomic
 from .errors import UserError
@@ -62,12 +62,13 @@ def choose_threshold(gt: GroundTruth, dets: Sequence[Detection], sensitivity: Op
     return {"min_score": threshold, "sensitivity": sens, "avg_fp": fp}
 
 
-def write_operating_point(export_dir: str, point: dict, **context) -> str:
-    """Store `point` (and where it came from: target, split, counts) in export_dir."""
+def write_operating_point(export_dir: str, point: dict, **context) -> Tuple[str, dict]:
+    """Store `point` (and where it came from: target, split, counts) in export_dir; returns
+    the file's path and the record written."""
     path = os.path.join(export_dir, OPERATING_POINT)
     record = {**point, **context, "created": datetime.datetime.now().isoformat(timespec="seconds")}
     atomic.write_file(path, json.dumps(record, indent=2, allow_nan=False) + "\n")
-    return path
+    return path, record
 
 
 def read_operating_point(export_dir: str) -> Optional[dict]:

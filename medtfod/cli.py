@@ -130,15 +130,16 @@ def cmd_detect(args) -> int:
 def cmd_calibrate(args) -> int:
     import tempfile
 
-    from .calibrate import choose_threshold, describe, read_operating_point, write_operating_point
-    from .detect import saved_model_dir, detect
+    from .calibrate import choose_threshold, describe, write_operating_point
+    from .detect import detect, export_dir as export_dir_of
     from .metrics import read_detections_csv, read_ground_truth
-    export_dir = os.path.dirname(saved_model_dir(args.model).rstrip("/\\"))
+    export_dir = export_dir_of(args.model)
     gt = read_ground_truth(args.dataset, args.split)
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = args.detections
-        if not csv_path:  # every detection the model makes on the split, drawn nowhere the user looks
-            detect(export_dir, None, tmp, min_score=0.0, quiet=args.quiet, dataset=args.dataset, split=args.split)
+        if not csv_path:  # every detection the model makes on the split; the tables are all it needs
+            detect(export_dir, None, tmp, min_score=0.0, quiet=args.quiet, dataset=args.dataset, split=args.split,
+                   draw=False)
             csv_path = os.path.join(tmp, "detections.csv")
         dets = read_detections_csv(csv_path)
     unknown = sorted({d[0] for d in dets} - set(gt))
@@ -146,11 +147,11 @@ def cmd_calibrate(args) -> int:
         raise UserError(f"{len(unknown)} images in the detections are not in the {args.split} split of "
                         f"{args.dataset}, e.g. {unknown[0]!r}")
     point = choose_threshold(gt, dets, sensitivity=args.sensitivity, fp_per_image=args.fp_per_image, iou=args.iou)
-    path = write_operating_point(export_dir, point, target_sensitivity=args.sensitivity,
-                                 target_fp_per_image=args.fp_per_image, iou=args.iou,
-                                 dataset=os.path.abspath(args.dataset), split=args.split, images=len(gt),
-                                 boxes=sum(len(v) for v in gt.values()))
-    print(f"operating point: {describe(read_operating_point(export_dir))}")
+    path, record = write_operating_point(export_dir, point, target_sensitivity=args.sensitivity,
+                                         target_fp_per_image=args.fp_per_image, iou=args.iou,
+                                         dataset=os.path.abspath(args.dataset), split=args.split, images=len(gt),
+                                         boxes=sum(len(v) for v in gt.values()))
+    print(f"operating point: {describe(record)}")
     print(f"written to {path}; medtfod detect --model {export_dir} now uses it unless --min-score is given")
     return 0
 

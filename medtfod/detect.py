@@ -80,6 +80,12 @@ def resolve_inputs(images: Optional[str], dataset: Optional[str] = None, split: 
     return [(name, os.path.join(images, name)) for name in list_images(images)], None
 
 
+def export_dir(model: str) -> str:
+    """The export folder of `model` (the folder or its saved_model/), where the label map and
+    the operating point live."""
+    return os.path.dirname(saved_model_dir(model).rstrip("/\\"))
+
+
 def saved_model_dir(model: str) -> str:
     for candidate in (os.path.join(model, "saved_model"), model):
         if os.path.isfile(os.path.join(candidate, "saved_model.pb")):
@@ -100,20 +106,27 @@ def _load(path: str):
         return None, f"{type(e).__name__}: {e}"
 
 
-def _mask_overlay(image, masks, boxes, colours):
-    """Blend box-relative instance masks (Mask R-CNN's [N, h, w] floats) into `image`."""
+def _mask_overlay(image, bitmaps, colours):
+    """Blend whole-image instance bitmaps (`masks.paste_box_mask`) into `image`."""
     from PIL import Image
     out = np.asarray(image).astype(np.float32)
-    for mask, box, colour in zip(masks, boxes, colours):
-        sel = paste_box_mask(mask, box, *image.size)
+    for sel, colour in zip(bitmaps, colours):
         out[sel] = 0.55 * out[sel] + 0.45 * np.array(colour, np.float32)
     return Image.fromarray(out.astype(np.uint8))
 
 
-def _mask_rle(mask, box: Box, size) -> dict:
-    """COCO compressed RLE (counts as a string) of a box-relative mask on an image of `size` (w, h)."""
-    (h, w), counts = Mask.from_bitmap(paste_box_mask(mask, box, *size)).rle
-    return {"size": [h, w], "counts": counts}
+def _finish(image, name, found, gt_boxes, masks, out, draw: bool) -> list:
+    """Worker-thread work for one image: paste each box-relative mask onto the image once, for
+    its COCO RLE (returned, one per detection; None without masks) and the overlay; draw and
+    save the copy when `draw`."""
+    bitmaps = [] if masks is None else [paste_box_mask(m, f[3], *image.size) for m, f in zip(masks, found)]
+    rles = []
+    for bitmap in bitmaps:
+        (h, w), counts = Mask.from_bitmap(bitmap).rle
+        rles.append({"size": [h, w], "counts": counts})
+    if draw:
+        _draw_and_save(image, name, found, gt_boxes, bitmaps, out)
+    return rles or [None] * len(found)
 
 
 def model_input(detect_fn, batch_size: int) -> Tuple[int, type]:
@@ -151,10 +164,10 @@ def _keep(result, j: int, size, label_map, min_score: float, classes, max_per_im
     return found, keep
 
 
-def _draw_and_save(image, name, found, gt_boxes, masks, out):
+def _draw_and_save(image, name, found, gt_boxes, bitmaps, out):
     from .draw import colour
-    if masks is not None and len(found):
-        image = _mask_overlay(image, masks, [f[3] for f in found], [colour(f[1]) for f in found])
+    if bitmaps:
+        image = _mask_overlay(image, bitmaps, [colour(f[1]) for f in found])
     drawn = draw_boxes(image, found, ground_truth=gt_boxes)
     is_jpeg = name.lower().endswith((".jpg", ".jpeg"))
     buffer = io.BytesIO()
@@ -170,8 +183,7 @@ def resolve_min_score(model: str, min_score: Optional[float]) -> Tuple[float, st
     from .calibrate import describe, read_operating_point
     if min_score is not None:
         return min_score, "--min-score"
-    folder = os.path.dirname(saved_model_dir(model).rstrip("/\\"))
-    point = read_operating_point(folder)
+    point = read_operating_point(export_dir(model))
     if point:
         return float(point["min_score"]), f"the calibrated operating point ({describe(point)})"
     return DEFAULT_MIN_SCORE, "the default (run medtfod calibrate to choose one for your data)"
@@ -195,7 +207,7 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
     """
     saved_model = saved_model_dir(model)
     min_score, _source = resolve_min_score(model, min_score)
-    label_map_path = label_map_path or os.path.join(os.path.dirname(saved_model.rstrip("/\\")), "label_map.pbtxt")
+    label_map_path = label_map_path or os.path.join(export_dir(model), "label_map.pbtxt")
     label_map = read_label_map(label_map_path)
     unknown = [c for c in classes or () if c not in label_map.ids]
     if unknown:
@@ -208,12 +220,13 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
     detect_fn = detect_fn or tf.saved_model.load(saved_model)
     os.makedirs(out, exist_ok=True)
     capacity, dtype = model_input(detect_fn, batch_size)
-    rows, skipped, pending, batch = [], [], [], []
+    rows, skipped, pending, batch = [], [], [], []  # pending: (name, size, found, future of its mask RLEs)
     per_image = [None] * len(inputs)  # filled in input order, whatever order batches finish in
     bar = progress(total=len(inputs), desc="detect", unit="img", quiet=quiet)
 
     def run_batch():
-        """One model call on the loaded images in `batch` (all the same size), then queue drawing."""
+        """One model call on the loaded images in `batch` (all the same size), then queue each
+        image's masks and drawing to the workers."""
         pixels = np.stack([np.asarray(image) for _, _, image in batch])
         result = detect_fn(tf.constant(pixels.astype(dtype, copy=False)))
         result = {k: v.numpy() for k, v in result.items()}
@@ -221,11 +234,8 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
             found, keep = _keep(result, j, image.size, label_map, min_score, classes, max_per_image)
             masks = result["detection_masks"][j][keep] if "detection_masks" in result else None
             gt_boxes = [(label, box) for label, box in gt.get(name, [])] if gt else None
-            if draw:
-                pending.append(pool.submit(_draw_and_save, image, name, found, gt_boxes, masks, out))
-            rles = [_mask_rle(m, f[3], image.size) for m, f in zip(masks, found)] if masks is not None \
-                else [None] * len(found)
-            rows.extend((name, label, score, box, image.size, rle) for (label, _, score, box), rle in zip(found, rles))
+            pending.append((name, image.size, found,
+                            pool.submit(_finish, image, name, found, gt_boxes, masks, out, draw)))
             per_image[index] = (name, found, None)
         bar.update(len(batch))
         batch.clear()
@@ -250,8 +260,9 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
                 run_batch()
         if batch:
             run_batch()
-        for future in pending:
-            future.result()
+        for name, size, found, future in pending:  # in input order
+            rows.extend((name, label, score, box, size, rle)
+                        for (label, _, score, box), rle in zip(found, future.result()))
     bar.close()
     _write_outputs(out, rows, per_image, label_map, dataset, split)
     for name, reason in skipped:

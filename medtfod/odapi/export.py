@@ -46,11 +46,11 @@ def export(config_path: str, model_dir: str, out_dir: str, input_type: str = "im
         if label_map and os.path.isfile(label_map):
             shutil.copyfile(label_map, os.path.join(tmp, "label_map.pbtxt"))
         if tflite:
-            _export_tflite(pipeline_config, model_dir, tmp, verbose)
+            _export_tflite(pipeline_config, model_dir, tmp)
     return os.path.join(out_dir, "saved_model")
 
 
-def _export_tflite(pipeline_config, model_dir: str, tmp: str, verbose: bool) -> None:
+def _export_tflite(pipeline_config, model_dir: str, tmp: str) -> None:
     from . import tflite
 
     folder = os.path.join(tmp, "tflite")

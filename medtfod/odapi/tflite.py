@@ -5,8 +5,8 @@
 The TFLite model takes a resized, normalized float image `[1, H, W, 3]` (the SavedModel does
 both inside). `model.json` beside it records what a caller needs: the input size, the per-channel
 `scale` and `offset` that map 0-255 pixels to the model's input (probed from the model's own
-`preprocess`), and the class names by id. `run` applies them, so boxes can be compared with the
-SavedModel's on the same image (`compare`).
+`preprocess`), and the class names by id. `TFLiteDetector` applies them, so boxes can be compared
+with the SavedModel's on the same image (`compare`).
 """
 from __future__ import annotations
 
