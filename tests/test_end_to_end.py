@@ -127,13 +127,29 @@ def test_tflite_export_gives_the_saved_models_boxes(run):
 
 
 def test_calibrate_then_detect_uses_the_operating_point(run, tmp_path, capsys):
+    """Calibrate on val for an FP budget, then detect without --min-score: detect must keep
+    exactly the detections of the chosen point on the FROC curve.
+
+    100 steps from scratch can leave the model scoring every image alike, so the budget is read
+    off the model's own curve (a point halfway down it), which any model can meet."""
     import shutil
+
+    from medtfod.metrics import froc_curve, read_detections_csv, read_ground_truth
+    gt = read_ground_truth(run["dataset"], "val")
+    every = tmp_path / "every"
+    assert main(["detect", "--model", run["exported"], "--dataset", run["dataset"], "--split", "val",
+                 "--out", str(every), "--min-score", "0", "--no-draw", "-q"]) == 0
+    full = froc_curve(gt, read_detections_csv(str(every / "detections.csv")), 0.1)
+    budget = full["avg_fp"][len(full["avg_fp"]) // 2]
+    chosen = max(k for k, fp in enumerate(full["avg_fp"]) if fp <= budget)  # the lowest threshold within it
     exported = tmp_path / "exported"
     shutil.copytree(run["exported"], exported)
     assert main(["calibrate", "--model", str(exported), "--dataset", run["dataset"], "--split", "val",
-                 "--fp-per-image", "0.5", "-q"]) == 0
+                 "--fp-per-image", repr(budget), "-q"]) == 0
     point = json.load(open(exported / "operating_point.json"))
-    assert point["avg_fp"] <= 0.5 and 0 < point["min_score"] <= 1
+    assert point["min_score"] == pytest.approx(full["threshold"][chosen])
+    assert point["avg_fp"] == pytest.approx(full["avg_fp"][chosen]) and point["avg_fp"] <= budget
+    assert 0 < point["min_score"] <= 1
     out = tmp_path / "detected"
     assert main(["detect", "--model", str(exported), "--dataset", run["dataset"], "--split", "val",
                  "--out", str(out), "-q"]) == 0
@@ -142,8 +158,6 @@ def test_calibrate_then_detect_uses_the_operating_point(run, tmp_path, capsys):
         kept = list(csv.DictReader(f))
     assert kept and all(float(r["score"]) >= point["min_score"] - 1e-6 for r in kept)
     # the same detections as the metrics of the val split at that threshold say
-    from medtfod.metrics import froc_curve, read_detections_csv, read_ground_truth
-    gt = read_ground_truth(run["dataset"], "val")
     curve = froc_curve(gt, read_detections_csv(str(out / "detections.csv")), 0.1)
     assert curve["avg_fp"][-1] == pytest.approx(point["avg_fp"])
     assert curve["sensitivity"][-1] == pytest.approx(point["sensitivity"])
