@@ -164,13 +164,22 @@ def test_calibrate_then_detect_uses_the_operating_point(run, tmp_path, capsys):
 
 
 def test_demo_command(tmp_path, capsys):
-    assert main(["demo", "--workspace", str(tmp_path / "ws"), "--num-images", "24", "--steps", "100", "-q"]) == 0
+    """The README's demo at its defaults (300 images, 600 steps; about 4 minutes on 2 cores):
+    every stage runs, the tutorial layout is there, and the model learns. Five runs on 2 CPU
+    cores gave COCO mAP@0.5 0.988-0.996 on the held-out patients; 0.8 leaves room for
+    run-to-run noise and still fails when the data, records or config stop teaching anything."""
+    assert main(["demo", "--workspace", str(tmp_path / "ws"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "== demo finished ==" in out and "DetectionBoxes_Precision/mAP@.50IOU" in out
     ws = tmp_path / "ws"
     for sub in ("annotations", "images", "models", "pre-trained-models", "exported-models"):
         assert (ws / sub).is_dir()
-    assert (ws / "detections" / "detections.csv").is_file()
+    metrics = json.load(open(ws / "models" / "ssd_mobilenet_v2_fpnlite" / "metrics.json"))["metrics"]
+    assert metrics["DetectionBoxes_Precision/mAP@.50IOU"] >= 0.8, metrics
+    with open(ws / "detections" / "detections.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    drawn = [f for f in os.listdir(ws / "detections") if f.endswith(".png")]
+    assert rows and {r["image"] for r in rows} <= set(drawn)
 
 
 def test_fine_tune_from_a_zoo_style_checkpoint(run, tmp_path):
