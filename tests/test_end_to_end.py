@@ -168,13 +168,14 @@ def test_demo_command(tmp_path, capsys):
     every stage runs, the tutorial layout is there, and the model learns. Five runs on 2 CPU
     cores gave COCO mAP@0.5 0.988-0.996 on the held-out patients; 0.8 leaves room for
     run-to-run noise and still fails when the data, records or config stop teaching anything."""
+    from medtfod.demo import MODEL_DIR_NAME
     assert main(["demo", "--workspace", str(tmp_path / "ws"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "== demo finished ==" in out and "DetectionBoxes_Precision/mAP@.50IOU" in out
     ws = tmp_path / "ws"
     for sub in ("annotations", "images", "models", "pre-trained-models", "exported-models"):
         assert (ws / sub).is_dir()
-    metrics = json.load(open(ws / "models" / "ssd_mobilenet_v2_fpnlite" / "metrics.json"))["metrics"]
+    metrics = json.load(open(ws / "models" / MODEL_DIR_NAME / "metrics.json"))["metrics"]
     assert metrics["DetectionBoxes_Precision/mAP@.50IOU"] >= 0.8, metrics
     with open(ws / "detections" / "detections.csv", newline="") as f:
         rows = list(csv.DictReader(f))
