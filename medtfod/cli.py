@@ -189,24 +189,20 @@ def cmd_metrics(args) -> int:
 def cmd_pretrained(args) -> int:
     from . import pretrained
     if args.action == "get":
-        folder = pretrained.download(args.model_or_file, args.workspace, quiet=args.quiet)
+        folder = pretrained.download(args.model_or_file, args.workspace, quiet=args.quiet, sha256=args.sha256)
     else:
-        folder = pretrained.import_archive(args.model_or_file, args.workspace)
+        folder = pretrained.import_archive(args.model_or_file, args.workspace, sha256=args.sha256)
     print(f"installed {folder}\nuse it with: medtfod config ... --checkpoint {pretrained.checkpoint_prefix(folder)}")
     return 0
 
 
 def cmd_tensorboard(args) -> int:
-    import subprocess
+    from .board import serve
     if not os.path.isdir(args.model_dir):
         raise UserError(f"model folder not found: {args.model_dir}")
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", args.model_dir, "--port", str(args.port)]
-    print("TensorBoard for", args.model_dir, "(train: Loss/*, learning_rate; eval: DetectionBoxes_*, "
-          f"side-by-side images) at http://localhost:{args.port}/")
-    print("+ " + " ".join(command), flush=True)
-    if args.dry_run:
-        return 0
-    return subprocess.call(command)
+    print(f"TensorBoard for {args.model_dir} (train: Loss/*, learning_rate; eval: DetectionBoxes_*, "
+          f"side-by-side images) at http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    return serve(args.model_dir, port=args.port, host=args.host)
 
 
 def cmd_doctor(args) -> int:
@@ -358,12 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("model_or_file", metavar="MODEL|FILE", help="model name (get) or .tar.gz / folder (import)")
     pre.add_argument("--workspace", default=os.path.join("workspace", "demo"),
                      help="workspace whose pre-trained-models/ receives it (default workspace/demo)")
+    pre.add_argument("--sha256", help="refuse the archive unless its sha256 is this (it is printed either way)")
     pre.set_defaults(func=cmd_pretrained)
 
     board = sub.add_parser("tensorboard", help="start TensorBoard on a model folder")
     board.add_argument("--model-dir", required=True)
     board.add_argument("--port", type=int, default=6006)
-    board.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    board.add_argument("--host", default="localhost",
+                       help="address to listen on (default localhost; 0.0.0.0 serves the network)")
     board.set_defaults(func=cmd_tensorboard)
 
     doctor = sub.add_parser("doctor", help="check the installation")

@@ -116,5 +116,5 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
     print(f"drawn images:    {detections}")
     print(f"detections.csv:  {os.path.join(detections, 'detections.csv')}")
     print(f"metrics.json:    {os.path.join(model_dir, 'metrics.json')}")
-    print(f"TensorBoard:     tensorboard --logdir {model_dir}")
+    print(f"TensorBoard:     medtfod tensorboard --model-dir {model_dir}")
     return {"metrics": result["metrics"], "detections": detections, "timings": timings}

@@ -6,7 +6,7 @@ import sys
 from importlib import metadata
 
 PACKAGES = ("tensorflow", "tensorflow-cpu", "tf-keras", "tf-object-detection-api", "tf-models-official",
-            "tf-slim", "protobuf", "pillow", "numpy", "pycocotools")
+            "tf-slim", "protobuf", "pillow", "numpy", "pycocotools", "tensorboard", "setuptools")
 
 
 def _version(name: str) -> str:
@@ -17,13 +17,21 @@ def _version(name: str) -> str:
 
 
 def doctor(out=sys.stdout) -> int:
-    """Print the report; return 0 when the OD API can build and run a model, else 1."""
+    """Print the report; return 0 when TensorBoard imports and the OD API can build and run a model, else 1."""
     print(f"{'python':<26} {platform.python_version()} ({sys.executable})", file=out)
     for name in PACKAGES:
         version = _version(name)
         if name == "tensorflow-cpu" and version == "not installed":
             continue
         print(f"{name:<26} {version}", file=out)
+    healthy = True
+    try:
+        from .board import import_tensorboard
+        import_tensorboard()
+        print(f"{'TensorBoard import':<26} ok", file=out)
+    except Exception as e:  # noqa: BLE001 - reported, and the rest of the checks still run
+        print(f"{'TensorBoard import':<26} FAILED: {e}", file=out)
+        healthy = False
     try:
         from .odapi import compat
         from .odapi.runtime import gpus, import_tensorflow
@@ -39,4 +47,4 @@ def doctor(out=sys.stdout) -> int:
         print("the TF Object Detection API cannot build a model in this environment; "
               "reinstall with the README's set-up command", file=out)
         return 1
-    return 0
+    return 0 if healthy else 1

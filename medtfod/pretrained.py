@@ -8,9 +8,14 @@ and print the `--checkpoint` prefix for `medtfod config`. Without a network, `ge
 at once with the URL and the `import` command to use after fetching the file elsewhere.
 Archives are unpacked with tarfile's 'data' filter: no absolute paths, no links out of the
 folder, no device files.
+
+Downloads use https. Both commands print the archive's sha256 and, given `--sha256`, refuse an
+archive whose digest differs before unpacking anything. `MEDTFOD_ZOO_URL` points `get` at a
+mirror (e.g. a hospital's internal copy): a URL with `{name}` where the zoo name goes.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tarfile
@@ -22,7 +27,8 @@ from typing import Dict
 from .errors import UserError
 from .progress import progress
 
-ZOO_URL = "http://download.tensorflow.org/models/object_detection/tf2/20200711/{name}.tar.gz"
+ZOO_URL = "https://download.tensorflow.org/models/object_detection/tf2/20200711/{name}.tar.gz"
+MIRROR_ENV = "MEDTFOD_ZOO_URL"
 
 # medtfod model name -> the zoo checkpoint whose architecture its template matches.
 ZOO: Dict[str, str] = {
@@ -46,18 +52,47 @@ def checkpoint_prefix(folder: str) -> str:
     return os.path.join(folder, "checkpoint", "ckpt-0")
 
 
+def zoo_url(name: str) -> str:
+    """The download URL of zoo checkpoint `name` ($MEDTFOD_ZOO_URL when set, else the TF2 zoo)."""
+    template = os.environ.get(MIRROR_ENV) or ZOO_URL
+    if "{name}" not in template:
+        raise UserError(f"${MIRROR_ENV} must contain {{name}} where the zoo name goes, e.g. "
+                        f"https://mirror.example/zoo/{{name}}.tar.gz (value: {template!r})")
+    return template.format(name=name)
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(path: str, expected) -> str:
+    """The sha256 of file `path`, printed; a `UserError` when `expected` is given and differs."""
+    actual = sha256_of(path)
+    print(f"sha256 {actual}  {os.path.basename(path)}")
+    if expected and actual != expected.strip().lower():
+        raise UserError(f"{path}: sha256 is {actual}, expected {expected.strip().lower()}; "
+                        "the file is not the one you meant to install (nothing was unpacked)")
+    return actual
+
+
 def _check_layout(folder: str, source: str) -> None:
     if not os.path.isfile(checkpoint_prefix(folder) + ".index"):
         raise UserError(f"{source} is not a TF2 zoo checkpoint: expected <name>/checkpoint/ckpt-0.index "
                         "and <name>/pipeline.config inside")
 
 
-def import_archive(path: str, workspace: str) -> str:
+def import_archive(path: str, workspace: str, sha256=None) -> str:
     """Install a zoo `.tar.gz` (or an unpacked zoo folder) into `<workspace>/pre-trained-models/`.
 
-    Returns the installed folder. The archive is unpacked aside and moved into place only
-    when it has the zoo layout.
+    Returns the installed folder. The archive's sha256 is printed (and must equal `sha256` when
+    given); it is unpacked aside and moved into place only when it has the zoo layout.
     """
+    if sha256 and os.path.isdir(path):
+        raise UserError(f"--sha256 checks an archive file; {path} is a folder")
     target_root = os.path.join(workspace, "pre-trained-models")
     os.makedirs(target_root, exist_ok=True)
     if os.path.isdir(path):
@@ -72,6 +107,12 @@ def import_archive(path: str, workspace: str) -> str:
         return final
     if not os.path.isfile(path):
         raise UserError(f"file not found: {path}")
+    check_sha256(path, sha256)
+    return _unpack(path, target_root)
+
+
+def _unpack(path: str, target_root: str) -> str:
+    """Unpack zoo archive `path` aside in `target_root`, check its layout, move it into place."""
     if not hasattr(tarfile, "data_filter"):
         raise UserError("unpacking archives safely needs Python 3.11.4 or newer (tarfile's 'data' filter)")
     try:
@@ -98,10 +139,10 @@ def _move_into_place(src: str, final: str) -> None:
     os.replace(src, final)
 
 
-def download(model: str, workspace: str, quiet: bool = False, timeout: float = 30.0) -> str:
+def download(model: str, workspace: str, quiet: bool = False, timeout: float = 30.0, sha256=None) -> str:
     """Download the zoo checkpoint for `model` and install it (see `import_archive`)."""
     name = zoo_name(model)
-    url = ZOO_URL.format(name=name)
+    url = zoo_url(name)
     target_root = os.path.join(workspace, "pre-trained-models")
     os.makedirs(target_root, exist_ok=True)
     archive = os.path.join(target_root, f"{name}.tar.gz")
@@ -126,5 +167,10 @@ def download(model: str, workspace: str, quiet: bool = False, timeout: float = 3
     if total and os.path.getsize(partial) != total:
         os.unlink(partial)
         raise UserError(f"download of {url} was cut short; run the command again\n{manual}")
+    try:
+        check_sha256(partial, sha256)
+    except UserError:
+        os.unlink(partial)
+        raise
     os.replace(partial, archive)
-    return import_archive(archive, workspace)
+    return _unpack(archive, target_root)

@@ -153,3 +153,58 @@ def train_killed_and_resumed(config, model_dir, steps, every, log_path, timeout=
     return {"killed": proc.returncode, "saved": saved, "returncode": again.returncode, "output": output,
             "reported": [int(s) for s in re.findall(r"Step (\d+) per-step time", output)],
             "final": saved_step(model_dir)}
+
+
+def medtfod_script():
+    """The installed `medtfod` console script of the Python running the tests."""
+    import shutil
+    import sys
+    script = shutil.which("medtfod", path=os.path.dirname(sys.executable))
+    if not script:
+        pytest.fail(f"the medtfod console script is not installed beside {sys.executable}; "
+                    "run python3 scripts/bootstrap.py install")
+    return script
+
+
+def medtfod(*args, check=True, timeout=900, **kwargs):
+    """Run `medtfod ARGS...` through the installed console script in a fresh process.
+
+    Returns the CompletedProcess (text stdout and stderr); with `check`, a non-zero exit fails
+    the test and shows the end of its output."""
+    import subprocess
+    result = subprocess.run([medtfod_script(), *[str(a) for a in args]], capture_output=True, text=True,
+                            timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        pytest.fail(f"medtfod {' '.join(map(str, args))} exited {result.returncode}:\n"
+                    f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The README's path through the installed `medtfod` command on a tiny config, once per run:
+    convert nih -> config -> train (100 steps) -> eval -> export (+ TFLite) -> detect.
+
+    Returns a dict of paths: dataset, model, config, exported, detections, images (read-only:
+    tests copy what they change)."""
+    from medtfod import demo_data
+    from medtfod.demo import DEMO_OVERRIDES
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = demo_data.generate(str(root / "source"), num_images=40, size=128, seed=5)
+    paths = {k: str(root / k) for k in ("dataset", "model", "exported", "detections")}
+    paths["config"] = str(root / "model" / "pipeline.config")
+    medtfod("convert", "nih", "--bbox-csv", data["bbox_csv"], "--images", data["images"],
+            "--data-entry", data["data_entry"], "--label-map", data["label_map"], "--out", paths["dataset"], "-q")
+    overrides = [a for k, v in DEMO_OVERRIDES.items() for a in ("--set", f"{k}={v}")]
+    medtfod("config", "--model", "ssd_mobilenet_v2_fpnlite_320", "--data", paths["dataset"],
+            "--out", paths["config"], "--steps", "100", "--batch-size", "4", "--image-size", "128",
+            "--learning-rate", "0.04", "--warmup-steps", "20", "--augment", "random_horizontal_flip", *overrides)
+    medtfod("train", "--config", paths["config"], "--model-dir", paths["model"], "-q")
+    medtfod("eval", "--config", paths["config"], "--model-dir", paths["model"], "-q")
+    medtfod("export", "--config", paths["config"], "--model-dir", paths["model"], "--out", paths["exported"],
+            "--tflite", "-q")
+    medtfod("detect", "--model", paths["exported"], "--images", data["images"], "--out", paths["detections"],
+            "--min-score", "0.0", "-q")
+    paths["images"] = data["images"]
+    return paths

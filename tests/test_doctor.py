@@ -26,3 +26,26 @@ def test_doctor_fails_with_reason(monkeypatch):
     out = io.StringIO()
     assert doctor_mod.doctor(out) == 1
     assert "FAILED: ValueError: no kernel for DepthwiseConv2dNative" in out.getvalue()
+
+
+def test_doctor_names_the_tensorboard_fix(monkeypatch):
+    """TensorBoard 2.20 without pkg_resources (setuptools >= 81): doctor fails and names the fix."""
+    import builtins
+
+    from medtfod import doctor as doctor_mod
+    real_import = builtins.__import__
+
+    def no_pkg_resources(name, *args, **kwargs):
+        if name == "pkg_resources":
+            raise ModuleNotFoundError("No module named 'pkg_resources'")
+        return real_import(name, *args, **kwargs)
+    import sys
+
+    import tensorboard
+    for name in [m for m in sys.modules if m == "tensorboard.default" or m == "pkg_resources"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delattr(tensorboard, "default", raising=False)  # set on the package by an earlier import
+    monkeypatch.setattr(builtins, "__import__", no_pkg_resources)
+    out = io.StringIO()
+    assert doctor_mod.doctor(out) == 1
+    assert "TensorBoard import" in out.getvalue() and 'pip install "setuptools<81"' in out.getvalue()
