@@ -14,9 +14,10 @@ import os
 from typing import Optional, Sequence, Tuple
 
 from . import atomic
+from .annotations import Detection
 from .errors import UserError
 from .metrics import froc_curve
-from .readers.detections import Detection, GroundTruth
+from .readers.detections import GroundTruth
 
 OPERATING_POINT = "operating_point.json"
 

@@ -8,6 +8,8 @@ Every source reader turns its file into a `Table` (rows of image, label, pixel `
     out/splits/<split>.txt                       image names, one per line
     out/tfrecords/<split>.record-NNNNN-of-MMMMM  OD API tf.Examples, images passed through
     out/report.json                              counts per split and class, every problem
+    out/dataset.json                             the manifest: each image's split, patient, size and
+                                                 where its bytes are (see medtfod.manifest)
 
 The output folder is assembled aside and moved into place only when complete.
 """
@@ -18,64 +20,18 @@ import os
 from collections import Counter, OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Set
+from typing import Dict, List, Mapping, Optional
 
 from . import atomic
-from .annotations import ImageRecord, Object
-from .boxes import Box
+from .annotations import ImageRecord, Object, Table, TableRow
+from .errors import UserError
 from .images import ImageError, index_images, read_and_probe
 from .labelmap import LabelMap
-from .masks import Mask
+from .manifest import MANIFEST, ImageEntry, manifest_json
 from .problems import Problems
 from .progress import progress
 from .splits import DEFAULT_FRACTIONS, assign_patients
 from .writers import tfrecord, voc
-
-
-@dataclass(frozen=True)
-class TableRow:
-    """One object from a source; `file`/`line` say where it came from.
-
-    Attributes:
-      box: pixel `Box` in the image's frame (for a mask, the box around it).
-      mask: the object's instance mask, where the source has one.
-      clip: the source's coordinates may lie outside the image by more than the clip
-        tolerance and are clipped to it (DDTI polygons), rather than rejected.
-    """
-
-    image: str
-    label: str
-    box: Box
-    file: str
-    line: Optional[int]
-    mask: Optional[Mask] = None
-    clip: bool = False
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}" if self.line is not None else self.file
-
-
-@dataclass
-class Table:
-    """What a source reader hands to `convert_table`.
-
-    Attributes:
-      source: the source's name ('nih', ...), recorded in the report.
-      rows: box rows, in file order.
-      patients: image name -> patient id, where the source knows it.
-      negatives: images listed as having no findings (kept as images without boxes).
-      inputs: the input files, for the report.
-      dropped: images the reader saw a bad row for (already reported); they are left out
-        whole, since keeping them with a finding missing would teach it as background.
-    """
-
-    source: str
-    rows: List[TableRow]
-    patients: Dict[str, str] = field(default_factory=dict)
-    negatives: List[str] = field(default_factory=list)
-    inputs: Dict[str, str] = field(default_factory=dict)
-    dropped: Set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -99,12 +55,15 @@ def _default_patient(image: str, source: str) -> str:
 
 
 def _group_rows(table: Table, label_map: LabelMap, problems: Problems) -> "OrderedDict[str, List[TableRow]]":
+    """Rows by image (negatives as images without rows), minus every image a bad row was
+    reported for, by the reader or here: such an image is dropped whole, for every source,
+    since keeping it with a finding missing would teach the finding as background."""
     grouped: "OrderedDict[str, List[TableRow]]" = OrderedDict()
     seen = set()
     for row in table.rows:
         if row.label not in label_map.ids:
-            problems.add(row.file, row.line, "unknown_label", row.label, label_map.unknown_message(row.label))
-            grouped.setdefault(row.image, []).append(None)  # poisons the image: see _build_record
+            problems.add(row.file, row.line, "unknown_label", row.label, label_map.unknown_message(row.label),
+                         image=row.image)
             continue
         key = (row.image, row.label, row.box)
         if key in seen:
@@ -112,17 +71,28 @@ def _group_rows(table: Table, label_map: LabelMap, problems: Problems) -> "Order
             continue
         seen.add(key)
         grouped.setdefault(row.image, []).append(row)
+    for image in table.negatives:
+        grouped.setdefault(image, [])
+    for image in problems.bad_images():
+        grouped.pop(image, None)
     return grouped
 
 
 class _Issues(list):
-    """Problems found in a worker process, replayed into the main `Problems` in image order."""
+    """Problems found while writing a shard (maybe in a worker process), replayed into the main
+    `Problems` in image order. With `strict`, the first one stops the run there and then."""
 
-    def add(self, file, line, kind, value, message) -> None:
-        self.append((file, line, kind, value, message))
+    def __init__(self, strict: bool = False):
+        super().__init__()
+        self.strict = strict
+
+    def add(self, file, line, kind, value, message, image=None) -> None:
+        if self.strict:
+            Problems(strict=True).add(file, line, kind, value, message, image)  # raises the UserError
+        self.append((file, line, kind, value, message, image))
 
 
-def _build_record(image: str, rows: List[Optional[TableRow]], path: Optional[str], patient: str,
+def _build_record(image: str, rows: List[TableRow], path: Optional[str], patient: str,
                   opts: ConvertOptions, problems, where: str):
     """Read and check one image; returns (record, bytes) or None when the image is dropped.
 
@@ -131,9 +101,8 @@ def _build_record(image: str, rows: List[Optional[TableRow]], path: Optional[str
     """
     if path is None:
         for row in rows:
-            if row is not None:
-                problems.add(row.file, row.line, "missing_image", image,
-                             f"no file named {image!r} under the image folder")
+            problems.add(row.file, row.line, "missing_image", image,
+                         f"no file named {image!r} under the image folder")
         if not rows:
             problems.add(where, None, "missing_image", image, f"no file named {image!r} under the image folder")
         return None
@@ -141,8 +110,6 @@ def _build_record(image: str, rows: List[Optional[TableRow]], path: Optional[str
         data, info = read_and_probe(path)
     except (OSError, ImageError) as e:
         problems.add(path, None, "bad_image", image, f"unreadable image: {e}")
-        return None
-    if any(row is None for row in rows):
         return None
     objects = []
     for row in rows:
@@ -180,25 +147,26 @@ def _prefetch(path: Optional[str]) -> None:
 def _write_shard(job):
     """Worker: check, encode and write one TFRecord shard and its images' VOC files.
 
-    Returns [(record or None, issues)] in the shard's image order; records carry no pixels,
-    so little crosses between processes.
+    Returns [(record or None, issues, byte offset of its tf.Example in the shard)] in the
+    shard's image order; records carry no pixels, so little crosses between processes.
     """
-    shard_path, voc_dir, items, opts, label_map, with_masks = job
+    shard_path, voc_dir, items, opts, label_map, with_masks, strict = job
     results = []
     with open(shard_path, "wb") as shard:
         for i, (image, rows, path, patient, where) in enumerate(items):
             if i + 1 < len(items):
                 _prefetch(items[i + 1][2])
-            issues = _Issues()
+            issues = _Issues(strict)
             built = _build_record(image, rows, path, patient, opts, issues, where)
             if built is not None:
                 record, data = built
+                offset = shard.tell()
                 tfrecord.write_record(shard, tfrecord.example_bytes(record, data, label_map, with_masks))
                 with open(os.path.join(voc_dir, os.path.splitext(record.image_id)[0] + ".xml"), "wb") as f:
                     f.write(voc.voc_xml(record))
-                results.append((record, issues))
+                results.append((record, issues, offset))
             else:
-                results.append((None, issues))
+                results.append((None, issues, None))
     return results
 
 
@@ -210,15 +178,24 @@ def _run_shards(jobs: list, workers: int, bar):
             out.append(_write_shard(job))
             bar.update(len(job[2]))
         return out
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        futures = [pool.submit(_write_shard, job) for job in jobs]
-        try:
-            for future in as_completed(futures):
-                bar.update(len(jobs[futures.index(future)][2]))
-            return [f.result() for f in futures]
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)))
+    futures = [pool.submit(_write_shard, job) for job in jobs]
+    try:
+        for future in as_completed(futures):
+            future.result()  # a shard's error (--strict's first problem, Ctrl-C) stops the run now
+            bar.update(len(jobs[futures.index(future)][2]))
+        pool.shutdown()
+        return [f.result() for f in futures]
+    except BaseException:
+        # Stop the shards still running instead of waiting for them to finish: the pool has no
+        # public way to, so its worker processes are terminated (their output is discarded).
+        processes = list((pool._processes or {}).values())  # noqa: SLF001
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join()
+        raise
 
 
 def _match_stems(grouped, index, patients: Dict[str, str]):
@@ -280,10 +257,8 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
     problems = problems if problems is not None else Problems()
     reader_problems = len(problems)
     grouped = _group_rows(table, label_map, problems)
-    for image in table.negatives:
-        grouped.setdefault(image, [])
-    for image in table.dropped:
-        grouped.pop(image, None)
+    if not grouped:
+        _fail_empty(table, problems)
     index, _dupes = index_images(images_dir)
     grouped, table.patients = _match_stems(grouped, index, table.patients)
     patients, by_split, negatives_missing = _split_images(table, grouped, index, opts)
@@ -303,17 +278,21 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
             for j, shard in enumerate(shards):  # image i goes to shard i mod n: fixed, whatever is dropped
                 items = [(image, grouped[image], index.get(image), patients[image], where)
                          for image in images[j::len(shards)]]
-                jobs.append((shard, os.path.join(tmp, "voc"), items, opts, label_map, with_masks))
+                jobs.append((shard, os.path.join(tmp, "voc"), items, opts, label_map, with_masks, problems.strict))
         results = _run_shards(jobs, opts.workers, bar)
+        entries: List[ImageEntry] = []
         for split in by_split:
             first, count = shards_of[split]
             kept: List[ImageRecord] = []
-            for shard_results in results[first:first + count]:
-                for record, issues in shard_results:
+            for shard, shard_results in zip(jobs[first:first + count], results[first:first + count]):
+                for record, issues, offset in shard_results:
                     for issue in issues:
                         problems.add(*issue)
                     if record is not None:
                         kept.append(record)
+                        entries.append(ImageEntry(record.image_id, split, record.patient_id, record.width,
+                                                  record.height, len(record.objects),
+                                                  "tfrecords/" + os.path.basename(shard[0]), offset, record.path))
             kept.sort(key=lambda r: r.image_id)
             with open(os.path.join(tmp, "splits", f"{split}.txt"), "w", encoding="utf-8", newline="\n") as f:
                 f.writelines(r.image_id + "\n" for r in kept)
@@ -330,6 +309,10 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
         bar.close()
         items = len(table.rows) + len(table.negatives) + reader_problems
         problems.check_share(len(problems), items, opts.max_bad, "rows and images")
+        _check_splits(report_splits, opts, len(set(patients.values())), problems)
+        entries.sort(key=lambda e: e.name)
+        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8", newline="\n") as f:
+            f.write(manifest_json(entries, table.source))
         with open(os.path.join(tmp, "label_map.pbtxt"), "w", encoding="utf-8", newline="\n") as f:
             f.write(label_map.to_pbtxt())
         report = {
@@ -346,6 +329,32 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
             json.dump(report, f, indent=2)
             f.write("\n")
     return report
+
+
+def _fail_empty(table: Table, problems: Problems) -> None:
+    """No usable row or image at all: say why, and what to change."""
+    inputs = ", ".join(v for k, v in table.inputs.items() if k != "images") or "the input"
+    if problems.items:
+        first = "\n  ".join(str(p) for p in problems.items[:5])
+        raise UserError(f"{inputs}: no usable rows: all {len(problems)} rows or images with a problem were "
+                        f"left out; nothing was written. First problems:\n  {first}")
+    raise UserError(f"{inputs}: no rows with boxes and no images without findings: the table is empty (only "
+                    "a header?); nothing was written. Check that this is the file you meant.")
+
+
+def _check_splits(splits: dict, opts: ConvertOptions, patients: int, problems: Problems) -> None:
+    """Every split asked for must have images (an empty val/test split is an error, not a quiet 0)."""
+    total = sum(s["images"] for s in splits.values())
+    if not total:
+        first = "\n  ".join(str(p) for p in problems.items[:5]) or "(none)"
+        raise UserError("no image could be converted (every image was missing, unreadable or had a bad box); "
+                        f"nothing was written. First problems:\n  {first}")
+    empty = [name for name, s in splits.items() if not s["images"] and opts.fractions.get(name, 0) > 0]
+    if empty:
+        asked = ",".join(f"{k}={v:g}" for k, v in opts.fractions.items())
+        raise UserError(f"split {empty[0]!r} would have 0 images (--split {asked}, {patients} patients in all, "
+                        f"{total} images kept): a split is made of whole patients, so it needs more patients, "
+                        "a larger fraction, or dropping the split (e.g. --split train=1); nothing was written")
 
 
 def summary(report: dict, out_dir: str) -> str:

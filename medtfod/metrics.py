@@ -54,7 +54,7 @@ def _by_image(gt: GroundTruth, dets: Sequence[Detection]) -> Dict[str, List[int]
         raise UserError("no ground-truth images to evaluate against")
     index: Dict[str, List[int]] = defaultdict(list)
     for i, det in enumerate(dets):
-        index[det[0]].append(i)
+        index[det.image].append(i)
     unknown = sorted(set(index) - set(gt))
     if unknown:
         raise UserError(f"{sum(len(index[u]) for u in unknown)} detections are on {len(unknown)} images that have no "
@@ -85,12 +85,12 @@ def match_detections(gt: GroundTruth, dets: Sequence[Detection], threshold: floa
     matched: List[Optional[int]] = [None] * len(dets)
     for image, det_ids in index.items():
         taken = set()
-        for i in sorted(det_ids, key=lambda i: (-dets[i][2], i)):
+        for i in sorted(det_ids, key=lambda i: (-dets[i].score, i)):
             best, best_j = threshold, None
             for j, (label, box) in enumerate(gt[image]):
-                if label != dets[i][1] or j in taken:
+                if label != dets[i].label or j in taken:
                     continue
-                value = overlap(box, dets[i][3])
+                value = overlap(box, dets[i].box)
                 if value >= threshold and (best_j is None or value > best):
                     best, best_j = value, j
             if best_j is not None:
@@ -105,7 +105,7 @@ def pr_curve(gt: GroundTruth, dets: Sequence[Detection], label: str, iou_thresho
     matched = match_detections(gt, dets, iou_threshold) if matched is None else matched
     n_gt = sum(1 for objects in gt.values() for name, _ in objects if name == label)
     recall, precision, tp = [], [], 0
-    order = sorted((i for i, det in enumerate(dets) if det[1] == label), key=lambda i: (-dets[i][2], i))
+    order = sorted((i for i, det in enumerate(dets) if det.label == label), key=lambda i: (-dets[i].score, i))
     for rank, i in enumerate(order, start=1):
         tp += matched[i] is not None
         recall.append(tp / n_gt if n_gt else 0.0)
@@ -153,12 +153,12 @@ def froc_curve(gt: GroundTruth, dets: Sequence[Detection], iou_threshold: float 
     matched = match_detections(gt, dets, iou_threshold)
     n_gt, n_images = sum(len(v) for v in gt.values()), len(gt)
     curve: Dict[str, list] = {"threshold": [None], "avg_fp": [0.0], "sensitivity": [0.0 if n_gt else None]}
-    order = sorted(range(len(dets)), key=lambda i: -dets[i][2])
+    order = sorted(range(len(dets)), key=lambda i: -dets[i].score)
     tp = fp = 0
     for k, i in enumerate(order):
         tp, fp = tp + (matched[i] is not None), fp + (matched[i] is None)
-        if k + 1 == len(order) or dets[order[k + 1]][2] != dets[i][2]:
-            curve["threshold"].append(float(dets[i][2]))
+        if k + 1 == len(order) or dets[order[k + 1]].score != dets[i].score:
+            curve["threshold"].append(float(dets[i].score))
             curve["avg_fp"].append(fp / n_images)
             curve["sensitivity"].append(tp / n_gt if n_gt else None)
     return curve
@@ -204,7 +204,7 @@ def iobb_localization(gt: GroundTruth, dets: Sequence[Detection],
             hit = total = fp = 0
             for image in images:
                 boxes = [box for name, box in gt[image] if name == label]
-                found = [dets[i][3] for i in index.get(image, []) if dets[i][1] == label]
+                found = [dets[i].box for i in index.get(image, []) if dets[i].label == label]
                 hit += sum(any(iobb(g, d) >= t for d in found) for g in boxes)
                 fp += sum(not any(iobb(g, d) >= t for g in boxes) for d in found)
                 total += len(boxes)
@@ -229,7 +229,7 @@ def image_level(gt: GroundTruth, dets: Sequence[Detection], classes: Optional[Se
     wanted = set(classes) if classes is not None else None
     scores, positive = [], []
     for image, objects in gt.items():
-        own = [dets[i][2] for i in index.get(image, []) if wanted is None or dets[i][1] in wanted]
+        own = [dets[i].score for i in index.get(image, []) if wanted is None or dets[i].label in wanted]
         scores.append(max(own, default=0.0))
         positive.append(any(wanted is None or name in wanted for name, _ in objects))
     s, y = np.asarray(scores, float), np.asarray(positive, bool)
@@ -254,7 +254,7 @@ def coco_dicts(gt: GroundTruth, dets: Sequence[Detection], label_names: Sequence
     1.. in sorted name order, category ids 1.. in `label_names` order)."""
     _by_image(gt, dets)
     category = {name: i for i, name in enumerate(label_names, start=1)}
-    for label in sorted({name for objects in gt.values() for name, _ in objects} | {d[1] for d in dets}):
+    for label in sorted({name for objects in gt.values() for name, _ in objects} | {d.label for d in dets}):
         if label not in category:
             hint = difflib.get_close_matches(label, list(category), n=1)
             raise UserError(f"label {label!r} is not among the classes ({', '.join(label_names)})"
@@ -284,7 +284,7 @@ def coco_metrics(gt: GroundTruth, dets: Sequence[Detection], label_names: Option
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    names = list(label_names) if label_names is not None else sorted(set(_classes(gt)) | {d[1] for d in dets})
+    names = list(label_names) if label_names is not None else sorted(set(_classes(gt)) | {d.label for d in dets})
     dataset, results = coco_dicts(gt, dets, names)
     with contextlib.redirect_stdout(io.StringIO()):
         truth = COCO()
@@ -334,7 +334,7 @@ def bootstrap_ci(gt: GroundTruth, dets: Sequence[Detection], metric_fn: Callable
             for image in images_of[ids[k]]:
                 name = f"{image}#{draw}"
                 sample_gt[name] = gt[image]
-                sample_dets.extend((name, dets[i][1], dets[i][2], dets[i][3]) for i in index.get(image, []))
+                sample_dets.extend(dets[i]._replace(image=name) for i in index.get(image, []))
         value = metric_fn(sample_gt, sample_dets)
         if value is not None:
             values.append(value)
@@ -348,8 +348,11 @@ def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], patients: Optional[
                  iou_froc: float = 0.1, bootstrap: int = 200, label_names: Optional[Sequence[str]] = None) -> dict:
     """Every metric, in the layout of metrics.json (see the functions for each definition).
 
-    `patients` defaults to one patient per image; `bootstrap` is the number of replicates
+    `patients` (image -> patient id, from the dataset manifest) are the units the bootstrap
+    resamples; without them each image is its own unit. `bootstrap` is the number of replicates
     for "ci95" (AP@0.5 mean, FROC mean, image-level AUC; seed 0), 0 to skip it ("ci95": {}).
+    "ci95" also states the resampling unit ('patient' or 'image'), how many units there were
+    and the number of replicates.
     """
     result = {
         "ap": {_key(t): average_precision(gt, dets, t) for t in AP_IOUS},
@@ -360,7 +363,10 @@ def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], patients: Optional[
         "ci95": {},
     }
     if bootstrap:
+        unit = "patient" if patients is not None else "image"
         patients = patients if patients is not None else {image: image for image in gt}
+        result["ci95"] = {"unit": unit, "groups": len({patients[image] for image in gt if image in patients}),
+                          "replicates": bootstrap}
         for name, fn in (("ap50_mean", lambda g, d: average_precision(g, d, 0.5)["mean"]),
                          ("froc_mean", lambda g, d: froc(g, d, iou_froc)["mean"]),
                          ("auc", lambda g, d: image_level(g, d)["auc"])):

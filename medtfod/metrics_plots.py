@@ -42,9 +42,11 @@ def format_table(result: dict) -> str:
                   f"specificity {_fmt(il['specificity'])} at score >= {_fmt(il['threshold'])}"]
     coco = result["coco"]
     lines += ["", "COCO: " + ", ".join(f"{k} {_fmt(v)}" for k, v in coco.items() if k != "per_class")]
-    if result.get("ci95"):
-        lines += ["", "95% CI (patient bootstrap): " + ", ".join(
-            f"{k} [{_fmt(lo)}, {_fmt(hi)}]" for k, (lo, hi) in result["ci95"].items())]
+    ci = result.get("ci95")
+    if ci:
+        intervals = {k: v for k, v in ci.items() if isinstance(v, list)}
+        lines += ["", f"95% CI ({ci['unit']} bootstrap, {ci['groups']} {ci['unit']}s, {ci['replicates']} "
+                  "replicates): " + ", ".join(f"{k} [{_fmt(lo)}, {_fmt(hi)}]" for k, (lo, hi) in intervals.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,9 @@ class Problem:
       kind: a short machine-readable category, e.g. 'bad_number', 'missing_image'.
       value: the offending value, as found.
       message: what is wrong and what was expected.
+      image: the image a bad row belongs to; convert drops that image whole (keeping it
+        with a finding missing would teach the finding as background). None when the
+        problem does not cost an image its place (a duplicate row kept once, a bad header).
     """
 
     file: str
@@ -30,6 +33,7 @@ class Problem:
     kind: str
     value: str
     message: str
+    image: Optional[str] = None
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
@@ -53,14 +57,19 @@ class Problems:
         self.items: List[Problem] = []
         self.notes: List[Problem] = []
 
-    def add(self, file: str, line: Optional[int], kind: str, value, message: str) -> None:
-        problem = Problem(str(file), line, kind, str(value), message)
+    def add(self, file: str, line: Optional[int], kind: str, value, message: str,
+            image: Optional[str] = None) -> None:
+        problem = Problem(str(file), line, kind, str(value), message, image)
         if kind in EXPECTED_SKIPS:
             self.notes.append(problem)
             return
         if self.strict:
             raise UserError(f"{problem}\n(stopped by --strict; nothing was written)")
         self.items.append(problem)
+
+    def bad_images(self) -> set:
+        """Every image a bad row was reported for: the images convert drops whole."""
+        return {p.image for p in self.items if p.image is not None}
 
     def __len__(self) -> int:
         return len(self.items)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Callable, Dict, Optional, Tuple
 
+from .annotations import Table, TableRow
 from .labelmap import LabelMap, read_label_map, shipped_path
 from .problems import Problems
 
@@ -23,11 +24,9 @@ class Source:
 
 def _nih(args, problems):
     from .readers import nih
-    from .convert import Table, TableRow
-    dropped = set()
-    rows = nih.read_bbox_list(args.bbox_csv, problems, dropped)
+    rows = nih.read_bbox_list(args.bbox_csv, problems)
     table = Table("nih", [TableRow(r.image, r.label, r.box, args.bbox_csv, r.line) for r in rows],
-                  inputs={"bbox_csv": args.bbox_csv, "images": args.images}, dropped=dropped)
+                  inputs={"bbox_csv": args.bbox_csv, "images": args.images})
     if getattr(args, "data_entry", None):
         entry = nih.read_data_entry(args.data_entry, problems)
         table.patients = entry.patients

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from medtfod.annotations import Detection as Det
 from medtfod.boxes import Box
 from medtfod.calibrate import OPERATING_POINT, choose_threshold, read_operating_point
 from medtfod.cli import main
@@ -15,8 +16,8 @@ FAR = Box(300, 300, 340, 340)
 # 4 GT boxes on 3 images (c.png is a negative). In score order the detections are:
 # .9 hit a/A, .8 FP on c, .7 hit b/A, .6 FP a, .5 hit a/B, .4 FP c; the last GT box (b/B) is never found.
 GT = {"a.png": [("Mass", A), ("Mass", B)], "b.png": [("Mass", A), ("Nodule", B)], "c.png": []}
-DETS = [("a.png", "Mass", .9, A), ("c.png", "Mass", .8, A), ("b.png", "Mass", .7, A),
-        ("a.png", "Nodule", .6, FAR), ("a.png", "Mass", .5, B), ("c.png", "Nodule", .4, B)]
+DETS = [Det("a.png", "Mass", .9, A), Det("c.png", "Mass", .8, A), Det("b.png", "Mass", .7, A),
+        Det("a.png", "Nodule", .6, FAR), Det("a.png", "Mass", .5, B), Det("c.png", "Nodule", .4, B)]
 
 
 @pytest.mark.parametrize("target,expected", [

@@ -72,14 +72,16 @@ def test_read_synthetic(tmp_path):
         ("a.png", "nodule", Box(2.0, 1.0, 8.0, 6.0)),
         ("a.png", "mass", Box(10.0, 2.0, 15.0, 5.0)),
         ("b.png", "nodule", Box(0.5, 0.25, 4.0, 3.0)),
+        ("e.png", "nodule", Box(1.0, 1.0, 3.0, 3.0)),  # its other annotation is bad: convert drops e.png
     ]
+    assert problems.bad_images() == {"e.png"}
     masks = [r.mask for r in table.rows]
     assert masks[0].polygons == ((2.0, 1.0, 8.0, 1.0, 8.0, 6.0, 2.0, 6.0),)
     assert isinstance(masks[1].rle[1], list) and isinstance(masks[2].rle[1], str)
     assert (masks[1].to_bitmap(W, H) == blob(10, 2, 15, 5)).all()
     assert (masks[2].to_bitmap(W, H) == blob(0, 0, 4, 3)).all()
     assert masks[1].bounds(W, H) == Box(10.0, 2.0, 15.0, 5.0)
-    assert table.negatives == ["c.png"]  # d.png (crowd only) and e.png (bad annotation) are dropped
+    assert table.negatives == ["c.png"]  # d.png (crowd only) is not an image without findings
     # crowd regions are expected skips (notes), not errors
     assert [(p.kind, p.value, p.line) for p in problems.notes] == [("skipped_crowd", "4", None), ("skipped_crowd", "5", None)]
     assert [(p.kind, p.value, p.line) for p in problems.items] == [("unknown_category", "3", None)]

@@ -10,6 +10,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from medtfod.annotations import Detection as Det
 from medtfod import metrics
 from medtfod.annotations import ImageRecord, Object
 from medtfod.boxes import Box
@@ -29,12 +30,12 @@ GT = {"a.png": [("nodule", G1), ("nodule", G2)], "b.png": [("mass", G3)], "c.png
 #   D2 vs G1: x 5..10  -> 50 / 150           IoU 1/3,             IoBB 0.5   (G1 already taken by D1)
 #   D4 vs G3: x 8..10  -> 20 / (200 - 20)    IoU 1/9 = 0.111,     IoBB 20/100 = 0.2
 #   D5 on the negative image, D6 a nodule on b.png (which has only a mass): always false positives.
-D1 = ("a.png", "nodule", 0.9, Box(0, 0, 10, 10))
-D3 = ("a.png", "nodule", 0.85, Box(25, 0, 35, 10))
-D2 = ("a.png", "nodule", 0.8, Box(5, 0, 15, 10))
-D4 = ("b.png", "mass", 0.6, Box(8, 0, 18, 10))
-D5 = ("c.png", "nodule", 0.95, Box(0, 0, 10, 10))
-D6 = ("b.png", "nodule", 0.5, Box(0, 0, 10, 10))
+D1 = Det("a.png", "nodule", 0.9, Box(0, 0, 10, 10))
+D3 = Det("a.png", "nodule", 0.85, Box(25, 0, 35, 10))
+D2 = Det("a.png", "nodule", 0.8, Box(5, 0, 15, 10))
+D4 = Det("b.png", "mass", 0.6, Box(8, 0, 18, 10))
+D5 = Det("c.png", "nodule", 0.95, Box(0, 0, 10, 10))
+D6 = Det("b.png", "nodule", 0.5, Box(0, 0, 10, 10))
 DETS = [D1, D2, D3, D4, D5, D6]
 
 
@@ -50,24 +51,24 @@ def test_iou_and_iobb():
 def test_matching_takes_best_unmatched_overlap_with_deterministic_ties():
     g = {"x": [("n", Box(0, 0, 10, 10)), ("n", Box(2, 0, 12, 10))]}
     # Alone, a detection on the second box picks it (IoU 1) over the first (IoU 8/12), though listed second.
-    assert metrics.match_detections(g, [("x", "n", 0.9, Box(2, 0, 12, 10))], 0.5) == [1]
+    assert metrics.match_detections(g, [Det("x", "n", 0.9, Box(2, 0, 12, 10))], 0.5) == [1]
     # Box(1,0,11,10) overlaps both equally (90/110): the GT box listed first wins; the
     # lower-scored detection then gets the remaining one. Input order does not matter.
-    dets = [("x", "n", 0.8, Box(2, 0, 12, 10)), ("x", "n", 0.9, Box(1, 0, 11, 10))]
+    dets = [Det("x", "n", 0.8, Box(2, 0, 12, 10)), Det("x", "n", 0.9, Box(1, 0, 11, 10))]
     assert metrics.match_detections(g, dets, 0.5) == [1, 0]
     # Equal scores: the detection listed first is matched first; the duplicate is a false positive.
     g1 = {"x": [("n", Box(0, 0, 10, 10))]}
-    same = [("x", "n", 0.5, Box(0, 0, 10, 10)), ("x", "n", 0.5, Box(0, 0, 10, 10))]
+    same = [Det("x", "n", 0.5, Box(0, 0, 10, 10)), Det("x", "n", 0.5, Box(0, 0, 10, 10))]
     assert metrics.match_detections(g1, same, 0.5) == [0, None]
     # Class-aware: a perfect box of the wrong class matches nothing.
-    assert metrics.match_detections(g1, [("x", "m", 0.9, Box(0, 0, 10, 10))], 0.1) == [None]
+    assert metrics.match_detections(g1, [Det("x", "m", 0.9, Box(0, 0, 10, 10))], 0.1) == [None]
     # Worked example at IoU 0.25: D1->G1, D3->G2 (1/3), D2 finds G1 taken, D4 1/9 too small.
     assert metrics.match_detections(GT, DETS, 0.25) == [0, None, 1, None, None, None]
 
 
 def test_detections_on_unknown_images_are_refused():
     with pytest.raises(UserError, match="no ground truth.*'z.png'"):
-        metrics.average_precision(GT, DETS + [("z.png", "nodule", 0.5, G1)], 0.5)
+        metrics.average_precision(GT, DETS + [Det("z.png", "nodule", 0.5, G1)], 0.5)
 
 
 def test_average_precision_by_hand():
@@ -92,10 +93,10 @@ def test_average_precision_by_hand():
 
 def test_average_precision_edge_cases():
     # A class with GT but no detections scores 0; a class with only detections is left out.
-    ap = metrics.average_precision({"x": [("n", G1)]}, [("x", "other", 0.9, G1)], 0.5)
+    ap = metrics.average_precision({"x": [("n", G1)]}, [Det("x", "other", 0.9, G1)], 0.5)
     assert ap == {"n": 0.0, "mean": 0.0}
-    assert metrics.average_precision({"x": []}, [("x", "n", 0.9, G1)], 0.5) == {"mean": None}
-    perfect = [(image, label, 1.0, box) for image, objects in GT.items() for label, box in objects]
+    assert metrics.average_precision({"x": []}, [Det("x", "n", 0.9, G1)], 0.5) == {"mean": None}
+    perfect = [Det(image, label, 1.0, box) for image, objects in GT.items() for label, box in objects]
     assert metrics.average_precision(GT, perfect, 0.5) == {"nodule": 1.0, "mass": 1.0, "mean": 1.0}
 
 
@@ -131,7 +132,7 @@ def test_froc_equal_scores_enter_together():
     # One TP and one FP at the same score form one point (1/1 FP, 1/1 sensitivity): at a rate
     # of 0.5 FP/image that point is out of reach, so sensitivity there is 0.
     g = {"x": [("n", G1)]}
-    dets = [("x", "n", 0.7, G1), ("x", "n", 0.7, Box(50, 50, 60, 60))]
+    dets = [Det("x", "n", 0.7, G1), Det("x", "n", 0.7, Box(50, 50, 60, 60))]
     curve = metrics.froc_curve(g, dets)
     assert curve["avg_fp"] == [0.0, 1.0] and curve["sensitivity"] == [0.0, 1.0]
     assert metrics.froc(g, dets, fps=(0.5, 1))["0.5"] == 0.0
@@ -159,8 +160,8 @@ def test_iobb_localization_by_hand():
 
 # Image level: 3 positive, 2 negative images.
 IMG_GT = {"p1": [("nodule", G1)], "p2": [("mass", G1)], "p3": [("nodule", G1)], "n1": [], "n2": []}
-IMG_DETS = [("p1", "nodule", 0.9, G1), ("p1", "nodule", 0.2, G1), ("p2", "mass", 0.6, G1),
-            ("n1", "nodule", 0.6, G1), ("n2", "nodule", 0.3, G1)]  # p3 has none -> score 0
+IMG_DETS = [Det("p1", "nodule", 0.9, G1), Det("p1", "nodule", 0.2, G1), Det("p2", "mass", 0.6, G1),
+            Det("n1", "nodule", 0.6, G1), Det("n2", "nodule", 0.3, G1)]  # p3 has none -> score 0
 
 
 def test_image_level_by_hand():
@@ -189,7 +190,7 @@ def test_image_level_by_hand():
 def test_auc_equals_pairwise_count_on_random_scores():
     rng = np.random.default_rng(1)
     gt = {f"i{k}": ([("n", G1)] if k % 3 else []) for k in range(60)}
-    dets = [(f"i{k}", "n", float(rng.integers(0, 5)) / 4, G1) for k in range(60) if rng.random() < 0.8]
+    dets = [Det(f"i{k}", "n", float(rng.integers(0, 5)) / 4, G1) for k in range(60) if rng.random() < 0.8]
     score = {image: 0.0 for image in gt}
     for image, _, s, _ in dets:
         score[image] = max(score[image], s)
@@ -233,7 +234,7 @@ def test_coco_metrics_match_pycocotools(tmp_path, capsys):
     for k, name in enumerate(names):
         p = reference.eval["precision"][:, :, k, 0, -1]
         assert result["per_class"][name] == pytest.approx(p[p > -1].mean())
-    perfect = [(image, label, 1.0, box) for image, objects in GT.items() for label, box in objects]
+    perfect = [Det(image, label, 1.0, box) for image, objects in GT.items() for label, box in objects]
     best = metrics.coco_metrics(GT, perfect, names)
     assert best["AP50"] == 1.0 and best["AP"] == 1.0
     assert best["per_class"] == pytest.approx({"nodule": 1.0, "mass": 1.0})
@@ -253,7 +254,7 @@ def _patients_case():
             gt[image] = [("n", Box(10, 10, 30, 30))] if (p + k) % 3 else []
             for _ in range(int(rng.integers(0, 3))):
                 x = float(rng.integers(0, 30))
-                dets.append((image, "n", float(rng.random()), Box(x, 10, x + 20, 30)))
+                dets.append(Det(image, "n", float(rng.random()), Box(x, 10, x + 20, 30)))
     return gt, dets, patients
 
 
@@ -291,7 +292,10 @@ def test_evaluate_all_layout_table_and_plots(tmp_path):
     assert list(result["ap"]) == ["0.1", "0.25", "0.5"]
     assert result["ap"]["0.25"]["mean"] == pytest.approx(1 / 3)
     assert result["froc"]["mean"] == pytest.approx(2 / 3)
-    assert list(result["ci95"]) == ["ap50_mean", "froc_mean", "auc"]
+    assert list(result["ci95"]) == ["unit", "groups", "replicates", "ap50_mean", "froc_mean", "auc"]
+    assert result["ci95"]["unit"] == "image" and result["ci95"]["groups"] == len(GT)  # no patients given
+    by_patient = metrics.evaluate_all(GT, DETS, patients={image: "p" for image in GT}, bootstrap=5)["ci95"]
+    assert (by_patient["unit"], by_patient["groups"], by_patient["replicates"]) == ("patient", 1, 5)
     json.dumps(result, allow_nan=False)  # strict JSON: undefined values are None, not NaN
     assert metrics.evaluate_all(GT, DETS, bootstrap=0)["ci95"] == {}
     table = format_table(result)
@@ -308,8 +312,8 @@ def test_read_detections_csv(tmp_path):
     header = "image,label,score,xmin,ymin,xmax,ymax\n"
     path = write(tmp_path / "detections.csv", header + "a.png,nodule,0.900000,0.00,0.00,10.00,10.00\n"
                  "b.png,mass,0.5,8,0,18,10\n")
-    assert metrics.read_detections_csv(path) == [("a.png", "nodule", 0.9, Box(0, 0, 10, 10)),
-                                                 ("b.png", "mass", 0.5, Box(8, 0, 18, 10))]
+    assert metrics.read_detections_csv(path) == [Det("a.png", "nodule", 0.9, Box(0, 0, 10, 10)),
+                                                 Det("b.png", "mass", 0.5, Box(8, 0, 18, 10))]
     assert metrics.read_detections_csv(write(tmp_path / "empty.csv", header)) == []
     bad = {
         "a.png,nodule,0.9,0,0,10,10\na.png,nodule,high,0,0,10,10\n":

@@ -21,6 +21,7 @@ import math
 import os
 from typing import Dict, List, Optional, Tuple
 
+from ..annotations import Table, TableRow
 from ..boxes import Box
 from ..errors import UserError
 from ..masks import Mask
@@ -154,19 +155,18 @@ def read_coco(json_path: str, problems: Problems):
     Args:
       json_path: the COCO JSON file (one file; its 'images', 'annotations', 'categories').
       problems: where bad entries are reported (`line=None`; the message names the
-        annotation id). An image with any bad annotation contributes nothing (dropped
-        whole, like `convert_table` does). Crowd annotations are reported as
+        annotation id). Each bad annotation is reported with its image, which
+        `convert_table` then drops whole. Crowd annotations are reported as
         `skipped_crowd`; an image whose only annotations are crowds is dropped too.
 
     Returns:
-      A `medtfod.convert.Table` (source 'coco'): one row per non-crowd annotation, box from
+      A `medtfod.annotations.Table` (source 'coco'): one row per non-crowd annotation, box from
       `bbox` via `Box.from_xywh`, mask from `segmentation` where present; images without
       annotations as negatives; no patient ids.
 
     Raises:
       UserError: the file is missing, not UTF-8, not JSON, or not COCO-shaped.
     """
-    from ..convert import Table, TableRow
     data = _load(json_path)
     images = _images(data, json_path, problems)
     categories: Dict[object, str] = {}
@@ -178,11 +178,12 @@ def read_coco(json_path: str, problems: Problems):
         else:
             categories[c["id"]] = c["name"].strip()
     rows: Dict[object, List] = {image_id: [] for image_id in images}
-    bad, crowded = set(), set()
+    crowded = set()
 
     def problem(kind, value, ann_id, message, drop=True):
         dropped = f"; image {name!r} is dropped" if drop else ""
-        problems.add(json_path, None, kind, value, f"annotation id {ann_id}: {message}{dropped}")
+        problems.add(json_path, None, kind, value, f"annotation id {ann_id}: {message}{dropped}",
+                     image=name if drop else None)
 
     for ann in data.get("annotations", []):
         if not isinstance(ann, dict):
@@ -205,27 +206,23 @@ def read_coco(json_path: str, problems: Problems):
             problem("unknown_category", category, ann_id,
                     f"category_id {category!r} is not in 'categories' "
                     f"(ids {', '.join(map(str, categories)) or 'none'})")
-            bad.add(image_id)
             continue
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
             problem("bad_box", bbox, ann_id, f"'bbox' of {name} must be [x, y, w, h] finite pixel numbers")
-            bad.add(image_id)
             continue
         if bbox[2] <= 0 or bbox[3] <= 0:
             problem("bad_box", bbox, ann_id, f"'bbox' of {name} must have positive width and height")
-            bad.add(image_id)
             continue
         mask, why = _mask(ann.get("segmentation"), width, height)
         if why:
             problem("bad_mask", str(ann.get("segmentation"))[:120], ann_id, f"{why} ({name})")
-            bad.add(image_id)
             continue
         box = Box.from_xywh(*(float(v) for v in bbox))
         rows[image_id].append(TableRow(name, categories[category], box, json_path, None, mask))
     table = Table("coco", [], inputs={"json": json_path})
     for image_id, image_rows in rows.items():
         name = images[image_id][0]
-        if name is None or image_id in bad:
+        if name is None:
             continue
         if image_rows:
             table.rows.extend(image_rows)

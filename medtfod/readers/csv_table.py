@@ -17,6 +17,7 @@ import csv
 import io
 from typing import Dict, Optional
 
+from ..annotations import Table, TableRow
 from ..boxes import Box, parse_coordinate
 from ..errors import UserError
 from ..problems import Problems
@@ -52,13 +53,12 @@ def read_csv_table(path: str, columns: Dict[str, str], problems: Problems, label
       label: the class of every row, for tables without a label column.
 
     Returns:
-      A `medtfod.convert.Table` (source 'csv').
+      A `medtfod.annotations.Table` (source 'csv').
 
     Raises:
       UserError: a mapped column is not in the header, or neither a label column nor
         `label` is given.
     """
-    from ..convert import Table, TableRow
 
     if "label" not in columns and not label:
         raise UserError("the table has no label column: map one with label=COLUMN or give --label NAME")
@@ -94,16 +94,15 @@ def read_csv_table(path: str, columns: Dict[str, str], problems: Problems, label
             value = parse_coordinate(text)
             if value is None:
                 problems.add(path, line, "bad_number", text,
-                             f"column {columns[key]!r} ({key}) of {image} must be a number of pixels")
-                table.dropped.add(image)
+                             f"column {columns[key]!r} ({key}) of {image} must be a number of pixels",
+                             image=image)
                 break
             values.append(value)
         else:
             box = Box.from_xywh(*values) if box_keys == XYWH else Box(*values)
             issue = box.problem()
             if issue:
-                problems.add(path, line, "bad_box", ",".join(texts), f"{image}: {issue}")
-                table.dropped.add(image)
+                problems.add(path, line, "bad_box", ",".join(texts), f"{image}: {issue}", image=image)
                 continue
             name = row[at["label"]].strip() if "label" in at else label
             table.rows.append(TableRow(image, name, box, path, line))

@@ -29,6 +29,7 @@ from xml.etree.ElementTree import ParseError, TreeBuilder
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
+from ..annotations import Table, TableRow
 from ..errors import UserError
 from ..masks import Mask, polygon_bounds
 from ..problems import Problems
@@ -106,7 +107,6 @@ def _polygon(region: dict) -> Tuple[Optional[Tuple[float, ...]], str]:
 
 def _read_mark(mark, number: str, path: str, line: int, label: str, problems: Problems) -> list:
     """The rows of one `<mark>` (empty after reporting why, when it has none)."""
-    from ..convert import TableRow
 
     n = (mark.findtext("image") or "").strip()
     if not n.isdigit():
@@ -115,17 +115,18 @@ def _read_mark(mark, number: str, path: str, line: int, label: str, problems: Pr
     image = f"{number}_{int(n)}.jpg"
     svg = mark.findtext("svg") or ""
     if not svg.strip():
-        problems.add(path, line, "empty_svg", image, f"{image}: the mark's <svg> is empty; no outline to convert")
+        problems.add(path, line, "empty_svg", image, f"{image}: the mark's <svg> is empty; no outline to convert",
+                     image=image)
         return []
     try:
         regions = json.loads(svg)
     except ValueError as e:
         problems.add(path, line, "bad_svg", svg.strip()[-40:],
-                     f"{image}: <svg> is invalid JSON ({len(svg)} characters; truncated?): {e}")
+                     f"{image}: <svg> is invalid JSON ({len(svg)} characters; truncated?): {e}", image=image)
         return []
     if not isinstance(regions, list) or not all(isinstance(r, dict) for r in regions):
         problems.add(path, line, "bad_svg", svg.strip()[:40],
-                     f"{image}: <svg> must be a JSON list of region objects")
+                     f"{image}: <svg> must be a JSON list of region objects", image=image)
         return []
     rows, bad = [], []
     for i, region in enumerate(regions, start=1):
@@ -145,10 +146,10 @@ def _read_mark(mark, number: str, path: str, line: int, label: str, problems: Pr
                              mask=Mask(polygons=(polygon,)), clip=True))
     for value, why in bad:
         # Keeping the image with one outline missing would teach that nodule as background.
-        problems.add(path, line, "bad_polygon", value, f"{why}; the whole mark {image} is left out")
+        problems.add(path, line, "bad_polygon", value, f"{why}; the whole mark {image} is left out", image=image)
     if not rows and not bad:
-        problems.add(path, line, "bad_mark", image, f"{image}: the mark has no nodule outline")
-    return [] if bad else rows
+        problems.add(path, line, "bad_mark", image, f"{image}: the mark has no nodule outline", image=image)
+    return rows
 
 
 def read_ddti(xml_dir: str, problems: Problems, label: str = "nodule"):
@@ -166,12 +167,11 @@ def read_ddti(xml_dir: str, problems: Problems, label: str = "nodule"):
       label: the class of every outline.
 
     Returns:
-      A `medtfod.convert.Table` (source 'ddti').
+      A `medtfod.annotations.Table` (source 'ddti').
 
     Raises:
       UserError: `xml_dir` is not a folder or holds no `.xml` file.
     """
-    from ..convert import Table
 
     if not os.path.isdir(xml_dir):
         raise UserError(f"--xml-dir {xml_dir!r} is not a folder; expected the DDTI folder of <case> XML files")

@@ -11,11 +11,11 @@ import json
 import os
 from typing import Dict, List, Optional, Tuple
 
+from ..annotations import Detection
 from ..boxes import Box, parse_coordinate
 from ..errors import UserError
 
 GroundTruth = Dict[str, List[Tuple[str, Box]]]   # image name -> [(label, Box)]; [] = no findings
-Detection = Tuple[str, str, float, Box]          # (image, label, score, Box)
 CSV_COLUMNS = ("image", "label", "score", "xmin", "ymin", "xmax", "ymax")
 
 
@@ -58,7 +58,7 @@ def read_detections_csv(path: str) -> List[Detection]:
         problem = box.problem()
         if problem:
             raise UserError(f"{where}: {problem}")
-        dets.append((image, label, values[0], box))
+        dets.append(Detection(image, label, values[0], box))
     return dets
 
 

@@ -19,7 +19,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional
 
 from ..boxes import Box, parse_coordinate
 from ..errors import UserError
@@ -58,12 +58,9 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def read_bbox_list(path: str, problems: Problems, dropped: Optional[Set[str]] = None) -> List[BoxRow]:
-    """Parse `BBox_List_2017.csv` into box rows; bad rows go to `problems`.
-
-    Args:
-      dropped: when given, receives the image names of bad rows (their images must be
-        left out whole, not kept with a finding missing).
+def read_bbox_list(path: str, problems: Problems) -> List[BoxRow]:
+    """Parse `BBox_List_2017.csv` into box rows; bad rows go to `problems`, with their image
+    (convert leaves such an image out whole).
 
     Raises:
       UserError: the header is not a BBox_List header (first fields must be
@@ -78,26 +75,23 @@ def read_bbox_list(path: str, problems: Problems, dropped: Optional[Set[str]] = 
             f"{path}:1: header {','.join(header)!r} is not a BBox_List_2017.csv header; expected "
             "'Image Index,Finding Label,Bbox [x,y,w,h],,,'")
     out: List[BoxRow] = []
-    dropped = dropped if dropped is not None else set()
     for line, row in enumerate(rows[1:], start=2):
         if not row or all(not f.strip() for f in row):
             continue  # blank line
-        before = len(problems)
         _parse_box_row(path, line, row, problems, out)
-        if len(problems) > before and row[0].strip():
-            dropped.add(row[0].strip())
     return out
 
 
 def _parse_box_row(path: str, line: int, row: List[str], problems: Problems, out: List[BoxRow]) -> None:
     """One data row of BBox_List: appends a BoxRow to `out` or reports a problem."""
+    named = row[0].strip() or None if row else None
     if len(row) < 6:
         problems.add(path, line, "missing_column", ",".join(row),
-                     f"expected 6 fields (Image Index, Finding Label, x, y, w, h), got {len(row)}")
+                     f"expected 6 fields (Image Index, Finding Label, x, y, w, h), got {len(row)}", image=named)
         return
     if any(f.strip() for f in row[6:]):
         problems.add(path, line, "extra_column", ",".join(row[6:]),
-                     f"expected 6 fields (Image Index, Finding Label, x, y, w, h), got {len(row)}")
+                     f"expected 6 fields (Image Index, Finding Label, x, y, w, h), got {len(row)}", image=named)
         return
     image, label = row[0].strip(), row[1].strip()
     if not image:
@@ -108,14 +102,14 @@ def _parse_box_row(path: str, line: int, row: List[str], problems: Problems, out
         value = parse_coordinate(text)
         if value is None:
             problems.add(path, line, "bad_number", text,
-                         f"column {name!r} of {image} must be a finite number of pixels")
+                         f"column {name!r} of {image} must be a finite number of pixels", image=image)
             break
         values.append(value)
     else:
         x, y, w, h = values
         if w <= 0 or h <= 0:
             problems.add(path, line, "bad_box", f"w={w:g}, h={h:g}",
-                         f"box of {image} must have positive width and height")
+                         f"box of {image} must have positive width and height", image=image)
             return
         out.append(BoxRow(line, image, label, Box.from_xywh(x, y, w, h)))
 

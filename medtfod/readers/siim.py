@@ -29,6 +29,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from ..annotations import Table, TableRow
 from ..boxes import Box
 from ..errors import UserError
 from ..masks import Mask
@@ -127,17 +128,15 @@ def read_siim(rle_csv: str, problems: Problems, label: str = "Pneumothorax", wid
       extension: appended to ImageId to name the image file ('.png' or '.dcm').
 
     Returns:
-      A `medtfod.convert.Table` (source 'siim'): rows with `mask` (COCO RLE of the decoded
+      A `medtfod.annotations.Table` (source 'siim'): rows with `mask` (COCO RLE of the decoded
       bitmap, see `decode_rle`) and `box` (its tight bounds); `-1` images as negatives.
 
     Raises:
       UserError: the file is missing, empty, not UTF-8, or its header has not 2 columns.
     """
-    from ..convert import Table, TableRow
     data, _ = _rows(rle_csv)
     rows: "dict[str, list]" = {}
     negatives: "dict[str, int]" = {}
-    bad = set()
     for line, row in data:
         if not row or all(not f.strip() for f in row):
             continue  # blank line
@@ -157,20 +156,19 @@ def read_siim(rle_csv: str, problems: Problems, label: str = "Pneumothorax", wid
         try:
             bitmap = decode_rle(value, width, height)
         except RLEError as e:
-            problems.add(rle_csv, line, e.kind, e.value, f"EncodedPixels of {image_id}: {e}; image dropped")
-            bad.add(image)
+            problems.add(rle_csv, line, e.kind, e.value, f"EncodedPixels of {image_id}: {e}; image dropped",
+                         image=image)
             continue
         box = bitmap_bounds(bitmap)
         if box is None:
             problems.add(rle_csv, line, "empty_mask", value[:80], f"the mask of {image_id} has no pixels; "
-                         "expected '-1' for an image without findings; image dropped")
-            bad.add(image)
+                         "expected '-1' for an image without findings; image dropped", image=image)
             continue
         rows.setdefault(image, []).append(TableRow(image, label, box, rle_csv, line, Mask.from_bitmap(bitmap)))
     table = Table("siim", [], inputs={"rle_csv": rle_csv})
-    for image, image_rows in rows.items():
-        if image not in bad:
-            table.rows.extend(image_rows)
+    for image_rows in rows.values():
+        table.rows.extend(image_rows)
+    bad = problems.bad_images()
     for image, line in negatives.items():
         if image in rows or image in bad:
             problems.add(rle_csv, line, "conflicting_rows", image,

@@ -31,6 +31,7 @@ import math
 import re
 from typing import Dict, List, Optional, Tuple
 
+from ..annotations import Table, TableRow
 from ..boxes import Box, parse_coordinate
 from ..errors import UserError
 from ..masks import Mask
@@ -142,7 +143,7 @@ def read_thyroid_csv(table_path: str, problems: Problems, label: str = "nodule")
       label: the class of every row.
 
     Returns:
-      A `medtfod.convert.Table` (source 'thyroid-csv'): one row per box, pixel `Box` from
+      A `medtfod.annotations.Table` (source 'thyroid-csv'): one row per box, pixel `Box` from
       the upper-left x, y and width, height; `mask` where an outline is given.
 
     Raises:
@@ -150,7 +151,6 @@ def read_thyroid_csv(table_path: str, problems: Problems, label: str = "nodule")
         columns or both the image id and path columns (the message lists the columns
         found and the names expected).
     """
-    from ..convert import Table, TableRow
 
     rows = list(csv.reader(io.StringIO(read_text(table_path), newline="")))
     if not rows:
@@ -189,7 +189,7 @@ def read_thyroid_csv(table_path: str, problems: Problems, label: str = "nodule")
         x, y, w, h = values
         if w <= 0 or h <= 0:
             problems.add(table_path, line, "bad_box", f"w={w:g}, h={h:g}",
-                         f"box of {image} must have positive width and height")
+                         f"box of {image} must have positive width and height", image=image)
             continue
         mask: Optional[Mask] = None
         outline = row[at["points"]].strip() if "points" in at else ""
@@ -199,7 +199,7 @@ def read_thyroid_csv(table_path: str, problems: Problems, label: str = "nodule")
             except (ValueError, TypeError, KeyError) as e:
                 problems.add(table_path, line, "bad_points", outline[:60],
                              f"column {header[at['points']]!r} of {image}: {e}; expected 'x1 y1 x2 y2 ...', "
-                             "'x1,y1;x2,y2;...' or a JSON list of [x, y] pairs, at least 3 points")
+                             "'x1,y1;x2,y2;...' or a JSON list of [x, y] pairs, at least 3 points", image=image)
                 continue
         table.rows.append(TableRow(image, label, Box.from_xywh(x, y, w, h), table_path, line, mask=mask))
     with_boxes = {r.image for r in table.rows}
@@ -215,7 +215,8 @@ def _numbers(path, line, image, header, at, texts, problems) -> Optional[List[fl
         if value is None:
             kind = "missing_value" if not text else "bad_number"
             problems.add(path, line, kind, text,
-                         f"column {header[at[key]]!r} ({key}) of {image} must be a finite number of pixels")
+                         f"column {header[at[key]]!r} ({key}) of {image} must be a finite number of pixels",
+                         image=image)
             return None
         values.append(value)
     return values

@@ -23,6 +23,7 @@ import defusedxml
 import defusedxml.ElementTree as DET
 from xml.etree.ElementTree import Element, ParseError, TreeBuilder
 
+from ..annotations import Table, TableRow
 from ..boxes import Box
 from ..errors import UserError
 from ..problems import Problems
@@ -93,11 +94,12 @@ def _read_object(obj: Element, path: str, line: int, image: str, problems: Probl
     """(label, Box) of one `<object>`, or None after reporting why it is unusable."""
     label = (obj.findtext("name") or "").strip()
     if not label:
-        problems.add(path, line, "missing_value", "", f"<object> of {image} has no <name>")
+        problems.add(path, line, "missing_value", "", f"<object> of {image} has no <name>", image=image)
         return None
     bndbox = obj.find("bndbox")
     if bndbox is None:
-        problems.add(path, line, "missing_value", label, f"<object> {label!r} of {image} has no <bndbox>")
+        problems.add(path, line, "missing_value", label, f"<object> {label!r} of {image} has no <bndbox>",
+                     image=image)
         return None
     values = []
     for name in CORNERS:
@@ -109,14 +111,14 @@ def _read_object(obj: Element, path: str, line: int, image: str, problems: Probl
         if not math.isfinite(value):
             problems.add(path, line, "bad_number", text if text is not None else "",
                          f"<bndbox><{name}> of {label!r} in {image} must be a number of pixels "
-                         f"(1-based, inclusive), got {'nothing' if text is None else repr(text)}")
+                         f"(1-based, inclusive), got {'nothing' if text is None else repr(text)}", image=image)
             return None
         values.append(value)
     box = voc_box(*values)
     issue = box.problem()
     if issue:
         problems.add(path, line, "bad_box", " ".join(f"{v:g}" for v in values),
-                     f"<object> {label!r} of {image}: {issue} (after the 1-based VOC shift)")
+                     f"<object> {label!r} of {image}: {issue} (after the 1-based VOC shift)", image=image)
         return None
     return label, box
 
@@ -126,19 +128,17 @@ def read_voc(xml_dir: str, problems: Problems):
 
     Args:
       xml_dir: folder with one `<annotation>` XML per image (labelImg layout).
-      problems: where unreadable files and bad objects are reported. A file with any bad
-        `<object>` contributes nothing (its image is dropped whole: keeping it with a box
-        missing would teach the model that a finding is background).
+      problems: where unreadable files and bad objects are reported. Each bad `<object>` is reported
+        with its image, which `convert_table` drops whole.
 
     Returns:
-      A `medtfod.convert.Table` (source 'voc'): one row per object with the box converted
+      A `medtfod.annotations.Table` (source 'voc'): one row per object with the box converted
       from 1-based inclusive corners (see `voc_box`); files without objects as negatives;
       no patient ids.
 
     Raises:
       UserError: `xml_dir` is not a folder or holds no `.xml` file.
     """
-    from ..convert import Table, TableRow
     if not os.path.isdir(xml_dir):
         raise UserError(f"VOC folder not found: {xml_dir}")
     files = _xml_files(xml_dir)
@@ -164,19 +164,12 @@ def read_voc(xml_dir: str, problems: Problems):
             continue
         seen[image] = path
         objects = root.findall("object")
-        rows = []
-        for obj in objects:
+        for obj in objects:  # every bad object is reported (with its image, which convert drops)
             line = lines.get(id(obj), 0)
             parsed = _read_object(obj, path, line, image, problems)
-            if parsed is None:
-                rows = None
-                continue  # keep checking, so every bad object of the file is reported
-            if rows is not None:
-                rows.append(TableRow(image, parsed[0], parsed[1], path, line))
-        if rows is None:
-            continue
+            if parsed is not None:
+                table.rows.append(TableRow(image, parsed[0], parsed[1], path, line))
         if not objects:
             table.negatives.append(image)
-        table.rows.extend(rows)
     return table
 
