@@ -32,6 +32,9 @@ def cmd_convert(args) -> int:
 
 def cmd_audit(args) -> int:
     from .audit import audit, summary
+    from .fence import check_outputs
+    check_outputs({"--out": args.out}, {"--splits": args.splits, "--images": args.images,
+                                        "--data-entry": args.data_entry})
     patients = None
     if args.data_entry:
         from .problems import Problems
@@ -47,6 +50,8 @@ def cmd_audit(args) -> int:
 
 def cmd_config(args) -> int:
     from .config import parse_overrides, render, write_config
+    from .fence import check_outputs
+    check_outputs({"--out": args.out}, {"--data": args.data, "--checkpoint": args.checkpoint})
     config = render(args.model, args.data, batch_size=args.batch_size, steps=args.steps,
                     image_size=args.image_size, learning_rate=args.learning_rate,
                     warmup_steps=args.warmup_steps, checkpoint=args.checkpoint,
@@ -68,7 +73,10 @@ def base_learning_rate(config) -> float:
 
 
 def cmd_train(args) -> int:
+    from .config import data_inputs
+    from .fence import check_outputs
     from .odapi.train import train
+    check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
     train(args.config, args.model_dir, steps=args.steps, checkpoint_every_n=args.checkpoint_every_n,
           num_workers=args.num_workers, verbose=not args.quiet, eval_every=args.eval_every)
     print(f"training done; checkpoints and TensorBoard logs in {args.model_dir}")
@@ -76,7 +84,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .config import data_inputs
+    from .fence import check_outputs
     from .odapi.evaluate import evaluate, evaluate_all_checkpoints, summary_line
+    check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
     if args.all:
         if args.checkpoint:
             raise UserError("--all evaluates every checkpoint; drop --checkpoint (or --all)")
@@ -99,7 +110,11 @@ def format_metrics(result: dict) -> str:
 
 
 def cmd_export(args) -> int:
+    from .config import data_inputs
+    from .fence import check_outputs
     from .odapi.export import export
+    check_outputs({"--out": args.out}, dict(data_inputs(args.config), **{"--config": args.config,
+                                                                       "--model-dir": args.model_dir}))
     path = export(args.config, args.model_dir, args.out, input_type=args.input_type, verbose=not args.quiet,
                   tflite=args.tflite)
     print(f"exported SavedModel to {path}" + (f" and TFLite to {os.path.join(args.out, 'tflite')}" if args.tflite else ""))
@@ -133,7 +148,9 @@ def cmd_calibrate(args) -> int:
     from .calibrate import choose_threshold, describe, write_operating_point
     from .detect import detect, export_dir as export_dir_of
     from .metrics import read_detections_csv, read_ground_truth
+    from .fence import check_outputs
     export_dir = export_dir_of(args.model)
+    check_outputs({"--model": export_dir}, {"--dataset": args.dataset, "--detections": args.detections})
     gt = read_ground_truth(args.dataset, args.split)
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = args.detections
@@ -142,7 +159,7 @@ def cmd_calibrate(args) -> int:
                    draw=False)
             csv_path = os.path.join(tmp, "detections.csv")
         dets = read_detections_csv(csv_path)
-    unknown = sorted({d[0] for d in dets} - set(gt))
+    unknown = sorted({d.image for d in dets} - set(gt))
     if unknown:
         raise UserError(f"{len(unknown)} images in the detections are not in the {args.split} split of "
                         f"{args.dataset}, e.g. {unknown[0]!r}")
@@ -165,11 +182,14 @@ def cmd_demo(args) -> int:
 def cmd_metrics(args) -> int:
     from . import atomic
     from .metrics import evaluate_all, read_detections_csv, read_ground_truth
+    from . import manifest
     from .metrics_plots import format_table, write_plots
-    from .readers.nih import patient_from_name
+    from .fence import check_outputs
+    check_outputs({"--out": args.out, "--plots": args.plots},
+                  {"--detections": args.detections, "--ground-truth": args.ground_truth})
     gt = read_ground_truth(args.ground_truth, args.split)
     dets = read_detections_csv(args.detections)
-    patients = {image: patient_from_name(image) or image for image in gt}
+    patients = manifest.load(args.ground_truth).patients(args.split)
     label_map = os.path.join(args.ground_truth, "label_map.pbtxt")
     names = None
     if os.path.isfile(label_map):
@@ -252,8 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="check a split for patients or identical images in two splits")
     audit.add_argument("--splits", required=True, help="folder of <split>.txt lists (or a converted dataset)")
-    audit.add_argument("--images", required=True, help="image folder (recursive)")
-    audit.add_argument("--data-entry", help="Data_Entry_2017*.csv for patient ids (default: from NIH names)")
+    audit.add_argument("--images", help="image folder (recursive); not needed for a converted dataset, "
+                       "which holds its images' bytes")
+    audit.add_argument("--data-entry", help="Data_Entry_2017*.csv: patient ids for a folder of split lists "
+                       "(a converted dataset has its own)")
     audit.add_argument("--out", help="write the findings as JSON here")
     audit.set_defaults(func=cmd_audit)
 

@@ -229,6 +229,24 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
     return config
 
 
+def data_inputs(config_path: str) -> Dict[str, str]:
+    """{what: folder} of the data a pipeline config reads (its label map's and TFRecords'
+    folders), for `fence.check_outputs`; {} when the file is missing (reported later)."""
+    from .odapi import protos
+    if not os.path.isfile(config_path):
+        return {}
+    config = protos.read_pipeline_config(config_path)
+    found = {}
+    readers = [("train_input_reader", config.train_input_reader)] + [
+        (f"eval_input_reader[{i}]", r) for i, r in enumerate(config.eval_input_reader)]
+    for name, reader in readers:
+        if reader.label_map_path:
+            found[f"{config_path}: {name}.label_map_path"] = os.path.dirname(reader.label_map_path)
+        for k, path in enumerate(reader.tf_record_input_reader.input_path):
+            found[f"{config_path}: {name} input_path[{k}]"] = os.path.dirname(path)
+    return found
+
+
 def write_config(config, out: str) -> None:
     from .odapi import protos
     atomic.write_file(out, protos.to_text(config))

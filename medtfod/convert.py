@@ -25,6 +25,7 @@ from typing import Dict, List, Mapping, Optional
 from . import atomic
 from .annotations import ImageRecord, Object, Table, TableRow
 from .errors import UserError
+from .fence import check_outputs
 from .images import ImageError, index_images, read_and_probe
 from .labelmap import LabelMap
 from .manifest import MANIFEST, ImageEntry, manifest_json
@@ -255,6 +256,8 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
 
     opts = opts or ConvertOptions()
     problems = problems if problems is not None else Problems()
+    check_outputs({"--out": out_dir}, dict({f"--{k.replace('_', '-')}": v for k, v in table.inputs.items()},
+                                           **{"--images": images_dir}))
     reader_problems = len(problems)
     grouped = _group_rows(table, label_map, problems)
     if not grouped:

@@ -22,6 +22,7 @@ the export folder, else DEFAULT_MIN_SCORE.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -30,10 +31,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import atomic
+from . import atomic, fence
+from .annotations import Detection
 from .boxes import Box
 from .draw import draw_boxes
 from .errors import UserError
+from .fence import safe_names
 from .images import IMAGE_EXTENSIONS
 from .labelmap import read_label_map
 from .masks import Mask, paste_box_mask
@@ -57,27 +60,31 @@ def list_images(root: str) -> List[str]:
 
 
 def resolve_inputs(images: Optional[str], dataset: Optional[str] = None, split: Optional[str] = None):
-    """[(name, path)] from a folder, a list file, or a dataset split; and the split's ground truth."""
+    """The images to run on, as ([(output name, path or bytes loader)], ground truth or None,
+    {option: input folder or file} that outputs must stay clear of).
+
+    Output names are safe relative paths: a folder's images keep their paths below it; a list
+    file's paths lose the folder they all share (`fence.safe_names`); a dataset's images are
+    named as in its manifest and read from its own TFRecords, so a moved dataset still works.
+    """
     if dataset:
+        from . import manifest
         from .readers.detections import read_ground_truth
-        import defusedxml.ElementTree as DET
+        data = manifest.load(dataset)
         gt = read_ground_truth(dataset, split)
-        out = []
-        for name in sorted(gt):
-            xml = os.path.join(dataset, "voc", os.path.splitext(name)[0] + ".xml")
-            path = DET.parse(xml).getroot().findtext("path") if os.path.isfile(xml) else None
-            if not path and images:
-                path = os.path.join(images, name)
-            out.append((name, path or name))
-        return out, gt
+        entries = sorted(data.split(split), key=lambda e: e.name)
+        return [(e.name, functools.partial(data.image_bytes, e)) for e in entries], gt, {"--dataset": dataset}
     if images and os.path.isfile(images):  # a list file: one path per line
         base = os.path.dirname(os.path.abspath(images))
         with open(images, encoding="utf-8") as f:
-            paths = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-        return [(p.replace("\\", "/"), p if os.path.isabs(p) else os.path.join(base, p)) for p in paths], None
+            listed = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        paths = [p if os.path.isabs(p) else os.path.join(base, p) for p in listed]
+        fenced = {"--images": images}
+        fenced.update({f"(the folder of {p})": os.path.dirname(os.path.abspath(p)) for p in paths})
+        return list(zip(safe_names(paths), paths)), None, fenced
     if not images:
         raise UserError("give --images (a folder or a .txt list) or --dataset with --split")
-    return [(name, os.path.join(images, name)) for name in list_images(images)], None
+    return [(name, os.path.join(images, name)) for name in list_images(images)], None, {"--images": images}
 
 
 def export_dir(model: str) -> str:
@@ -93,11 +100,13 @@ def saved_model_dir(model: str) -> str:
     raise UserError(f"no SavedModel in {model} (expected saved_model/saved_model.pb); run medtfod export")
 
 
-def _load(path: str):
-    """PIL RGB image of a PNG/JPEG/DICOM file, or the error message."""
+def _load(path):
+    """PIL RGB image of a PNG/JPEG/DICOM file (or of the bytes a loader returns), or the error message."""
     from PIL import Image
     try:
-        if path.lower().endswith(".dcm"):
+        if callable(path):
+            path = io.BytesIO(path())
+        elif path.lower().endswith(".dcm"):
             from .dicom import dicom_to_png
             path = io.BytesIO(dicom_to_png(path)[0])
         with Image.open(path) as im:
@@ -115,17 +124,17 @@ def _mask_overlay(image, bitmaps, colours):
     return Image.fromarray(out.astype(np.uint8))
 
 
-def _finish(image, name, found, gt_boxes, masks, out, draw: bool) -> list:
+def _finish(image, name, found, gt_boxes, masks, out, draw: bool, class_ids) -> list:
     """Worker-thread work for one image: paste each box-relative mask onto the image once, for
     its COCO RLE (returned, one per detection; None without masks) and the overlay; draw and
     save the copy when `draw`."""
-    bitmaps = [] if masks is None else [paste_box_mask(m, f[3], *image.size) for m, f in zip(masks, found)]
+    bitmaps = [] if masks is None else [paste_box_mask(m, f.box, *image.size) for m, f in zip(masks, found)]
     rles = []
     for bitmap in bitmaps:
         (h, w), counts = Mask.from_bitmap(bitmap).rle
         rles.append({"size": [h, w], "counts": counts})
     if draw:
-        _draw_and_save(image, name, found, gt_boxes, bitmaps, out)
+        _draw_and_save(image, name, found, gt_boxes, bitmaps, out, class_ids)
     return rles or [None] * len(found)
 
 
@@ -147,9 +156,9 @@ def model_input(detect_fn, batch_size: int) -> Tuple[int, type]:
     return (max(1, batch_size) if spec.shape[0] is None else 1), dtype
 
 
-def _keep(result, j: int, size, label_map, min_score: float, classes, max_per_image: int):
-    """Detections of image j of a batch result that pass the filters, as (label, class id, score,
-    pixel Box), and their indices in the result."""
+def _keep(result, j: int, name: str, size, label_map, min_score: float, classes, max_per_image: int):
+    """`Detection`s of image j (`name`) of a batch result that pass the filters, and their
+    indices in the result."""
     w, h = size
     n = int(result["num_detections"][j])
     found, keep = [], []
@@ -159,22 +168,22 @@ def _keep(result, j: int, size, label_map, min_score: float, classes, max_per_im
         score = round(float(score), 6)  # as detections.csv writes it, so a threshold read from it means the same
         if score < min_score or (classes and label not in classes) or len(found) >= max_per_image:
             continue
-        found.append((label, int(cls), score, Box.from_normalized_yxyx(yxyx, w, h)))
+        found.append(Detection(name, label, score, Box.from_normalized_yxyx(yxyx, w, h)))
         keep.append(k)
     return found, keep
 
 
-def _draw_and_save(image, name, found, gt_boxes, bitmaps, out):
+def _draw_and_save(image, name, found, gt_boxes, bitmaps, out, class_ids):
     from .draw import colour
     if bitmaps:
-        image = _mask_overlay(image, bitmaps, [colour(f[1]) for f in found])
-    drawn = draw_boxes(image, found, ground_truth=gt_boxes)
+        image = _mask_overlay(image, bitmaps, [colour(class_ids[f.label]) for f in found])
+    drawn = draw_boxes(image, found, class_ids, ground_truth=gt_boxes)
     is_jpeg = name.lower().endswith((".jpg", ".jpeg"))
     buffer = io.BytesIO()
     # PNG at compression level 1: a few % larger than the default 6, several times faster
     drawn.save(buffer, format="JPEG" if is_jpeg else "PNG", **({"quality": 95} if is_jpeg else {"compress_level": 1}))
     target = name[:-4] + ".png" if name.lower().endswith(".dcm") else name
-    atomic.write_file(os.path.join(out, target), buffer.getvalue())
+    atomic.write_file(fence.inside(out, target), buffer.getvalue())
 
 
 def resolve_min_score(model: str, min_score: Optional[float]) -> Tuple[float, str]:
@@ -212,7 +221,8 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
     unknown = [c for c in classes or () if c not in label_map.ids]
     if unknown:
         raise UserError(f"--classes: {', '.join(unknown)} not in the label map ({', '.join(label_map.names)})")
-    inputs, gt = resolve_inputs(images, dataset, split)
+    inputs, gt, fenced = resolve_inputs(images, dataset, split)
+    fence.check_outputs({"--out": out}, dict(fenced, **{"--model": model}))
     if not inputs:
         raise UserError(f"no PNG, JPEG or DICOM images under {images}")
     from .odapi.runtime import import_tensorflow
@@ -231,11 +241,11 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
         result = detect_fn(tf.constant(pixels.astype(dtype, copy=False)))
         result = {k: v.numpy() for k, v in result.items()}
         for j, (index, name, image) in enumerate(batch):
-            found, keep = _keep(result, j, image.size, label_map, min_score, classes, max_per_image)
+            found, keep = _keep(result, j, name, image.size, label_map, min_score, classes, max_per_image)
             masks = result["detection_masks"][j][keep] if "detection_masks" in result else None
             gt_boxes = [(label, box) for label, box in gt.get(name, [])] if gt else None
             pending.append((name, image.size, found,
-                            pool.submit(_finish, image, name, found, gt_boxes, masks, out, draw)))
+                            pool.submit(_finish, image, name, found, gt_boxes, masks, out, draw, label_map.ids)))
             per_image[index] = (name, found, None)
         bar.update(len(batch))
         batch.clear()
@@ -261,8 +271,7 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
         if batch:
             run_batch()
         for name, size, found, future in pending:  # in input order
-            rows.extend((name, label, score, box, size, rle)
-                        for (label, _, score, box), rle in zip(found, future.result()))
+            rows.extend((detection, size, rle) for detection, rle in zip(found, future.result()))
     bar.close()
     _write_outputs(out, rows, per_image, label_map, dataset, split)
     for name, reason in skipped:
@@ -275,13 +284,13 @@ def _write_outputs(out, rows, per_image, label_map, dataset, split) -> None:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for name, label, score, box, _size, _mask in rows:
+    for (name, label, score, box), _size, _mask in rows:
         writer.writerow((name, label, f"{score:.6f}", f"{box.xmin:.2f}", f"{box.ymin:.2f}",
                          f"{box.xmax:.2f}", f"{box.ymax:.2f}"))
     atomic.write_file(os.path.join(out, "detections.csv"), text.getvalue())
 
     by_image = {}
-    for name, label, score, box, (w, h), mask in rows:
+    for (name, label, score, box), (w, h), mask in rows:
         by_image.setdefault(name, []).append({
             "label": label, "score": round(score, 6),
             "box": [round(v, 2) for v in (box.xmin, box.ymin, box.xmax, box.ymax)],
@@ -296,7 +305,7 @@ def _write_outputs(out, rows, per_image, label_map, dataset, split) -> None:
             ids.update({im["file_name"]: im["id"] for im in json.load(f)["images"]})
     results = [{"image_id": ids[name], "category_id": label_map.ids[label], "score": round(score, 6),
                 "bbox": [round(v, 2) for v in box.to_xywh()], **({"segmentation": mask} if mask else {})}
-               for name, label, score, box, _, mask in rows]
+               for (name, label, score, box), _, mask in rows]
     atomic.write_file(os.path.join(out, "coco_results.json"), json.dumps(results) + "\n")
 
     text = io.StringIO()
@@ -306,7 +315,7 @@ def _write_outputs(out, rows, per_image, label_map, dataset, split) -> None:
         if found is None:
             writer.writerow([name, ""] + [""] * len(label_map.names) + [f"unreadable: {error}"])
             continue
-        best = {n: max((f[2] for f in found if f[0] == n), default=0.0) for n in label_map.names}
-        finding = "|".join(sorted({f[0] for f in found})) or "no finding"
+        best = {n: max((f.score for f in found if f.label == n), default=0.0) for n in label_map.names}
+        finding = "|".join(sorted({f.label for f in found})) or "no finding"
         writer.writerow([name, len(found)] + [f"{best[n]:.6f}" for n in label_map.names] + [finding])
     atomic.write_file(os.path.join(out, "images.csv"), text.getvalue())

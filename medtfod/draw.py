@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .annotations import Detection
 from .boxes import Box
 
 # Saturated colours that stand out on gray radiographs and ultrasound.
@@ -27,10 +28,11 @@ def colour(class_id: int) -> Tuple[int, int, int]:
 GROUND_TRUTH = (255, 255, 255)  # ground truth is drawn in white, under the detections
 
 
-def draw_boxes(image: Image.Image, items: Sequence[Tuple[str, int, float, Box]],
+def draw_boxes(image: Image.Image, detections: Sequence[Detection], class_ids: Mapping[str, int],
                ground_truth: Optional[Sequence[Tuple[str, Box]]] = None) -> Image.Image:
-    """An RGB copy of `image` with each (label, class_id, score, Box) drawn and captioned,
-    and, when given, the ground-truth (label, Box) pairs outlined in white first.
+    """An RGB copy of `image` with each `Detection` drawn and captioned in its class's colour
+    (`class_ids`: label -> 1-based id, the label map's), and, when given, the ground-truth
+    (label, Box) pairs outlined in white first.
 
     Boxes are pixel xyxy (medtfod's convention). The caption 'label 0.93' sits above the
     box, or inside it when the box touches the top edge. Lower scores are drawn first, so
@@ -46,8 +48,8 @@ def draw_boxes(image: Image.Image, items: Sequence[Tuple[str, int, float, Box]],
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         draw.text((box.xmin + width - left, box.ymax - (bottom - top) - 2 * width - top), label,
                   fill=GROUND_TRUTH, font=font)
-    for label, class_id, score, box in sorted(items, key=lambda item: item[2]):
-        c = colour(class_id)
+    for _image, label, score, box in sorted(detections, key=lambda d: d.score):
+        c = colour(class_ids[label])
         draw.rectangle([box.xmin, box.ymin, box.xmax - 1, box.ymax - 1], outline=c, width=width)
         text = f"{label} {score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)

@@ -180,31 +180,67 @@ def medtfod(*args, check=True, timeout=900, **kwargs):
     return result
 
 
+def tree(root):
+    """{relative path: sha256} of every file under `root`."""
+    import hashlib
+    found = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+def fenced(root, outputs, *args, keep=(), **kwargs):
+    """`medtfod ARGS` (see `medtfod`) run from an empty folder under `root`; then check that
+    every file it added or changed under `root` lies inside one of `outputs` (folders or files,
+    relative to `root`) and that no other file changed, inputs included, nor any of `keep`
+    (inputs that live inside an output folder, e.g. a model folder's pipeline.config).
+    Returns the result."""
+    cwd = os.path.join(root, "cwd")
+    os.makedirs(cwd, exist_ok=True)
+    before = tree(root)
+    result = medtfod(*args, cwd=cwd, **kwargs)
+    after = tree(root)
+    touched = sorted(p for p in after if before.get(p) != after[p]) + sorted(set(before) - set(after))
+    allowed = [os.path.normpath(o) for o in outputs]
+    stray = [p for p in touched if not any(p == o or p.startswith(o + os.sep) for o in allowed)]
+    stray += [p for p in touched if p in {os.path.normpath(k) for k in keep}]
+    assert not stray, f"medtfod {args[0]} wrote, changed or removed outside {outputs}: {stray[:10]}"
+    return result
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """The README's path through the installed `medtfod` command on a tiny config, once per run:
     convert nih -> config -> train (100 steps) -> eval -> export (+ TFLite) -> detect.
 
-    Returns a dict of paths: dataset, model, config, exported, detections, images (read-only:
-    tests copy what they change)."""
+    Every step runs from an empty working folder and is checked by `fenced`: it writes only
+    into its declared outputs, and the source tables and images (like every other file) stay
+    byte-identical. Returns a dict of paths: dataset, model, config, exported, detections,
+    images (read-only: tests copy what they change)."""
     from medtfod import demo_data
     from medtfod.demo import DEMO_OVERRIDES
 
-    root = tmp_path_factory.mktemp("e2e")
-    data = demo_data.generate(str(root / "source"), num_images=40, size=128, seed=5)
-    paths = {k: str(root / k) for k in ("dataset", "model", "exported", "detections")}
-    paths["config"] = str(root / "model" / "pipeline.config")
-    medtfod("convert", "nih", "--bbox-csv", data["bbox_csv"], "--images", data["images"],
-            "--data-entry", data["data_entry"], "--label-map", data["label_map"], "--out", paths["dataset"], "-q")
+    root = str(tmp_path_factory.mktemp("e2e"))
+    data = demo_data.generate(os.path.join(root, "source"), num_images=40, size=128, seed=5)
+    paths = {k: os.path.join(root, k) for k in ("dataset", "model", "exported", "detections")}
+    paths["config"] = os.path.join(root, "model", "pipeline.config")
+    fenced(root, ["dataset"], "convert", "nih", "--bbox-csv", data["bbox_csv"], "--images", data["images"],
+           "--data-entry", data["data_entry"], "--label-map", data["label_map"], "--out", paths["dataset"], "-q")
     overrides = [a for k, v in DEMO_OVERRIDES.items() for a in ("--set", f"{k}={v}")]
-    medtfod("config", "--model", "ssd_mobilenet_v2_fpnlite_320", "--data", paths["dataset"],
-            "--out", paths["config"], "--steps", "100", "--batch-size", "4", "--image-size", "128",
-            "--learning-rate", "0.04", "--warmup-steps", "20", "--augment", "random_horizontal_flip", *overrides)
-    medtfod("train", "--config", paths["config"], "--model-dir", paths["model"], "-q")
-    medtfod("eval", "--config", paths["config"], "--model-dir", paths["model"], "-q")
-    medtfod("export", "--config", paths["config"], "--model-dir", paths["model"], "--out", paths["exported"],
-            "--tflite", "-q")
-    medtfod("detect", "--model", paths["exported"], "--images", data["images"], "--out", paths["detections"],
-            "--min-score", "0.0", "-q")
-    paths["images"] = data["images"]
+    fenced(root, ["model/pipeline.config"], "config", "--model", "ssd_mobilenet_v2_fpnlite_320",
+           "--data", paths["dataset"], "--out", paths["config"], "--steps", "100", "--batch-size", "4",
+           "--image-size", "128", "--learning-rate", "0.04", "--warmup-steps", "20",
+           "--augment", "random_horizontal_flip", *overrides)
+    config = ["model/pipeline.config"]
+    fenced(root, ["model"], "train", "--config", paths["config"], "--model-dir", paths["model"], "-q", keep=config)
+    fenced(root, ["model"], "eval", "--config", paths["config"], "--model-dir", paths["model"], "-q", keep=config)
+    fenced(root, ["exported"], "export", "--config", paths["config"], "--model-dir", paths["model"],
+           "--out", paths["exported"], "--tflite", "-q")
+    fenced(root, ["detections"], "detect", "--model", paths["exported"], "--images", data["images"],
+           "--out", paths["detections"], "--min-score", "0.0", "-q")
+    paths.update(images=data["images"], bbox_csv=data["bbox_csv"], data_entry=data["data_entry"],
+                 label_map=data["label_map"], root=root)
     return paths

@@ -24,7 +24,8 @@ def test_leaks_are_found(tiny_nih, tmp_path, capsys):
     write(splits / "train.txt", "00000001_000.png\n00000002_000.png\n")
     write(splits / "val.txt", "00000001_001\nrenamed_copy.png\nmissing.png\n")   # stem-only name allowed
     report = tmp_path / "audit.json"
-    assert main(["audit", "--splits", str(splits), "--images", str(images), "--out", str(report)]) == 1
+    assert main(["audit", "--splits", str(splits), "--images", str(images), "--data-entry", tiny_nih["data_entry"],
+                 "--out", str(report)]) == 1
     result = json.loads(report.read_text())
     assert [leak["patient"] for leak in result["patient_leaks"]] == ["1"]
     (dup,) = result["duplicate_images"]
@@ -32,4 +33,25 @@ def test_leaks_are_found(tiny_nih, tmp_path, capsys):
     assert result["missing_images"] == [{"split": "val", "image": "missing.png"}]
     assert result["leaks"] == 2
     out = capsys.readouterr().out
-    assert "LEAK patient 1" in out and "LEAK identical image" in out
+    assert "LEAK patient 1" in out and "LEAK identical image" in out and "patients from: Data_Entry" in out
+    # without patient ids nothing is guessed from the names: only the identical image is found
+    assert main(["audit", "--splits", str(splits), "--images", str(images)]) == 1
+    out = capsys.readouterr().out
+    assert "LEAK patient" not in out and "each image is its own patient" in out
+
+
+def test_a_moved_dataset_is_audited_from_its_manifest(tiny_dataset, tmp_path, capsys):
+    """No --images: patients and bytes come from dataset.json and the TFRecords, wherever the
+    folder now is. A patient put into two splits in the manifest is a leak."""
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_dataset, moved)
+    assert main(["audit", "--splits", str(moved)]) == 0
+    out = capsys.readouterr().out
+    assert "no leaks found" in out and "patients from: dataset.json (nih)" in out
+    manifest = json.loads((moved / "dataset.json").read_text())
+    val = next(e for e in manifest["images"] if e["split"] == "val")
+    train = next(e for e in manifest["images"] if e["split"] == "train")
+    val["patient"] = train["patient"]
+    (moved / "dataset.json").write_text(json.dumps(manifest))
+    assert main(["audit", "--splits", str(moved)]) == 1
+    assert f"LEAK patient {train['patient']}" in capsys.readouterr().out

@@ -1,13 +1,16 @@
 import numpy as np
 from PIL import Image
 
+from medtfod.annotations import Detection
 from medtfod.boxes import Box
 from medtfod.draw import colour, draw_boxes
+
+IDS = {"Mass": 1, "Nodule": 2}
 
 
 def test_boxes_and_captions_are_drawn_in_class_colours():
     gray = Image.fromarray(np.full((100, 120), 128, np.uint8), mode="L")
-    out = draw_boxes(gray, [("Mass", 1, 0.9, Box(20, 40, 60, 80))])
+    out = draw_boxes(gray, [Detection("x.png", "Mass", 0.9, Box(20, 40, 60, 80))], IDS)
     px = np.asarray(out)
     assert out.mode == "RGB" and out.size == (120, 100)
     assert tuple(px[60, 20]) == colour(1)          # left edge of the box
@@ -19,7 +22,7 @@ def test_boxes_and_captions_are_drawn_in_class_colours():
 def test_most_confident_box_is_on_top():
     gray = Image.new("L", (100, 100), 128)
     same = Box(20, 40, 60, 80)
-    out = np.asarray(draw_boxes(gray, [("Mass", 1, 0.9, same), ("Nodule", 2, 0.2, same)]))
+    out = np.asarray(draw_boxes(gray, [Detection("x.png", "Mass", 0.9, same), Detection("x.png", "Nodule", 0.2, same)], IDS))
     assert tuple(out[60, 20]) == colour(1)
 
 

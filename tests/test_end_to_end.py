@@ -263,3 +263,55 @@ def test_detect_dataset_split_list_file_and_corrupt_image(run, tmp_path, capsys)
     assert "skipped broken.png" in capsys.readouterr().out
     per_image = list(csv.DictReader(open(tmp_path / "l" / "images.csv")))
     assert per_image[0]["finding"].startswith("unreadable") and len(per_image) == 2
+
+
+def md5s(folder):
+    import hashlib
+    return {os.path.relpath(os.path.join(d, f), folder): hashlib.md5(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, files in os.walk(folder) for f in files}
+
+
+def test_detect_never_writes_over_or_beside_its_inputs(run, tmp_path, capsys):
+    """A list file with an absolute path and a '../' path: the drawn copies land inside --out
+    under names without the shared root, and the inputs keep their bytes. An --out inside an
+    input folder is refused before anything runs."""
+    import shutil
+    names = sorted(f for f in os.listdir(run["images"]) if f.endswith(".png"))[:2]
+    (tmp_path / "in").mkdir()
+    shutil.copyfile(os.path.join(run["images"], names[0]), tmp_path / "in" / "a.png")
+    shutil.copyfile(os.path.join(run["images"], names[1]), tmp_path / "x.png")
+    (tmp_path / "lists").mkdir()
+    listing = tmp_path / "lists" / "list.txt"
+    listing.write_text(f"{tmp_path / 'in' / 'a.png'}\n../x.png\n")
+    before = md5s(tmp_path)
+    out = tmp_path / "out"
+    assert main(["detect", "--model", run["exported"], "--images", str(listing), "--out", str(out), "-q"]) == 0
+    after = md5s(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("out" + os.sep)} == before
+    drawn = sorted(p for p in md5s(out) if p.endswith(".png"))
+    assert drawn == [os.path.join("in", "a.png"), "x.png"]
+    capsys.readouterr()
+    assert main(["detect", "--model", run["exported"], "--images", str(tmp_path / "in"),
+                 "--out", str(tmp_path / "in" / "detections"), "-q"]) == 1
+    assert "is inside the input folder --images" in capsys.readouterr().err
+    assert not (tmp_path / "in" / "detections").exists()
+
+
+def test_detect_on_a_dataset_whose_folder_moved_and_images_are_gone(run, tmp_path):
+    """The dataset holds its images' bytes: after moving the dataset and deleting the images
+    it was made from, detect --dataset still runs on every image of the split."""
+    import shutil
+    images = tmp_path / "images"
+    shutil.copytree(run["images"], images)
+    assert main(["convert", "nih", "--bbox-csv", run["bbox_csv"], "--images", str(images),
+                 "--data-entry", run["data_entry"], "--label-map", run["label_map"],
+                 "--out", str(tmp_path / "made"), "-q"]) == 0
+    os.rename(tmp_path / "made", tmp_path / "moved")
+    shutil.rmtree(images)
+    out = tmp_path / "det"
+    assert main(["detect", "--model", run["exported"], "--dataset", str(tmp_path / "moved"), "--split", "val",
+                 "--out", str(out), "--min-score", "0", "-q"]) == 0
+    val = (tmp_path / "moved" / "splits" / "val.txt").read_text().split()
+    assert val and sorted(f for f in os.listdir(out) if f.endswith(".png")) == sorted(val)
+    with open(out / "images.csv", newline="") as f:
+        assert all(not row["finding"].startswith("unreadable") for row in csv.DictReader(f))

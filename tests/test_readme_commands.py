@@ -45,7 +45,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, medtfod, medtfod_script, write
+from conftest import REPO, fenced, medtfod, medtfod_script, write
 
 THIS = os.path.abspath(__file__)
 TESTS = os.path.dirname(THIS)
@@ -241,23 +241,27 @@ def test_pretrained_get_and_import(tmp_path):
 @pytest.mark.slow
 @pytest.mark.tf
 def test_audit_metrics_calibrate(trained, tmp_path):
-    """detect --dataset at score 0, then metrics and calibrate on its table, and audit of the split."""
+    """detect --dataset at score 0, then metrics and calibrate on its table, and audit of the split;
+    each writes only its declared outputs and changes no input (conftest.fenced)."""
     import shutil
-    medtfod("audit", "--splits", trained["dataset"], "--images", trained["images"], "--out", tmp_path / "audit.json")
-    assert not json.loads((tmp_path / "audit.json").read_text())["leaks"]  # exit status 0 said so too
+    root = tmp_path / "root"
+    for name in ("dataset", "exported", "images"):
+        shutil.copytree(trained[name], root / name)
+    fenced(root, ["audit.json"], "audit", "--splits", root / "dataset", "--out", root / "audit.json")
+    assert not json.loads((root / "audit.json").read_text())["leaks"]  # exit status 0 said so too
+    tmp_path = root
     det = tmp_path / "det"
-    medtfod("detect", "--model", trained["exported"], "--dataset", trained["dataset"], "--split", "val",
-            "--out", det, "--min-score", "0", "-q")
+    fenced(root, ["det"], "detect", "--model", root / "exported", "--dataset", root / "dataset", "--split", "val",
+           "--out", det, "--min-score", "0", "-q")
     assert (det / "detections.csv").is_file() and any(f.endswith(".png") for f in os.listdir(det))
-    result = medtfod("metrics", "--detections", det / "detections.csv", "--ground-truth", trained["dataset"],
-                     "--split", "val", "--out", tmp_path / "metrics.json", "--plots", tmp_path / "plots",
-                     "--bootstrap", "20")
+    result = fenced(root, ["metrics.json", "plots"], "metrics", "--detections", det / "detections.csv",
+                    "--ground-truth", root / "dataset", "--split", "val", "--out", tmp_path / "metrics.json",
+                    "--plots", tmp_path / "plots", "--bootstrap", "20")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert {"ap", "froc", "iobb", "image_level", "coco", "ci95"} <= set(metrics) and "FROC" in result.stdout
     assert (tmp_path / "plots" / "froc.png").is_file()
-    exported = tmp_path / "exported"
-    shutil.copytree(trained["exported"], exported)
-    medtfod("calibrate", "--model", exported, "--dataset", trained["dataset"], "--split", "val",
-            "--sensitivity", "0.5", "--detections", det / "detections.csv")
+    exported = root / "exported"
+    fenced(root, ["exported/operating_point.json"], "calibrate", "--model", exported, "--dataset", root / "dataset",
+           "--split", "val", "--sensitivity", "0.5", "--detections", det / "detections.csv")
     point = json.loads((exported / "operating_point.json").read_text())
     assert point["sensitivity"] >= 0.5 and 0 <= point["min_score"] <= 1
