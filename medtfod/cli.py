@@ -51,6 +51,7 @@ def cmd_audit(args) -> int:
 def cmd_config(args) -> int:
     from .config import parse_overrides, render, write_config
     from .fence import check_outputs
+    from .schedule import base_rate, schedule_of
     check_outputs({"--out": args.out}, {"--data": args.data, "--checkpoint": args.checkpoint})
     config = render(args.model, args.data, batch_size=args.batch_size, steps=args.steps,
                     image_size=args.image_size, learning_rate=args.learning_rate,
@@ -60,16 +61,8 @@ def cmd_config(args) -> int:
     write_config(config, args.out)
     print(f"wrote {args.out} ({args.model}, {config.model.WhichOneof('model')}, "
           f"batch {config.train_config.batch_size}, {config.train_config.num_steps} steps, "
-          f"learning rate {base_learning_rate(config):g})")
+          f"{' + '.join(schedule_of(config.train_config)[:2])}, learning rate {base_rate(config.train_config):g})")
     return 0
-
-
-def base_learning_rate(config) -> float:
-    """The base learning rate of the config's optimizer (every template uses a cosine schedule)."""
-    optimizer = config.train_config.optimizer
-    kind = getattr(optimizer, optimizer.WhichOneof("optimizer"))
-    schedule = getattr(kind.learning_rate, kind.learning_rate.WhichOneof("learning_rate"))
-    return getattr(schedule, "learning_rate_base", getattr(schedule, "learning_rate", float("nan")))
 
 
 def cmd_train(args) -> int:

@@ -18,6 +18,7 @@ from .errors import UserError
 from .labelmap import read_label_map
 from .models import MODELS, ModelSpec, apply_tiny, enable_masks, model_spec, set_image_size
 from .resources import resource_path
+from .schedule import base_rate, rescale
 
 # The model registry lives in `models`; re-exported here, where the CLI looks for it.
 __all__ = ["MODELS", "ModelSpec", "model_spec", "render", "write_config", "set_override", "parse_overrides",
@@ -114,7 +115,8 @@ def set_override(config, key: str, value: str) -> None:
             raise UserError(f"--set {key}: repeated message field; set its entries as {fd.name}[0].FIELD")
         target.Clear()
         try:
-            text_format.Merge(value.strip().strip("{}"), target)
+            text = value.strip()
+            text_format.Merge(text[1:-1] if text.startswith("{") and text.endswith("}") else text, target)
         except text_format.ParseError as e:
             raise UserError(f"--set {key}: {e}") from None
         target.SetInParent()
@@ -152,15 +154,15 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
     Args:
       batch_size, steps, image_size, learning_rate: replace the template's values (image_size
         sets a fixed shape's height and width, or a keep-aspect-ratio resizer's min and max
-        dimension); the cosine schedule's total_steps follows `steps` and its warm-up is
-        scaled with it unless `warmup_steps` is given; the warm-up rate keeps its ratio to
-        the base rate. A new batch_size without a learning_rate scales the template's rate
+        dimension); the schedule, whatever its kind, follows `steps` and `learning_rate` (see
+        `schedule.rescale`). A new batch_size without a learning_rate scales the template's rate
         linearly with the batch (the zoo's rate belongs to the zoo's batch size).
       checkpoint: fine-tune checkpoint prefix (e.g. '.../checkpoint/ckpt-0'); None trains
         from scratch (the template's fine_tune_checkpoint is removed).
       augment: names of `PreprocessingStep` fields (e.g. ['random_horizontal_flip'])
         replacing the template's data augmentation; None keeps the template's.
-      overrides: dotted field -> value, applied last (see `set_override`).
+      overrides: dotted field -> value, applied last (see `set_override`); those under
+        `train_config.optimizer` first, so the other arguments rescale the schedule they set.
       tiny: the model's tiny variant for CPU tests (see `models.apply_tiny`); the other
         arguments still apply on top of it.
 
@@ -183,25 +185,17 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
     if spec.masks:
         enable_masks(config, model, data_dir, (train_split, eval_split))
 
+    for key, value in (overrides or {}).items():  # an optimizer override defines the schedule rescaled below
+        if key.startswith("train_config.optimizer"):
+            set_override(config, key, value)
     train = config.train_config
-    schedule = train.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
     if batch_size and batch_size != train.batch_size and not learning_rate:
         # The linear scaling rule (Goyal et al. 2017): the zoo's rate belongs to the zoo's batch
         # (SSD: 0.08 at 128). Kept as is at batch 4, fine-tuning diverges to NaN.
-        learning_rate = schedule.learning_rate_base * batch_size / train.batch_size
+        learning_rate = base_rate(train) * batch_size / train.batch_size
     if batch_size:
         train.batch_size = batch_size
-    if steps:
-        if schedule.total_steps and not warmup_steps:
-            warmup_steps = max(1, round(schedule.warmup_steps * steps / schedule.total_steps))
-        train.num_steps = steps
-        schedule.total_steps = steps
-    if warmup_steps is not None:
-        schedule.warmup_steps = warmup_steps
-    if learning_rate:
-        ratio = schedule.warmup_learning_rate / schedule.learning_rate_base
-        schedule.learning_rate_base = learning_rate
-        schedule.warmup_learning_rate = learning_rate * ratio
+    rescale(train, steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps)
     if checkpoint:
         if not os.path.exists(checkpoint + ".index"):
             raise UserError(f"fine-tune checkpoint {checkpoint!r} not found (expected {checkpoint}.index)")
@@ -225,7 +219,8 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
         reader.tf_record_input_reader.input_path.append(record_pattern(data_dir, split))
 
     for key, value in (overrides or {}).items():
-        set_override(config, key, value)
+        if not key.startswith("train_config.optimizer"):
+            set_override(config, key, value)
     return config
 
 

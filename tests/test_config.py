@@ -89,3 +89,43 @@ def test_cli_config(dataset, tmp_path, capsys):
     assert main(["config", "--model", "ssd_mobilenet_v2_fpnlite_320", "--data", dataset, "--out", str(out),
                  "--set", "nonsense"]) == 1
     assert "expected FIELD.PATH=VALUE" in capsys.readouterr().err
+
+
+ADAM_EXPONENTIAL = ("adam_optimizer { learning_rate { exponential_decay_learning_rate { initial_learning_rate: 0.001 "
+                    "decay_steps: 1000 decay_factor: 0.9 burnin_learning_rate: 0.0001 burnin_steps: 100 "
+                    "min_learning_rate: 0.00001 } } epsilon: 1e-7 }")
+MANUAL = ("momentum_optimizer { learning_rate { manual_step_learning_rate { initial_learning_rate: 0.01 "
+          "schedule { step: 40000 learning_rate: 0.001 } schedule { step: 45000 learning_rate: 0.0001 } } } "
+          "momentum_optimizer_value: 0.9 }")
+
+
+def test_any_optimizer_and_schedule_is_rescaled_in_its_own_kind(dataset):
+    """Adam + exponential decay and momentum + manual steps keep their kind; steps and rates
+    follow --steps and --learning-rate (the SSD template's num_steps is 50000)."""
+    config = render("ssd_mobilenet_v2_fpnlite_320", dataset, steps=5000, learning_rate=0.002,
+                    overrides={"train_config.optimizer": ADAM_EXPONENTIAL})
+    optimizer = config.train_config.optimizer
+    assert optimizer.WhichOneof("optimizer") == "adam_optimizer"
+    s = optimizer.adam_optimizer.learning_rate.exponential_decay_learning_rate
+    assert (s.decay_steps, s.burnin_steps, config.train_config.num_steps) == (100, 10, 5000)
+    assert (s.initial_learning_rate, s.burnin_learning_rate, s.min_learning_rate) == pytest.approx((0.002, 2e-4, 2e-5))
+    config = render("ssd_mobilenet_v2_fpnlite_320", dataset, steps=500, learning_rate=0.02,
+                    overrides={"train_config.optimizer": MANUAL})
+    s = config.train_config.optimizer.momentum_optimizer.learning_rate.manual_step_learning_rate
+    assert [p.step for p in s.schedule] == [400, 450]
+    assert [p.learning_rate for p in s.schedule] == pytest.approx([0.002, 0.0002])
+    assert s.initial_learning_rate == pytest.approx(0.02)
+
+
+def test_a_schedule_that_cannot_take_the_request_is_an_error(dataset):
+    constant = "momentum_optimizer { learning_rate { constant_learning_rate { learning_rate: 0.01 } } }"
+    with pytest.raises(UserError, match="constant_learning_rate has no warm-up"):
+        render("ssd_mobilenet_v2_fpnlite_320", dataset, warmup_steps=10, overrides={"train_config.optimizer": constant})
+    config = render("ssd_mobilenet_v2_fpnlite_320", dataset, steps=10, learning_rate=0.5,
+                    overrides={"train_config.optimizer": constant})
+    rate = config.train_config.optimizer.momentum_optimizer.learning_rate
+    assert rate.WhichOneof("learning_rate") == "constant_learning_rate" and rate.constant_learning_rate.learning_rate == 0.5
+    with pytest.raises(UserError, match="manual_step_learning_rate has no warm-up length"):
+        render("ssd_mobilenet_v2_fpnlite_320", dataset, warmup_steps=10, overrides={"train_config.optimizer": MANUAL})
+    with pytest.raises(UserError, match="sets no optimizer"):
+        render("ssd_mobilenet_v2_fpnlite_320", dataset, steps=10, overrides={"train_config.optimizer": "use_moving_average: false"})

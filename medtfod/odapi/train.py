@@ -192,7 +192,13 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
     else:
         strategy = tf.compat.v2.distribute.MirroredStrategy()
 
+    # The OD API saves the as-run config as model_dir/pipeline.config. In the tutorial layout the
+    # config given *is* that file: saving would rewrite the user's input, so it is skipped then.
+    as_run = os.path.join(model_dir, "pipeline.config")
+    config_is_as_run = os.path.isfile(as_run) and os.path.samefile(config_path, as_run)
+
     def run_loop(train_steps: int, every: int, save_final_config: bool) -> None:
+        save_final_config = save_final_config and not config_is_as_run
         try:
             with watch_for_nan_loss(verbose), strategy.scope():
                 model_lib_v2.train_loop(
@@ -228,8 +234,8 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
         # train_loop counts its checkpoint interval from the step it resumed at, so an
         # interval that divides the segment saves the segment's end.
         every = checkpoint_interval(checkpoint_every_n, end - start)
-        # The as-run config records train_steps as num_steps; write it only at the end, so
-        # a run stopped mid-way (config inside model_dir) still resumes to the full count.
+        # The as-run config records train_steps as num_steps; write it only at the end, so a
+        # run stopped mid-way still resumes to the full count.
         run_loop(end, every, save_final_config=end == final)
         latest = tf.train.latest_checkpoint(model_dir)
         result = evaluator.evaluate(latest)
