@@ -15,6 +15,12 @@ from . import __version__
 from .errors import UserError
 
 
+def _library_log(folder: str, args):
+    """TensorFlow's and the OD API's own output -> FOLDER/medtfod.log (live too with -v)."""
+    from .odapi.runtime import LOG_NAME, library_log
+    return library_log(os.path.join(folder, LOG_NAME), verbose=args.verbose)
+
+
 def cmd_convert(args) -> int:
     from .convert import ConvertOptions, convert_table, summary
     from .problems import Problems
@@ -70,8 +76,9 @@ def cmd_train(args) -> int:
     from .fence import check_outputs
     from .odapi.train import train
     check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
-    train(args.config, args.model_dir, steps=args.steps, checkpoint_every_n=args.checkpoint_every_n,
-          num_workers=args.num_workers, verbose=not args.quiet, eval_every=args.eval_every)
+    with _library_log(args.model_dir, args):
+        train(args.config, args.model_dir, steps=args.steps, checkpoint_every_n=args.checkpoint_every_n,
+              num_workers=args.num_workers, verbose=args.verbose, quiet=args.quiet, eval_every=args.eval_every)
     print(f"training done; checkpoints and TensorBoard logs in {args.model_dir}")
     return 0
 
@@ -84,11 +91,13 @@ def cmd_eval(args) -> int:
     if args.all:
         if args.checkpoint:
             raise UserError("--all evaluates every checkpoint; drop --checkpoint (or --all)")
-        for result in evaluate_all_checkpoints(args.config, args.model_dir, verbose=not args.quiet):
-            print(summary_line(result))
+        with _library_log(args.model_dir, args):
+            for result in evaluate_all_checkpoints(args.config, args.model_dir, verbose=args.verbose):
+                print(summary_line(result), flush=True)
         print(f"metrics-<step>.json per checkpoint and metrics.json (latest) in {args.model_dir}")
         return 0
-    result = evaluate(args.config, args.model_dir, checkpoint=args.checkpoint, verbose=not args.quiet)
+    with _library_log(args.model_dir, args):
+        result = evaluate(args.config, args.model_dir, checkpoint=args.checkpoint, verbose=args.verbose)
     print(format_metrics(result))
     print(f"metrics written to {os.path.join(args.model_dir, 'metrics.json')} (and metrics-<step>.json)")
     return 0
@@ -108,8 +117,9 @@ def cmd_export(args) -> int:
     from .odapi.export import export
     check_outputs({"--out": args.out}, dict(data_inputs(args.config), **{"--config": args.config,
                                                                        "--model-dir": args.model_dir}))
-    path = export(args.config, args.model_dir, args.out, input_type=args.input_type, verbose=not args.quiet,
-                  tflite=args.tflite)
+    with _library_log(args.out, args):
+        path = export(args.config, args.model_dir, args.out, input_type=args.input_type, verbose=args.verbose,
+                      tflite=args.tflite)
     print(f"exported SavedModel to {path}" + (f" and TFLite to {os.path.join(args.out, 'tflite')}" if args.tflite else ""))
     return 0
 
@@ -120,11 +130,12 @@ def cmd_detect(args) -> int:
         raise UserError("--dataset and --split go together (e.g. --dataset data --split val)")
     min_score, source = resolve_min_score(args.model, args.min_score)
     print(f"min score {min_score:g} from {source}")
-    summary = detect(args.model, args.images, args.out, min_score=min_score,
-                     label_map_path=args.label_map, quiet=args.quiet, max_per_image=args.max_per_image,
-                     classes=args.classes.split(",") if args.classes else None,
-                     dataset=args.dataset, split=args.split, workers=args.workers, batch_size=args.batch_size,
-                     draw=not args.no_draw)
+    with _library_log(args.out, args):
+        summary = detect(args.model, args.images, args.out, min_score=min_score,
+                         label_map_path=args.label_map, quiet=args.quiet, max_per_image=args.max_per_image,
+                         classes=args.classes.split(",") if args.classes else None,
+                         dataset=args.dataset, split=args.split, workers=args.workers, batch_size=args.batch_size,
+                         draw=not args.no_draw)
     skipped = f", {len(summary['skipped'])} unreadable images skipped" if summary["skipped"] else ""
     print(f"{summary['images']} images, {summary['detections']} detections at score >= {min_score:g}"
           f"{skipped}; {'' if args.no_draw else 'drawn images, '}detections.csv/.json, coco_results.json "
@@ -148,8 +159,9 @@ def cmd_calibrate(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = args.detections
         if not csv_path:  # every detection the model makes on the split; the tables are all it needs
-            detect(export_dir, None, tmp, min_score=0.0, quiet=args.quiet, dataset=args.dataset, split=args.split,
-                   draw=False)
+            with _library_log(export_dir, args):
+                detect(export_dir, None, tmp, min_score=0.0, quiet=args.quiet, dataset=args.dataset,
+                       split=args.split, draw=False)
             csv_path = os.path.join(tmp, "detections.csv")
         dets = read_detections_csv(csv_path)
     unknown = sorted({d.image for d in dets} - set(gt))
@@ -168,7 +180,8 @@ def cmd_calibrate(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
-    run_demo(args.workspace, num_images=args.num_images, steps=args.steps, quiet=args.quiet)
+    with _library_log(args.workspace, args):
+        run_demo(args.workspace, num_images=args.num_images, steps=args.steps, quiet=args.quiet, verbose=args.verbose)
     return 0
 
 
@@ -220,7 +233,9 @@ def cmd_tensorboard(args) -> int:
 
 def cmd_doctor(args) -> int:
     from .doctor import doctor
-    return doctor()
+    from .odapi.runtime import library_log
+    with library_log(None, verbose=args.verbose):  # TensorFlow's start-up chatter is not the report
+        return doctor()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     quiet = argparse.ArgumentParser(add_help=False)
-    quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bars or training logs")
+    quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    quiet.add_argument("-v", "--verbose", action="store_true",
+                       help="show TensorFlow's and the OD API's own log live (it always goes to medtfod.log "
+                            "in the output folder)")
 
     convert = sub.add_parser("convert", help="box tables + images -> VOC XML, TFRecords, label map, splits")
     sources = convert.add_subparsers(dest="source", metavar="SOURCE", required=True)
@@ -380,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.set_defaults(func=cmd_tensorboard)
 
     doctor = sub.add_parser("doctor", help="check the installation")
+    doctor.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow's own log live")
     doctor.set_defaults(func=cmd_doctor)
     return parser
 

@@ -41,7 +41,7 @@ def _stage(name: str):
 
 
 def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: int = 256,
-             quiet: bool = False, seed: int = 0) -> dict:
+             quiet: bool = False, seed: int = 0, verbose: bool = False) -> dict:
     """Run every stage; returns {'metrics': ..., 'detections': dir, 'timings': {...}}."""
     from . import config as config_mod
     from . import demo_data
@@ -92,16 +92,16 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
                             augment=["random_horizontal_flip"], overrides=DEMO_OVERRIDES)
     config_mod.write_config(cfg, pipeline)
     print(f"config: {pipeline}")
-    train(pipeline, model_dir, checkpoint_every_n=max(100, steps // 3), verbose=not quiet)
+    train(pipeline, model_dir, checkpoint_every_n=max(100, steps // 3), verbose=verbose, quiet=quiet)
     timings["train"] = time.time() - t
 
     t = _stage("4/6 evaluate (held-out split)")
-    result = evaluate(pipeline, model_dir, verbose=not quiet)
+    result = evaluate(pipeline, model_dir, verbose=verbose)
     timings["eval"] = time.time() - t
 
     t = _stage("5/6 export")
     exported = os.path.join(ws, "exported-models", MODEL_DIR_NAME)
-    export(pipeline, model_dir, exported, verbose=not quiet)
+    export(pipeline, model_dir, exported, verbose=verbose)
     timings["export"] = time.time() - t
 
     t = _stage("6/6 detect")
@@ -117,4 +117,5 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
     print(f"detections.csv:  {os.path.join(detections, 'detections.csv')}")
     print(f"metrics.json:    {os.path.join(model_dir, 'metrics.json')}")
     print(f"TensorBoard:     medtfod tensorboard --model-dir {model_dir}")
+    print(f"TensorFlow log:  {os.path.join(ws, 'medtfod.log')}")
     return {"metrics": result["metrics"], "detections": detections, "timings": timings}

@@ -166,6 +166,14 @@ def test_demo_command(tmp_path):
         result = medtfod("demo", "--workspace", workspace, "-q", timeout=1800)
     out = result.stdout
     assert "== demo finished ==" in out and "DetectionBoxes_Precision/mAP@.50IOU" in out
+    # quiet by default: TensorFlow's and the OD API's own lines go to medtfod.log, not the terminal
+    import re
+    lines = [l for l in (result.stdout + result.stderr).replace("\r", "\n").splitlines() if l.strip()]
+    foreign = [l for l in lines if re.search(r"tensorflow|^(WARNING|INFO|ERROR)|^[EWI]\d{4} |cuInit|^\d{4}-\d\d-\d\d |"
+                                            r"Average (Precision|Recall)|index created|Traceback", l)]
+    assert len(foreign) <= 5, foreign
+    assert not [l for l in lines if re.match(r"^(E |ERROR|E\d{4} )", l) or "cuInit" in l], lines
+    assert os.path.getsize(os.path.join(workspace, "medtfod.log")) > 0
     ws = tmp_path / "ws"
     for sub in ("annotations", "images", "models", "pre-trained-models", "exported-models"):
         assert (ws / sub).is_dir()

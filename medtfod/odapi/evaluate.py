@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from .. import atomic
 from ..errors import UserError
-from .runtime import import_tensorflow, tidy_logging
+from .runtime import import_tensorflow, quiet_stdout, tidy_logging
 
 MAP_50 = "DetectionBoxes_Precision/mAP@.50IOU"
 MAP = "DetectionBoxes_Precision/mAP"
@@ -98,7 +98,7 @@ class Evaluator:
         self.ckpt.restore(checkpoint).expect_partial()
         if self.eval_config.use_moving_averages:
             self.optimizer.swap_weights()
-        with self.writer.as_default():
+        with self.writer.as_default(), quiet_stdout():  # pycocotools prints its tables
             metrics = model_lib_v2.eager_eval_loop(self.model, self.configs, self.eval_input, use_tpu=False,
                                                    postprocess_on_cpu=False, global_step=self.global_step)
         self.writer.flush()

@@ -1,10 +1,19 @@
-"""Load TensorFlow (and the OD API) with the compatibility fixes applied, quietly."""
+"""Load TensorFlow (and the OD API) with the compatibility fixes applied, quietly; send their
+own output to a log file (`library_log`)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import sys
+from typing import Optional
 
 from . import compat
+
+LOG_NAME = "medtfod.log"
+_active_log: Optional[str] = None  # the log file while `library_log` is active
+_live = False                       # ... and whether it also shows the log live (-v)
 
 
 def import_tensorflow(verbose: bool = True):
@@ -19,7 +28,7 @@ def import_tensorflow(verbose: bool = True):
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # absl's INFO lines are internal chatter
-    tf.get_logger().setLevel(logging.INFO if verbose else logging.WARNING)
+    tf.get_logger().setLevel(logging.INFO if verbose or _active_log else logging.WARNING)
     return tf
 
 
@@ -47,6 +56,9 @@ def tidy_logging(verbose: bool = True) -> None:
     deprecation._PRINT_DEPRECATION_WARNINGS = False  # noqa: SLF001
     warnings.filterwarnings("ignore", message=r".*set_learning_phase.*", category=UserWarning)
     tf_logger = tf.get_logger()
+    if _active_log:  # library_log owns the handlers: everything to the file (and the terminal with -v)
+        tf_logger.setLevel(logging.INFO)
+        return
     if not tf_logger.handlers:  # TF adds its own handler only when the root logger had none
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
@@ -54,3 +66,95 @@ def tidy_logging(verbose: bool = True) -> None:
     tf_logger.propagate = False
     tf_logger.setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger().setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def library_log(final: Optional[str], verbose: bool = False):
+    """Send TensorFlow's, the OD API's and their libraries' own output to a log file for the
+    duration of the block; medtfod's own lines and progress bars stay on the terminal.
+
+    The log is written to a temporary file and, at the end, appended to `final` (e.g.
+    MODEL_DIR/medtfod.log) when `final`'s folder exists then; a command refused before it
+    made its output folder leaves nothing behind. When there is no such folder (or `final`
+    is None) the temporary file is removed, unless the block failed: then it is kept.
+
+    * Python loggers (tensorflow, absl, the root logger, warnings): to the file, and also to
+      the terminal when `verbose`.
+    * C/C++ output on file descriptor 2 (the CUDA probe's "failed call to cuInit" on a
+      machine without a GPU, XLA): to the file unless `verbose`; Python's `sys.stderr` keeps
+      writing to the terminal through a duplicate of the original descriptor.
+    * Text the libraries print to stdout (pycocotools' tables) is sent here by `quiet_stdout`.
+
+    When the block raises, the log file is named on stderr, so a failure can be followed up.
+    """
+    global _active_log, _live
+    import shutil
+    import tempfile
+    fd, path = tempfile.mkstemp(prefix="medtfod-", suffix=".log")
+    log = open(fd, "a", encoding="utf-8", buffering=1)
+    to_file = logging.StreamHandler(log)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handlers = [to_file]
+    if verbose:
+        live = logging.StreamHandler(sys.stderr)
+        live.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+        handlers.append(live)
+    names = ("", "tensorflow", "absl", "py.warnings")
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate, logging.getLogger(n).level)
+             for n in names}
+    for n in names:
+        logger = logging.getLogger(n)
+        logger.handlers = list(handlers)
+        logger.propagate = n == ""
+    logging.getLogger("tensorflow").setLevel(logging.INFO)
+    logging.getLogger("tensorflow").propagate = False
+    logging.captureWarnings(True)
+    saved_stderr, terminal_fd = sys.stderr, None
+    if not verbose:
+        sys.stderr.flush()
+        terminal_fd = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        sys.stderr = io.TextIOWrapper(io.FileIO(terminal_fd, "w", closefd=False), encoding="utf-8",
+                                      errors="replace", line_buffering=True)
+    _active_log, _live = path, verbose
+    failed = False
+    try:
+        yield path
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        _active_log, _live = None, False
+        if terminal_fd is not None:
+            sys.stderr.flush()
+            os.dup2(terminal_fd, 2)
+            os.close(terminal_fd)
+            sys.stderr = saved_stderr
+        logging.captureWarnings(False)
+        for n, (old, propagate, level) in saved.items():
+            logger = logging.getLogger(n)
+            logger.handlers, logger.propagate = old, propagate
+            logger.setLevel(level)
+        log.close()
+        kept = path
+        if final and os.path.isdir(os.path.dirname(os.path.abspath(final))):
+            with open(final, "ab") as out, open(path, "rb") as f:
+                shutil.copyfileobj(f, out)
+            os.unlink(path)
+            kept = final
+        elif not failed:
+            os.unlink(path)
+        if failed:
+            print(f"medtfod: TensorFlow's and the OD API's log is in {kept}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """While `library_log` is active without `verbose`, send what libraries print to stdout
+    (pycocotools' evaluation tables) to its file too."""
+    if _active_log is None or _live:
+        yield
+        return
+    with open(_active_log, "a", encoding="utf-8") as f, contextlib.redirect_stdout(f):
+        yield
+

@@ -15,6 +15,7 @@ import re
 from typing import Iterator, List, Optional
 
 from ..errors import UserError
+from ..progress import progress
 from .runtime import import_tensorflow, tidy_logging
 
 STEPS_PER_ITERATION = 100  # model_lib_v2.train_loop runs steps in blocks of this many
@@ -68,10 +69,11 @@ class NanLossWatch(logging.Handler):
     # numpy >= 2 prints np.float32(nan); numpy 1 prints nan
     TOTAL_LOSS = re.compile(r"'Loss/total_loss':\s*(?:np\.float\d+\()?\s*([-+]?(?:nan|inf|[0-9][0-9.eE+-]*))")
 
-    def __init__(self):
+    def __init__(self, on_block=None):
         super().__init__(level=logging.INFO)
         self.step: Optional[int] = None
         self.last_finite: Optional[int] = None
+        self.on_block = on_block  # called with (step, total loss) after each finite block
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -85,21 +87,24 @@ class NanLossWatch(logging.Handler):
             if not math.isfinite(value):
                 raise NonFiniteLoss(self.step, value, self.last_finite)
             self.last_finite = self.step
+            if self.on_block and self.step is not None:
+                self.on_block(self.step, value)
 
 
 @contextlib.contextmanager
-def watch_for_nan_loss(verbose: bool) -> Iterator[NanLossWatch]:
+def watch_for_nan_loss(verbose: bool, on_block=None) -> Iterator[NanLossWatch]:
     """Attach a `NanLossWatch` to TensorFlow's logger for the duration of the block.
 
     The OD API reports losses at INFO; when not `verbose`, the logger is opened to INFO for
     the watch while the existing handlers keep showing warnings only.
     """
+    from . import runtime
     tf = import_tensorflow(verbose)
     logger = tf.get_logger()
-    watch = NanLossWatch()
+    watch = NanLossWatch(on_block)
     saved_level = logger.level
     saved_handler_levels = [(h, h.level) for h in logger.handlers]
-    if not verbose:
+    if not verbose and not runtime._active_log:  # noqa: SLF001 - library_log routes the lines itself
         for handler in logger.handlers:
             handler.setLevel(max(handler.level, logging.WARNING))
     logger.setLevel(logging.INFO)
@@ -137,7 +142,7 @@ def _nan_error(stop: NonFiniteLoss, config_path: str, model_dir: str) -> UserErr
 
 def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpoint_every_n: int = 1000,
           num_workers: int = 1, record_summaries: bool = True, verbose: bool = True,
-          eval_every: Optional[int] = None) -> List[dict]:
+          eval_every: Optional[int] = None, quiet: bool = False) -> List[dict]:
     """Train the model of `config_path`, writing checkpoints and TensorBoard logs to `model_dir`.
 
     Same strategy choice as `model_main_tf2`: MirroredStrategy (all visible GPUs, else the
@@ -197,10 +202,18 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
     as_run = os.path.join(model_dir, "pipeline.config")
     config_is_as_run = os.path.isfile(as_run) and os.path.samefile(config_path, as_run)
 
+    # The OD API runs (and reports) steps in blocks of 100: the bar moves once per block.
+    bar = progress(total=final, desc="train", unit="step", quiet=quiet)
+    bar.update(min(_latest_step(model_dir), final))
+
+    def on_block(step: int, loss: float) -> None:
+        bar.update(max(0, step - bar.n))
+        bar.set_postfix_str(f"loss {loss:.4f}")
+
     def run_loop(train_steps: int, every: int, save_final_config: bool) -> None:
         save_final_config = save_final_config and not config_is_as_run
         try:
-            with watch_for_nan_loss(verbose), strategy.scope():
+            with watch_for_nan_loss(verbose, on_block), strategy.scope():
                 model_lib_v2.train_loop(
                     pipeline_config_path=config_path,
                     model_dir=model_dir,
@@ -218,6 +231,7 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
             print(f"checkpointing every {every} steps (not {checkpoint_every_n}) so that step "
                   f"{final} is saved", flush=True)
         run_loop(steps, every, save_final_config=True)
+        bar.close()
         return []
 
     from .evaluate import Evaluator, summary_line
@@ -245,4 +259,5 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
         results.append(result)
         print(summary_line(result), flush=True)
         start = end
+    bar.close()
     return results
