@@ -80,7 +80,7 @@ def resolve_inputs(images: Optional[str], dataset: Optional[str] = None, split: 
             listed = [line.strip() for line in f if line.strip() and not line.startswith("#")]
         paths = [p if os.path.isabs(p) else os.path.join(base, p) for p in listed]
         fenced = {"--images": images}
-        fenced.update({f"(the folder of {p})": os.path.dirname(os.path.abspath(p)) for p in paths})
+        fenced.update({f"(listed image {p})": p for p in paths})  # --out may not be or hold a listed image
         return list(zip(safe_names(paths), paths)), None, fenced
     if not images:
         raise UserError("give --images (a folder or a .txt list) or --dataset with --split")

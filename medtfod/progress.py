@@ -6,8 +6,12 @@ import sys
 
 
 class _Silent:
+    """tqdm's interface, doing nothing but count (`n`, as tqdm does)."""
+
+    n = 0
+
     def update(self, n: int = 1) -> None:
-        pass
+        self.n += n
 
     def close(self) -> None:
         pass

@@ -174,6 +174,7 @@ def test_demo_command(tmp_path):
     assert len(foreign) <= 5, foreign
     assert not [l for l in lines if re.match(r"^(E |ERROR|E\d{4} )", l) or "cuInit" in l], lines
     assert os.path.getsize(os.path.join(workspace, "medtfod.log")) > 0
+    assert os.listdir(tmp_path) == ["ws"]  # the demo writes inside its workspace only
     ws = tmp_path / "ws"
     for sub in ("annotations", "images", "models", "pre-trained-models", "exported-models"):
         assert (ws / sub).is_dir()

@@ -1,4 +1,5 @@
 """Zoo checkpoints: the real download code (against a local server), offline failure, import."""
+import contextlib
 import http.server
 import io
 import os
@@ -64,10 +65,9 @@ def test_offline_get_fails_fast_with_instructions(tmp_path, monkeypatch, capsys)
     assert not list((tmp_path / "pre-trained-models").iterdir())
 
 
-def test_get_downloads_from_a_server(tmp_path, monkeypatch):
-    """The real download code, pointed at a zoo stand-in on localhost."""
-    body = zoo_tarball("faster_rcnn_resnet50_v1_640x640_coco17_tpu-8")
-
+@contextlib.contextmanager
+def zoo_server(body: bytes):
+    """A zoo stand-in on localhost serving `body` for any path; yields its URL template."""
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(200)
@@ -78,11 +78,20 @@ def test_get_downloads_from_a_server(tmp_path, monkeypatch):
         def log_message(self, *args):
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.handle_request, daemon=True).start()
-    monkeypatch.setattr(pretrained, "ZOO_URL", f"http://127.0.0.1:{server.server_port}/{{name}}.tar.gz")
-    folder = pretrained.download("faster_rcnn_resnet50_v1_640", str(tmp_path), quiet=True)
-    server.server_close()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/{{name}}.tar.gz"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_get_downloads_from_a_server(tmp_path, monkeypatch):
+    """The real download code, pointed at a zoo stand-in on localhost."""
+    with zoo_server(zoo_tarball("faster_rcnn_resnet50_v1_640x640_coco17_tpu-8")) as url:
+        monkeypatch.setattr(pretrained, "ZOO_URL", url)
+        folder = pretrained.download("faster_rcnn_resnet50_v1_640", str(tmp_path), quiet=True)
     assert os.path.isfile(pretrained.checkpoint_prefix(folder) + ".index")
     assert not [f for f in os.listdir(tmp_path / "pre-trained-models") if f.endswith(".part")]
 

@@ -201,35 +201,18 @@ def test_pretrained_get_and_import(tmp_path):
     """`get` against a zoo mirror on localhost ($MEDTFOD_ZOO_URL), with the sha256 checked, and
     `import` of the same archive; a wrong --sha256 is refused with nothing installed."""
     import hashlib
-    import http.server
-    import threading
 
-    from test_pretrained import zoo_tarball
+    from test_pretrained import zoo_server, zoo_tarball
     body = zoo_tarball()
     digest = hashlib.sha256(body).hexdigest()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        env = dict(os.environ, MEDTFOD_ZOO_URL=f"http://127.0.0.1:{server.server_port}/{{name}}.tar.gz")
+    with zoo_server(body) as url:
+        env = dict(os.environ, MEDTFOD_ZOO_URL=url)
         bad = medtfod("pretrained", "get", "ssd_mobilenet_v2_fpnlite_320", "--workspace", tmp_path / "w1",
                       "--sha256", "0" * 64, env=env, check=False)
         assert bad.returncode == 1 and f"sha256 is {digest}" in bad.stderr
         assert not os.listdir(tmp_path / "w1" / "pre-trained-models")
         got = medtfod("pretrained", "get", "ssd_mobilenet_v2_fpnlite_320", "--workspace", tmp_path / "w1",
                       "--sha256", digest, "-q", env=env)
-    finally:
-        server.shutdown()
     assert f"sha256 {digest}" in got.stdout and "--checkpoint" in got.stdout
     archive = tmp_path / "w1" / "pre-trained-models" / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.tar.gz"
     imported = medtfod("pretrained", "import", archive, "--workspace", tmp_path / "w2")

@@ -104,7 +104,10 @@ def library_log(final: Optional[str], verbose: bool = False):
              for n in names}
     for n in names:
         logger = logging.getLogger(n)
-        logger.handlers = list(handlers)
+        # handlers that print (to a terminal) are replaced; others (a caller's timer) stay
+        kept = [h for h in logger.handlers
+                if not isinstance(h, logging.StreamHandler) and type(h).__name__ != "ABSLHandler"]
+        logger.handlers = list(handlers) + kept
         logger.propagate = n == ""
     logging.getLogger("tensorflow").setLevel(logging.INFO)
     logging.getLogger("tensorflow").propagate = False
@@ -137,7 +140,10 @@ def library_log(final: Optional[str], verbose: bool = False):
             logger.setLevel(level)
         log.close()
         kept = path
-        if final and os.path.isdir(os.path.dirname(os.path.abspath(final))):
+        if os.path.getsize(path) == 0:  # nothing was logged (e.g. refused before TensorFlow loaded)
+            os.unlink(path)
+            failed = False
+        elif final and os.path.isdir(os.path.dirname(os.path.abspath(final))):
             with open(final, "ab") as out, open(path, "rb") as f:
                 shutil.copyfileobj(f, out)
             os.unlink(path)
