@@ -78,7 +78,8 @@ def cmd_train(args) -> int:
     check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
     with _library_log(args.model_dir, args):
         train(args.config, args.model_dir, steps=args.steps, checkpoint_every_n=args.checkpoint_every_n,
-              num_workers=args.num_workers, verbose=args.verbose, quiet=args.quiet, eval_every=args.eval_every)
+              num_workers=args.num_workers, verbose=args.verbose, quiet=args.quiet, eval_every=args.eval_every,
+              select_by=args.select_by, patience=args.patience, min_delta=args.min_delta)
     print(f"training done; checkpoints and TensorBoard logs in {args.model_dir}")
     return 0
 
@@ -86,14 +87,25 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .config import data_inputs
     from .fence import check_outputs
-    from .odapi.evaluate import evaluate, evaluate_all_checkpoints, summary_line
+    from .odapi.evaluate import evaluate, evaluate_all_checkpoints, select_best, summary_line
     check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
+    if args.select_by and not args.all:
+        raise UserError("--select-by ranks the checkpoints of a run: use it with --all")
     if args.all:
         if args.checkpoint:
             raise UserError("--all evaluates every checkpoint; drop --checkpoint (or --all)")
+        if args.select_by:
+            from .selection import metric_key
+            metric_key(args.select_by)
         with _library_log(args.model_dir, args):
-            for result in evaluate_all_checkpoints(args.config, args.model_dir, verbose=args.verbose):
-                print(summary_line(result), flush=True)
+            results = evaluate_all_checkpoints(args.config, args.model_dir, verbose=False)
+        for result in results:
+            print(summary_line(result), flush=True)
+        if args.select_by:
+            best = select_best(args.model_dir, results, args.select_by)
+            print(f"best by {args.select_by}: " + (f"step {best['step']} ({best['checkpoint']}), copied to "
+                                                    f"{os.path.join(args.model_dir, 'best')}" if best else
+                                                    "none (the metric is undefined for every checkpoint)"))
         print(f"metrics-<step>.json per checkpoint and metrics.json (latest) in {args.model_dir}")
         return 0
     with _library_log(args.model_dir, args):
@@ -119,7 +131,7 @@ def cmd_export(args) -> int:
                                                                        "--model-dir": args.model_dir}))
     with _library_log(args.out, args):
         path = export(args.config, args.model_dir, args.out, input_type=args.input_type, verbose=args.verbose,
-                      tflite=args.tflite)
+                      tflite=args.tflite, checkpoint=args.checkpoint)
     print(f"exported SavedModel to {path}" + (f" and TFLite to {os.path.join(args.out, 'tflite')}" if args.tflite else ""))
     return 0
 
@@ -316,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every-n", type=int, default=1000)
     train.add_argument("--num-workers", type=int, default=1)
     train.add_argument("--eval-every", type=int, help="evaluate every N steps (a multiple of 100) while training")
+    from .selection import METRICS
+    train.add_argument("--select-by", metavar="METRIC", help=f"keep the best checkpoint in MODEL_DIR/best/ by "
+                       f"one of {', '.join(METRICS)} (default with --eval-every: froc_mean when some eval images "
+                       "have no box, else ap50)")
+    train.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
+    train.add_argument("--min-delta", type=float, default=0.0,
+                       help="an improvement must exceed this (default 0)")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", parents=[quiet], help="evaluate a checkpoint once (COCO metrics)")
@@ -323,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model-dir", required=True)
     ev.add_argument("--checkpoint", help="checkpoint prefix (default: the latest)")
     ev.add_argument("--all", action="store_true", help="evaluate every checkpoint in --model-dir, oldest first")
+    ev.add_argument("--select-by", metavar="METRIC", help="with --all: copy the best checkpoint by this metric "
+                    "(coco_map, ap50, ap10, froc_mean, auc) to MODEL_DIR/best/")
     ev.set_defaults(func=cmd_eval)
 
     export = sub.add_parser("export", parents=[quiet], help="export the latest checkpoint as a SavedModel")
@@ -330,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model-dir", required=True)
     export.add_argument("--out", required=True)
     export.add_argument("--input-type", default="image_tensor")
+    export.add_argument("--checkpoint", help="best (MODEL_DIR/best/, the default when it exists), latest, "
+                        "or a checkpoint prefix")
     export.add_argument("--tflite", action="store_true",
                         help="SSD only: also write tflite/model.tflite, checked against the SavedModel")
     export.set_defaults(func=cmd_export)

@@ -28,6 +28,7 @@ MODEL_DIR_NAME = "ssd_mobilenet_v2_fpnlite"
 # is meant for 50k-step runs: after 600 steps its moving averages still carry ~17% of their
 # initial values and the model detects nothing at inference (mAP 0.0 measured); 0.99 fixes it.
 DEMO_TRAINING = dict(batch_size=8, image_size=192, learning_rate=0.04, warmup_fraction=0.25)
+DEMO_SELECT_BY = "ap50"
 DEMO_MIN_SCORE = 0.3  # after 600 steps nodules score 0.3-0.8, masses 0.9+ (measured)
 DEMO_OVERRIDES = {
     "model.ssd.feature_extractor.conv_hyperparams.batch_norm.decay": "0.99",
@@ -50,6 +51,7 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
     from .odapi.evaluate import evaluate
     from .odapi.export import export
     from .odapi.train import train
+    from .selection import read_best, read_history
 
     ws = os.path.abspath(workspace)
     for sub in ("annotations", "images", "models", "pre-trained-models", "exported-models"):
@@ -92,11 +94,20 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
                             augment=["random_horizontal_flip"], overrides=DEMO_OVERRIDES)
     config_mod.write_config(cfg, pipeline)
     print(f"config: {pipeline}")
-    train(pipeline, model_dir, checkpoint_every_n=max(100, steps // 3), verbose=verbose, quiet=quiet)
+    # Evaluated on the held-out split every third of the run, keeping the best by AP@0.5 (best/).
+    eval_every = max(100, round(steps / 3 / 100) * 100)
+    print(f"training {steps} steps, evaluating every {eval_every} on the held-out split; best kept by {DEMO_SELECT_BY}")
+    results = train(pipeline, model_dir, checkpoint_every_n=eval_every, verbose=verbose, quiet=quiet,
+                    eval_every=eval_every, select_by=DEMO_SELECT_BY)
     timings["train"] = time.time() - t
 
     t = _stage("4/6 evaluate (held-out split)")
-    result = evaluate(pipeline, model_dir, verbose=verbose)
+    # the run's last evaluation is the final step's; a rerun with nothing left to train evaluates again
+    result = results[-1] if results else evaluate(pipeline, model_dir, verbose=verbose)
+    best = read_best(model_dir)
+    if best:
+        print(f"best checkpoint: step {best['step']}, {best['metric']} {best['value']:.4f} "
+              f"(of {len(read_history(model_dir))} evaluations; {os.path.join(model_dir, 'best')})")
     timings["eval"] = time.time() - t
 
     t = _stage("5/6 export")

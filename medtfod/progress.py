@@ -19,9 +19,13 @@ class _Silent:
     def set_postfix_str(self, text: str) -> None:
         pass
 
+    def write(self, text: str) -> None:
+        print(text, flush=True)
+
 
 def progress(total: int, desc: str, unit: str = "it", quiet: bool = False):
-    """A tqdm bar on stderr, or a silent stand-in when `quiet`."""
+    """A tqdm bar on stderr, or a silent stand-in when `quiet`. Lines printed while a bar is
+    open go through `bar.write(text)` (stdout), so they do not run into the bar."""
     if quiet or os.environ.get("MEDTFOD_PROGRESS") == "0":
         return _Silent()
     from tqdm import tqdm

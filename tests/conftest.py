@@ -104,9 +104,10 @@ def saved_step(model_dir):
     return checkpoint_step(latest) if latest else -1
 
 
-def train_killed_and_resumed(config, model_dir, steps, every, log_path, timeout=600):
-    """Run `python -m medtfod train` in a subprocess with `--checkpoint-every-n every`, SIGKILL
-    it as soon as a checkpoint of step >= `every` exists, then run the same command again.
+def train_killed_and_resumed(config, model_dir, steps, every, log_path, timeout=600, extra=(), ready=None):
+    """Run `python -m medtfod train` in a subprocess with `--checkpoint-every-n every` (and the
+    `extra` arguments), SIGKILL it as soon as `ready(model_dir)` is true (default: a checkpoint
+    of step >= `every` exists), then run the same command again.
 
     The first run's output goes to `log_path`; the test fails when that run ends (or `timeout`
     seconds pass) before it could be killed.
@@ -125,7 +126,8 @@ def train_killed_and_resumed(config, model_dir, steps, every, log_path, timeout=
     from medtfod.errors import UserError
 
     command = [sys.executable, "-m", "medtfod", "train", "--config", config, "--model-dir", model_dir,
-               "--steps", str(steps), "--checkpoint-every-n", str(every)]
+               "--steps", str(steps), "--checkpoint-every-n", str(every), "-v", *extra]  # -v: the OD API's lines
+    ready = ready or (lambda folder: saved_step(folder) >= every)
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -133,7 +135,7 @@ def train_killed_and_resumed(config, model_dir, steps, every, log_path, timeout=
             deadline = time.time() + timeout
             while time.time() < deadline and proc.poll() is None:
                 try:
-                    if saved_step(model_dir) >= every:
+                    if ready(model_dir):
                         break
                 except UserError:  # caught between the index and the data file: look again
                     pass
@@ -152,6 +154,7 @@ def train_killed_and_resumed(config, model_dir, steps, every, log_path, timeout=
     output = again.stdout.decode(errors="replace")
     return {"killed": proc.returncode, "saved": saved, "returncode": again.returncode, "output": output,
             "reported": [int(s) for s in re.findall(r"Step (\d+) per-step time", output)],
+            "first_output": open(log_path, errors="replace").read(),
             "final": saved_step(model_dir)}
 
 

@@ -57,6 +57,21 @@ def test_eval_every_must_be_a_multiple_of_100(tmp_path):
         train(str(config), str(tmp_path / "model"), steps=400, eval_every=150)
 
 
+def test_selection_flags_are_checked_before_training(tmp_path, capsys):
+    from medtfod.cli import main
+    config = tmp_path / "pipeline.config"
+    config.write_text("")
+    model = str(tmp_path / "model")
+    assert main(["train", "--config", str(config), "--model-dir", model, "--patience", "3"]) == 1
+    assert "--patience needs --eval-every" in capsys.readouterr().err
+    assert main(["train", "--config", str(config), "--model-dir", model, "--eval-every", "100",
+                 "--select-by", "froc"]) == 1
+    assert "did you mean 'froc_mean'" in capsys.readouterr().err
+    assert main(["eval", "--config", str(config), "--model-dir", model, "--select-by", "ap50"]) == 1
+    assert "use it with --all" in capsys.readouterr().err
+    assert not os.path.exists(model)
+
+
 # --- TensorFlow: a tiny SSD ---------------------------------------------------------------
 
 def make_config(dataset, out, learning_rate):
@@ -84,17 +99,53 @@ def data(tmp_path_factory):
             "config": make_config(dataset, str(root / "pipeline.config"), "0.04")}
 
 
+def evaluated_once(model_dir):
+    path = os.path.join(model_dir, "evaluations.jsonl")
+    return os.path.isfile(path) and open(path).read().count("\n") >= 1
+
+
 @pytest.mark.tf
 @pytest.mark.slow
-def test_resume_after_kill(data, tmp_path):
-    run = train_killed_and_resumed(data["config"], str(tmp_path / "model"), steps=300, every=100,
-                                   log_path=tmp_path / "first.log", timeout=400)
+def test_resume_after_kill_keeps_the_best_checkpoint(data, tmp_path, capsys):
+    """300 steps evaluated every 100 and selected by AP@0.1: killed right after the first
+    evaluation, then resumed. The history continues (each step evaluated once), best/ holds the
+    step with the highest AP@0.1 in evaluations.jsonl, and export exports that step by default:
+    its detections equal those of an export of that checkpoint named by prefix."""
+    import csv
+
+    from medtfod.cli import main
+    from medtfod.selection import METRICS, read_best, read_history
+    model_dir = str(tmp_path / "model")
+    run = train_killed_and_resumed(data["config"], model_dir, steps=300, every=100, log_path=tmp_path / "first.log",
+                                   timeout=500, extra=["--eval-every", "100", "--select-by", "ap10"],
+                                   ready=evaluated_once)
     assert run["killed"] == -signal.SIGKILL
-    assert 100 <= run["saved"] < 300, "the killed run should have stopped part-way"
     assert run["returncode"] == 0, run["output"][-3000:]
-    assert run["final"] == 300
+    assert 100 <= run["saved"] < 300 and run["final"] == 300
+    assert "step 100: mAP@0.5" in run["first_output"] and "continuing the run's 1 evaluations" in run["output"]
     # The OD API reports every block of 100 steps it runs: the restart ran only those after `saved`.
     assert run["reported"] == list(range(run["saved"] + 100, 301, 100)), run["output"][-3000:]
+    history = read_history(model_dir)
+    assert [r["step"] for r in history] == [100, 200, 300]
+    values = [r["metrics"][METRICS["ap10"]] for r in history]
+    best = read_best(model_dir)
+    assert best["step"] == history[values.index(max(values))]["step"] and best["metric"] == "ap10"
+    assert best["value"] == pytest.approx(max(values))
+    capsys.readouterr()
+    exports = {}
+    for name, extra in (("best", []), ("prefix", ["--checkpoint", os.path.join(model_dir, best["checkpoint"])])):
+        out = str(tmp_path / f"export-{name}")
+        assert main(["export", "--config", data["config"], "--model-dir", model_dir, "--out", out, "-q", *extra]) == 0
+        exports[name] = out
+    printed = capsys.readouterr().out
+    assert f"exporting the best checkpoint: step {best['step']}, ap10" in printed
+    tables = []
+    for name, out in exports.items():
+        assert main(["detect", "--model", out, "--dataset", data["dataset"], "--split", "val", "--no-draw",
+                     "--min-score", "0", "--out", str(tmp_path / f"det-{name}"), "-q"]) == 0
+        with open(tmp_path / f"det-{name}" / "detections.csv", newline="") as f:
+            tables.append(list(csv.DictReader(f)))
+    assert tables[0] and tables[0] == tables[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Evaluation: checkpoints through the OD API's `eager_eval_loop` (COCO metrics), then exit.
+"""Evaluation: checkpoints through the OD API's `eager_eval_loop` (COCO metrics, and the
+medical ones of `medtfod.metrics` in the same pass: see `medical_eval`), then exit.
 
 `model_main_tf2 --checkpoint_dir` waits for new checkpoints (300 s, then its timeout);
 this builds the model once, restores the requested checkpoints into it exactly as
@@ -15,6 +16,7 @@ from typing import List, Optional
 
 from .. import atomic
 from ..errors import UserError
+from .medical_eval import medical_metrics
 from .runtime import import_tensorflow, quiet_stdout, tidy_logging
 
 MAP_50 = "DetectionBoxes_Precision/mAP@.50IOU"
@@ -51,7 +53,8 @@ class Evaluator:
     series of checkpoints costs one model build (as in `model_lib_v2.eval_continuously`).
     """
 
-    def __init__(self, config_path: str, model_dir: str, verbose: bool = True):
+    def __init__(self, config_path: str, model_dir: str, verbose: bool = True, iou_froc: float = 0.1):
+        self.iou_froc = iou_froc
         if not os.path.isfile(config_path):
             raise UserError(f"pipeline config not found: {config_path}")
         tf = import_tensorflow(verbose)
@@ -98,7 +101,8 @@ class Evaluator:
         self.ckpt.restore(checkpoint).expect_partial()
         if self.eval_config.use_moving_averages:
             self.optimizer.swap_weights()
-        with self.writer.as_default(), quiet_stdout():  # pycocotools prints its tables
+        # medical_metrics: the OD API's own pass also computes AP@0.1/0.5, FROC and AUC (Medical/*)
+        with self.writer.as_default(), quiet_stdout(), medical_metrics(self.iou_froc):  # pycocotools prints
             metrics = model_lib_v2.eager_eval_loop(self.model, self.configs, self.eval_input, use_tpu=False,
                                                    postprocess_on_cpu=False, global_step=self.global_step)
         self.writer.flush()
@@ -108,7 +112,7 @@ class Evaluator:
             "eval_input": list(self.eval_input_config.tf_record_input_reader.input_path),
             "metrics": {k: float(v) for k, v in sorted(metrics.items())},
         }
-        text = json.dumps(result, indent=2) + "\n"
+        text = json.dumps(result, indent=2) + "\n"  # NaN where a metric is undefined (e.g. AUC without negatives)
         atomic.write_file(os.path.join(self.model_dir, f"metrics-{result['step']}.json"), text)
         atomic.write_file(os.path.join(self.model_dir, "metrics.json"), text)
         return result
@@ -180,3 +184,18 @@ def evaluate_all_checkpoints(config_path: str, model_dir: str, verbose: bool = T
             print(summary_line(result), flush=True)
     # metrics.json holds the last evaluated, which is the latest step (sorted above)
     return results
+
+
+def select_best(model_dir: str, results: List[dict], metric: str) -> Optional[dict]:
+    """Rank evaluated checkpoints by `metric` (see `medtfod.selection`) and copy the best into
+    MODEL_DIR/best/. Returns the best result (None when the metric is undefined for every one)."""
+    from ..selection import Selection, metric_key, save_best
+    selection, best = Selection(metric), None
+    for result in sorted(results, key=lambda r: r["step"]):
+        if selection.update(result["step"], result["metrics"]):
+            best = result
+    if best is not None:
+        save_best(model_dir, os.path.join(model_dir, best["checkpoint"]),
+                  {"step": best["step"], "metric": metric, "value": best["metrics"][metric_key(metric)],
+                   "metrics": best["metrics"]})
+    return best

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from typing import Optional
 
 from .. import atomic
 from ..errors import UserError
@@ -12,9 +14,37 @@ from .runtime import import_tensorflow, tidy_logging
 INPUT_TYPES = ("image_tensor", "float_image_tensor", "encoded_image_string_tensor")
 
 
+def checkpoint_source(model_dir: str, choice: Optional[str], tmp: str):
+    """(a folder whose latest checkpoint is the one to export, what it is) for --checkpoint
+    `choice`: 'best' (MODEL_DIR/best/, the default when it exists), 'latest', or a prefix."""
+    from ..selection import BEST, read_best
+    from .evaluate import checkpoint_step
+    tf = import_tensorflow(verbose=False)
+    best = read_best(model_dir)
+    choice = choice or ("best" if best else "latest")
+    if choice == "best":
+        if not best:
+            raise UserError(f"{model_dir} has no best/ checkpoint; train with --eval-every (or rank a finished run "
+                            "with medtfod eval --all --select-by METRIC), or export --checkpoint latest")
+        return os.path.join(model_dir, BEST), (f"the best checkpoint: step {best['step']}, {best['metric']} "
+                                               f"{best['value']:.4f} (best/best.json)")
+    if choice == "latest":
+        latest = tf.train.latest_checkpoint(model_dir)
+        if not latest:
+            raise UserError(f"no checkpoint in {model_dir}; train first (medtfod train)")
+        return model_dir, f"the latest checkpoint: {os.path.basename(latest)}, step {checkpoint_step(latest)}"
+    if not os.path.isfile(choice + ".index"):
+        raise UserError(f"--checkpoint {choice}: expected best, latest or a checkpoint prefix such as "
+                        f"{os.path.join(model_dir, 'ckpt-3')} (no {choice}.index)")
+    with open(os.path.join(tmp, "checkpoint"), "w", encoding="utf-8") as f:  # a state file naming the prefix
+        f.write(f'model_checkpoint_path: "{os.path.abspath(choice)}"\n')
+    return tmp, f"checkpoint {choice}, step {checkpoint_step(choice)}"
+
+
 def export(config_path: str, model_dir: str, out_dir: str, input_type: str = "image_tensor",
-           verbose: bool = True, tflite: bool = False) -> str:
-    """Export the latest checkpoint in `model_dir` to `out_dir` (assembled aside, then moved).
+           verbose: bool = True, tflite: bool = False, checkpoint: Optional[str] = None) -> str:
+    """Export a checkpoint of `model_dir` to `out_dir` (assembled aside, then moved): `checkpoint`
+    'best' (best/, the default when the run has one), 'latest' (the default otherwise) or a prefix.
 
     Writes `out_dir/saved_model/`, `out_dir/checkpoint/`, `out_dir/pipeline.config` (the
     exporter's) and `out_dir/label_map.pbtxt`; with `tflite` (SSD only) also `out_dir/tflite/`,
@@ -34,19 +64,20 @@ def export(config_path: str, model_dir: str, out_dir: str, input_type: str = "im
         if input_type != "image_tensor":
             raise UserError("--tflite checks the TFLite boxes against an image_tensor SavedModel; "
                             "leave out --input-type")
-    tf = import_tensorflow(verbose)
-    if not tf.train.latest_checkpoint(model_dir):
-        raise UserError(f"no checkpoint in {model_dir}; train first (medtfod train)")
+    import_tensorflow(verbose)
     from object_detection import exporter_lib_v2
 
     tidy_logging(verbose)
     label_map = pipeline_config.train_input_reader.label_map_path
-    with atomic.staged_directory(out_dir) as tmp:
-        exporter_lib_v2.export_inference_graph(input_type, pipeline_config, model_dir, tmp)
-        if label_map and os.path.isfile(label_map):
-            shutil.copyfile(label_map, os.path.join(tmp, "label_map.pbtxt"))
-        if tflite:
-            _export_tflite(pipeline_config, model_dir, tmp)
+    with tempfile.TemporaryDirectory(prefix="medtfod-ckpt-") as state_dir:
+        source, what = checkpoint_source(model_dir, checkpoint, state_dir)
+        print(f"exporting {what}", flush=True)
+        with atomic.staged_directory(out_dir) as tmp:
+            exporter_lib_v2.export_inference_graph(input_type, pipeline_config, source, tmp)
+            if label_map and os.path.isfile(label_map):
+                shutil.copyfile(label_map, os.path.join(tmp, "label_map.pbtxt"))
+            if tflite:
+                _export_tflite(pipeline_config, source, tmp)
     return os.path.join(out_dir, "saved_model")
 
 

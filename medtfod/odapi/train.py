@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import time
 from typing import Iterator, List, Optional
 
 from ..errors import UserError
@@ -118,6 +119,45 @@ def watch_for_nan_loss(verbose: bool, on_block=None) -> Iterator[NanLossWatch]:
             handler.setLevel(level)
 
 
+def _postfix(bar, state: dict) -> None:
+    bar.set_postfix_str(", ".join(v for v in (state["loss"], state["best"]) if v))
+
+
+def default_select_by(config_path: str) -> str:
+    """The documented default metric for a config's eval split: froc_mean when some of its
+    images have no box (read from the dataset manifest), else ap50; printed."""
+    from .. import manifest
+    from ..selection import default_metric
+    from .protos import read_pipeline_config
+    reader = read_pipeline_config(config_path).eval_input_reader[0]
+    dataset = os.path.dirname(reader.label_map_path)
+    split = os.path.basename(reader.tf_record_input_reader.input_path[0]).split(".record")[0]
+    try:
+        entries = manifest.load(dataset).split(split)
+    except UserError:
+        print(f"selecting by ap50 (no dataset manifest beside {reader.label_map_path} to count the eval "
+              "images without boxes)", flush=True)
+        return "ap50"
+    with_boxes = sum(1 for e in entries if e.boxes)
+    metric = default_metric(with_boxes, len(entries))
+    print(f"selecting the best checkpoint by {metric} (default: {len(entries) - with_boxes} of {len(entries)} "
+          f"{split} images have no box; --select-by chooses)", flush=True)
+    return metric
+
+
+def _reconcile_best(model_dir: str, selection) -> None:
+    """After a kill between the history line and the best copy, copy the history's best."""
+    from .. import selection as sel
+    best = sel.read_best(model_dir)
+    if selection.best_step is None or (best and best["step"] == selection.best_step):
+        return
+    record = next(r for r in sel.read_history(model_dir) if r["step"] == selection.best_step)
+    prefix = os.path.join(model_dir, record["checkpoint"])
+    if os.path.isfile(prefix + ".index"):
+        sel.save_best(model_dir, prefix, {"step": record["step"], "metric": selection.metric,
+                                          "value": selection.best_value, "metrics": record["metrics"]})
+
+
 def _latest_step(model_dir: str) -> int:
     from .evaluate import checkpoint_step
     tf = import_tensorflow(verbose=False)
@@ -142,7 +182,8 @@ def _nan_error(stop: NonFiniteLoss, config_path: str, model_dir: str) -> UserErr
 
 def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpoint_every_n: int = 1000,
           num_workers: int = 1, record_summaries: bool = True, verbose: bool = True,
-          eval_every: Optional[int] = None, quiet: bool = False) -> List[dict]:
+          eval_every: Optional[int] = None, quiet: bool = False, select_by: Optional[str] = None,
+          patience: Optional[int] = None, min_delta: float = 0.0) -> List[dict]:
     """Train the model of `config_path`, writing checkpoints and TensorBoard logs to `model_dir`.
 
     Same strategy choice as `model_main_tf2`: MirroredStrategy (all visible GPUs, else the
@@ -170,6 +211,15 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
     """
     if not os.path.isfile(config_path):
         raise UserError(f"pipeline config not found: {config_path}")
+    if eval_every is None and (patience is not None or select_by is not None):
+        flag = "--patience" if patience is not None else "--select-by"
+        raise UserError(f"{flag} needs --eval-every N: the best checkpoint is chosen, and patience counted, "
+                        "at the evaluations during training (or rank a finished run: medtfod eval --all --select-by)")
+    if select_by is not None:
+        from ..selection import metric_key
+        metric_key(select_by)
+    if patience is not None and patience < 1:
+        raise UserError(f"--patience {patience}: give a number of evaluations, 1 or more")
     if steps is None:
         from .protos import read_pipeline_config
         steps = read_pipeline_config(config_path).train_config.num_steps
@@ -185,6 +235,7 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
         if num_workers > 1:
             raise UserError("--eval-every evaluates inside the training process, which multi-worker "
                             "training does not support; train, then run `medtfod eval --all`")
+    chosen = (select_by or default_select_by(config_path)) if eval_every is not None else None
     tf = import_tensorflow(verbose)
     from object_detection import model_lib_v2
 
@@ -206,9 +257,12 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
     bar = progress(total=final, desc="train", unit="step", quiet=quiet)
     bar.update(min(_latest_step(model_dir), final))
 
+    state = {"loss": None, "best": None}
+
     def on_block(step: int, loss: float) -> None:
         bar.update(max(0, step - bar.n))
-        bar.set_postfix_str(f"loss {loss:.4f}")
+        state["loss"] = f"loss {loss:.4f}"
+        _postfix(bar, state)
 
     def run_loop(train_steps: int, every: int, save_final_config: bool) -> None:
         save_final_config = save_final_config and not config_is_as_run
@@ -228,18 +282,30 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
     if eval_every is None:
         every = checkpoint_interval(checkpoint_every_n, steps)
         if every != checkpoint_every_n and verbose:
-            print(f"checkpointing every {every} steps (not {checkpoint_every_n}) so that step "
-                  f"{final} is saved", flush=True)
+            bar.write(f"checkpointing every {every} steps (not {checkpoint_every_n}) so that step {final} is saved")
         run_loop(steps, every, save_final_config=True)
         bar.close()
         return []
 
+    from .. import selection as sel
     from .evaluate import Evaluator, summary_line
 
     start = _latest_step(model_dir)
     ends = segment_ends(start, final, eval_every)
     if not ends:
-        print(f"{model_dir} already holds step {start} (>= {final}); nothing to train", flush=True)
+        bar.write(f"{model_dir} already holds step {start} (>= {final}); nothing to train")
+        bar.close()
+        return []
+    selection = sel.resume(model_dir, chosen, patience, min_delta)
+    if selection.history:
+        bar.write(f"continuing the run's {len(selection.history)} evaluations (evaluations.jsonl); best so far: "
+                  + (f"step {selection.best_step}, {chosen} {selection.best_value:.4f}"
+                     if selection.best_step is not None else "none"))
+    _reconcile_best(model_dir, selection)
+    if selection.stop:
+        bar.write(f"this run already stopped early ({patience} evaluations without improvement); the best is in "
+                  f"{os.path.join(model_dir, sel.BEST)}; raise --patience to train on")
+        bar.close()
         return []
     # Built before the first segment, so a broken eval input fails before any training.
     evaluator = Evaluator(config_path, model_dir, verbose)
@@ -252,12 +318,29 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
         # run stopped mid-way still resumes to the full count.
         run_loop(end, every, save_final_config=end == final)
         latest = tf.train.latest_checkpoint(model_dir)
+        began = time.time()
         result = evaluator.evaluate(latest)
         if result["step"] != end:
             raise RuntimeError(f"expected a checkpoint at step {end} in {model_dir}, the latest is "
                                f"{latest} (step {result['step']})")  # a bug in checkpoint_interval
         results.append(result)
-        print(summary_line(result), flush=True)
+        sel.append_history(model_dir, {"step": end, "checkpoint": result["checkpoint"], "metric": chosen,
+                                       "metrics": result["metrics"], "seconds": round(time.time() - began, 2)})
+        improved = selection.update(end, result["metrics"])
+        if improved:
+            sel.save_best(model_dir, latest, {"step": end, "metric": chosen, "value": selection.best_value,
+                                              "metrics": result["metrics"]})
+        value = result["metrics"].get(sel.metric_key(chosen), float("nan"))
+        bar.write(f"{summary_line(result)}; {chosen} {value:.4f}" + (" (new best, saved to best/)" if improved else ""))
+        state["best"] = f"best {chosen} {selection.best_value:.4f} @ {selection.best_step}" \
+            if selection.best_step is not None else None
+        _postfix(bar, state)
         start = end
+        if selection.stop:
+            bar.write(f"stopping early: {patience} evaluations in a row without an improvement of more than "
+                      f"{min_delta:g} in {chosen}; the latest checkpoint (step {end}) is saved, the best is step "
+                      f"{selection.best_step} ({chosen} {selection.best_value:.4f}) in "
+                      f"{os.path.join(model_dir, sel.BEST)}")
+            break
     bar.close()
     return results
