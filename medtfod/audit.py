@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections import defaultdict
 from typing import Dict, List, Optional
 
@@ -75,8 +76,9 @@ def audit(splits_dir: str, images_dir: Optional[str] = None, patients: Optional[
     missing = []
     for split, names in splits.items():
         for listed in names:
-            name = listed if listed in index else by_stem.get(listed)
-            patient = (patients or {}).get(name or listed) or listed
+            base = re.split(r"[\\/]", listed)[-1]  # 'JPEGImages/a.jpg', 'C:\\data\\a.jpg' -> 'a.jpg'
+            name = base if base in index else by_stem.get(base)
+            patient = (patients or {}).get(name or base) or name or base
             patient_splits[patient][split].append(listed)
             if name is None:
                 missing.append({"split": split, "image": listed})
@@ -96,7 +98,8 @@ def _result(counts, patients_from, patient_splits, digests, missing) -> dict:
         if len(names) > 1:
             duplicates.append({"sha256": digest, "images": [{"split": s, "image": n} for s, n in names],
                                "across_splits": len({s for s, _ in names}) > 1})
-    leaks = len(patient_leaks) + sum(1 for d in duplicates if d["across_splits"])
+    # an image that cannot be found cannot be checked: the audit is incomplete, which fails it too
+    leaks = len(patient_leaks) + sum(1 for d in duplicates if d["across_splits"]) + len(missing)
     return {"splits": counts, "patients_from": patients_from, "patient_leaks": patient_leaks,
             "duplicate_images": duplicates, "missing_images": missing, "leaks": leaks}
 
@@ -111,6 +114,7 @@ def summary(result: dict) -> str:
         kind = "LEAK identical image in several splits" if dup["across_splits"] else "identical images"
         lines.append(f"  {kind}: " + ", ".join(f"{d['image']} ({d['split']})" for d in dup["images"]))
     if result["missing_images"]:
-        lines.append(f"  {len(result['missing_images'])} listed images not found under the image folder")
-    lines.append(f"{result['leaks']} leak(s) found" if result["leaks"] else "no leaks found")
+        lines.append(f"  INCOMPLETE: {len(result['missing_images'])} listed images not found under the image folder "
+                     f"(e.g. {result['missing_images'][0]['image']!r}), so they could not be checked")
+    lines.append(f"{result['leaks']} leak(s) or unchecked image(s) found" if result["leaks"] else "no leaks found")
     return "\n".join(lines)

@@ -86,6 +86,7 @@ class Box:
         if width is not None and height is not None:
             if (self.xmin < -tolerance or self.ymin < -tolerance
                     or self.xmax > width + tolerance or self.ymax > height + tolerance):
-                return (f"box ({self.xmin:g}, {self.ymin:g}, {self.xmax:g}, {self.ymax:g}) lies outside "
-                        f"the {width}x{height} image")
+                return (f"box ({self.xmin:g}, {self.ymin:g}, {self.xmax:g}, {self.ymax:g}) extends past the "
+                        f"{width}x{height} image by more than {tolerance:g} px (--clip-tolerance; is the table "
+                        "for images of another size?)")
         return None

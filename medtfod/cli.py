@@ -29,6 +29,8 @@ def cmd_convert(args) -> int:
     opts = ConvertOptions(fractions=parse_fractions(args.split), seed=args.seed, max_bad=args.max_bad,
                           clip_tolerance=args.clip_tolerance, shard_size=args.shard_size,
                           workers=args.workers or ConvertOptions().workers)
+    from .fence import check_outputs
+    check_outputs({"--out": args.out}, {"--label-map": args.label_map})
     problems = Problems(strict=args.strict)
     table, label_map = read_source(args.source, args, problems)
     report = convert_table(table, args.images, args.out, label_map, opts, problems, quiet=args.quiet)
@@ -250,13 +252,47 @@ def cmd_doctor(args) -> int:
         return doctor()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage mistakes ending in exit status 1 like every other user error."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind, low=None, high=None, low_open=False):
+    """An argparse type: a finite `kind` within [low, high] (low excluded when `low_open`)."""
+    import math
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) \
+                or (high is not None and value > high):
+            bounds = (f"> {low:g}" if low_open else f">= {low:g}") if low is not None else ""
+            bounds += (" and " if bounds and high is not None else "") + (f"<= {high:g}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number {bounds}")
+        return value
+    return parse
+
+
+POSITIVE = _number(int, 1)
+NON_NEGATIVE_INT = _number(int, 0)
+NON_NEGATIVE = _number(float, 0.0)
+FRACTION = _number(float, 0.0, 1.0)
+OPEN_FRACTION = _number(float, 0.0, 1.0, low_open=True)
+POSITIVE_FLOAT = _number(float, 0.0, low_open=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="medtfod", description="TF Object Detection API workflow for medical images.")
     parser.add_argument("--version", action="version", version=f"medtfod {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    quiet = argparse.ArgumentParser(add_help=False)
+    quiet = _Parser(add_help=False)
     quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     quiet.add_argument("-v", "--verbose", action="store_true",
                        help="show TensorFlow's and the OD API's own log live (it always goes to medtfod.log "
@@ -264,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = sub.add_parser("convert", help="box tables + images -> VOC XML, TFRecords, label map, splits")
     sources = convert.add_subparsers(dest="source", metavar="SOURCE", required=True)
-    common = argparse.ArgumentParser(add_help=False, parents=[quiet])
+    common = _Parser(add_help=False, parents=[quiet])
     common.add_argument("--images", required=True, help="image folder (searched recursively by file name)")
     common.add_argument("--out", required=True, help="output folder (replaced only when complete)")
     common.add_argument("--label-map", help="label map .pbtxt (default: the source's shipped map, or the classes found)")
@@ -272,12 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="patient-level split fractions (default: train=0.8,val=0.2)")
     common.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     common.add_argument("--strict", action="store_true", help="stop at the first bad row, writing nothing")
-    common.add_argument("--max-bad", type=float, default=0.05,
+    common.add_argument("--max-bad", type=FRACTION, default=0.05,
                         help="fail when more than this share of rows/images is bad (default 0.05)")
-    common.add_argument("--clip-tolerance", type=float, default=2.0,
+    common.add_argument("--clip-tolerance", type=NON_NEGATIVE, default=2.0,
                         help="pixels a box may extend past the image and be clipped (default 2)")
-    common.add_argument("--shard-size", type=int, default=256, help="images per TFRecord shard (default 256)")
-    common.add_argument("--workers", type=int, help="processes reading images (default: all cores)")
+    common.add_argument("--shard-size", type=POSITIVE, default=256, help="images per TFRecord shard (default 256)")
+    common.add_argument("--workers", type=POSITIVE, help="processes reading images (default: all cores)")
     from .sources import SOURCES
     for name, source in SOURCES.items():
         p = sources.add_parser(name, parents=[common], help=source.help, description=source.help)
@@ -288,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "csv":
             p.add_argument("--label", help="class of every row, for tables without a label column")
         if name == "siim":
-            p.add_argument("--width", type=int, default=1024, help="width the RLE refers to (default 1024)")
-            p.add_argument("--height", type=int, default=1024, help="height the RLE refers to (default 1024)")
+            p.add_argument("--width", type=POSITIVE, default=1024, help="width the RLE refers to (default 1024)")
+            p.add_argument("--height", type=POSITIVE, default=1024, help="height the RLE refers to (default 1024)")
             p.add_argument("--extension", default=".png", help="image file extension, e.g. .dcm (default .png)")
         p.set_defaults(func=cmd_convert)
 
@@ -307,11 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--model", required=True, choices=sorted(MODELS), help="model family")
     config.add_argument("--data", required=True, help="a `medtfod convert` output folder")
     config.add_argument("--out", required=True, help="pipeline.config to write")
-    config.add_argument("--batch-size", type=int)
-    config.add_argument("--steps", type=int, help="training steps (the LR schedule follows)")
-    config.add_argument("--image-size", type=int, help="model input size in pixels (square)")
-    config.add_argument("--learning-rate", type=float)
-    config.add_argument("--warmup-steps", type=int)
+    config.add_argument("--batch-size", type=POSITIVE)
+    config.add_argument("--steps", type=POSITIVE, help="training steps (the LR schedule follows)")
+    config.add_argument("--image-size", type=POSITIVE, help="model input size in pixels (square)")
+    config.add_argument("--learning-rate", type=POSITIVE_FLOAT)
+    config.add_argument("--warmup-steps", type=NON_NEGATIVE_INT)
     config.add_argument("--checkpoint", help="fine-tune checkpoint prefix; omitted = train from scratch")
     config.add_argument("--augment", help="comma-separated augmentations replacing the template's, "
                         "e.g. random_horizontal_flip,random_adjust_contrast")
@@ -324,16 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", parents=[quiet], help="train with the OD API's TF2 loop")
     train.add_argument("--config", required=True)
     train.add_argument("--model-dir", required=True)
-    train.add_argument("--steps", type=int, help="total steps (default: the config's num_steps)")
-    train.add_argument("--checkpoint-every-n", type=int, default=1000)
-    train.add_argument("--num-workers", type=int, default=1)
-    train.add_argument("--eval-every", type=int, help="evaluate every N steps (a multiple of 100) while training")
+    train.add_argument("--steps", type=POSITIVE, help="total steps (default: the config's num_steps)")
+    train.add_argument("--checkpoint-every-n", type=POSITIVE, default=1000)
+    train.add_argument("--num-workers", type=POSITIVE, default=1)
+    train.add_argument("--eval-every", type=POSITIVE, help="evaluate every N steps (a multiple of 100) while training")
     from .selection import METRICS
     train.add_argument("--select-by", metavar="METRIC", help=f"keep the best checkpoint in MODEL_DIR/best/ by "
                        f"one of {', '.join(METRICS)} (default with --eval-every: froc_mean when some eval images "
                        "have no box, else ap50)")
-    train.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
-    train.add_argument("--min-delta", type=float, default=0.0,
+    train.add_argument("--patience", type=POSITIVE, help="stop after this many evaluations without improvement")
+    train.add_argument("--min-delta", type=NON_NEGATIVE, default=0.0,
                        help="an improvement must exceed this (default 0)")
     train.set_defaults(func=cmd_train)
 
@@ -363,15 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--dataset", help="a `medtfod convert` folder: detect on --split, ground truth drawn too")
     detect.add_argument("--split", help="with --dataset: the split to run on (e.g. val)")
     detect.add_argument("--out", required=True)
-    detect.add_argument("--min-score", type=float,
+    detect.add_argument("--min-score", type=FRACTION,
                         help="keep detections scoring at least this (default: the export's calibrated "
                              "operating point, else 0.5)")
-    detect.add_argument("--max-per-image", type=int, default=100)
+    detect.add_argument("--max-per-image", type=POSITIVE, default=100)
     detect.add_argument("--classes", help="comma-separated class names to keep (default: all)")
-    detect.add_argument("--batch-size", type=int, default=8,
+    detect.add_argument("--batch-size", type=POSITIVE, default=8,
                         help="images of one size per model call, for float_image_tensor exports (default 8)")
     detect.add_argument("--no-draw", action="store_true", help="write the tables only, no drawn copies")
-    detect.add_argument("--workers", type=int, default=2, help="threads decoding and drawing (default 2)")
+    detect.add_argument("--workers", type=POSITIVE, default=2, help="threads decoding and drawing (default 2)")
     detect.add_argument("--label-map", help="default: label_map.pbtxt in the export folder")
     detect.set_defaults(func=cmd_detect)
 
@@ -381,17 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--dataset", required=True, help="a `medtfod convert` folder")
     calibrate.add_argument("--split", default="val", help="labelled split to calibrate on (default val)")
     target = calibrate.add_mutually_exclusive_group(required=True)
-    target.add_argument("--sensitivity", type=float, help="lesion-level sensitivity to reach, e.g. 0.9")
-    target.add_argument("--fp-per-image", type=float, help="false positives per image allowed, e.g. 0.5")
-    calibrate.add_argument("--iou", type=float, default=0.1, help="IoU that counts as a hit (default 0.1, as FROC)")
+    target.add_argument("--sensitivity", type=OPEN_FRACTION, help="lesion-level sensitivity to reach, e.g. 0.9")
+    target.add_argument("--fp-per-image", type=NON_NEGATIVE, help="false positives per image allowed, e.g. 0.5")
+    calibrate.add_argument("--iou", type=OPEN_FRACTION, default=0.1, help="IoU that counts as a hit (default 0.1, as FROC)")
     calibrate.add_argument("--detections", help="a detections.csv of the split made with --min-score 0 "
                                                 "(default: run the model now)")
     calibrate.set_defaults(func=cmd_calibrate)
 
     demo = sub.add_parser("demo", parents=[quiet], help="synthetic data -> convert -> train -> eval -> export -> detect")
     demo.add_argument("--workspace", default=os.path.join("workspace", "demo"))
-    demo.add_argument("--num-images", type=int, default=300)
-    demo.add_argument("--steps", type=int, default=600)
+    demo.add_argument("--num-images", type=POSITIVE, default=300)
+    demo.add_argument("--steps", type=POSITIVE, default=600)
     demo.set_defaults(func=cmd_demo)
 
     met = sub.add_parser("metrics", help="AP@0.1/0.25/0.5, FROC, IoBB, image-level AUC and COCO from detections.csv")
@@ -400,8 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--split", help="only this split's images (default: all)")
     met.add_argument("--out", required=True, help="metrics JSON to write")
     met.add_argument("--plots", help="folder for froc.png and pr_<class>.png")
-    met.add_argument("--iou-froc", type=float, default=0.1, help="IoU a FROC hit needs (default 0.1)")
-    met.add_argument("--bootstrap", type=int, default=200,
+    met.add_argument("--iou-froc", type=OPEN_FRACTION, default=0.1, help="IoU a FROC hit needs (default 0.1)")
+    met.add_argument("--bootstrap", type=NON_NEGATIVE_INT, default=200,
                      help="patient-level bootstrap resamples for the 95%% CIs (0 = none; default 200)")
     met.set_defaults(func=cmd_metrics)
 
@@ -415,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = sub.add_parser("tensorboard", help="start TensorBoard on a model folder")
     board.add_argument("--model-dir", required=True)
-    board.add_argument("--port", type=int, default=6006)
+    board.add_argument("--port", type=_number(int, 1, 65535), default=6006)
     board.add_argument("--host", default="localhost",
                        help="address to listen on (default localhost; 0.0.0.0 serves the network)")
     board.set_defaults(func=cmd_tensorboard)

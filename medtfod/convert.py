@@ -103,27 +103,28 @@ def _build_record(image: str, rows: List[TableRow], path: Optional[str], patient
     if path is None:
         for row in rows:
             problems.add(row.file, row.line, "missing_image", image,
-                         f"no file named {image!r} under the image folder")
+                         f"no file named {image!r} under the image folder", image=image)
         if not rows:
-            problems.add(where, None, "missing_image", image, f"no file named {image!r} under the image folder")
+            problems.add(where, None, "missing_image", image, f"no file named {image!r} under the image folder",
+                         image=image)
         return None
     try:
         data, info = read_and_probe(path)
     except (OSError, ImageError) as e:
-        problems.add(path, None, "bad_image", image, f"unreadable image: {e}")
+        problems.add(path, None, "bad_image", image, f"unreadable image: {e}", image=image)
         return None
     objects = []
     for row in rows:
         box = row.box.clipped(info.width, info.height) if row.clip else row.box
         issue = box.problem(info.width, info.height, opts.clip_tolerance)
         if issue:
-            problems.add(row.file, row.line, "bad_box", image, issue)
+            problems.add(row.file, row.line, "bad_box", image, f"{image}: {issue}", image=image)
             return None
         if row.mask is not None and row.mask.rle is not None and tuple(row.mask.rle[0]) != (info.height, info.width):
             h, w = row.mask.rle[0]
             problems.add(row.file, row.line, "bad_mask", image,
                          f"the mask is {w}x{h} pixels but the image is {info.width}x{info.height}; "
-                         "masks must be in the image's own pixel frame (was the image resized?)")
+                         "masks must be in the image's own pixel frame (was the image resized?)", image=image)
             return None
         objects.append(Object(row.label, box.clipped(info.width, info.height), row.where, row.mask))
     record = ImageRecord(image, os.path.abspath(path), info.width, info.height, info.channels,
@@ -262,7 +263,12 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
     grouped = _group_rows(table, label_map, problems)
     if not grouped:
         _fail_empty(table, problems)
-    index, _dupes = index_images(images_dir)
+    index, dupes = index_images(images_dir)
+    for name, path in dupes:  # two files of one name: which one the table means is unknowable
+        if name in grouped:
+            problems.add(path, None, "ambiguous_image", name, f"{name} is found twice under the image folder "
+                         f"({index[name]} and {path}); rename one, or point --images at one of them", image=name)
+            grouped.pop(name)
     grouped, table.patients = _match_stems(grouped, index, table.patients)
     patients, by_split, negatives_missing = _split_images(table, grouped, index, opts)
     where = table.inputs.get("images", images_dir)

@@ -15,6 +15,7 @@ mirror (e.g. a hospital's internal copy): a URL with `{name}` where the zoo name
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -85,6 +86,21 @@ def _check_layout(folder: str, source: str) -> None:
                         "and <name>/pipeline.config inside")
 
 
+@contextlib.contextmanager
+def _target_root(workspace: str):
+    """<workspace>/pre-trained-models/, made for the block and removed again when the block
+    fails and leaves it empty (a refused archive leaves nothing behind)."""
+    target_root = os.path.join(workspace, "pre-trained-models")
+    existed = os.path.isdir(target_root)
+    os.makedirs(target_root, exist_ok=True)
+    try:
+        yield target_root
+    except BaseException:
+        if not existed and not os.listdir(target_root):
+            os.rmdir(target_root)
+        raise
+
+
 def import_archive(path: str, workspace: str, sha256=None) -> str:
     """Install a zoo `.tar.gz` (or an unpacked zoo folder) into `<workspace>/pre-trained-models/`.
 
@@ -93,9 +109,13 @@ def import_archive(path: str, workspace: str, sha256=None) -> str:
     """
     if sha256 and os.path.isdir(path):
         raise UserError(f"--sha256 checks an archive file; {path} is a folder")
-    target_root = os.path.join(workspace, "pre-trained-models")
-    os.makedirs(target_root, exist_ok=True)
-    if os.path.isdir(path):
+    if not os.path.exists(path):
+        raise UserError(f"file not found: {path}")
+    if not os.path.isdir(path):
+        check_sha256(path, sha256)
+    with _target_root(workspace) as target_root:
+        if not os.path.isdir(path):
+            return _unpack(path, target_root)
         _check_layout(path, path)
         name = os.path.basename(os.path.normpath(path))
         final = os.path.join(target_root, name)
@@ -105,10 +125,6 @@ def import_archive(path: str, workspace: str, sha256=None) -> str:
             _move_into_place(os.path.join(tmp, name), final)
             shutil.rmtree(tmp, ignore_errors=True)
         return final
-    if not os.path.isfile(path):
-        raise UserError(f"file not found: {path}")
-    check_sha256(path, sha256)
-    return _unpack(path, target_root)
 
 
 def _unpack(path: str, target_root: str) -> str:
@@ -143,8 +159,11 @@ def download(model: str, workspace: str, quiet: bool = False, timeout: float = 3
     """Download the zoo checkpoint for `model` and install it (see `import_archive`)."""
     name = zoo_name(model)
     url = zoo_url(name)
-    target_root = os.path.join(workspace, "pre-trained-models")
-    os.makedirs(target_root, exist_ok=True)
+    with _target_root(workspace) as target_root:
+        return _fetch(url, name, target_root, workspace, quiet, timeout, sha256)
+
+
+def _fetch(url, name, target_root, workspace, quiet, timeout, sha256) -> str:
     archive = os.path.join(target_root, f"{name}.tar.gz")
     manual = (f"download {url} on a machine with internet access, copy it here, then run:\n"
               f"  medtfod pretrained import {name}.tar.gz --workspace {workspace}")

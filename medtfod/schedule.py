@@ -72,6 +72,9 @@ def rescale(train_config, steps: Optional[int] = None, learning_rate: Optional[f
         if learning_rate:
             s.warmup_learning_rate = s.warmup_learning_rate * factor if factor else s.warmup_learning_rate
             s.learning_rate_base = learning_rate
+        if s.warmup_steps > s.total_steps:
+            raise UserError(f"--warmup-steps {s.warmup_steps} is longer than the run ({s.total_steps} steps); the OD "
+                            "API's cosine schedule refuses that: give fewer warm-up steps or more --steps")
     elif kind == "exponential_decay_learning_rate":
         s.decay_steps = _steps(s.decay_steps, ratio)
         s.burnin_steps = _steps(s.burnin_steps, ratio) if warmup_steps is None else warmup_steps

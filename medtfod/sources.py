@@ -31,7 +31,16 @@ def _nih(args, problems):
         entry = nih.read_data_entry(args.data_entry, problems)
         table.patients = entry.patients
         with_boxes = {r.image for r in rows}
-        table.negatives = [image for image in entry.patients if image not in with_boxes]
+        for image in entry.patients:
+            if image in with_boxes:
+                continue
+            if entry.without_findings(image):
+                table.negatives.append(image)
+            else:  # a finding without a box: neither an object to train on nor a negative
+                problems.add(args.data_entry, None, "skipped_unlocalized", image,
+                             f"{image}: Data_Entry lists {entry.findings[image]!r} but BBox_List has no box for it; "
+                             "left out (as an image without findings it would teach the finding as background)",
+                             image=image)
         table.inputs["data_entry"] = args.data_entry
     return table
 

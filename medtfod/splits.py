@@ -3,6 +3,7 @@ in two splits."""
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from typing import Dict, Iterable, Mapping, Optional, Set
 
@@ -16,13 +17,19 @@ def parse_fractions(text: str) -> Dict[str, float]:
     fractions: Dict[str, float] = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
+        if sep and not re.fullmatch(r"[A-Za-z0-9_-]+", name.strip()):
+            raise UserError(f"--split {text!r}: split name {name.strip()!r} may hold only letters, digits, '_' and "
+                            "'-' (it names files: splits/<name>.txt, tfrecords/<name>.record-...)")
+        if name.strip() in fractions:
+            raise UserError(f"--split {text!r}: split {name.strip()!r} is named twice")
         try:
             fractions[name.strip()] = float(value)
         except ValueError:
             raise UserError(f"--split {text!r}: {part!r} is not NAME=FRACTION "
                             "(e.g. train=0.8,val=0.2)") from None
-        if not sep or not name.strip() or not 0 <= fractions[name.strip()] <= 1:
-            raise UserError(f"--split {text!r}: {part!r} must be NAME=FRACTION with 0 <= FRACTION <= 1")
+        if not sep or not name.strip() or not 0 < fractions[name.strip()] <= 1:
+            raise UserError(f"--split {text!r}: {part!r} must be NAME=FRACTION with 0 < FRACTION <= 1 "
+                            "(leave out a split you do not want)")
     if abs(sum(fractions.values()) - 1) > 1e-6:
         raise UserError(f"--split {text!r}: fractions add up to {sum(fractions.values()):g}, expected 1")
     return fractions

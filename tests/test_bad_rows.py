@@ -153,3 +153,72 @@ def test_strict_stops_at_the_first_problem(workers, tmp_path, capsys, monkeypatc
     assert "00000003_000.png" in err and "stopped by --strict" in err
     assert len(seen.read_text().split()) < 40  # image 3 is in the 4th of 20 shards
     assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".out")]
+
+
+@pytest.mark.parametrize("split, words", [
+    ("../../escape=1", "may hold only letters"), ("/tmp/ABS=1", "may hold only letters"), ("a/b=1", "may hold only"),
+    ("train=1,val=0", "0 < FRACTION"), ("train=0.8,train=0.2", "named twice")])
+def test_split_names_cannot_escape_or_be_empty(split, words, tmp_path, capsys):
+    args, _ = inputs("csv", tmp_path)
+    assert main(["convert", "csv", *args, "--out", str(tmp_path / "out"), "--split", split, "-q"]) == 1
+    assert words in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["images", "t.csv"]  # nothing written anywhere
+
+
+def test_an_input_label_map_inside_out_is_refused(tmp_path, capsys):
+    args, _ = inputs("csv", tmp_path)
+    (tmp_path / "out").mkdir()
+    label_map = tmp_path / "out" / "label_map.pbtxt"
+    label_map.write_text("item { id: 1 name: 'lesion' }\n")
+    assert main(["convert", "csv", *args, "--out", str(tmp_path / "out"), "--label-map", str(label_map), "-q"]) == 1
+    assert "contains the input --label-map" in capsys.readouterr().err
+    assert label_map.read_text() == "item { id: 1 name: 'lesion' }\n"
+
+
+def test_nih_findings_without_a_box_are_not_negatives(tmp_path):
+    """Data_Entry says 'Mass' but BBox_List has no box: the image is left out (an expected skip),
+    not trained as an image without findings; 'No Finding' images are negatives."""
+    args, _ = inputs("nih", tmp_path)
+    for name in ("00000003_000.png", "00000004_000.png"):
+        png(str(tmp_path / "images"), name)
+    entry = write(tmp_path / "entry.csv", "Image Index,Finding Labels,Follow-up #,Patient ID\n"
+                  "00000001_000.png,Mass,0,1\n00000002_000.png,Nodule,0,2\n"
+                  "00000003_000.png,Mass|Effusion,0,3\n00000004_000.png,No Finding,0,4\n")
+    out = tmp_path / "out"
+    assert main(["convert", "nih", *args, "--data-entry", entry, "--out", str(out), "--split", "train=1",
+                 "--max-bad", "0.9", "-q"]) == 0
+    kept = (out / "splits" / "train.txt").read_text().split()
+    assert kept == ["00000002_000.png", "00000004_000.png"]  # 1 has a bad row, 3 a finding without a box
+    skips = json.loads((out / "report.json").read_text())["problems"]["expected_skips"]
+    assert skips["by_kind"] == {"skipped_unlocalized": 1} and skips["items"][0]["image"] == "00000003_000.png"
+
+
+def test_an_image_found_twice_is_dropped_not_guessed(tmp_path):
+    for folder in ("images", "images/other"):
+        png(str(tmp_path / folder), "c.png")  # which c.png does the table mean?
+    png(str(tmp_path / "images"), "d.png")
+    table = write(tmp_path / "t.csv", "name,finding,x,y,w,h\nc.png,lesion,1,1,9,9\nd.png,lesion,2,2,9,9\n")
+    out = tmp_path / "out"
+    assert main(["convert", "csv", "--table", table, "--columns", "filename=name,label=finding,x=x,y=y,w=w,h=h",
+                 "--images", str(tmp_path / "images"), "--out", str(out), "--split", "train=1", "--max-bad", "0.9",
+                 "-q"]) == 0
+    assert (out / "splits" / "train.txt").read_text().split() == ["d.png"]
+    items = json.loads((out / "report.json").read_text())["problems"]["items"]
+    assert [(p["kind"], p["image"]) for p in items] == [("ambiguous_image", "c.png")]
+
+
+@pytest.mark.parametrize("option, value", [("--shard-size", "0"), ("--max-bad", "nan"), ("--max-bad", "2"),
+                                           ("--clip-tolerance", "-3"), ("--workers", "0")])
+def test_numeric_options_are_checked(option, value, tmp_path, capsys):
+    args, _ = inputs("csv", tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["convert", "csv", *args, "--out", str(tmp_path / "out"), option, value, "-q"])
+    assert stop.value.code == 1  # a usage mistake is a user error like any other
+    assert f"argument {option}" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_folder_given_as_the_table_is_a_clear_error(tmp_path, capsys):
+    args, _ = inputs("csv", tmp_path)
+    args[1] = str(tmp_path / "images")
+    assert main(["convert", "csv", *args, "--out", str(tmp_path / "out"), "-q"]) == 1
+    assert "is a folder; expected a table file" in capsys.readouterr().err

@@ -26,7 +26,7 @@ def test_normalized_round_trip():
     (Box(math.nan, 0, 10, 10), None, "finite"),
     (Box(5, 0, 5, 10), None, "no area"),
     (Box(6, 0, 5, 10), None, "no area"),
-    (Box(0, 0, 11, 10), (10, 10), "outside"),
+    (Box(0, 0, 11, 10), (10, 10), "extends past the 10x10 image"),
 ])
 def test_problem(box, size, expect):
     issue = box.problem(*(size or (None, None)))

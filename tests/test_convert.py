@@ -71,7 +71,7 @@ def test_bad_rows_reported_and_counted(tiny_nih, tmp_path, capsys):
     items = {(p["line"], p["kind"]): p for p in report["problems"]["items"]}
     assert (first, "missing_column") in items
     assert items[(first + 1, "bad_number")]["value"] == "abc"
-    assert "outside the 64x64 image" in items[(first + 2, "bad_box")]["message"]
+    assert "extends past the 64x64 image" in items[(first + 2, "bad_box")]["message"]
     assert items[(first + 3, "missing_image")]["value"] == "99999999_000.png"
     assert all(p["file"] == data["bbox_csv"] for p in items.values())
     assert report["problems"]["by_kind"] == {"bad_box": 1, "bad_number": 1, "missing_column": 1, "missing_image": 1}

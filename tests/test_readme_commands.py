@@ -210,7 +210,7 @@ def test_pretrained_get_and_import(tmp_path):
         bad = medtfod("pretrained", "get", "ssd_mobilenet_v2_fpnlite_320", "--workspace", tmp_path / "w1",
                       "--sha256", "0" * 64, env=env, check=False)
         assert bad.returncode == 1 and f"sha256 is {digest}" in bad.stderr
-        assert not os.listdir(tmp_path / "w1" / "pre-trained-models")
+        assert not (tmp_path / "w1" / "pre-trained-models").exists()  # nothing left behind
         got = medtfod("pretrained", "get", "ssd_mobilenet_v2_fpnlite_320", "--workspace", tmp_path / "w1",
                       "--sha256", digest, "-q", env=env)
     assert f"sha256 {digest}" in got.stdout and "--checkpoint" in got.stdout

@@ -31,7 +31,7 @@ def read_detections_csv(path: str) -> List[Detection]:
         the message names `file:line` and the value.
     """
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel's UTF-8 CSV) is fine
             reader = csv.reader(f)
             rows = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as e:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ..boxes import Box, parse_coordinate
@@ -46,6 +46,10 @@ def read_text(path: str) -> str:
             raw = f.read()
     except FileNotFoundError:
         raise UserError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder; expected a table file (CSV)") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -116,9 +120,19 @@ def _parse_box_row(path: str, line: int, row: List[str], problems: Problems, out
 
 @dataclass(frozen=True)
 class DataEntry:
-    """Data_Entry_2017 contents medtfod uses: image name -> patient id, in file order."""
+    """Data_Entry_2017 contents medtfod uses: image name -> patient id, in file order, and
+    image name -> its 'Finding Labels' text ('No Finding', 'Mass|Nodule', ...) where the file
+    has that column."""
 
     patients: Dict[str, str]
+    findings: Dict[str, str] = field(default_factory=dict)
+
+    def without_findings(self, image: str) -> bool:
+        """True when Data_Entry says 'No Finding' (or, without the column, cannot say otherwise)."""
+        return self.findings.get(image, NO_FINDING).strip().lower() == NO_FINDING.lower()
+
+
+NO_FINDING = "No Finding"
 
 
 def read_data_entry(path: str, problems: Problems) -> DataEntry:
@@ -136,7 +150,9 @@ def read_data_entry(path: str, problems: Problems) -> DataEntry:
     except ValueError:
         raise UserError(f"{path}:1: header {','.join(rows[0])!r} has no 'Image Index' and 'Patient ID' "
                         "columns; expected a Data_Entry_2017.csv header") from None
+    finding_col = header.index("findinglabels") if "findinglabels" in header else None
     patients: Dict[str, str] = {}
+    findings: Dict[str, str] = {}
     for line, row in enumerate(rows[1:], start=2):
         if not row or all(not f.strip() for f in row):
             continue
@@ -152,7 +168,9 @@ def read_data_entry(path: str, problems: Problems) -> DataEntry:
             problems.add(path, line, "duplicate_row", image, "image listed twice in Data_Entry")
             continue
         patients[image] = patient
-    return DataEntry(patients)
+        if finding_col is not None and finding_col < len(row):
+            findings[image] = row[finding_col]
+    return DataEntry(patients, findings)
 
 
 def patient_from_name(image: str) -> Optional[str]:
