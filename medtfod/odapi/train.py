@@ -277,7 +277,11 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
                     checkpoint_every_n=every,
                     record_summaries=record_summaries)
         except NonFiniteLoss as stop:
+            bar.close()
             raise _nan_error(stop, config_path, model_dir) from None
+        except BaseException:
+            bar.close()  # Ctrl-C, a failing input: the bar ends where training did
+            raise
 
     if eval_every is None:
         every = checkpoint_interval(checkpoint_every_n, steps)
