@@ -226,6 +226,21 @@ def cmd_metrics(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .detect import export_dir
+    from .fence import check_outputs
+    from .report import build_report
+    check_outputs({"--out": args.out}, {"--model": args.model, "--dataset": args.dataset,
+                                        "--model-dir": args.model_dir, "--detections": args.detections})
+    with _library_log(export_dir(args.model), args):
+        done = build_report(args.model, args.dataset, args.split, args.out, model_dir=args.model_dir,
+                            detections=args.detections, min_score=args.min_score, max_images=args.max_images,
+                            iou=args.iou, bootstrap=args.bootstrap, quiet=args.quiet)
+    print(f"report of {done['images']} {args.split} images written to {args.out} "
+          f"(built in {done['seconds']:.1f} s, detect not included)")
+    return 0
+
+
 def cmd_pretrained(args) -> int:
     from . import pretrained
     if args.action == "get":
@@ -440,6 +455,22 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--bootstrap", type=NON_NEGATIVE_INT, default=200,
                      help="patient-level bootstrap resamples for the 95%% CIs (0 = none; default 200)")
     met.set_defaults(func=cmd_metrics)
+
+    rep = sub.add_parser("report", parents=[quiet], help="one self-contained HTML page to review a model on a split")
+    rep.add_argument("--model", required=True, help="export folder")
+    rep.add_argument("--dataset", required=True, help="a `medtfod convert` folder")
+    rep.add_argument("--split", default="val", help="the split to report on (default val)")
+    rep.add_argument("--out", required=True, help="the .html file to write")
+    rep.add_argument("--model-dir", help="the training folder: adds the training history (TensorBoard events)")
+    rep.add_argument("--detections", help="a detections.csv of the split made with --min-score 0 "
+                                          "(default: run the model now)")
+    rep.add_argument("--min-score", type=FRACTION, help="threshold for the confusion matrix and gallery "
+                                                        "(default: the calibrated operating point, else 0.5)")
+    rep.add_argument("--max-images", type=POSITIVE, default=200, help="gallery size; the worst cases are kept")
+    rep.add_argument("--iou", type=OPEN_FRACTION, default=0.1, help="IoU a hit needs in the review (default 0.1)")
+    rep.add_argument("--bootstrap", type=NON_NEGATIVE_INT, default=200,
+                     help="patient bootstrap replicates for the CIs (default 200, as medtfod metrics)")
+    rep.set_defaults(func=cmd_report)
 
     pre = sub.add_parser("pretrained", parents=[quiet], help="get or import a TF2 Detection Zoo checkpoint")
     pre.add_argument("action", choices=("get", "import"), help="get: download; import: a .tar.gz fetched by hand")

@@ -9,6 +9,7 @@ in a workspace laid out like the TF OD API tutorial:
       pre-trained-models/      (empty: the demo trains from scratch)
       exported-models/ssd_mobilenet_v2_fpnlite/   SavedModel + label map
       detections/              drawn held-out images + detections.csv
+      report.html              the review page (metrics, plots, history, gallery)
 
 Training resumes from the workspace's checkpoints, so a second run skips finished steps.
 """
@@ -58,7 +59,7 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
         os.makedirs(os.path.join(ws, sub), exist_ok=True)
     timings = {}
 
-    t = _stage("1/6 synthetic data")
+    t = _stage("1/7 synthetic data")
     source = os.path.join(ws, "annotations", "source")
     generated = demo_data.generate(source, num_images=num_images, size=image_px, seed=seed)
     images_all = os.path.join(ws, "images", "all")
@@ -68,7 +69,7 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
     print(f"{num_images} images, {generated['boxes']} boxes -> {images_all}")
     timings["data"] = time.time() - t
 
-    t = _stage("2/6 convert")
+    t = _stage("2/7 convert")
     dataset = os.path.join(ws, "annotations", "dataset")
     from .sources import convert
     report = convert("nih", images_all, dataset, label_map=generated["label_map"],
@@ -84,7 +85,7 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
             shutil.copyfile(os.path.join(images_all, name), os.path.join(val_images, name))
     timings["convert"] = time.time() - t
 
-    t = _stage("3/6 config + train")
+    t = _stage("3/7 config + train")
     model_dir = os.path.join(ws, "models", MODEL_DIR_NAME)
     pipeline = os.path.join(model_dir, "pipeline.config")
     cfg = config_mod.render(MODEL, dataset, batch_size=DEMO_TRAINING["batch_size"], steps=steps,
@@ -101,7 +102,7 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
                     eval_every=eval_every, select_by=DEMO_SELECT_BY)
     timings["train"] = time.time() - t
 
-    t = _stage("4/6 evaluate (held-out split)")
+    t = _stage("4/7 evaluate (held-out split)")
     # the run's last evaluation is the final step's; a rerun with nothing left to train evaluates again
     result = results[-1] if results else evaluate(pipeline, model_dir, verbose=verbose)
     best = read_best(model_dir)
@@ -110,15 +111,22 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
               f"(of {len(read_history(model_dir))} evaluations; {os.path.join(model_dir, 'best')})")
     timings["eval"] = time.time() - t
 
-    t = _stage("5/6 export")
+    t = _stage("5/7 export")
     exported = os.path.join(ws, "exported-models", MODEL_DIR_NAME)
     export(pipeline, model_dir, exported, verbose=verbose)
     timings["export"] = time.time() - t
 
-    t = _stage("6/6 detect")
+    t = _stage("6/7 detect")
     detections = os.path.join(ws, "detections")
     found = detect(exported, val_images, detections, min_score=DEMO_MIN_SCORE, quiet=quiet)
     timings["detect"] = time.time() - t
+
+    t = _stage("7/7 report")
+    from .report import build_report
+    report_path = os.path.join(ws, "report.html")
+    built = build_report(exported, dataset, "val", report_path, model_dir=model_dir, quiet=quiet)
+    print(f"report built in {built['seconds']:.1f} s (detect not included): {report_path}")
+    timings["report"] = time.time() - t
 
     print("\n== demo finished ==")
     print(format_metrics(result))
@@ -129,4 +137,5 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
     print(f"metrics.json:    {os.path.join(model_dir, 'metrics.json')}")
     print(f"TensorBoard:     medtfod tensorboard --model-dir {model_dir}")
     print(f"TensorFlow log:  {os.path.join(ws, 'medtfod.log')}")
+    print(f"report:          {report_path}")
     return {"metrics": result["metrics"], "detections": detections, "timings": timings}

@@ -25,6 +25,7 @@ complete: a README command missing here, or a test named here that does not exis
     medtfod calibrate                      test_readme_commands.py::test_audit_metrics_calibrate
     medtfod detect                         conftest.py::trained (--images), test_readme_commands.py::test_audit_metrics_calibrate (--dataset)
     medtfod metrics                        test_readme_commands.py::test_audit_metrics_calibrate
+    medtfod report                         test_report.py::test_report_in_headless_chromium
     medtfod demo                           test_end_to_end.py::test_demo_command
     medtfod doctor                         test_readme_commands.py::test_doctor
 

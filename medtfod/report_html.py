@@ -1,0 +1,145 @@
+"""The report's HTML: one file, inline CSS and a little inline JavaScript (the gallery filter),
+images as data: URIs. Every metric cell carries `data-key` (its path in metrics.json, e.g.
+`ap/0.5/mean`) and shows the value to 3 decimals, so a test can read the page against
+metrics.json."""
+from __future__ import annotations
+
+import html
+from typing import Any, Dict, List, Optional
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:8px 0 16px} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.note{color:#8a5a00;background:#fff7e0;padding:6px 10px;border-radius:4px}
+.plots img,.history img{margin:4px;border:1px solid #eee}
+.cards{display:flex;flex-wrap:wrap;gap:10px} .card{border:1px solid #ccc;border-radius:4px;padding:6px;width:390px}
+.card img{max-width:384px;display:block} .card .tags span{display:inline-block;font-size:12px;padding:1px 6px;
+margin:2px;border-radius:8px;background:#eee} .tags .missed{background:#f8c9c9} .tags .fp{background:#fde2b8}
+.tags .tp{background:#cdebd3} .filter label{margin-right:12px}
+"""
+
+SCRIPT = """
+function applyFilter(){
+  var cls=document.getElementById('cls').value;
+  var wanted=[].slice.call(document.querySelectorAll('.outcome:checked')).map(function(e){return e.value});
+  var shown=0;
+  document.querySelectorAll('.card').forEach(function(card){
+    var okClass=cls==='' || card.dataset.classes.split(' ').indexOf(cls)>=0;
+    var okOutcome=card.dataset.outcomes.split(' ').some(function(o){return wanted.indexOf(o)>=0});
+    card.style.display=(okClass&&okOutcome)?'':'none'; if(okClass&&okOutcome){shown++}
+  });
+  document.getElementById('shown').textContent=shown;
+}
+document.addEventListener('DOMContentLoaded',applyFilter);
+// where the plots and the gallery are drawn (page pixels), for checks of a screenshot
+window.addEventListener('load',function(){['plots','review'].forEach(function(id){
+  var r=document.getElementById(id).getBoundingClientRect();
+  document.getElementById(id).dataset.rect=[r.left+scrollX,r.top+scrollY,r.width,r.height].map(Math.round).join(',');
+})});
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def _cell(key: str, value: Any) -> str:
+    return f'<td data-key="{html.escape(key)}">{_fmt(value)}</td>'
+
+
+def _table(header: List[str], rows: List[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _metrics(m: Dict[str, Any]) -> str:
+    parts = []
+    ious = list(m["ap"])
+    rows = [f"<tr><td>{html.escape(c)}</td>" + "".join(_cell(f"ap/{t}/{c}", m["ap"][t].get(c)) for t in ious) + "</tr>"
+            for c in m["ap"][ious[0]]]
+    parts.append("<h3>Average precision (all-point) by IoU</h3>" + _table(["class"] + [f"IoU {t}" for t in ious], rows))
+    rates = list(m["froc"])
+    parts.append("<h3>FROC sensitivity at false positives per image (IoU &ge; 0.1)</h3>" + _table(
+        ["FP/image"] + rates, ["<tr><td>sensitivity</td>" + "".join(_cell(f"froc/{r}", m["froc"][r]) for r in rates)
+                               + "</tr>"]))
+    rows = []
+    for c, by_t in m["iobb"].items():
+        for t, values in by_t.items():
+            rows.append(f"<tr><td>{html.escape(c)}</td><td>{t}</td>" + _cell(f"iobb/{c}/{t}/accuracy", values["accuracy"])
+                        + _cell(f"iobb/{c}/{t}/avg_fp", values["avg_fp"]) + "</tr>")
+    parts.append("<h3>Localization by IoBB (Wang et al. 2017)</h3>" + _table(["class", "T(IoBB)", "accuracy", "avg FP"], rows))
+    il = m["image_level"]
+    parts.append("<h3>Image level</h3>" + _table(["AUC", "sensitivity", "specificity", "at score \u2265"], [
+        "<tr>" + "".join(_cell(f"image_level/{k}", il[k]) for k in ("auc", "sensitivity", "specificity", "threshold"))
+        + "</tr>"]))
+    coco = {k: v for k, v in m["coco"].items() if k != "per_class"}
+    parts.append("<h3>COCO (pycocotools)</h3>" + _table(list(coco), [
+        "<tr>" + "".join(_cell(f"coco/{k}", v) for k, v in coco.items()) + "</tr>"]))
+    ci = m.get("ci95") or {}
+    if ci:
+        names = [k for k, v in ci.items() if isinstance(v, list)]
+        parts.append(f"<h3>95% confidence intervals ({ci['unit']} bootstrap: {ci['groups']} {ci['unit']}s, "
+                     f"{ci['replicates']} replicates)</h3>" + _table(["metric", "low", "high"], [
+                         f"<tr><td>{n}</td>{_cell(f'ci95/{n}/0', ci[n][0])}{_cell(f'ci95/{n}/1', ci[n][1])}</tr>"
+                         for n in names]))
+    return "".join(parts)
+
+
+def _images(plots: Dict[str, str], css: str) -> str:
+    return f'<div class="{css}">' + "".join(f'<img alt="{html.escape(t)}" title="{html.escape(t)}" src="{u}">'
+                                            for t, u in plots.items()) + "</div>"
+
+
+def _gallery(page: Dict[str, Any]) -> str:
+    options = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in page["classes"])
+    boxes = "".join(f'<label><input type="checkbox" class="outcome" value="{o}" checked onchange="applyFilter()"> '
+                    f"{label}</label>" for o, label in (("missed", "missed lesion"), ("fp", "false positive"),
+                                                        ("tp", "true positive"), ("negative", "negative")))
+    cards = []
+    for item in page["gallery"]:
+        tags = "".join(f'<span class="{o}">{o}</span>' for o in item["outcomes"])
+        cards.append(
+            f'<div class="card" data-image="{html.escape(item["image"])}" data-outcomes="{" ".join(item["outcomes"])}" '
+            f'data-classes="{html.escape(" ".join(item["classes"]))}"><img alt="{html.escape(item["image"])}" '
+            f'src="{item["uri"]}"><div><b>{html.escape(item["image"])}</b> missed {item["missed"]}, '
+            f'false positives {item["fp"]}, true positives {item["tp"]}</div><div class="tags">{tags}</div></div>')
+    left = (f'<p class="note">{page["left_out"]} more images are not shown (--max-images keeps the worst cases '
+            "first).</p>") if page["left_out"] else ""
+    return (f'<div class="filter">class <select id="cls" onchange="applyFilter()"><option value="">all</option>{options}'
+            f'</select> {boxes} &middot; <span id="shown">{len(cards)}</span> shown</div>{left}'
+            f'<p>Ground truth in white, detections (score &ge; {page["threshold"]:g}) in class colours, '
+            f'worst first.</p><div class="cards" id="gallery">{"".join(cards)}</div>')
+
+
+def render(page: Dict[str, Any]) -> str:
+    info = page["model_info"]
+    per_class = ", ".join(f"{html.escape(c)} {n}" for c, n in page["boxes_per_class"].items())
+    point: Optional[tuple] = page.get("operating_point")
+    header = (f"<p><b>Dataset</b> {html.escape(page['dataset'])}, split <b>{html.escape(page['split'])}</b>: "
+              f"{page['images']} images ({page['negatives']} without findings), {page['patients']} patients; "
+              f"boxes: {per_class}.</p>"
+              f"<p><b>Model</b> {html.escape(page['model'])}: {html.escape(info['family'])}, input "
+              f"{html.escape(info['input'])}, checkpoint step {info['step'] if info['step'] is not None else 'unknown'}."
+              f"</p><p><b>Threshold</b> score &ge; {page['threshold']:g}, from {html.escape(page['threshold_source'])}"
+              + (f"; there: {point[1]:.3f} sensitivity at {point[0]:.2f} false positives per image" if point else "")
+              + f". Review at IoU &ge; {page['iou']:g}. {page['detections']} detections (score &ge; 0) in all.</p>")
+    metrics = (_metrics(page["metrics"]) if page.get("metrics") else
+               '<p class="note">No ground-truth boxes in this split: no metrics are possible; detections and '
+               "counts only.</p>")
+    history = ""
+    if page["history"] or page["history_note"]:
+        history = "<h2>Training history</h2>" + (f'<p class="note">{html.escape(page["history_note"])}</p>'
+                                                  if page["history_note"] else "") + _images(page["history"], "history")
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>medtfod report: "
+            f"{html.escape(page['split'])}</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
+            f"<h1>Detection report: {html.escape(page['split'])} split</h1>{header}"
+            f'<h2>Metrics</h2><div id="metrics">{metrics}</div>'
+            f'<h2>Plots</h2><div id="plots">{_images(page["plots"], "plots")}</div>{history}'
+            f'<h2>Review gallery</h2><div id="review">{_gallery(page)}</div>'
+            f"<p style=\"color:#888\">built by medtfod in {page['built_seconds']:.1f} s</p></body></html>\n")

@@ -1,0 +1,159 @@
+"""`medtfod report`: the page's numbers equal metrics.json, the gallery is worst first, nothing
+loads from outside the file, and it renders in a real browser (headless Chromium)."""
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from medtfod.cli import main
+
+from conftest import medtfod
+
+
+def cells(page):
+    """{data-key: text} of every metric cell of a report."""
+    return dict(re.findall(r'<td data-key="([^"]+)">([^<]*)</td>', page))
+
+
+def expected_cells(metrics):
+    """metrics.json flattened to the report's keys, formatted as the page prints them."""
+    out = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if prefix.startswith("coco") and k == "per_class":
+                    continue
+                walk(f"{prefix}/{k}" if prefix else k, v)
+        elif isinstance(value, list) and prefix.startswith("ci95/"):
+            for i, v in enumerate(value):
+                walk(f"{prefix}/{i}", v)
+        elif isinstance(value, float) or value is None:
+            out[prefix] = "n/a" if value is None else f"{value:.3f}"
+    walk("", metrics)
+    return out
+
+
+def fake_export(root, dataset):
+    """An export folder as far as a report with --detections needs one (label map; the
+    SavedModel itself is not loaded when the detections are given)."""
+    export = root / "export"
+    (export / "saved_model").mkdir(parents=True)
+    (export / "saved_model" / "saved_model.pb").write_bytes(b"")
+    shutil.copyfile(os.path.join(dataset, "label_map.pbtxt"), export / "label_map.pbtxt")
+    return export
+
+
+def detections_from_ground_truth(dataset, path, drop_every=3):
+    """A detections.csv of the val split: every ground-truth box found (score 0.9) except each
+    third, which is missed, plus one false positive (score 0.95) on the first image that has
+    nothing missed."""
+    coco = json.load(open(os.path.join(dataset, "coco", "val.json")))
+    names = {im["id"]: im["file_name"] for im in coco["images"]}
+    labels = {c["id"]: c["name"] for c in coco["categories"]}
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "label", "score", "xmin", "ymin", "xmax", "ymax"])
+        missed = set()
+        for k, ann in enumerate(coco["annotations"]):
+            if k % drop_every == drop_every - 1:
+                missed.add(names[ann["image_id"]])
+                continue
+            x, y, bw, bh = ann["bbox"]
+            w.writerow([names[ann["image_id"]], labels[ann["category_id"]], 0.9, x, y, x + bw, y + bh])
+        first = sorted(set(names.values()) - missed)[0]
+        w.writerow([first, labels[1], 0.95, 0, 0, 3, 3])
+    return path
+
+
+def test_report_numbers_equal_metrics_json_and_gallery_is_worst_first(tiny_dataset, tmp_path, capsys):
+    export = fake_export(tmp_path, tiny_dataset)
+    dets = detections_from_ground_truth(tiny_dataset, tmp_path / "detections.csv")
+    out = tmp_path / "report.html"
+    assert main(["report", "--model", str(export), "--dataset", tiny_dataset, "--split", "val",
+                 "--detections", str(dets), "--min-score", "0.5", "--out", str(out), "--bootstrap", "20"]) == 0
+    assert main(["metrics", "--detections", str(dets), "--ground-truth", tiny_dataset, "--split", "val",
+                 "--out", str(tmp_path / "metrics.json"), "--bootstrap", "20"]) == 0
+    page = out.read_text()
+    expected = expected_cells(json.loads((tmp_path / "metrics.json").read_text()))
+    shown = cells(page)
+    assert expected and shown == expected
+    # worst first: images with missed lesions, then the false positive, then the rest
+    order = re.findall(r'data-image="([^"]+)" data-outcomes="([^"]+)"', page)
+    ranks = [0 if "missed" in o else 1 if "fp" in o else 2 for _, o in order]
+    assert ranks == sorted(ranks) and 0 in ranks and 1 in ranks
+    # self-contained: nothing is loaded from anywhere
+    assert not re.search(r'(src|href)="(?!data:|#)', page) and "http://" not in page and "https://" not in page
+    assert "report of" in capsys.readouterr().out
+
+
+def test_a_label_map_mismatch_names_both(tiny_dataset, tmp_path, capsys):
+    export = fake_export(tmp_path, tiny_dataset)
+    (export / "label_map.pbtxt").write_text("item { id: 1 name: 'Tumor' }\n")
+    dets = detections_from_ground_truth(tiny_dataset, tmp_path / "d.csv")
+    assert main(["report", "--model", str(export), "--dataset", tiny_dataset, "--detections", str(dets),
+                 "--out", str(tmp_path / "r.html")]) == 1
+    err = capsys.readouterr().err
+    assert "label maps disagree" in err and "Tumor" in err and str(export) in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def ensure_chromium():
+    """Debian's chromium, installed here when missing (as root with apt-get), else a skip."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        pytest.skip("headless Chromium is not installed and cannot be installed here (needs apt-get as root)")
+    result = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True,
+                            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"), timeout=900)
+    if result.returncode != 0 or not shutil.which("chromium"):
+        pytest.skip(f"could not install Debian's chromium: {result.stderr.strip()[-300:]}")
+    return shutil.which("chromium")
+
+
+def chromium(browser, profile, *args):
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--window-size=1300,7000", "--hide-scrollbars"]
+    return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_report_in_headless_chromium(trained, tmp_path):
+    """The trained fixture's report opened in Chromium: no network request leaves the file, the
+    metric cells equal metrics.json, and the plots and gallery regions of a screenshot are drawn."""
+    import numpy as np
+    from PIL import Image
+    browser = ensure_chromium()
+    det = tmp_path / "det"
+    medtfod("detect", "--model", trained["exported"], "--dataset", trained["dataset"], "--split", "val",
+            "--out", det, "--min-score", "0", "--no-draw", "-q")
+    out = tmp_path / "report.html"
+    result = medtfod("report", "--model", trained["exported"], "--dataset", trained["dataset"], "--split", "val",
+                     "--model-dir", trained["model"], "--detections", det / "detections.csv", "--out", out,
+                     "--bootstrap", "50", "-q")
+    assert "built in" in result.stdout
+    medtfod("metrics", "--detections", det / "detections.csv", "--ground-truth", trained["dataset"], "--split", "val",
+            "--out", tmp_path / "metrics.json", "--bootstrap", "50")
+    netlog = tmp_path / "net.json"
+    dom = chromium(browser, tmp_path / "profile", f"--log-net-log={netlog}", "--dump-dom", out.as_uri())
+    assert dom.returncode == 0 and "<table" in dom.stdout, dom.stderr[-2000:]
+    requested = set(re.findall(r'"url":"([^"]+)"', netlog.read_text()))
+    assert not [u for u in requested if u.startswith(("http:", "https:", "ws:", "wss:"))], requested
+    assert cells(dom.stdout) == expected_cells(json.loads((tmp_path / "metrics.json").read_text()))
+    assert "training losses" in dom.stdout and 'id="shown">' in dom.stdout  # history plots, the filter ran
+    shot = tmp_path / "shot.png"
+    taken = chromium(browser, tmp_path / "profile2", f"--screenshot={shot}", out.as_uri())
+    assert taken.returncode == 0 and shot.is_file(), taken.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    for region in ("plots", "review"):
+        x, y, w, h = (int(v) for v in re.search(rf'id="{region}" data-rect="([\d,]+)"', dom.stdout).group(1).split(","))
+        assert w > 100 and h > 100, (region, x, y, w, h)
+        crop = pixels[y:y + h, x:x + w]
+        assert crop.size and crop.std() > 20 and (crop < 128).mean() > 0.02, (region, crop.std())
