@@ -75,7 +75,8 @@ def test_report_numbers_equal_metrics_json_and_gallery_is_worst_first(tiny_datas
     dets = detections_from_ground_truth(tiny_dataset, tmp_path / "detections.csv")
     out = tmp_path / "report.html"
     assert main(["report", "--model", str(export), "--dataset", tiny_dataset, "--split", "val",
-                 "--detections", str(dets), "--min-score", "0.5", "--out", str(out), "--bootstrap", "20"]) == 0
+                 "--detections", str(dets), "--min-score", "0.5", "--out", str(out), "--bootstrap", "20",
+                 "--model-dir", str(tmp_path / "no-such-run")]) == 0
     assert main(["metrics", "--detections", str(dets), "--ground-truth", tiny_dataset, "--split", "val",
                  "--out", str(tmp_path / "metrics.json"), "--bootstrap", "20"]) == 0
     page = out.read_text()
@@ -89,6 +90,24 @@ def test_report_numbers_equal_metrics_json_and_gallery_is_worst_first(tiny_datas
     # self-contained: nothing is loaded from anywhere
     assert not re.search(r'(src|href)="(?!data:|#)', page) and "http://" not in page and "https://" not in page
     assert "report of" in capsys.readouterr().out
+    assert "no-such-run was not found: no training history" in page  # a note, not a crash
+
+
+def test_a_split_without_boxes_gets_counts_and_a_note(tiny_dataset, tmp_path):
+    """Only the negatives of the split: no metric is possible, the page says so and still shows them."""
+    import json as json_mod
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    coco_path = data / "coco" / "val.json"
+    coco = json_mod.loads(coco_path.read_text())
+    coco["annotations"] = []
+    coco_path.write_text(json_mod.dumps(coco))
+    export = fake_export(tmp_path, str(data))
+    (tmp_path / "d.csv").write_text("image,label,score,xmin,ymin,xmax,ymax\n")
+    assert main(["report", "--model", str(export), "--dataset", str(data), "--detections", str(tmp_path / "d.csv"),
+                 "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "no metrics are possible" in page and not cells(page) and page.count('class="card"') == len(coco["images"])
 
 
 def test_a_label_map_mismatch_names_both(tiny_dataset, tmp_path, capsys):
