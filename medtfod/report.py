@@ -45,13 +45,11 @@ def _model_info(export: str) -> dict:
         elif which == "keep_aspect_ratio_resizer":
             r = resizer.keep_aspect_ratio_resizer
             info["input"] = f"keep aspect, {r.min_dimension}-{r.max_dimension} px"
-    prefix = os.path.join(export, "checkpoint", "ckpt-0")
-    if os.path.isfile(prefix + ".index"):
-        from .odapi.evaluate import checkpoint_step
-        try:
-            info["step"] = checkpoint_step(prefix)
-        except UserError:
-            pass
+    record = os.path.join(export, "export.json")  # written by medtfod export: the exported step
+    if os.path.isfile(record):
+        import json
+        with open(record, encoding="utf-8") as f:
+            info["step"] = json.load(f).get("step")
     return info
 
 

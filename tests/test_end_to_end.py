@@ -40,6 +40,8 @@ def test_export_layout(run):
     assert os.path.isfile(os.path.join(run["exported"], "saved_model", "saved_model.pb"))
     assert os.path.isfile(os.path.join(run["exported"], "label_map.pbtxt"))
     assert os.path.isfile(os.path.join(run["exported"], "pipeline.config"))
+    record = json.load(open(os.path.join(run["exported"], "export.json")))
+    assert record["step"] == 100 and record["checkpoint"].startswith("the latest checkpoint")
 
 
 def read_rows(run):

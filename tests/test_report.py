@@ -185,6 +185,7 @@ def test_report_in_headless_chromium(trained, tmp_path):
     assert not [u for u in requested if u.startswith(("http:", "https:", "ws:", "wss:"))], requested
     assert cells(dom.stdout) == expected_cells(json.loads((tmp_path / "metrics.json").read_text()))
     assert "training losses" in dom.stdout and 'id="shown">' in dom.stdout  # history plots, the filter ran
+    assert "checkpoint step 100" in dom.stdout  # from the export's export.json
     shot = tmp_path / "shot.png"
     taken = chromium(browser, tmp_path / "profile2", f"--screenshot={shot}", out.as_uri())
     assert taken.returncode == 0 and shot.is_file(), taken.stderr[-2000:]

@@ -2,6 +2,7 @@
 (what `exporter_main_v2` runs), plus the label map beside it for `medtfod detect`."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ INPUT_TYPES = ("image_tensor", "float_image_tensor", "encoded_image_string_tenso
 
 
 def checkpoint_source(model_dir: str, choice: Optional[str], tmp: str):
-    """(a folder whose latest checkpoint is the one to export, what it is) for --checkpoint
+    """(a folder whose latest checkpoint is the one to export, what it is, its step) for --checkpoint
     `choice`: 'best' (MODEL_DIR/best/, the default when it exists), 'latest', or a prefix."""
     from ..selection import BEST, read_best
     from .evaluate import checkpoint_step
@@ -27,18 +28,20 @@ def checkpoint_source(model_dir: str, choice: Optional[str], tmp: str):
             raise UserError(f"{model_dir} has no best/ checkpoint; train with --eval-every (or rank a finished run "
                             "with medtfod eval --all --select-by METRIC), or export --checkpoint latest")
         return os.path.join(model_dir, BEST), (f"the best checkpoint: step {best['step']}, {best['metric']} "
-                                               f"{best['value']:.4f} (best/best.json)")
+                                               f"{best['value']:.4f} (best/best.json)"), best["step"]
     if choice == "latest":
         latest = tf.train.latest_checkpoint(model_dir)
         if not latest:
             raise UserError(f"no checkpoint in {model_dir}; train first (medtfod train)")
-        return model_dir, f"the latest checkpoint: {os.path.basename(latest)}, step {checkpoint_step(latest)}"
+        step = checkpoint_step(latest)
+        return model_dir, f"the latest checkpoint: {os.path.basename(latest)}, step {step}", step
     if not os.path.isfile(choice + ".index"):
         raise UserError(f"--checkpoint {choice}: expected best, latest or a checkpoint prefix such as "
                         f"{os.path.join(model_dir, 'ckpt-3')} (no {choice}.index)")
     with open(os.path.join(tmp, "checkpoint"), "w", encoding="utf-8") as f:  # a state file naming the prefix
         f.write(f'model_checkpoint_path: "{os.path.abspath(choice)}"\n')
-    return tmp, f"checkpoint {choice}, step {checkpoint_step(choice)}"
+    step = checkpoint_step(choice)
+    return tmp, f"checkpoint {choice}, step {step}", step
 
 
 def export(config_path: str, model_dir: str, out_dir: str, input_type: str = "image_tensor",
@@ -70,12 +73,14 @@ def export(config_path: str, model_dir: str, out_dir: str, input_type: str = "im
     tidy_logging(verbose)
     label_map = pipeline_config.train_input_reader.label_map_path
     with tempfile.TemporaryDirectory(prefix="medtfod-ckpt-") as state_dir:
-        source, what = checkpoint_source(model_dir, checkpoint, state_dir)
+        source, what, step = checkpoint_source(model_dir, checkpoint, state_dir)
         print(f"exporting {what}", flush=True)
         with atomic.staged_directory(out_dir) as tmp:
             exporter_lib_v2.export_inference_graph(input_type, pipeline_config, source, tmp)
             if label_map and os.path.isfile(label_map):
                 shutil.copyfile(label_map, os.path.join(tmp, "label_map.pbtxt"))
+            with open(os.path.join(tmp, "export.json"), "w", encoding="utf-8") as f:  # what was exported
+                json.dump({"step": step, "checkpoint": what, "input_type": input_type}, f, indent=2)
             if tflite:
                 _export_tflite(pipeline_config, source, tmp)
     return os.path.join(out_dir, "saved_model")
