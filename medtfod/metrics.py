@@ -120,8 +120,8 @@ def _area_under_envelope(recall: List[float], precision: List[float]) -> float:
     return sum((rec[k + 1] - rec[k]) * prec[k + 1] for k in range(len(rec) - 1))
 
 
-def average_precision(gt: GroundTruth, dets: Sequence[Detection],
-                      iou_threshold: float = 0.5) -> Dict[str, Optional[float]]:
+def average_precision(gt: GroundTruth, dets: Sequence[Detection], iou_threshold: float = 0.5,
+                      matched: Optional[List[Optional[int]]] = None) -> Dict[str, Optional[float]]:
     """Per-class all-point interpolated average precision (PASCAL VOC 2010+ definition).
 
     Detections are matched with `match_detections` at IoU >= `iou_threshold` and ranked by
@@ -134,14 +134,15 @@ def average_precision(gt: GroundTruth, dets: Sequence[Detection],
       0.0; a class that only has detections is left out) and "mean": the unweighted mean over
       those classes (None when no class has GT boxes).
     """
-    matched = match_detections(gt, dets, iou_threshold)
+    matched = match_detections(gt, dets, iou_threshold) if matched is None else matched
     result: Dict[str, Optional[float]] = {
         label: _area_under_envelope(*pr_curve(gt, dets, label, iou_threshold, matched)) for label in _classes(gt)}
     result["mean"] = float(np.mean(list(result.values()))) if result else None
     return result
 
 
-def froc_curve(gt: GroundTruth, dets: Sequence[Detection], iou_threshold: float = 0.1) -> Dict[str, list]:
+def froc_curve(gt: GroundTruth, dets: Sequence[Detection], iou_threshold: float = 0.1,
+               matched: Optional[List[Optional[int]]] = None) -> Dict[str, list]:
     """The FROC curve: one point per distinct detection score, from the highest down.
 
     A point keeps every detection with score >= its threshold (all classes; equal scores go
@@ -150,7 +151,7 @@ def froc_curve(gt: GroundTruth, dets: Sequence[Detection], iou_threshold: float 
     all GT boxes; avg_fp = unmatched detections / number of images in `gt`, negatives included.
     The first point is the origin (threshold None: nothing kept).
     """
-    matched = match_detections(gt, dets, iou_threshold)
+    matched = match_detections(gt, dets, iou_threshold) if matched is None else matched
     n_gt, n_images = sum(len(v) for v in gt.values()), len(gt)
     curve: Dict[str, list] = {"threshold": [None], "avg_fp": [0.0], "sensitivity": [0.0 if n_gt else None]}
     order = sorted(range(len(dets)), key=lambda i: -dets[i].score)
@@ -165,7 +166,7 @@ def froc_curve(gt: GroundTruth, dets: Sequence[Detection], iou_threshold: float 
 
 
 def froc(gt: GroundTruth, dets: Sequence[Detection], iou_threshold: float = 0.1,
-         fps: Sequence[float] = FROC_RATES) -> Dict[str, Optional[float]]:
+         fps: Sequence[float] = FROC_RATES, matched: Optional[List[Optional[int]]] = None) -> Dict[str, Optional[float]]:
     """Sensitivity at fixed average false positives per image, and their mean.
 
     For each rate r in `fps`: the highest sensitivity of any `froc_curve` point with
@@ -173,7 +174,7 @@ def froc(gt: GroundTruth, dets: Sequence[Detection], iou_threshold: float = 0.1,
     last point, i.e. all detections kept). "mean" averages the rates: with the default rates
     (1/8 ... 8) it is the LUNA16 competition performance metric (CPM). All None without GT.
     """
-    curve = froc_curve(gt, dets, iou_threshold)
+    curve = froc_curve(gt, dets, iou_threshold, matched)
     if curve["sensitivity"][0] is None:
         return {**{_key(r): None for r in fps}, "mean": None}
     points = list(zip(curve["avg_fp"], curve["sensitivity"]))
@@ -319,15 +320,22 @@ def bootstrap_ci(gt: GroundTruth, dets: Sequence[Detection], metric_fn: Callable
     drawn) are skipped. Returns the 2.5th and 97.5th percentiles (numpy's linear
     interpolation), or (None, None) when every replicate was None.
     """
-    return bootstrap_cis(gt, dets, {"metric": metric_fn}, patients, n, seed)["metric"]
+    return bootstrap_cis(gt, dets, {"metric": lambda g, d, _m: metric_fn(g, d)}, patients, n, seed)["metric"]
 
 
 def bootstrap_cis(gt: GroundTruth, dets: Sequence[Detection], metric_fns: Dict[str, Callable],
-                  patients: Dict[str, str], n: int = 1000, seed: int = 0) -> Dict[str, Tuple[Optional[float], Optional[float]]]:
+                  patients: Dict[str, str], n: int = 1000, seed: int = 0,
+                  match_ious: Sequence[float] = ()) -> Dict[str, Tuple[Optional[float], Optional[float]]]:
     """`bootstrap_ci` of several metrics over the same replicates (each replicate is drawn and
     renamed once, then every metric is computed on it): the same intervals as separate calls
-    with the same seed, for a fraction of the work."""
+    with the same seed, for a fraction of the work.
+
+    `metric_fns` take (gt, dets, matches): `matches[t]` is `match_detections` of the replicate
+    at IoU t for each t in `match_ious`. Matching is per image, so a replicate's matches are the
+    original images' matches carried over (computed once here, not once per replicate).
+    """
     index = _by_image(gt, dets)
+    full = {t: match_detections(gt, dets, t) for t in match_ious}
     missing = sorted(set(gt) - set(patients))
     if missing:
         raise UserError(f"{len(missing)} images have no patient id (first: {missing[0]!r})")
@@ -338,14 +346,17 @@ def bootstrap_cis(gt: GroundTruth, dets: Sequence[Detection], metric_fns: Dict[s
     make = Detection._make
     rng, values = np.random.default_rng(seed), {name: [] for name in metric_fns}
     for _ in range(n):
-        sample_gt, sample_dets = {}, []
+        sample_gt, sample_dets, picked = {}, [], []
         for draw, k in enumerate(rng.integers(0, len(ids), len(ids))):
             for image in images_of[ids[k]]:
                 name = f"{image}#{draw}"
                 sample_gt[name] = gt[image]
-                sample_dets.extend(make((name, d.label, d.score, d.box)) for d in (dets[i] for i in index.get(image, [])))
+                own = index.get(image, [])
+                picked.extend(own)
+                sample_dets.extend(make((name, d.label, d.score, d.box)) for d in (dets[i] for i in own))
+        matches = {t: [m[i] for i in picked] for t, m in full.items()}
         for metric, fn in metric_fns.items():
-            value = fn(sample_gt, sample_dets)
+            value = fn(sample_gt, sample_dets, matches)
             if value is not None:
                 values[metric].append(value)
     out = {}
@@ -366,7 +377,8 @@ def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], patients: Optional[
     resamples; without them each image is its own unit. `bootstrap` is the number of replicates
     for "ci95" (AP@0.5 mean, FROC mean, image-level AUC; seed 0), 0 to skip it ("ci95": {}).
     "ci95" also states the resampling unit ('patient' or 'image'), how many units there were
-    and the number of replicates.
+    and the number of replicates, and holds the FROC sensitivity's interval at each rate
+    ("froc": {rate: [low, high]}, the band of the report's FROC plot).
     """
     result = {
         "ap": {_key(t): average_precision(gt, dets, t) for t in AP_IOUS},
@@ -381,11 +393,22 @@ def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], patients: Optional[
         patients = patients if patients is not None else {image: image for image in gt}
         result["ci95"] = {"unit": unit, "groups": len({patients[image] for image in gt if image in patients}),
                           "replicates": bootstrap}
-        intervals = bootstrap_cis(gt, dets, {"ap50_mean": lambda g, d: average_precision(g, d, 0.5)["mean"],
-                                             "froc_mean": lambda g, d: froc(g, d, iou_froc)["mean"],
-                                             "auc": lambda g, d: image_level(g, d)["auc"]}, patients, n=bootstrap)
-        for name, interval in intervals.items():
-            result["ci95"][name] = list(interval)
+        memo: dict = {}
+
+        def froc_at(key):  # one FROC per replicate, read for the mean and at every rate
+            def fn(g, d, m):
+                if memo.get("dets") is not d:
+                    memo["dets"], memo["froc"] = d, froc(g, d, iou_froc, matched=m[iou_froc])
+                return memo["froc"][key]
+            return fn
+        rates = [k for k in result["froc"] if k != "mean"]
+        fns = {"ap50_mean": lambda g, d, m: average_precision(g, d, 0.5, matched=m[0.5])["mean"],
+               "froc_mean": froc_at("mean"), "auc": lambda g, d, m: image_level(g, d)["auc"]}
+        fns.update({f"froc@{r}": froc_at(r) for r in rates})
+        intervals = bootstrap_cis(gt, dets, fns, patients, n=bootstrap, match_ious=(0.5, iou_froc))
+        for name in ("ap50_mean", "froc_mean", "auc"):
+            result["ci95"][name] = list(intervals[name])
+        result["ci95"]["froc"] = {r: list(intervals[f"froc@{r}"]) for r in rates}
     return result
 
 

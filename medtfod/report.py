@@ -118,7 +118,8 @@ def build_report(model: str, dataset_dir: str, split: str, out: str, model_dir: 
         kept = froc_curve(gt, [d for d in dets if d.score >= threshold], 0.1)
         point = (kept["avg_fp"][-1], kept["sensitivity"][-1]) if kept["sensitivity"][-1] is not None else None
         page["operating_point"] = point
-        band = plots.froc_band(gt, dets, patients, 0.1, replicates=min(bootstrap, 100))
+        froc_ci = page["metrics"]["ci95"].get("froc", {})  # the same replicates as the other intervals
+        band = {"low": [v[0] for v in froc_ci.values()] or [None], "high": [v[1] for v in froc_ci.values()] or [None]}
         plots_uri["FROC"] = _data_uri(plots.froc_plot(gt, dets, 0.1, band, point))
         for label in names:
             if page["boxes_per_class"][label]:

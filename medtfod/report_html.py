@@ -84,10 +84,11 @@ def _metrics(m: Dict[str, Any]) -> str:
     ci = m.get("ci95") or {}
     if ci:
         names = [k for k, v in ci.items() if isinstance(v, list)]
+        rows = [f"<tr><td>{n}</td>{_cell(f'ci95/{n}/0', ci[n][0])}{_cell(f'ci95/{n}/1', ci[n][1])}</tr>" for n in names]
+        rows += [f"<tr><td>FROC sensitivity at {r} FP/image</td>{_cell(f'ci95/froc/{r}/0', v[0])}"
+                 f"{_cell(f'ci95/froc/{r}/1', v[1])}</tr>" for r, v in ci.get("froc", {}).items()]
         parts.append(f"<h3>95% confidence intervals ({ci['unit']} bootstrap: {ci['groups']} {ci['unit']}s, "
-                     f"{ci['replicates']} replicates)</h3>" + _table(["metric", "low", "high"], [
-                         f"<tr><td>{n}</td>{_cell(f'ci95/{n}/0', ci[n][0])}{_cell(f'ci95/{n}/1', ci[n][1])}</tr>"
-                         for n in names]))
+                     f"{ci['replicates']} replicates)</h3>" + _table(["metric", "low", "high"], rows))
     return "".join(parts)
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .annotations import Detection
-from .metrics import FROC_RATES, froc, froc_curve, match_detections, pr_curve
-from .readers.detections import GroundTruth
+from .metrics import FROC_RATES, froc_curve, match_detections, pr_curve
 
 
 def _figure(width=5.0, height=3.6):
@@ -28,34 +26,6 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def froc_band(gt: GroundTruth, dets: Sequence[Detection], patients: Dict[str, str], iou: float,
-              replicates: int = 200, seed: int = 0) -> Dict[str, List[Optional[float]]]:
-    """2.5 / 97.5 percentiles of the sensitivity at each FROC rate over patient resamples
-    (the same resampling as `metrics.bootstrap_ci`)."""
-    by_patient: Dict[str, List[str]] = defaultdict(list)
-    for image in sorted(gt):
-        by_patient[patients.get(image, image)].append(image)
-    ids = sorted(by_patient)
-    per_image: Dict[str, List[Detection]] = defaultdict(list)
-    for d in dets:
-        per_image[d.image].append(d)
-    rng, rows = np.random.default_rng(seed), []
-    for _ in range(replicates):
-        sample_gt, sample_dets = {}, []
-        for draw, k in enumerate(rng.integers(0, len(ids), len(ids))):
-            for image in by_patient[ids[k]]:
-                name = f"{image}#{draw}"
-                sample_gt[name] = gt[image]
-                sample_dets.extend(d._replace(image=name) for d in per_image[image])
-        values = froc(sample_gt, sample_dets, iou)
-        if values["mean"] is not None:
-            rows.append([values[k] for k in values if k != "mean"])
-    if not rows:
-        return {"low": [None] * len(FROC_RATES), "high": [None] * len(FROC_RATES)}
-    low, high = np.percentile(np.asarray(rows, float), [2.5, 97.5], axis=0)
-    return {"low": [float(v) for v in low], "high": [float(v) for v in high]}
-
-
 def froc_plot(gt, dets, iou: float, band: Dict[str, list], point: Optional[Tuple[float, float]]) -> bytes:
     curve = froc_curve(gt, dets, iou)
     figure = _figure()
@@ -63,7 +33,7 @@ def froc_plot(gt, dets, iou: float, band: Dict[str, list], point: Optional[Tuple
     points = [(f, s) for f, s in zip(curve["avg_fp"], curve["sensitivity"]) if f > 0 and s is not None]
     if points:
         ax.step(*zip(*points), where="post", label="FROC")
-    if band["low"][0] is not None:
+    if band["low"] and band["low"][0] is not None and len(band["low"]) == len(FROC_RATES):
         ax.fill_between(FROC_RATES, band["low"], band["high"], step="post", alpha=0.25,
                         label="95% CI (patient bootstrap)")
     if point is not None and point[0] > 0:

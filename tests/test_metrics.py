@@ -292,7 +292,8 @@ def test_evaluate_all_layout_table_and_plots(tmp_path):
     assert list(result["ap"]) == ["0.1", "0.25", "0.5"]
     assert result["ap"]["0.25"]["mean"] == pytest.approx(1 / 3)
     assert result["froc"]["mean"] == pytest.approx(2 / 3)
-    assert list(result["ci95"]) == ["unit", "groups", "replicates", "ap50_mean", "froc_mean", "auc"]
+    assert list(result["ci95"]) == ["unit", "groups", "replicates", "ap50_mean", "froc_mean", "auc", "froc"]
+    assert list(result["ci95"]["froc"]) == ["0.125", "0.25", "0.5", "1", "2", "4", "8"]
     assert result["ci95"]["unit"] == "image" and result["ci95"]["groups"] == len(GT)  # no patients given
     by_patient = metrics.evaluate_all(GT, DETS, patients={image: "p" for image in GT}, bootstrap=5)["ci95"]
     assert (by_patient["unit"], by_patient["groups"], by_patient["replicates"]) == ("patient", 1, 5)
