@@ -227,12 +227,13 @@ def cmd_metrics(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .detect import export_dir
     from .fence import check_outputs
     from .report import build_report
     check_outputs({"--out": args.out}, {"--model": args.model, "--dataset": args.dataset,
                                         "--model-dir": args.model_dir, "--detections": args.detections})
-    with _library_log(export_dir(args.model), args):
+    from .odapi.runtime import library_log
+    # the export is an input here: TensorFlow's log is kept (and named) only when the report fails
+    with library_log(None, verbose=args.verbose):
         done = build_report(args.model, args.dataset, args.split, args.out, model_dir=args.model_dir,
                             detections=args.detections, min_score=args.min_score, max_images=args.max_images,
                             iou=args.iou, bootstrap=args.bootstrap, quiet=args.quiet)
