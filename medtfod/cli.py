@@ -161,27 +161,15 @@ def cmd_detect(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    import tempfile
-
     from .calibrate import choose_threshold, describe, write_operating_point
-    from .detect import detect, export_dir as export_dir_of
-    from .metrics import read_detections_csv, read_ground_truth
+    from .detect import export_dir as export_dir_of, split_detections
     from .fence import check_outputs
+    from .metrics import read_ground_truth
     export_dir = export_dir_of(args.model)
     check_outputs({"--model": export_dir}, {"--dataset": args.dataset, "--detections": args.detections})
     gt = read_ground_truth(args.dataset, args.split)
-    with tempfile.TemporaryDirectory() as tmp:
-        csv_path = args.detections
-        if not csv_path:  # every detection the model makes on the split; the tables are all it needs
-            with _library_log(export_dir, args):
-                detect(export_dir, None, tmp, min_score=0.0, quiet=args.quiet, dataset=args.dataset,
-                       split=args.split, draw=False)
-            csv_path = os.path.join(tmp, "detections.csv")
-        dets = read_detections_csv(csv_path)
-    unknown = sorted({d.image for d in dets} - set(gt))
-    if unknown:
-        raise UserError(f"{len(unknown)} images in the detections are not in the {args.split} split of "
-                        f"{args.dataset}, e.g. {unknown[0]!r}")
+    with _library_log(export_dir, args):
+        dets = split_detections(export_dir, args.dataset, args.split, gt, args.detections, quiet=args.quiet)
     point = choose_threshold(gt, dets, sensitivity=args.sensitivity, fp_per_image=args.fp_per_image, iou=args.iou)
     path, record = write_operating_point(export_dir, point, target_sensitivity=args.sensitivity,
                                          target_fp_per_image=args.fp_per_image, iou=args.iou,

@@ -186,6 +186,27 @@ def _draw_and_save(image, name, found, gt_boxes, bitmaps, out, class_ids):
     atomic.write_file(fence.inside(out, target), buffer.getvalue())
 
 
+def split_detections(model: str, dataset: str, split: str, gt, detections: Optional[str] = None,
+                     quiet: bool = False) -> list:
+    """Every detection the model makes on a dataset split (score >= 0), read from `detections`
+    (a detections.csv of that split) or made now without drawing; a `UserError` when a detection
+    is on an image outside the split's ground truth `gt`."""
+    import tempfile
+
+    from .readers.detections import read_detections_csv
+    with tempfile.TemporaryDirectory(prefix="medtfod-split-") as tmp:
+        csv_path = detections
+        if not csv_path:  # the tables are all the caller needs
+            detect(model, None, tmp, min_score=0.0, quiet=quiet, dataset=dataset, split=split, draw=False)
+            csv_path = os.path.join(tmp, "detections.csv")
+        dets = read_detections_csv(csv_path)
+    unknown = sorted({d.image for d in dets} - set(gt))
+    if unknown:
+        raise UserError(f"{len(unknown)} images in the detections are not in the {split} split of "
+                        f"{dataset}, e.g. {unknown[0]!r}")
+    return dets
+
+
 def resolve_min_score(model: str, min_score: Optional[float]) -> Tuple[float, str]:
     """The threshold to use and where it came from: the caller's, else the operating point
     `medtfod calibrate` stored in the export folder, else DEFAULT_MIN_SCORE."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import tempfile
 import time
 from typing import Optional
 
@@ -71,9 +70,9 @@ def build_report(model: str, dataset_dir: str, split: str, out: str, model_dir: 
                  max_images: int = DEFAULT_MAX_IMAGES, iou: float = 0.1, bootstrap: int = 200,
                  quiet: bool = False) -> dict:
     """Write the report to `out`; returns {'path', 'seconds' (building, without detect), 'images'}."""
-    from .detect import detect, export_dir, resolve_min_score
+    from .detect import export_dir, resolve_min_score, split_detections
     from .labelmap import read_label_map
-    from .metrics import evaluate_all, read_detections_csv, read_ground_truth
+    from .metrics import evaluate_all, read_ground_truth
     from .review import confusion_matrix, gallery_order, review
 
     export = export_dir(model)
@@ -88,16 +87,7 @@ def build_report(model: str, dataset_dir: str, split: str, out: str, model_dir: 
     entries = {e.name: e for e in data.split(split)}
     gt = read_ground_truth(dataset_dir, split)
     threshold, threshold_source = resolve_min_score(export, min_score)
-    with tempfile.TemporaryDirectory(prefix="medtfod-report-") as tmp:
-        csv_path = detections
-        if not csv_path:
-            detect(export, None, tmp, min_score=0.0, quiet=quiet, dataset=dataset_dir, split=split, draw=False)
-            csv_path = os.path.join(tmp, "detections.csv")
-        dets = read_detections_csv(csv_path)
-    unknown = sorted({d.image for d in dets} - set(gt))
-    if unknown:
-        raise UserError(f"{len(unknown)} images in the detections are not in the {split} split of {dataset_dir}, "
-                        f"e.g. {unknown[0]!r}")
+    dets = split_detections(export, dataset_dir, split, gt, detections, quiet=quiet)
     started = time.time()
     names = dataset_map.names
     patients = data.patients(split)
