@@ -310,65 +310,6 @@ def coco_metrics(gt: GroundTruth, dets: Sequence[Detection], label_names: Option
     return result
 
 
-def bootstrap_ci(gt: GroundTruth, dets: Sequence[Detection], metric_fn: Callable[[GroundTruth, list], Optional[float]],
-                 patients: Dict[str, str], n: int = 1000, seed: int = 0) -> Tuple[Optional[float], Optional[float]]:
-    """95% percentile bootstrap interval of `metric_fn(gt, dets)`, resampling patients.
-
-    Each of `n` replicates draws as many patients as there are, with replacement
-    (numpy default_rng(seed)); all images of a drawn patient go in, renamed '<image>#<draw>'
-    so a patient drawn twice counts twice. Replicates where the metric is None (e.g. no GT
-    drawn) are skipped. Returns the 2.5th and 97.5th percentiles (numpy's linear
-    interpolation), or (None, None) when every replicate was None.
-    """
-    return bootstrap_cis(gt, dets, {"metric": lambda g, d, _m: metric_fn(g, d)}, patients, n, seed)["metric"]
-
-
-def bootstrap_cis(gt: GroundTruth, dets: Sequence[Detection], metric_fns: Dict[str, Callable],
-                  patients: Dict[str, str], n: int = 1000, seed: int = 0,
-                  match_ious: Sequence[float] = ()) -> Dict[str, Tuple[Optional[float], Optional[float]]]:
-    """`bootstrap_ci` of several metrics over the same replicates (each replicate is drawn and
-    renamed once, then every metric is computed on it): the same intervals as separate calls
-    with the same seed, for a fraction of the work.
-
-    `metric_fns` take (gt, dets, matches): `matches[t]` is `match_detections` of the replicate
-    at IoU t for each t in `match_ious`. Matching is per image, so a replicate's matches are the
-    original images' matches carried over (computed once here, not once per replicate).
-    """
-    index = _by_image(gt, dets)
-    full = {t: match_detections(gt, dets, t) for t in match_ious}
-    missing = sorted(set(gt) - set(patients))
-    if missing:
-        raise UserError(f"{len(missing)} images have no patient id (first: {missing[0]!r})")
-    images_of: Dict[str, List[str]] = defaultdict(list)
-    for image in sorted(gt):
-        images_of[patients[image]].append(image)
-    ids = sorted(images_of)
-    make = Detection._make
-    rng, values = np.random.default_rng(seed), {name: [] for name in metric_fns}
-    for _ in range(n):
-        sample_gt, sample_dets, picked = {}, [], []
-        for draw, k in enumerate(rng.integers(0, len(ids), len(ids))):
-            for image in images_of[ids[k]]:
-                name = f"{image}#{draw}"
-                sample_gt[name] = gt[image]
-                own = index.get(image, [])
-                picked.extend(own)
-                sample_dets.extend(make((name, d.label, d.score, d.box)) for d in (dets[i] for i in own))
-        matches = {t: [m[i] for i in picked] for t, m in full.items()}
-        for metric, fn in metric_fns.items():
-            value = fn(sample_gt, sample_dets, matches)
-            if value is not None:
-                values[metric].append(value)
-    out = {}
-    for metric, found in values.items():
-        if not found:
-            out[metric] = (None, None)
-            continue
-        low, high = np.percentile(found, [2.5, 97.5])
-        out[metric] = (float(low), float(high))
-    return out
-
-
 def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], patients: Optional[Dict[str, str]] = None,
                  iou_froc: float = 0.1, bootstrap: int = 200, label_names: Optional[Sequence[str]] = None) -> dict:
     """Every metric, in the layout of metrics.json (see the functions for each definition).
@@ -393,22 +334,11 @@ def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], patients: Optional[
         patients = patients if patients is not None else {image: image for image in gt}
         result["ci95"] = {"unit": unit, "groups": len({patients[image] for image in gt if image in patients}),
                           "replicates": bootstrap}
-        memo: dict = {}
-
-        def froc_at(key):  # one FROC per replicate, read for the mean and at every rate
-            def fn(g, d, m):
-                if memo.get("dets") is not d:
-                    memo["dets"], memo["froc"] = d, froc(g, d, iou_froc, matched=m[iou_froc])
-                return memo["froc"][key]
-            return fn
-        rates = [k for k in result["froc"] if k != "mean"]
-        fns = {"ap50_mean": lambda g, d, m: average_precision(g, d, 0.5, matched=m[0.5])["mean"],
-               "froc_mean": froc_at("mean"), "auc": lambda g, d, m: image_level(g, d)["auc"]}
-        fns.update({f"froc@{r}": froc_at(r) for r in rates})
-        intervals = bootstrap_cis(gt, dets, fns, patients, n=bootstrap, match_ious=(0.5, iou_froc))
+        from .bootstrap import detection_cis
+        intervals = detection_cis(gt, dets, patients, n=bootstrap, iou_ap=0.5, iou_froc=iou_froc)
         for name in ("ap50_mean", "froc_mean", "auc"):
             result["ci95"][name] = list(intervals[name])
-        result["ci95"]["froc"] = {r: list(intervals[f"froc@{r}"]) for r in rates}
+        result["ci95"]["froc"] = {_key(r): list(intervals[f"froc@{_key(r)}"]) for r in FROC_RATES}
     return result
 
 

@@ -12,6 +12,7 @@ from pycocotools.cocoeval import COCOeval
 
 from medtfod.annotations import Detection as Det
 from medtfod import metrics
+from medtfod.bootstrap import bootstrap_ci, detection_cis
 from medtfod.annotations import ImageRecord, Object
 from medtfod.boxes import Box
 from medtfod.errors import UserError
@@ -262,12 +263,12 @@ def test_bootstrap_ci_contains_estimate_and_is_deterministic():
     gt, dets, patients = _patients_case()
     fn = lambda g, d: metrics.average_precision(g, d, 0.5)["mean"]  # noqa: E731
     point = fn(gt, dets)
-    low, high = metrics.bootstrap_ci(gt, dets, fn, patients, n=100, seed=0)
+    low, high = bootstrap_ci(gt, dets, fn, patients, n=100, seed=0)
     assert low <= point <= high and low < high
-    assert metrics.bootstrap_ci(gt, dets, fn, patients, n=100, seed=0) == (low, high)
-    assert metrics.bootstrap_ci(gt, dets, fn, patients, n=100, seed=1) != (low, high)
+    assert bootstrap_ci(gt, dets, fn, patients, n=100, seed=0) == (low, high)
+    assert bootstrap_ci(gt, dets, fn, patients, n=100, seed=1) != (low, high)
     with pytest.raises(UserError, match="no patient id"):
-        metrics.bootstrap_ci(gt, dets, fn, {}, n=10)
+        bootstrap_ci(gt, dets, fn, {}, n=10)
 
 
 def test_bootstrap_counts_a_patient_drawn_twice_twice():
@@ -279,11 +280,49 @@ def test_bootstrap_counts_a_patient_drawn_twice_twice():
     def fn(g, d):
         seen.append((len(g), sum(len(v) for v in g.values())))
         return None if seen[-1][1] == 0 else float(seen[-1][1])
-    low, high = metrics.bootstrap_ci(gt, [], fn, {"a.png": "A", "b.png": "B"}, n=200, seed=0)
+    low, high = bootstrap_ci(gt, [], fn, {"a.png": "A", "b.png": "B"}, n=200, seed=0)
     assert {images for images, _ in seen} == {2}
     assert {boxes for _, boxes in seen} == {0, 1, 2}
     assert (low, high) == (1.0, 2.0)
-    assert metrics.bootstrap_ci({"b.png": []}, [], lambda g, d: None, {"b.png": "B"}, n=5) == (None, None)
+    assert bootstrap_ci({"b.png": []}, [], lambda g, d: None, {"b.png": "B"}, n=5) == (None, None)
+
+
+def _mixed_case(seed, ties=False):
+    """Patients with 1-3 images, two classes (one rare), negatives, duplicates and FPs."""
+    rng = np.random.default_rng(seed)
+    gt, dets, patients = {}, [], {}
+    for p in range(12):
+        for k in range(int(rng.integers(1, 4))):
+            image = f"p{p}_{k}.png"
+            patients[image] = f"P{p}"
+            gt[image] = [(label, Box(10 + 40 * j, 10, 40 + 40 * j, 40))
+                         for j, label in enumerate(["n"] * int(rng.integers(0, 3)) + (["m"] if rng.random() < 0.15 else []))]
+            for _ in range(int(rng.integers(0, 5))):
+                x = float(rng.integers(0, 90))
+                score = float(rng.integers(1, 4)) / 4 if ties else float(rng.random())
+                dets.append(Det(image, str(rng.choice(["n", "m"])), score, Box(x, 10, x + 30, 40)))
+    return gt, dets, patients
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorized_bootstrap_equals_the_replicate_loop(seed):
+    """detection_cis (weighted sums over all replicates at once) gives bootstrap_ci's intervals
+    (real renamed replicates through the metric functions) for every metric it reports."""
+    gt, dets, patients = _mixed_case(seed)
+    fast = detection_cis(gt, dets, patients, n=60, seed=seed)
+    loop = {"ap50_mean": lambda g, d: metrics.average_precision(g, d, 0.5)["mean"],
+            "froc_mean": lambda g, d: metrics.froc(g, d, 0.1)["mean"],
+            "auc": lambda g, d: metrics.image_level(g, d)["auc"],
+            "froc@0.125": lambda g, d: metrics.froc(g, d, 0.1)["0.125"],
+            "froc@2": lambda g, d: metrics.froc(g, d, 0.1)["2"]}
+    for key, fn in loop.items():
+        assert fast[key] == pytest.approx(bootstrap_ci(gt, dets, fn, patients, n=60, seed=seed), abs=1e-12), key
+    tied_gt, tied, tied_patients = _mixed_case(seed, ties=True)  # FROC and AUC take equal scores together
+    fast = detection_cis(tied_gt, tied, tied_patients, n=40, seed=seed)
+    for key in ("froc_mean", "auc"):
+        assert fast[key] == pytest.approx(bootstrap_ci(tied_gt, tied, loop[key], tied_patients, n=40, seed=seed),
+                                          abs=1e-12), key
+    assert detection_cis({"b.png": []}, [], {"b.png": "B"}, n=5)["ap50_mean"] == (None, None)  # no GT ever drawn
 
 
 def test_evaluate_all_layout_table_and_plots(tmp_path):

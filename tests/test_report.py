@@ -196,3 +196,34 @@ def test_report_in_headless_chromium(trained, tmp_path):
         crop = pixels[y:y + h, x:x + w]
         drawn = (crop < 245).mean()  # share of pixels that are not page background
         assert crop.size and crop.std() > 10 and drawn > 0.02, (region, crop.std(), drawn)
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_history_equals_tensorboards_event_accumulator(trained):
+    """The report's history reader (TensorBoard's pure-Python record reader, no TensorFlow import)
+    gives the series TensorBoard's EventAccumulator gives on the trained fixture's runs."""
+    import sys
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+    code = ("import json, sys; from medtfod.history import read_history; "
+            "h = read_history(sys.argv[1]); print(json.dumps({'tf': 'tensorflow' in sys.modules, 'runs': h}))")
+    done = subprocess.run([sys.executable, "-c", code, trained["model"]], capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout)
+    assert found["tf"] is False  # TensorFlow's ~3 s import is not paid for the history
+    expected = {}
+    for folder, _, files in sorted(os.walk(trained["model"])):
+        if not any(f.startswith("events.out.tfevents.") for f in files):
+            continue
+        accumulator = EventAccumulator(folder, size_guidance={"tensors": 0})
+        accumulator.Reload()
+        series = expected.setdefault(os.path.relpath(folder, trained["model"]).split(os.sep)[0], {})
+        for tag in accumulator.Tags()["tensors"]:
+            values = [(e.step, make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)]
+            points = dict((int(s), float(v.reshape(()))) for s, v in values if v.size == 1 and v.dtype.kind in "fiu")
+            if points:
+                series.setdefault(tag, {}).update(points)
+    expected = {run: {tag: [list(p) for p in sorted(points.items())] for tag, points in series.items()}
+                for run, series in expected.items() if series}
+    assert json.dumps(found["runs"], sort_keys=True) == json.dumps(expected, sort_keys=True)  # NaN == NaN here
+    assert {"train", "eval"} <= set(expected) and "Loss/total_loss" in expected["train"]
