@@ -12,6 +12,9 @@ from typing import Iterator, Union
 
 from .errors import UserError
 
+_UMASK = os.umask(0)  # read once, at import (umask is process-wide; resetting it later could race threads)
+os.umask(_UMASK)
+
 MARKER = ".medtfod"  # present in every directory medtfod writes, so it may replace it later
 
 
@@ -65,6 +68,7 @@ def write_file(path: str, data: Union[str, bytes]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide the file from the user's group
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

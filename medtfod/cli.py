@@ -149,11 +149,14 @@ def cmd_detect(args) -> int:
                          label_map_path=args.label_map, quiet=args.quiet, max_per_image=args.max_per_image,
                          classes=args.classes.split(",") if args.classes else None,
                          dataset=args.dataset, split=args.split, workers=args.workers, batch_size=args.batch_size,
-                         draw=not args.no_draw)
+                         draw=not args.no_draw, annotations=args.annotations,
+                         annotations_out=args.annotations_out)
     skipped = f", {len(summary['skipped'])} unreadable images skipped" if summary["skipped"] else ""
     print(f"{summary['images']} images, {summary['detections']} detections at score >= {min_score:g}"
           f"{skipped}; {'' if args.no_draw else 'drawn images, '}detections.csv/.json, coco_results.json "
           f"and images.csv in {args.out}")
+    if args.annotations:
+        print(f"{args.annotations} pre-annotations of the kept detections, and queue.csv, in {args.annotations_out}")
     if summary["batch"] == 1 and args.batch_size > 1:
         print("note: this export takes one image per call; export with `--input-type float_image_tensor` "
               "and detect runs --batch-size images of one size per call (about 2-3x faster on CPU)")
@@ -413,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--no-draw", action="store_true", help="write the tables only, no drawn copies")
     detect.add_argument("--workers", type=POSITIVE, default=2, help="threads decoding and drawing (default 2)")
     detect.add_argument("--label-map", help="default: label_map.pbtxt in the export folder")
+    detect.add_argument("--annotations", choices=("voc", "labelstudio", "coco"),
+                        help="also write the kept detections as pre-annotations to correct: labelImg's VOC XML, "
+                             "Label Studio tasks, or COCO JSON (CVAT)")
+    detect.add_argument("--annotations-out", help="folder for --annotations (an annotation tool opens it)")
     detect.set_defaults(func=cmd_detect)
 
     calibrate = sub.add_parser("calibrate", parents=[quiet],
@@ -475,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--host", default="localhost",
                        help="address to listen on (default localhost; 0.0.0.0 serves the network)")
     board.set_defaults(func=cmd_tensorboard)
+
+    from .cli_review import register
+    register(sub, quiet)
 
     doctor = sub.add_parser("doctor", help="check the installation")
     doctor.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow's own log live")

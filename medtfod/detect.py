@@ -173,6 +173,15 @@ def _keep(result, j: int, name: str, size, label_map, min_score: float, classes,
     return found, keep
 
 
+def _top_score(result, j: int, label_map, classes) -> float:
+    """The highest score of image j's detections (of `classes`), before any threshold."""
+    n = int(result["num_detections"][j])
+    scores = [round(float(score), 6) for score, cls in zip(result["detection_scores"][j][:n],
+                                                            result["detection_classes"][j][:n])
+              if not classes or label_map.name_of(int(cls)) in classes]
+    return max(scores, default=0.0)
+
+
 def _draw_and_save(image, name, found, gt_boxes, bitmaps, out, class_ids):
     from .draw import colour
     if bitmaps:
@@ -223,7 +232,7 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
            label_map_path: Optional[str] = None, quiet: bool = False, max_per_image: int = 100,
            classes: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
            split: Optional[str] = None, workers: int = 2, detect_fn=None, batch_size: int = 8,
-           draw: bool = True) -> dict:
+           draw: bool = True, annotations: Optional[str] = None, annotations_out: Optional[str] = None) -> dict:
     """Run the exported model on every input image and write the outputs listed above.
 
     `detect_fn` is the loaded SavedModel when the caller has it already (benchmarks, loops
@@ -243,9 +252,14 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
     if unknown:
         raise UserError(f"--classes: {', '.join(unknown)} not in the label map ({', '.join(label_map.names)})")
     inputs, gt, fenced = resolve_inputs(images, dataset, split)
-    fence.check_outputs({"--out": out}, dict(fenced, **{"--model": model}))
+    if annotations and not annotations_out:
+        raise UserError("--annotations needs --annotations-out (the folder the annotation tool will open)")
+    fence.check_outputs({"--out": out, "--annotations-out": annotations_out}, dict(fenced, **{"--model": model}))
     if not inputs:
         raise UserError(f"no PNG, JPEG or DICOM images under {images}")
+    if annotations:
+        from . import preannotate
+        preannotate.check_names(annotations, [name for name, _ in inputs])
     from .odapi.runtime import import_tensorflow
     tf = import_tensorflow(verbose=False)
     detect_fn = detect_fn or tf.saved_model.load(saved_model)
@@ -253,6 +267,7 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
     capacity, dtype = model_input(detect_fn, batch_size)
     rows, skipped, pending, batch = [], [], [], []  # pending: (name, size, found, future of its mask RLEs)
     per_image = [None] * len(inputs)  # filled in input order, whatever order batches finish in
+    tops = [None] * len(inputs)  # (width, height, highest score before the threshold) per image
     bar = progress(total=len(inputs), desc="detect", unit="img", quiet=quiet)
 
     def run_batch():
@@ -268,6 +283,7 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
             pending.append((name, image.size, found,
                             pool.submit(_finish, image, name, found, gt_boxes, masks, out, draw, label_map.ids)))
             per_image[index] = (name, found, None)
+            tops[index] = (*image.size, _top_score(result, j, label_map, classes))
         bar.update(len(batch))
         batch.clear()
 
@@ -295,6 +311,12 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
             rows.extend((detection, size, rle) for detection, rle in zip(found, future.result()))
     bar.close()
     _write_outputs(out, rows, per_image, label_map, dataset, split)
+    if annotations:
+        from . import preannotate
+        done = [preannotate.Predicted(name, "" if callable(path) else path, *tops[i][:2], per_image[i][1], tops[i][2])
+                for i, (name, path) in enumerate(inputs) if tops[i] is not None]
+        preannotate.write(annotations, annotations_out, done, label_map, min_score,
+                          model_version=os.path.basename(os.path.abspath(export_dir(model))))
     for name, reason in skipped:
         print(f"skipped {name}: {reason}")
     return {"images": len(inputs), "detections": len(rows), "skipped": skipped, "min_score": min_score,

@@ -1,5 +1,8 @@
 """Shared fixtures: tiny synthetic data made in code; ../shared only when it exists."""
+import importlib
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -247,3 +250,20 @@ def trained(tmp_path_factory):
     paths.update(images=data["images"], bbox_csv=data["bbox_csv"], data_entry=data["data_entry"],
                  label_map=data["label_map"], root=root)
     return paths
+
+
+@pytest.fixture(scope="session")
+def pascal_voc_io(tmp_path_factory):
+    """labelImg's `libs.pascal_voc_io`, installed (without PyQt) into a temp folder if needed."""
+    try:
+        return importlib.import_module("libs.pascal_voc_io")
+    except ImportError:
+        pass
+    target = tmp_path_factory.mktemp("labelimg")
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                             "--disable-pip-version-check", "--target", str(target), "labelImg==1.8.6"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"labelImg 1.8.6 could not be installed here: {result.stderr.strip()[-300:]}")
+    sys.path.insert(0, str(target))
+    return importlib.import_module("libs.pascal_voc_io")

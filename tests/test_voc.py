@@ -1,30 +1,8 @@
 """VOC XML reads back through labelImg 1.8.6's own PascalVocReader."""
-import importlib
-import subprocess
-import sys
-
-import pytest
 
 from medtfod.annotations import ImageRecord, Object
 from medtfod.boxes import Box
 from medtfod.writers.voc import voc_xml
-
-
-@pytest.fixture(scope="session")
-def pascal_voc_io(tmp_path_factory):
-    """labelImg's `libs.pascal_voc_io`, installed (without PyQt) into a temp folder if needed."""
-    try:
-        return importlib.import_module("libs.pascal_voc_io")
-    except ImportError:
-        pass
-    target = tmp_path_factory.mktemp("labelimg")
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                             "--disable-pip-version-check", "--target", str(target), "labelImg==1.8.6"],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"labelImg 1.8.6 could not be installed here: {result.stderr.strip()[-300:]}")
-    sys.path.insert(0, str(target))
-    return importlib.import_module("libs.pascal_voc_io")
 
 
 def test_labelimg_reads_our_voc(pascal_voc_io, tmp_path):

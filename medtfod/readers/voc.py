@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import defusedxml
 import defusedxml.ElementTree as DET
@@ -123,6 +123,48 @@ def _read_object(obj: Element, path: str, line: int, image: str, problems: Probl
     return label, box
 
 
+class VocFile(NamedTuple):
+    """One VOC XML file read: its image, the `<size>` (0 when absent), labelImg's `verified`
+    attribute, and its objects as (label, Box, line) in file order (bad objects reported and left out)."""
+    path: str
+    image: str
+    width: int
+    height: int
+    verified: bool
+    objects: List[Tuple[str, Box, int]]
+    dropped: int  # bad objects, reported and left out
+
+
+def _size(root: Element, name: str) -> int:
+    try:
+        return int(float(root.findtext(f"size/{name}") or 0))
+    except ValueError:
+        return 0
+
+
+def read_voc_file(path: str, problems: Problems) -> Optional[VocFile]:
+    """One Pascal VOC file, or None after reporting why it is unusable (see `read_voc`)."""
+    try:
+        root, lines = _parse(path)
+    except (ParseError, defusedxml.DefusedXmlException, OSError) as e:
+        line = getattr(e, "position", (None,))[0]
+        problems.add(path, line, "bad_xml", os.path.basename(path), f"not readable as safe XML: {e}")
+        return None
+    if root.tag != "annotation":
+        problems.add(path, lines.get(id(root)), "not_voc", root.tag,
+                     f"root element is <{root.tag}>; expected a Pascal VOC <annotation>")
+        return None
+    image = _image_name(root, path)
+    objects, elements = [], root.findall("object")
+    for obj in elements:  # every bad object is reported (with its image, which convert drops)
+        line = lines.get(id(obj), 0)
+        parsed = _read_object(obj, path, line, image, problems)
+        if parsed is not None:
+            objects.append((parsed[0], parsed[1], line))
+    return VocFile(path, image, _size(root, "width"), _size(root, "height"),
+                   root.get("verified", "").strip().lower() == "yes", objects, len(elements) - len(objects))
+
+
 def read_voc(xml_dir: str, problems: Problems):
     """Read a folder of Pascal VOC XML files (recursively, sorted) into a `Table`.
 
@@ -147,29 +189,15 @@ def read_voc(xml_dir: str, problems: Problems):
     table = Table("voc", [], inputs={"xml_dir": xml_dir})
     seen: Dict[str, str] = {}
     for path in files:
-        try:
-            root, lines = _parse(path)
-        except (ParseError, defusedxml.DefusedXmlException, OSError) as e:
-            line = getattr(e, "position", (None,))[0]
-            problems.add(path, line, "bad_xml", os.path.basename(path), f"not readable as safe XML: {e}")
+        found = read_voc_file(path, problems)
+        if found is None:
             continue
-        if root.tag != "annotation":
-            problems.add(path, lines.get(id(root)), "not_voc", root.tag,
-                         f"root element is <{root.tag}>; expected a Pascal VOC <annotation>")
+        if found.image in seen:
+            problems.add(path, None, "duplicate_image", found.image,
+                         f"image {found.image!r} is already annotated by {seen[found.image]}; this file is skipped")
             continue
-        image = _image_name(root, path)
-        if image in seen:
-            problems.add(path, None, "duplicate_image", image,
-                         f"image {image!r} is already annotated by {seen[image]}; this file is skipped")
-            continue
-        seen[image] = path
-        objects = root.findall("object")
-        for obj in objects:  # every bad object is reported (with its image, which convert drops)
-            line = lines.get(id(obj), 0)
-            parsed = _read_object(obj, path, line, image, problems)
-            if parsed is not None:
-                table.rows.append(TableRow(image, parsed[0], parsed[1], path, line))
-        if not objects:
-            table.negatives.append(image)
+        seen[found.image] = path
+        table.rows.extend(TableRow(found.image, label, box, path, line) for label, box, line in found.objects)
+        if not found.objects and not found.dropped:
+            table.negatives.append(found.image)
     return table
-

@@ -1,0 +1,157 @@
+"""Pre-annotations: a model's detections as files an annotation tool opens for correction.
+
+`medtfod detect --annotations voc|labelstudio|coco --annotations-out DIR` writes, from the
+detections at or above the threshold in use:
+
+    voc          <stem>.xml per image, as labelImg 1.8.6 writes them (`writers.voc`: 1-based
+                 inclusive integer corners; no `verified` attribute), and classes.txt (the
+                 label map's order) for labelImg's predefined classes. labelImg keeps every
+                 image's XML in one folder by file stem, so two images with one stem are refused.
+    labelstudio  tasks.json: Label Studio import tasks with `predictions` (`writers.labelstudio`),
+                 and labeling_config.xml, the matching labeling interface.
+    coco         coco.json: COCO detection JSON (CVAT's "COCO 1.0" import), with each box's score.
+
+and, for every format, queue.csv: each image's highest detection score before the threshold,
+its boxes kept, and its distance to the threshold, which `medtfod annotate --order uncertainty`
+reads (see `uncertainty_order`).
+
+A file already in DIR is replaced only when it holds what this run would write: a pre-annotation
+someone has since corrected is never overwritten.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+from . import atomic
+from .annotations import Detection, ImageRecord, Object
+from .errors import UserError
+from .labelmap import LabelMap
+
+FORMATS = ("voc", "labelstudio", "coco")
+QUEUE = "queue.csv"
+
+
+class Predicted(NamedTuple):
+    """One image's detect result: `name` relative to the input folder, `path` on disk ('' when
+    read from a dataset), size in pixels, the detections kept, and the highest score of any
+    detection before the threshold (0.0 when the model returned none)."""
+    name: str
+    path: str
+    width: int
+    height: int
+    kept: List[Detection]
+    top_score: float
+
+
+def _stem(name: str) -> str:
+    return os.path.splitext(os.path.basename(name))[0]
+
+
+def check_names(fmt: str, names: Sequence[str]) -> None:
+    """Refuse, before any work, a format that is unknown or images whose files would collide."""
+    if fmt not in FORMATS:
+        raise UserError(f"--annotations {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt != "voc":
+        return
+    seen: Dict[str, str] = {}
+    for name in names:
+        key = _stem(name).lower()  # Windows and macOS folders ignore case
+        if key in seen:
+            raise UserError(f"{seen[key]} and {name} would share one annotation file ({_stem(name)}.xml): labelImg "
+                            "keeps annotations by file name in one folder; pre-annotate them in separate runs")
+        seen[key] = name
+
+
+def _differs(path: str, data: bytes) -> bool:
+    if not os.path.exists(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read() != data
+
+
+def voc_files(images: Sequence[Predicted], label_map: LabelMap) -> Dict[str, bytes]:
+    from .writers.voc import voc_xml
+    check_names("voc", [p.name for p in images])
+    files = {"classes.txt": ("\n".join(label_map.names) + "\n").encode("utf-8")}
+    for p in images:
+        record = ImageRecord(os.path.basename(p.name), os.path.abspath(p.path) if p.path else p.name, p.width,
+                             p.height, 3, os.path.splitext(p.name)[1].lstrip(".").lower(), "",
+                             [Object(d.label, d.box) for d in p.kept])
+        folder = os.path.basename(os.path.dirname(os.path.abspath(p.path))) if p.path else "images"
+        files[_stem(p.name) + ".xml"] = voc_xml(record, folder=folder)
+    return files
+
+
+def coco_file(images: Sequence[Predicted], label_map: LabelMap) -> Dict[str, bytes]:
+    from .writers.coco import coco_dict
+    records = [ImageRecord(p.name, p.path, p.width, p.height, 3, "", "", [Object(d.label, d.box) for d in p.kept])
+               for p in images]
+    data = coco_dict(records, label_map)
+    scores = [d.score for p in images for d in p.kept]  # coco_dict numbers annotations in this order
+    for annotation, score in zip(data["annotations"], scores):
+        annotation["score"] = round(score, 6)
+    data["info"]["description"] = "medtfod pre-annotations (detections at or above the threshold in use)"
+    return {"coco.json": (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8")}
+
+
+def labelstudio_files(images: Sequence[Predicted], label_map: LabelMap, model_version: str) -> Dict[str, bytes]:
+    from .writers.labelstudio import labeling_config, tasks
+    data = tasks([(p.name, p.width, p.height, p.kept) for p in images], model_version)
+    return {"tasks.json": (json.dumps(data, indent=1) + "\n").encode("utf-8"),
+            "labeling_config.xml": labeling_config(label_map.names).encode("utf-8")}
+
+
+def queue_csv(images: Sequence[Predicted], threshold: float) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["image", "top_score", "boxes", "distance_to_threshold"])
+    for p in images:
+        writer.writerow([p.name, f"{p.top_score:.6f}", len(p.kept), f"{abs(p.top_score - threshold):.6f}"])
+    return text.getvalue().encode("utf-8")
+
+
+def write(fmt: str, out: str, images: Sequence[Predicted], label_map: LabelMap, threshold: float,
+          model_version: str) -> List[str]:
+    """Write the pre-annotations of `images` in format `fmt` into `out`; returns the file names."""
+    check_names(fmt, [p.name for p in images])
+    if fmt == "voc":
+        files = voc_files(images, label_map)
+    elif fmt == "coco":
+        files = coco_file(images, label_map)
+    else:
+        files = labelstudio_files(images, label_map, model_version)
+    files[QUEUE] = queue_csv(images, threshold)
+    kept = [name for name, data in files.items() if name != QUEUE and _differs(os.path.join(out, name), data)]
+    if kept:  # checked for every file first: nothing is written when one would be lost
+        raise UserError(f"{os.path.join(out, kept[0])} already exists and differs from this run's pre-annotation "
+                        f"(corrected by a reader?){f', and {len(kept) - 1} more' if len(kept) > 1 else ''}; "
+                        "nothing was written: choose a new --annotations-out, or move those files away first")
+    os.makedirs(out, exist_ok=True)
+    for name, data in files.items():
+        atomic.write_file(os.path.join(out, name), data)
+    return sorted(files)
+
+
+def read_queue(folder: str) -> Optional[Dict[str, float]]:
+    """{image: distance to the threshold} from `folder`/queue.csv, or None without one."""
+    path = os.path.join(folder, QUEUE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    try:
+        return {row["image"]: float(row["distance_to_threshold"]) for row in rows}
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: not a medtfod queue.csv ({type(e).__name__}: {e})") from None
+
+
+def uncertainty_order(names: Sequence[str], distance: Dict[str, float]) -> List[str]:
+    """`names` with the least certain first: ascending |highest detection score - threshold|
+    (the images whose strongest finding is nearest the decision, whichever side of it), ties by
+    name; images the queue does not list (not pre-annotated) come last, by name."""
+    listed = sorted((n for n in names if n in distance), key=lambda n: (distance[n], n))
+    return listed + sorted(n for n in names if n not in distance)

@@ -1,0 +1,181 @@
+"""What a reader changed: pre-annotations (`detect --annotations voc`) against the corrected files.
+
+Both folders hold Pascal VOC XML (labelImg); files are paired by their image (`<filename>`).
+Per image, predicted and corrected boxes are matched one-to-one, greedily by IoU (highest
+first, ties in file order), at IoU >= `iou`, whatever their labels. A matched pair is:
+
+    kept        same label, every corner within 1 px (VOC corners are whole pixels)
+    moved       same label, some corner moved by more than 1 px (moved or resized)
+    relabelled  another label (whether or not it moved too)
+
+An unmatched predicted box was deleted (a false positive removed); an unmatched corrected box
+was added (a missed lesion). An image with no corrected file was not reviewed (its boxes are
+counted nowhere else); one with every box kept and nothing added was accepted as it was.
+labelImg's `verified` mark is listed as it is found. Corrected files labelImg cannot have
+written (not well-formed XML, a box outside the image, a label the label map does not know)
+are reported with file, line and value, and their images left out as unreadable.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .boxes import Box
+from .errors import UserError
+from .metrics import iou as box_iou
+from .problems import Problems
+from .readers.voc import VocFile, _xml_files, read_voc_file
+
+OUTCOMES = ("kept", "moved", "relabelled", "deleted", "added")
+MOVE_PX = 1.0
+
+
+def _stem(name: str) -> str:
+    return os.path.splitext(os.path.basename(name))[0]
+
+
+def _read_folder(folder: str, what: str, problems: Problems, labels: Optional[Sequence[str]]):
+    """({image: VocFile, or None when unusable}, stems of the files that did not parse)."""
+    if not os.path.isdir(folder):
+        raise UserError(f"{what} folder not found: {folder}")
+    files: Dict[str, Optional[VocFile]] = {}
+    broken = set()
+    for path in _xml_files(folder):
+        found = read_voc_file(path, problems)
+        if found is None:
+            broken.add(_stem(path))  # labelImg names the file after its image's stem
+            continue
+        bad = False
+        for label, box, line in found.objects:
+            if labels is not None and label not in labels:
+                hint = difflib.get_close_matches(label, list(labels), n=1)
+                problems.add(path, line, "unknown_label", label, f"{found.image}: label {label!r} is not among the "
+                             f"classes ({', '.join(labels)})" + (f"; did you mean {hint[0]!r}?" if hint else ""),
+                             image=found.image)
+                bad = True
+            if found.width and found.height and (box.xmax > found.width or box.ymax > found.height):
+                problems.add(path, line, "box_outside_image", f"{box.xmax:g},{box.ymax:g}",
+                             f"{found.image}: a {label!r} box ends at x={box.xmax:g}, y={box.ymax:g}, outside the "
+                             f"{found.width}x{found.height} image", image=found.image)
+                bad = True
+        if found.dropped:
+            bad = True
+        if found.image in files:
+            problems.add(path, None, "duplicate_image", found.image,
+                         f"{found.image} is annotated twice ({files[found.image].path}); both left out")
+            bad = True
+        if bad:
+            files[found.image] = None
+        else:
+            files.setdefault(found.image, found)
+    return files, broken
+
+
+def _corners(box: Box) -> List[float]:
+    return [round(v, 2) for v in (box.xmin, box.ymin, box.xmax, box.ymax)]
+
+
+def match(predicted: List[Tuple[str, Box]], corrected: List[Tuple[str, Box]], threshold: float):
+    """One-to-one (i, j) pairs at IoU >= threshold, greedy by IoU (highest first, ties in order)."""
+    pairs = sorted(((box_iou(p, c), i, j) for i, (_, p) in enumerate(predicted) for j, (_, c) in enumerate(corrected)),
+                   key=lambda t: (-t[0], t[1], t[2]))
+    used_p, used_c, out = set(), set(), []
+    for value, i, j in pairs:
+        if value >= threshold and i not in used_p and j not in used_c:
+            used_p.add(i)
+            used_c.add(j)
+            out.append((i, j))
+    return out
+
+
+def compare_image(predicted: List[Tuple[str, Box]], corrected: List[Tuple[str, Box]], threshold: float) -> List[dict]:
+    """Every box's outcome: [{'outcome', 'label', 'box' or 'from'/'to', ...}] (see the module docstring)."""
+    changes = []
+    pairs = match(predicted, corrected, threshold)
+    for i, j in pairs:
+        (p_label, p), (c_label, c) = predicted[i], corrected[j]
+        shift = max(abs(p.xmin - c.xmin), abs(p.ymin - c.ymin), abs(p.xmax - c.xmax), abs(p.ymax - c.ymax))
+        outcome = "relabelled" if p_label != c_label else ("moved" if shift > MOVE_PX else "kept")
+        change = {"outcome": outcome, "label": p_label, "from": _corners(p), "to": _corners(c), "iou": round(box_iou(p, c), 4)}
+        if outcome == "relabelled":
+            change["new_label"] = c_label
+        changes.append(change)
+    matched_p, matched_c = {i for i, _ in pairs}, {j for _, j in pairs}
+    changes += [{"outcome": "deleted", "label": label, "from": _corners(box)}
+                for i, (label, box) in enumerate(predicted) if i not in matched_p]
+    changes += [{"outcome": "added", "label": label, "to": _corners(box)}
+                for j, (label, box) in enumerate(corrected) if j not in matched_c]
+    return changes
+
+
+def review_diff(predicted_dir: str, corrected_dir: str, threshold: float = 0.5,
+                labels: Optional[Sequence[str]] = None) -> dict:
+    """The comparison as the diff.json dict: "images" and "boxes" totals, "per_class",
+    "per_image", "not_reviewed", "verified" and "problems"."""
+    if labels is None:
+        classes = os.path.join(predicted_dir, "classes.txt")
+        if os.path.isfile(classes):
+            with open(classes, encoding="utf-8") as f:
+                labels = [line.strip() for line in f if line.strip()]
+    problems = Problems()
+    predicted, _ = _read_folder(predicted_dir, "--predicted", problems, None)
+    corrected, broken = _read_folder(corrected_dir, "--corrected", problems, labels)
+    if not predicted and not corrected:
+        raise UserError(f"no VOC .xml files in {predicted_dir} or {corrected_dir}")
+    totals = {k: 0 for k in OUTCOMES}
+    per_class: Dict[str, Dict[str, int]] = {}
+    per_image, not_reviewed, verified, unreadable = {}, [], [], []
+    for image in sorted(set(predicted) | set(corrected)):
+        pred, corr = predicted.get(image, ()), corrected.get(image, ())
+        if pred is None or corr is None or (image not in corrected and _stem(image) in broken):
+            unreadable.append(image)
+            continue
+        if image not in corrected:
+            not_reviewed.append(image)
+            per_image[image] = {"status": "not reviewed", "predicted": len(pred.objects)}
+            continue
+        if corr.verified:
+            verified.append(image)
+        boxes = [(label, box) for label, box, _ in pred.objects] if pred else []
+        changes = compare_image(boxes, [(label, box) for label, box, _ in corr.objects], threshold)
+        counts = {k: sum(1 for c in changes if c["outcome"] == k) for k in OUTCOMES}
+        for change in changes:
+            totals[change["outcome"]] += 1
+            row = per_class.setdefault(change["label"], {k: 0 for k in OUTCOMES})
+            row[change["outcome"]] += 1
+        accepted = counts["kept"] == len(boxes) and not counts["added"]
+        per_image[image] = {"status": "reviewed" if pred else "not pre-annotated", "verified": corr.verified,
+                            "accepted_as_is": accepted, **counts, "changes": changes}
+    reviewed = [i for i, v in per_image.items() if v["status"] != "not reviewed"]
+    accepted = [i for i in reviewed if per_image[i]["accepted_as_is"]]
+    predicted_boxes = totals["kept"] + totals["moved"] + totals["relabelled"] + totals["deleted"]
+    return {
+        "predicted": os.path.abspath(predicted_dir), "corrected": os.path.abspath(corrected_dir), "iou": threshold,
+        "images": {"predicted": sum(1 for v in predicted.values() if v is not None), "reviewed": len(reviewed),
+                   "not_reviewed": len(not_reviewed), "accepted_as_is": len(accepted),
+                   "accepted_share": len(accepted) / len(reviewed) if reviewed else None,
+                   "verified": len(verified), "unreadable": len(unreadable)},
+        "boxes": {"predicted_in_reviewed": predicted_boxes, **totals,
+                  "kept_share": totals["kept"] / predicted_boxes if predicted_boxes else None},
+        "per_class": dict(sorted(per_class.items())),
+        "per_image": per_image, "not_reviewed": not_reviewed, "verified": verified, "unreadable": unreadable,
+        "problems": problems.to_dict()["items"] if len(problems) else [],
+    }
+
+
+def format_diff(diff: dict) -> str:
+    """A short plain-text summary of `review_diff`'s result."""
+    images, boxes = diff["images"], diff["boxes"]
+    share = (lambda v: "n/a" if v is None else f"{100 * v:.0f}%")  # noqa: E731
+    lines = [f"images: {images['reviewed']} reviewed, {images['not_reviewed']} not reviewed, "
+             f"{images['accepted_as_is']} accepted as they were ({share(images['accepted_share'])} of reviewed), "
+             f"{images['verified']} marked verified" + (f", {images['unreadable']} unreadable" if images['unreadable']
+                                                         else ""),
+             f"boxes: {boxes['kept']} of {boxes['predicted_in_reviewed']} predicted kept unchanged "
+             f"({share(boxes['kept_share'])})",
+             f"{'class':<20}" + "".join(f"{k:>11}" for k in OUTCOMES)]
+    for label, row in diff["per_class"].items():
+        lines.append(f"{label:<20}" + "".join(f"{row[k]:>11}" for k in OUTCOMES))
+    lines.append(f"{'all':<20}" + "".join(f"{boxes[k]:>11}" for k in OUTCOMES))
+    return "\n".join(lines)
