@@ -3,6 +3,7 @@ pycocotools, Label Studio tasks by percent arithmetic; nothing a reader correcte
 import contextlib
 import io
 import json
+import os
 
 import pytest
 
@@ -112,3 +113,58 @@ def test_uncertainty_order_puts_scores_nearest_the_threshold_first(tmp_path):
     (tmp_path / "bad" / "queue.csv").write_text("image,score\na.png,x\n")
     with pytest.raises(UserError, match="not a medtfod queue.csv"):
         preannotate.read_queue(str(tmp_path / "bad"))
+
+
+@pytest.fixture(scope="session")
+def label_studio_sdk(tmp_path_factory):
+    """A folder holding label-studio-sdk and exactly what its converter and validator import
+    (requirements/labelstudio-check.txt, ~190 MB, 7-11 s with pip), or a skip with pip's reason."""
+    import subprocess
+    import sys
+    from conftest import REPO
+    target = tmp_path_factory.mktemp("label-studio-sdk")
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+                             "--disable-pip-version-check", "--target", str(target),
+                             "-r", f"{REPO}/requirements/labelstudio-check.txt"], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"label-studio-sdk could not be installed here: {result.stderr.strip()[-300:]}")
+    return target
+
+
+CHECK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "labelstudio_check.py")
+
+
+@pytest.mark.slow
+def test_labelstudio_tasks_pass_the_label_studio_sdk(label_studio_sdk, tmp_path):
+    """The SDK's own validator accepts our tasks, and its converter (predictions given as
+    annotations) turns them back into our pixel boxes."""
+    import subprocess
+    import sys
+    images = predictions(tmp_path)
+    preannotate.write("labelstudio", str(tmp_path / "ls"), images, LABELS, 0.5, "m1")
+    work = tmp_path / "work"
+    work.mkdir()
+    check = subprocess.run([sys.executable, "-S", CHECK,
+                            str(tmp_path / "ls" / "tasks.json"), str(tmp_path / "ls" / "labeling_config.xml"),
+                            str(work)], capture_output=True, text=True,
+                           env={"PYTHONPATH": str(label_studio_sdk), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert check.returncode == 0, check.stderr[-2000:]
+    found = json.loads(check.stdout.strip().splitlines()[-1])
+    assert found["errors"] == []
+    for image, p in zip(found["images"], images):
+        assert len(image["boxes"]) == len(p.kept)
+        if p.kept:  # the converter takes the size from the regions (an image without any has none)
+            assert (image["width"], image["height"]) == (p.width, p.height)
+        for (label, x, y, w, h), d in zip(image["boxes"], p.kept):
+            assert label == d.label
+            assert (x, y, x + w, y + h) == pytest.approx((d.box.xmin, d.box.ymin, d.box.xmax, d.box.ymax), abs=1e-3)
+    # the SDK's validator does catch a broken prediction (the check above could fail)
+    tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    tasks[0]["predictions"][0]["result"][0]["from_name"] = "labels"
+    (tmp_path / "ls" / "tasks.json").write_text(json.dumps(tasks))
+    (work / "coco").mkdir(exist_ok=True)
+    broken = subprocess.run([sys.executable, "-S", CHECK,
+                             str(tmp_path / "ls" / "tasks.json"), str(tmp_path / "ls" / "labeling_config.xml"),
+                             str(work)], capture_output=True, text=True,
+                            env={"PYTHONPATH": str(label_studio_sdk), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert broken.returncode == 0 and json.loads(broken.stdout.strip().splitlines()[-1])["errors"], broken.stderr[-2000:]
