@@ -138,10 +138,34 @@ def parse_overrides(items: Sequence[str]) -> Dict[str, str]:
     return out
 
 
+def restore_type(checkpoint: str, config) -> str:
+    """'full' when `checkpoint` is a model of `config`'s architecture and class count (a medtfod
+    training run, its best/ copy or an export: a pipeline.config beside the checkpoint or one
+    folder up says so), so fine-tuning continues from the whole model, box heads included; else
+    'detection' (a zoo checkpoint: backbone and feature pyramid restored, heads start fresh)."""
+    from .odapi import protos
+    folder = os.path.dirname(os.path.abspath(checkpoint))
+    for candidate in (folder, os.path.dirname(folder)):
+        path = os.path.join(candidate, "pipeline.config")
+        if os.path.isfile(path):
+            try:
+                theirs = protos.read_pipeline_config(path).model
+            except Exception:  # noqa: BLE001 - an unreadable neighbour config only means 'not ours'
+                return "detection"
+            kind = config.model.WhichOneof("model")
+            if theirs.WhichOneof("model") != kind:
+                return "detection"
+            ours, other = getattr(config.model, kind), getattr(theirs, kind)
+            same = (other.num_classes == ours.num_classes
+                    and other.feature_extractor.type == ours.feature_extractor.type)
+            return "full" if same else "detection"
+    return "detection"
+
+
 def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps: Optional[int] = None,
            image_size: Optional[int] = None, learning_rate: Optional[float] = None,
            warmup_steps: Optional[int] = None, checkpoint: Optional[str] = None,
-           checkpoint_type: str = "detection", augment: Optional[Sequence[str]] = None,
+           checkpoint_type: Optional[str] = None, augment: Optional[Sequence[str]] = None,
            overrides: Optional[Dict[str, str]] = None, train_split: str = "train",
            eval_split: str = "val", tiny: bool = False):
     """A `TrainEvalPipelineConfig` for `model` on the converted dataset in `data_dir`.
@@ -159,6 +183,8 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
         linearly with the batch (the zoo's rate belongs to the zoo's batch size).
       checkpoint: fine-tune checkpoint prefix (e.g. '.../checkpoint/ckpt-0'); None trains
         from scratch (the template's fine_tune_checkpoint is removed).
+      checkpoint_type: the OD API's fine_tune_checkpoint_type; None chooses (`restore_type`):
+        'full' for a model of this architecture and these classes, else 'detection'.
       augment: names of `PreprocessingStep` fields (e.g. ['random_horizontal_flip'])
         replacing the template's data augmentation; None keeps the template's.
       overrides: dotted field -> value, applied last (see `set_override`); those under
@@ -200,7 +226,7 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
         if not os.path.exists(checkpoint + ".index"):
             raise UserError(f"fine-tune checkpoint {checkpoint!r} not found (expected {checkpoint}.index)")
         train.fine_tune_checkpoint = _posix(checkpoint)
-        train.fine_tune_checkpoint_type = checkpoint_type
+        train.fine_tune_checkpoint_type = checkpoint_type or restore_type(checkpoint, config)
     else:
         train.ClearField("fine_tune_checkpoint")
         train.ClearField("fine_tune_checkpoint_type")

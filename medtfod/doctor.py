@@ -16,6 +16,20 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def _annotate_checks(out) -> None:
+    """labelImg for `medtfod annotate` (optional: reported, never a failure of the installation)."""
+    from .annotate import display_problem, labelimg_version, missing_qt_libraries
+    version = labelimg_version()
+    if version is None:
+        print(f"{'labelImg (annotate)':<26} not installed (optional: scripts/bootstrap.py install --annotate)", file=out)
+        return
+    print(f"{'labelImg (annotate)':<26} {version}, PyQt5 {_version('PyQt5')}", file=out)
+    print(f"{'annotate display':<26} {display_problem() or 'ok'}", file=out)
+    missing, packages = missing_qt_libraries()
+    print(f"{'annotate Qt libraries':<26} " + (f"MISSING {', '.join(missing)}: sudo apt-get install "
+                                              f"{' '.join(packages)}" if missing else "ok"), file=out)
+
+
 def doctor(out=sys.stdout) -> int:
     """Print the report; return 0 when TensorBoard imports and the OD API can build and run a model, else 1."""
     print(f"{'python':<26} {platform.python_version()} ({sys.executable})", file=out)
@@ -32,6 +46,7 @@ def doctor(out=sys.stdout) -> int:
     except Exception as e:  # noqa: BLE001 - reported, and the rest of the checks still run
         print(f"{'TensorBoard import':<26} FAILED: {e}", file=out)
         healthy = False
+    _annotate_checks(out)
     try:
         from .odapi import compat
         from .odapi.runtime import gpus, import_tensorflow

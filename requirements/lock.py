@@ -1,6 +1,6 @@
 """Re-create the hash-pinned lock files from the *.in files (a maintainer's tool; needs uv).
 
-    python requirements/lock.py            # cpu.txt, gpu.txt, odapi.txt, test.txt
+    python requirements/lock.py            # cpu.txt, gpu.txt, odapi.txt, test.txt, annotate.txt
     python requirements/lock.py --check-windows   # also prove cpu.txt resolves for win_amd64
 
 Users never run this: scripts/bootstrap.py installs from the committed lock files with
@@ -50,9 +50,11 @@ def main():
         os.unlink(gpu_in)
     compile_lock("odapi.in", "odapi.txt", "--no-deps")
     compile_lock("test.in", "test.txt", "-c", os.path.join(HERE, "cpu.txt"))
+    compile_lock("annotate.in", "annotate.txt", "-c", os.path.join(HERE, "cpu.txt"))
     if args.check_windows:
         check_windows("cpu.txt")
         check_windows("test.txt")
+        check_windows("annotate.txt")
 
 
 if __name__ == "__main__":

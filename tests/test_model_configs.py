@@ -166,3 +166,30 @@ def test_tiny_model_builds_and_runs(model, masked_dataset):
     if masks:
         num = detections["detection_boxes"].shape[1]
         assert detections["detection_masks"].shape[:2] == (1, num)
+
+
+def test_fine_tuning_from_our_own_model_restores_it_whole(box_dataset, tmp_path):
+    """A checkpoint beside (or one folder below) a pipeline.config of the same architecture
+    and classes is a model of ours (a run's best/, an export's checkpoint/): restored whole
+    ('full'). A zoo checkpoint (90 COCO classes) or an unknown one: 'detection' (heads fresh)."""
+    from medtfod.config import render, write_config
+    model = "ssd_mobilenet_v2_fpnlite_320"
+    ours = render(model, str(box_dataset))
+    export = tmp_path / "export"
+    (export / "checkpoint").mkdir(parents=True)
+    write_config(ours, str(export / "pipeline.config"))
+    (export / "checkpoint" / "ckpt-0.index").write_bytes(b"")
+    again = render(model, str(box_dataset), checkpoint=str(export / "checkpoint" / "ckpt-0"))
+    assert again.train_config.fine_tune_checkpoint_type == "full"
+    zoo = tmp_path / "zoo"
+    (zoo / "checkpoint").mkdir(parents=True)
+    coco = render(model, str(box_dataset), overrides={"model.ssd.num_classes": "90"})
+    write_config(coco, str(zoo / "pipeline.config"))
+    (zoo / "checkpoint" / "ckpt-0.index").write_bytes(b"")
+    assert render(model, str(box_dataset), checkpoint=str(zoo / "checkpoint" / "ckpt-0")) \
+        .train_config.fine_tune_checkpoint_type == "detection"
+    (tmp_path / "bare.index").write_bytes(b"")
+    assert render(model, str(box_dataset), checkpoint=str(tmp_path / "bare")).train_config \
+        .fine_tune_checkpoint_type == "detection"
+    assert render(model, str(box_dataset), checkpoint=str(tmp_path / "bare"), checkpoint_type="full") \
+        .train_config.fine_tune_checkpoint_type == "full"
