@@ -23,9 +23,11 @@ complete: a README command missing here, or a test named here that does not exis
     medtfod tensorboard                    test_readme_commands.py::test_tensorboard_serves_the_trained_runs
     medtfod export                         conftest.py::trained
     medtfod calibrate                      test_readme_commands.py::test_audit_metrics_calibrate
-    medtfod detect                         conftest.py::trained (--images), test_readme_commands.py::test_audit_metrics_calibrate (--dataset)
+    medtfod detect                         conftest.py::trained (--images), test_readme_commands.py::test_audit_metrics_calibrate (--dataset), test_annotation_loop.py::test_detect_preannotations_read_back_and_review_diff (--annotations)
     medtfod metrics                        test_readme_commands.py::test_audit_metrics_calibrate
     medtfod report                         test_report.py::test_report_in_headless_chromium
+    medtfod annotate                       test_annotate.py::test_annotate_opens_labelimg_on_the_first_queued_image_under_xvfb
+    medtfod review-diff                    test_annotation_loop.py::test_detect_preannotations_read_back_and_review_diff
     medtfod demo                           test_end_to_end.py::test_demo_command
     medtfod doctor                         test_readme_commands.py::test_doctor
 
