@@ -25,10 +25,11 @@ def cmd_convert(args) -> int:
     from .convert import ConvertOptions, convert_table, summary
     from .problems import Problems
     from .sources import read_source
-    from .splits import parse_fractions
-    opts = ConvertOptions(fractions=parse_fractions(args.split), seed=args.seed, max_bad=args.max_bad,
+    from .splits import fold_fractions, parse_fractions
+    fractions = fold_fractions(args.folds, args.split) if args.folds else parse_fractions(args.split or "train=0.8,val=0.2")
+    opts = ConvertOptions(fractions=fractions, seed=args.seed, max_bad=args.max_bad,
                           clip_tolerance=args.clip_tolerance, shard_size=args.shard_size,
-                          workers=args.workers or ConvertOptions().workers)
+                          workers=args.workers or ConvertOptions().workers, folds=args.folds or 0)
     from .fence import check_outputs
     check_outputs({"--out": args.out}, {"--label-map": args.label_map})
     problems = Problems(strict=args.strict)
@@ -315,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--images", required=True, help="image folder (searched recursively by file name)")
     common.add_argument("--out", required=True, help="output folder (replaced only when complete)")
     common.add_argument("--label-map", help="label map .pbtxt (default: the source's shipped map, or the classes found)")
-    common.add_argument("--split", default="train=0.8,val=0.2",
-                        help="patient-level split fractions (default: train=0.8,val=0.2)")
+    common.add_argument("--split", help="patient-level split fractions (default: train=0.8,val=0.2); with --folds, "
+                                         "only the held-out splits, e.g. test=0.1 (default: none)")
+    common.add_argument("--folds", type=_number(int, 2), help="K patient-grouped, class-stratified folds "
+                                                               "fold1..foldK (for `medtfod cv`) instead of train/val")
     common.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     common.add_argument("--strict", action="store_true", help="stop at the first bad row, writing nothing")
     common.add_argument("--max-bad", type=FRACTION, default=0.05,

@@ -31,7 +31,7 @@ from .labelmap import LabelMap
 from .manifest import MANIFEST, ImageEntry, manifest_json
 from .problems import Problems
 from .progress import progress
-from .splits import DEFAULT_FRACTIONS, assign_patients
+from .splits import DEFAULT_FRACTIONS, assign_folds, assign_patients, fold_names
 from .writers import tfrecord, voc
 
 
@@ -44,6 +44,8 @@ class ConvertOptions:
     shard_size: int = 256          # images per TFRecord shard (at least one per split); shards
                                    # are the unit of parallel work here and in training input
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes reading images
+    folds: int = 0                 # K > 1: patient folds fold1..foldK (`splits.assign_folds`) instead of
+                                   # cutting by `fractions`; `fractions` then holds the folds and held-out splits
 
 
 def _default_patient(image: str, source: str) -> str:
@@ -222,7 +224,12 @@ def _split_images(table: Table, grouped, index, opts: ConvertOptions):
     classes: Dict[str, set] = {}
     for image, rows in grouped.items():
         classes.setdefault(patients[image], set()).update(r.label for r in rows if r is not None)
-    split_of_patient = assign_patients(patients.values(), opts.fractions, opts.seed, classes)
+    if opts.folds:
+        folds = fold_names(opts.folds)
+        held = {name: f for name, f in opts.fractions.items() if name not in folds}
+        split_of_patient = assign_folds(patients.values(), folds, held, opts.seed, classes)
+    else:
+        split_of_patient = assign_patients(patients.values(), opts.fractions, opts.seed, classes)
     by_split: Dict[str, List[str]] = {name: [] for name in opts.fractions}
     negatives_missing = 0
     for image in sorted(grouped):

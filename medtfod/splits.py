@@ -5,15 +5,16 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from typing import Dict, Iterable, Mapping, Optional, Set
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 from .errors import UserError
 
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.2}
 
 
-def parse_fractions(text: str) -> Dict[str, float]:
-    """'train=0.8,val=0.1,test=0.1' -> {'train': 0.8, ...}; fractions must sum to 1."""
+def parse_fractions(text: str, total: Optional[float] = 1.0) -> Dict[str, float]:
+    """'train=0.8,val=0.1,test=0.1' -> {'train': 0.8, ...}; fractions must sum to `total`
+    (None: to less than 1, the part left for folds)."""
     fractions: Dict[str, float] = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
@@ -30,9 +31,60 @@ def parse_fractions(text: str) -> Dict[str, float]:
         if not sep or not name.strip() or not 0 < fractions[name.strip()] <= 1:
             raise UserError(f"--split {text!r}: {part!r} must be NAME=FRACTION with 0 < FRACTION <= 1 "
                             "(leave out a split you do not want)")
-    if abs(sum(fractions.values()) - 1) > 1e-6:
+    if total is None:
+        if sum(fractions.values()) >= 1 - 1e-6:
+            raise UserError(f"--split {text!r} with --folds: the held-out fractions add up to "
+                            f"{sum(fractions.values()):g}, leaving nothing for the folds")
+    elif abs(sum(fractions.values()) - total) > 1e-6:
         raise UserError(f"--split {text!r}: fractions add up to {sum(fractions.values()):g}, expected 1")
     return fractions
+
+
+def fold_names(k: int) -> List[str]:
+    return [f"fold{i}" for i in range(1, k + 1)]
+
+
+def fold_fractions(k: int, held_out: Optional[str] = None) -> Dict[str, float]:
+    """The splits of `convert --folds K`: 'fold1'..'foldK' sharing equally what the held-out
+    splits of `held_out` (e.g. 'test=0.1'; None: none) leave."""
+    if k < 2:
+        raise UserError(f"--folds {k}: cross-validation needs at least 2 folds")
+    held = parse_fractions(held_out, total=None) if held_out else {}
+    clash = sorted(set(held) & set(fold_names(k)))
+    if clash:
+        raise UserError(f"--split names {clash[0]!r}, which --folds {k} uses for a fold; name the held-out split "
+                        "otherwise (e.g. test=0.1)")
+    rest = 1 - sum(held.values())
+    return {**{name: rest / k for name in fold_names(k)}, **held}
+
+
+def assign_folds(patients: Iterable[str], folds: Sequence[str], held_out: Mapping[str, float], seed: int = 0,
+                 classes: Optional[Mapping[str, Set[str]]] = None) -> Dict[str, str]:
+    """Map each patient id to a fold (or a held-out split): stratified K-fold by patient.
+
+    The held-out splits are cut first, as `assign_patients` cuts splits; the remaining patients
+    are grouped into the same strata (their rarest label), each stratum sorted and shuffled with
+    `seed`, and dealt to the folds in turn, the turn carried from one stratum to the next, so
+    fold sizes differ by at most one patient and every class is spread over the folds.
+    """
+    unique = sorted(set(patients))
+    rest = 1 - sum(held_out.values())
+    first = assign_patients(unique, {**held_out, "": rest}, seed, classes) if held_out else {p: "" for p in unique}
+    pool = [p for p in unique if first[p] == ""]
+    frequency = Counter(label for p in pool for label in (classes or {}).get(p, ()))
+    strata: Dict[str, list] = {}
+    for p in pool:
+        labels = (classes or {}).get(p, ())
+        strata.setdefault(min(labels, key=lambda lab: (frequency[lab], lab)) if labels else "", []).append(p)
+    out = {p: split for p, split in first.items() if split}
+    turn = 0
+    for key in sorted(strata):
+        members = sorted(strata[key])
+        random.Random(seed).shuffle(members)
+        for p in members:
+            out[p] = folds[turn % len(folds)]
+            turn += 1
+    return out
 
 
 def assign_patients(patients: Iterable[str], fractions: Mapping[str, float] = DEFAULT_FRACTIONS,

@@ -66,3 +66,48 @@ def test_stratified_split_spreads_rare_class():
     rare_val = sum(1 for p in patients if int(p) < 10 and a[p] == "val")
     assert rare_val == 2                       # exactly 20% of the rare class's patients
     assert sum(1 for v in a.values() if v == "val") == 8
+
+
+def test_folds_are_disjoint_by_patient_balanced_and_stratified():
+    from medtfod.splits import assign_folds, fold_fractions, fold_names
+    # 40 patients: 4 with the rare 'Mass', 16 with 'Nodule', 20 without findings
+    classes = {f"P{i:02d}": ({"Mass"} if i < 4 else {"Nodule"} if i < 20 else set()) for i in range(40)}
+    folds = fold_names(4)
+    held = {"test": 0.1}
+    assignment = assign_folds(classes, folds, held, seed=1, classes=classes)
+    assert set(assignment) == set(classes) and len(set(assignment.values())) == 5  # every patient exactly once
+    sizes = {f: sum(1 for s in assignment.values() if s == f) for f in folds}
+    assert sum(1 for s in assignment.values() if s == "test") == 4
+    assert max(sizes.values()) - min(sizes.values()) <= 1
+    for label in ("Mass", "Nodule"):  # each class in every fold, evenly
+        per_fold = [sum(1 for p, s in assignment.items() if s == f and label in classes[p]) for f in folds]
+        assert min(per_fold) >= 1 and max(per_fold) - min(per_fold) <= 1, (label, per_fold)
+    assert assign_folds(classes, folds, held, seed=1, classes=classes) == assignment  # deterministic
+    assert fold_fractions(3) == {"fold1": 1 / 3, "fold2": 1 / 3, "fold3": 1 / 3}
+    assert fold_fractions(2, "test=0.2") == {"fold1": 0.4, "fold2": 0.4, "test": 0.2}
+    with pytest.raises(UserError, match="at least 2 folds"):
+        fold_fractions(1)
+    with pytest.raises(UserError, match="leaving nothing for the folds"):
+        fold_fractions(3, "test=1")
+    with pytest.raises(UserError, match="which --folds 3 uses for a fold"):
+        fold_fractions(3, "fold2=0.1")
+
+
+def test_convert_folds_writes_one_split_per_fold_and_audit_finds_no_leak(tiny_nih, tmp_path, capsys):
+    import json
+    from medtfod.cli import main
+    out = tmp_path / "folds"
+    assert main(["convert", "nih", "--bbox-csv", tiny_nih["bbox_csv"], "--images", tiny_nih["images"],
+                 "--data-entry", tiny_nih["data_entry"], "--label-map", tiny_nih["label_map"],
+                 "--out", str(out), "--folds", "3", "--split", "test=0.2", "-q"]) == 0
+    assert sorted(os.listdir(out / "splits")) == ["fold1.txt", "fold2.txt", "fold3.txt", "test.txt"]
+    assert sorted({os.path.basename(p).split(".record")[0] for p in glob.glob(str(out / "tfrecords" / "*"))}) == \
+        ["fold1", "fold2", "fold3", "test"]
+    manifest = json.loads((out / "dataset.json").read_text())
+    patients_of = {}
+    for image in manifest["images"]:
+        patients_of.setdefault(image["patient"], set()).add(image["split"])
+    assert all(len(splits) == 1 for splits in patients_of.values())  # no patient in two folds
+    capsys.readouterr()
+    assert main(["audit", "--splits", str(out), "--out", str(tmp_path / "audit.json")]) == 0
+    assert json.loads((tmp_path / "audit.json").read_text())["leaks"] == 0
