@@ -144,18 +144,25 @@ def cmd_export(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from .detect import detect, resolve_min_score
+    from .detect import DEFAULT_MIN_SCORE, detect, resolve_min_score
     if bool(args.dataset) != bool(args.split):
         raise UserError("--dataset and --split go together (e.g. --dataset data --split val)")
-    min_score, source = resolve_min_score(args.model, args.min_score)
+    ensemble = len(args.model) > 1 or bool(args.tta)
+    if ensemble:
+        min_score = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
+        source = "--min-score" if args.min_score is not None else "the default (a fused score has no calibration yet)"
+        print(f"fusing {len(args.model)} model(s) x {1 + len(args.tta or [])} view(s) with {args.fuse}")
+    else:
+        min_score, source = resolve_min_score(args.model[0], args.min_score)
     print(f"min score {min_score:g} from {source}")
     with _library_log(args.out, args):
-        summary = detect(args.model, args.images, args.out, min_score=min_score,
+        summary = detect(args.model if ensemble else args.model[0], args.images, args.out, min_score=min_score,
                          label_map_path=args.label_map, quiet=args.quiet, max_per_image=args.max_per_image,
                          classes=args.classes.split(",") if args.classes else None,
                          dataset=args.dataset, split=args.split, workers=args.workers, batch_size=args.batch_size,
                          draw=not args.no_draw, annotations=args.annotations,
-                         annotations_out=args.annotations_out)
+                         annotations_out=args.annotations_out, fuse=args.fuse, fuse_iou=args.fuse_iou,
+                         tta=args.tta or ())
     skipped = f", {len(summary['skipped'])} unreadable images skipped" if summary["skipped"] else ""
     print(f"{summary['images']} images, {summary['detections']} detections at score >= {min_score:g}"
           f"{skipped}; {'' if args.no_draw else 'drawn images, '}detections.csv/.json, coco_results.json "
@@ -353,22 +360,23 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_audit)
 
     from .config import MODELS
-    config = sub.add_parser("config", help="render a pipeline config for a converted dataset")
+    rendering = _Parser(add_help=False)  # config's options, shared with cv
+    rendering.add_argument("--batch-size", type=POSITIVE)
+    rendering.add_argument("--steps", type=POSITIVE, help="training steps (the LR schedule follows)")
+    rendering.add_argument("--image-size", type=POSITIVE, help="model input size in pixels (square)")
+    rendering.add_argument("--learning-rate", type=POSITIVE_FLOAT)
+    rendering.add_argument("--warmup-steps", type=NON_NEGATIVE_INT)
+    rendering.add_argument("--checkpoint", help="fine-tune checkpoint prefix; omitted = train from scratch")
+    rendering.add_argument("--augment", help="comma-separated augmentations replacing the template's, "
+                           "e.g. random_horizontal_flip,random_adjust_contrast")
+    rendering.add_argument("--tiny", action="store_true",
+                           help="a small CPU-friendly variant (128 px, fewer proposals, 15x15 masks) for tests")
+    rendering.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                           help="set any config field, e.g. train_config.batch_size=4 (repeatable)")
+    config = sub.add_parser("config", parents=[rendering], help="render a pipeline config for a converted dataset")
     config.add_argument("--model", required=True, choices=sorted(MODELS), help="model family")
     config.add_argument("--data", required=True, help="a `medtfod convert` output folder")
     config.add_argument("--out", required=True, help="pipeline.config to write")
-    config.add_argument("--batch-size", type=POSITIVE)
-    config.add_argument("--steps", type=POSITIVE, help="training steps (the LR schedule follows)")
-    config.add_argument("--image-size", type=POSITIVE, help="model input size in pixels (square)")
-    config.add_argument("--learning-rate", type=POSITIVE_FLOAT)
-    config.add_argument("--warmup-steps", type=NON_NEGATIVE_INT)
-    config.add_argument("--checkpoint", help="fine-tune checkpoint prefix; omitted = train from scratch")
-    config.add_argument("--augment", help="comma-separated augmentations replacing the template's, "
-                        "e.g. random_horizontal_flip,random_adjust_contrast")
-    config.add_argument("--tiny", action="store_true",
-                        help="a small CPU-friendly variant (128 px, fewer proposals, 15x15 masks) for tests")
-    config.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="set any config field, e.g. train_config.batch_size=4 (repeatable)")
     config.set_defaults(func=cmd_config)
 
     train = sub.add_parser("train", parents=[quiet], help="train with the OD API's TF2 loop")
@@ -408,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     detect = sub.add_parser("detect", parents=[quiet], help="run an exported model on a folder of images")
-    detect.add_argument("--model", required=True, help="export folder (or its saved_model/)")
+    detect.add_argument("--model", required=True, action="append",
+                        help="export folder (or its saved_model/); repeat it for an ensemble (fused with --fuse)")
     detect.add_argument("--images", help="image folder (recursive) or a .txt list of image paths")
     detect.add_argument("--dataset", help="a `medtfod convert` folder: detect on --split, ground truth drawn too")
     detect.add_argument("--split", help="with --dataset: the split to run on (e.g. val)")
@@ -423,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--no-draw", action="store_true", help="write the tables only, no drawn copies")
     detect.add_argument("--workers", type=POSITIVE, default=2, help="threads decoding and drawing (default 2)")
     detect.add_argument("--label-map", help="default: label_map.pbtxt in the export folder")
+    detect.add_argument("--fuse", choices=("wbf", "nms", "mean"), default="wbf",
+                        help="how several models / TTA views are fused per image (default wbf: weighted boxes fusion)")
+    detect.add_argument("--fuse-iou", type=OPEN_FRACTION, default=0.55,
+                        help="IoU at which boxes of different views are one finding (default 0.55)")
+    detect.add_argument("--tta", action="append", choices=("hflip",),
+                        help="test-time augmentation: also run each image flipped horizontally, then fuse")
     detect.add_argument("--annotations", choices=("voc", "labelstudio", "coco"),
                         help="also write the kept detections as pre-annotations to correct: labelImg's VOC XML, "
                              "Label Studio tasks, or COCO JSON (CVAT)")
@@ -492,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .cli_review import register
     register(sub, quiet)
+    from .cli_cv import register as register_cv
+    register_cv(sub, quiet, rendering)
 
     doctor = sub.add_parser("doctor", help="check the installation")
     doctor.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow's own log live")

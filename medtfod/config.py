@@ -11,7 +11,7 @@ import json
 import os
 import re
 from glob import glob
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 from . import atomic
 from .errors import UserError
@@ -166,7 +166,7 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
            image_size: Optional[int] = None, learning_rate: Optional[float] = None,
            warmup_steps: Optional[int] = None, checkpoint: Optional[str] = None,
            checkpoint_type: Optional[str] = None, augment: Optional[Sequence[str]] = None,
-           overrides: Optional[Dict[str, str]] = None, train_split: str = "train",
+           overrides: Optional[Dict[str, str]] = None, train_split: Union[str, Sequence[str]] = "train",
            eval_split: str = "val", tiny: bool = False):
     """A `TrainEvalPipelineConfig` for `model` on the converted dataset in `data_dir`.
 
@@ -198,6 +198,7 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
     """
     from .odapi import protos
 
+    train_splits = [train_split] if isinstance(train_split, str) else list(train_split)
     spec = model_spec(model)
     config = protos.read_pipeline_config(resource_path("pipeline_configs", spec.template))
     label_map_path = os.path.join(data_dir, "label_map.pbtxt")
@@ -209,7 +210,7 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
     if image_size:
         set_image_size(arch, image_size)
     if spec.masks:
-        enable_masks(config, model, data_dir, (train_split, eval_split))
+        enable_masks(config, model, data_dir, (*train_splits, eval_split))
 
     for key, value in (overrides or {}).items():  # an optimizer override defines the schedule rescaled below
         if key.startswith("train_config.optimizer"):
@@ -239,10 +240,10 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
                 raise UserError(f"unknown augmentation {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
             getattr(train.data_augmentation_options.add(), name).SetInParent()
 
-    for reader, split in ((config.train_input_reader, train_split), (config.eval_input_reader[0], eval_split)):
+    for reader, splits in ((config.train_input_reader, train_splits), (config.eval_input_reader[0], [eval_split])):
         reader.label_map_path = _posix(label_map_path)
         del reader.tf_record_input_reader.input_path[:]
-        reader.tf_record_input_reader.input_path.append(record_pattern(data_dir, split))
+        reader.tf_record_input_reader.input_path.extend(record_pattern(data_dir, split) for split in splits)
 
     for key, value in (overrides or {}).items():
         if not key.startswith("train_config.optimizer"):

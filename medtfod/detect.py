@@ -27,11 +27,11 @@ import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import atomic, fence
+from . import atomic, ensemble, fence
 from .annotations import Detection
 from .boxes import Box
 from .draw import draw_boxes
@@ -228,11 +228,12 @@ def resolve_min_score(model: str, min_score: Optional[float]) -> Tuple[float, st
     return DEFAULT_MIN_SCORE, "the default (run medtfod calibrate to choose one for your data)"
 
 
-def detect(model: str, images: Optional[str], out: str, min_score: Optional[float] = None,
+def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, min_score: Optional[float] = None,
            label_map_path: Optional[str] = None, quiet: bool = False, max_per_image: int = 100,
            classes: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
            split: Optional[str] = None, workers: int = 2, detect_fn=None, batch_size: int = 8,
-           draw: bool = True, annotations: Optional[str] = None, annotations_out: Optional[str] = None) -> dict:
+           draw: bool = True, annotations: Optional[str] = None, annotations_out: Optional[str] = None,
+           fuse: Optional[str] = None, fuse_iou: float = 0.55, tta: Sequence[str] = ()) -> dict:
     """Run the exported model on every input image and write the outputs listed above.
 
     `detect_fn` is the loaded SavedModel when the caller has it already (benchmarks, loops
@@ -244,17 +245,29 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
     Returns {'images': n, 'detections': n, 'skipped': [(image, reason)], 'min_score': x,
     'batch': images per model call}.
     """
-    saved_model = saved_model_dir(model)
-    min_score, _source = resolve_min_score(model, min_score)
+    models = [model] if isinstance(model, str) else list(model)
+    model = models[0]
+    views = len(models) * (1 + len(tta))
+    fuse = fuse or ("wbf" if views > 1 else None)
+    unknown_tta = [t for t in tta if t not in ensemble.TTA]
+    if unknown_tta:
+        raise UserError(f"--tta {unknown_tta[0]!r}: choose from {', '.join(ensemble.TTA)}")
+    saved_models = [saved_model_dir(m) for m in models]
+    min_score, _source = resolve_min_score(model, min_score) if views == 1 else (
+        DEFAULT_MIN_SCORE if min_score is None else min_score, "")
     label_map_path = label_map_path or os.path.join(export_dir(model), "label_map.pbtxt")
     label_map = read_label_map(label_map_path)
+    if len(models) > 1:
+        ensemble.check_label_maps(models, [read_label_map(os.path.join(export_dir(m), "label_map.pbtxt"))
+                                           for m in models])
     unknown = [c for c in classes or () if c not in label_map.ids]
     if unknown:
         raise UserError(f"--classes: {', '.join(unknown)} not in the label map ({', '.join(label_map.names)})")
     inputs, gt, fenced = resolve_inputs(images, dataset, split)
     if annotations and not annotations_out:
         raise UserError("--annotations needs --annotations-out (the folder the annotation tool will open)")
-    fence.check_outputs({"--out": out, "--annotations-out": annotations_out}, dict(fenced, **{"--model": model}))
+    fence.check_outputs({"--out": out, "--annotations-out": annotations_out},
+                        dict(fenced, **{f"--model {m}": m for m in models}))
     if not inputs:
         raise UserError(f"no PNG, JPEG or DICOM images under {images}")
     if annotations:
@@ -262,9 +275,10 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
         preannotate.check_names(annotations, [name for name, _ in inputs])
     from .odapi.runtime import import_tensorflow
     tf = import_tensorflow(verbose=False)
-    detect_fn = detect_fn or tf.saved_model.load(saved_model)
+    detect_fns = [detect_fn] if detect_fn is not None else [tf.saved_model.load(path) for path in saved_models]
     os.makedirs(out, exist_ok=True)
-    capacity, dtype = model_input(detect_fn, batch_size)
+    inputs_of = [model_input(fn, batch_size) for fn in detect_fns]
+    capacity = min(c for c, _ in inputs_of)
     rows, skipped, pending, batch = [], [], [], []  # pending: (name, size, found, future of its mask RLEs)
     per_image = [None] * len(inputs)  # filled in input order, whatever order batches finish in
     tops = [None] * len(inputs)  # (width, height, highest score before the threshold) per image
@@ -274,8 +288,13 @@ def detect(model: str, images: Optional[str], out: str, min_score: Optional[floa
         """One model call on the loaded images in `batch` (all the same size), then queue each
         image's masks and drawing to the workers."""
         pixels = np.stack([np.asarray(image) for _, _, image in batch])
-        result = detect_fn(tf.constant(pixels.astype(dtype, copy=False)))
-        result = {k: v.numpy() for k, v in result.items()}
+        results = []
+        for fn, (_, dtype) in zip(detect_fns, inputs_of):
+            results.append({k: v.numpy() for k, v in fn(tf.constant(pixels.astype(dtype, copy=False))).items()})
+            if "hflip" in tta:
+                flipped = fn(tf.constant(np.ascontiguousarray(pixels[:, :, ::-1]).astype(dtype, copy=False)))
+                results.append(ensemble.hflip_back({k: v.numpy() for k, v in flipped.items()}))
+        result = results[0] if len(results) == 1 else ensemble.fuse(results, fuse, fuse_iou, max_per_image)
         for j, (index, name, image) in enumerate(batch):
             found, keep = _keep(result, j, name, image.size, label_map, min_score, classes, max_per_image)
             masks = result["detection_masks"][j][keep] if "detection_masks" in result else None

@@ -26,6 +26,7 @@ complete: a README command missing here, or a test named here that does not exis
     medtfod detect                         conftest.py::trained (--images), test_readme_commands.py::test_audit_metrics_calibrate (--dataset), test_annotation_loop.py::test_detect_preannotations_read_back_and_review_diff (--annotations)
     medtfod metrics                        test_readme_commands.py::test_audit_metrics_calibrate
     medtfod report                         test_report.py::test_report_in_headless_chromium
+    medtfod cv                             test_cv.py::test_cv_is_killed_in_the_second_fold_and_resumes_without_retraining_the_first
     medtfod annotate                       test_annotate.py::test_annotate_opens_labelimg_on_the_first_queued_image_under_xvfb
     medtfod review-diff                    test_annotation_loop.py::test_detect_preannotations_read_back_and_review_diff
     medtfod demo                           test_end_to_end.py::test_demo_command

@@ -183,7 +183,7 @@ def _nan_error(stop: NonFiniteLoss, config_path: str, model_dir: str) -> UserErr
 def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpoint_every_n: int = 1000,
           num_workers: int = 1, record_summaries: bool = True, verbose: bool = True,
           eval_every: Optional[int] = None, quiet: bool = False, select_by: Optional[str] = None,
-          patience: Optional[int] = None, min_delta: float = 0.0) -> List[dict]:
+          patience: Optional[int] = None, min_delta: float = 0.0, desc: str = "train") -> List[dict]:
     """Train the model of `config_path`, writing checkpoints and TensorBoard logs to `model_dir`.
 
     Same strategy choice as `model_main_tf2`: MirroredStrategy (all visible GPUs, else the
@@ -254,7 +254,7 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
     config_is_as_run = os.path.isfile(as_run) and os.path.samefile(config_path, as_run)
 
     # The OD API runs (and reports) steps in blocks of 100: the bar moves once per block.
-    bar = progress(total=final, desc="train", unit="step", quiet=quiet)
+    bar = progress(total=final, desc=desc, unit="step", quiet=quiet)
     bar.update(min(_latest_step(model_dir), final))
 
     state = {"loss": None, "best": None}

@@ -1,0 +1,120 @@
+"""Fusion (ensemble-boxes) and flip TTA: a model fused with itself is itself; a flipped view is
+flipped back; detect runs ensembles of stand-in SavedModels end to end."""
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medtfod import ensemble
+from medtfod.errors import UserError
+from medtfod.labelmap import LabelMap
+
+
+def result(boxes, scores, classes):
+    n = len(scores)
+    pad = 5 - n
+    return {"detection_boxes": np.array([list(boxes) + [[0, 0, 0, 0]] * pad], np.float32),
+            "detection_scores": np.array([list(scores) + [0] * pad], np.float32),
+            "detection_classes": np.array([list(classes) + [0] * pad], np.float32),
+            "num_detections": np.array([n], np.float32)}
+
+
+ONE = result([[0.1, 0.1, 0.3, 0.4], [0.5, 0.5, 0.9, 0.8], [0.12, 0.3, 0.35, 0.6]], [0.9, 0.6, 0.3], [1, 2, 1])
+
+
+@pytest.mark.parametrize("method", ensemble.METHODS)
+def test_a_model_fused_with_itself_is_itself(method):
+    fused = ensemble.fuse([ONE, ONE], method, iou=0.55)
+    n = int(fused["num_detections"][0])
+    assert n == 3
+    np.testing.assert_allclose(fused["detection_boxes"][0][:n], ONE["detection_boxes"][0][:3], atol=1e-6)
+    np.testing.assert_allclose(fused["detection_scores"][0][:n], ONE["detection_scores"][0][:3], atol=1e-6)
+    assert fused["detection_classes"][0][:n].tolist() == [1, 2, 1]
+
+
+def test_wbf_averages_agreeing_boxes_and_halves_a_box_only_one_view_found():
+    other = result([[0.1, 0.12, 0.3, 0.42]], [0.7], [1])  # agrees with ONE's first box, misses the rest
+    fused = ensemble.fuse([ONE, other], "wbf", iou=0.55)
+    n = int(fused["num_detections"][0])
+    boxes, scores = fused["detection_boxes"][0][:n], fused["detection_scores"][0][:n]
+    first = np.argmax(scores)
+    expected = (0.9 * np.array([0.1, 0.1, 0.3, 0.4]) + 0.7 * np.array([0.1, 0.12, 0.3, 0.42])) / 1.6
+    np.testing.assert_allclose(boxes[first], expected, atol=1e-6)
+    assert scores[first] == pytest.approx((0.9 + 0.7) / 2)
+    assert sorted(scores.tolist()) == pytest.approx([0.15, 0.3, 0.8])  # 0.6 and 0.3 found by one view of two
+
+
+def test_hflip_back_mirrors_x_only():
+    back = ensemble.hflip_back(ONE)["detection_boxes"][0][0]
+    np.testing.assert_allclose(back, [0.1, 0.6, 0.3, 0.9], atol=1e-7)
+
+
+def test_label_maps_must_agree():
+    with pytest.raises(UserError, match=r"label maps differ: a has \[\('Mass', 2\)\], b has \[\('Tumor', 2\)\]"):
+        ensemble.check_label_maps(["a", "b"], [LabelMap({"Nodule": 1, "Mass": 2}), LabelMap({"Nodule": 1, "Tumor": 2})])
+    with pytest.raises(UserError, match="choose one of wbf, nms, mean"):
+        ensemble.fuse([ONE, ONE], "vote")
+
+
+def blob_finder(tf, shift=0.0):
+    """A SavedModel-like module: one box around the pixels brighter than 128 (class 1, score
+    0.9), moved right by `shift` (normalized): a detector whose answer we know."""
+    class Module(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
+        def __call__(self, images):
+            bright = tf.reduce_max(images, axis=3) > 128
+            rows, cols = tf.reduce_any(bright, axis=2)[0], tf.reduce_any(bright, axis=1)[0]
+            h, w = tf.cast(tf.shape(rows)[0], tf.float32), tf.cast(tf.shape(cols)[0], tf.float32)
+            first = lambda v: tf.cast(tf.argmax(tf.cast(v, tf.int32)), tf.float32)  # noqa: E731
+            box = tf.stack([first(rows) / h, first(cols) / w + shift,
+                            (h - first(tf.reverse(rows, [0]))) / h, (w - first(tf.reverse(cols, [0]))) / w + shift])
+            return {"detection_boxes": box[None, None], "detection_scores": tf.constant([[0.9]]),
+                    "detection_classes": tf.constant([[1.0]]), "num_detections": tf.constant([1.0])}
+    return Module()
+
+
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory):
+    from medtfod.odapi.runtime import import_tensorflow
+    tf = import_tensorflow(verbose=False)
+    root = tmp_path_factory.mktemp("blob_finders")
+    paths = {}
+    for name, shift, labels in (("exact", 0.0, "Mass"), ("shifted", 0.02, "Mass"), ("other", 0.0, "Tumor")):
+        module = blob_finder(tf, shift)
+        tf.saved_model.save(module, str(root / name / "saved_model"), signatures=module.__call__.get_concrete_function())
+        (root / name / "label_map.pbtxt").write_text(f'item {{ id: 1 name: "{labels}" }}\n')
+        paths[name] = str(root / name)
+    images = root / "images"
+    images.mkdir()
+    symmetric = np.zeros((100, 200, 3), np.uint8)
+    symmetric[30:60, 70:130] = 255  # centred: its mirror image is itself
+    Image.fromarray(symmetric).save(images / "symmetric.png")
+    off = np.zeros((100, 200, 3), np.uint8)
+    off[20:50, 10:60] = 255  # left side: the flipped view finds it on the right
+    Image.fromarray(off).save(images / "left.png")
+    paths["images"] = str(images)
+    return paths
+
+
+def boxes_of(path):
+    with open(path, newline="") as f:
+        return {r["image"]: [float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")] for r in csv.DictReader(f)}
+
+
+@pytest.mark.tf
+def test_detect_with_flip_tta_and_a_two_model_ensemble(stand_ins, tmp_path):
+    from medtfod.detect import detect
+    detect(stand_ins["exact"], stand_ins["images"], str(tmp_path / "plain"), min_score=0.1, quiet=True, draw=False)
+    detect(stand_ins["exact"], stand_ins["images"], str(tmp_path / "tta"), min_score=0.1, quiet=True, draw=False,
+           tta=["hflip"])
+    plain, tta = boxes_of(tmp_path / "plain" / "detections.csv"), boxes_of(tmp_path / "tta" / "detections.csv")
+    assert plain["symmetric.png"] == [70, 30, 130, 60] and plain["left.png"] == [10, 20, 60, 50]
+    for image in plain:  # the flipped view, flipped back, agrees with the plain one within a pixel
+        assert np.abs(np.subtract(tta[image], plain[image])).max() <= 1.0, (image, tta[image])
+    detect([stand_ins["exact"], stand_ins["shifted"]], stand_ins["images"], str(tmp_path / "ens"), min_score=0.1,
+           quiet=True, draw=False, fuse="wbf", fuse_iou=0.5)
+    fused = boxes_of(tmp_path / "ens" / "detections.csv")
+    assert fused["left.png"] == pytest.approx([12, 20, 62, 50], abs=0.01)  # the mean of x and x + 4 px
+    with pytest.raises(UserError, match="label maps differ"):
+        detect([stand_ins["exact"], stand_ins["other"]], stand_ins["images"], str(tmp_path / "bad"), quiet=True)
