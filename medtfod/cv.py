@@ -155,16 +155,16 @@ def format_cv(result: dict) -> str:
     """The per-fold table with mean ± sd, then the out-of-fold line with its 95% CIs."""
     names = list(SUMMARY)
     fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")  # noqa: E731
-    lines = [f"{'fold':<10}{'step':>7}{'images':>8}" + "".join(f"{n:>12}" for n in names)]
+    lines = [f"{'fold':<10}{'step':>7}{'images':>8}" + "".join(f"{n:>16}" for n in names)]
     for fold, row in result["per_fold"].items():
         lines.append(f"{fold:<10}{row['step'] or '':>7}{row['images']:>8}"
-                     + "".join(f"{fmt(row['summary'][n]):>12}" for n in names))
+                     + "".join(f"{fmt(row['summary'][n]):>16}" for n in names))
     spread = result["per_fold_mean_sd"]
     lines.append(f"{'mean ± sd':<25}" + "".join(
-        f"{fmt(spread[n]['mean']) + ' ± ' + fmt(spread[n]['sd']):>12}" if spread[n]['sd'] is not None
-        else f"{fmt(spread[n]['mean']):>12}" for n in names))
+        f"{fmt(spread[n]['mean']) + ' ± ' + fmt(spread[n]['sd']):>16}" if spread[n]['sd'] is not None
+        else f"{fmt(spread[n]['mean']):>16}" for n in names))
     oof, ci = result["out_of_fold_summary"], result["out_of_fold"].get("ci95", {})
-    lines.append(f"{'out of fold':<25}" + "".join(f"{fmt(oof[n]):>12}" for n in names))
+    lines.append(f"{'out of fold':<25}" + "".join(f"{fmt(oof[n]):>16}" for n in names))
     intervals = {"ap50_mean": ci.get("ap50_mean"), "froc_mean": ci.get("froc_mean"), "auc": ci.get("auc")}
     lines.append("out-of-fold 95% CIs (patient bootstrap): " + ", ".join(
         f"{k} [{fmt(v[0])}, {fmt(v[1])}]" for k, v in intervals.items() if v))
