@@ -162,7 +162,7 @@ def cmd_detect(args) -> int:
                          dataset=args.dataset, split=args.split, workers=args.workers, batch_size=args.batch_size,
                          draw=not args.no_draw, annotations=args.annotations,
                          annotations_out=args.annotations_out, fuse=args.fuse, fuse_iou=args.fuse_iou,
-                         tta=args.tta or ())
+                         tta=args.tta or (), draw_format=args.draw_format)
     skipped = f", {len(summary['skipped'])} unreadable images skipped" if summary["skipped"] else ""
     print(f"{summary['images']} images, {summary['detections']} detections at score >= {min_score:g}"
           f"{skipped}; {'' if args.no_draw else 'drawn images, '}detections.csv/.json, coco_results.json "
@@ -430,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--batch-size", type=POSITIVE, default=8,
                         help="images of one size per model call, for float_image_tensor exports (default 8)")
     detect.add_argument("--no-draw", action="store_true", help="write the tables only, no drawn copies")
+    detect.add_argument("--draw-format", choices=("png", "jpg"),
+                        help="format of the drawn copies (default: JPEG for JPEG inputs, else lossless PNG); jpg "
+                             "(quality 90) encodes ~17x faster than PNG: detect then keeps up with its model")
     detect.add_argument("--workers", type=POSITIVE, default=2, help="threads decoding and drawing (default 2)")
     detect.add_argument("--label-map", help="default: label_map.pbtxt in the export folder")
     detect.add_argument("--fuse", choices=("wbf", "nms", "mean"), default="wbf",

@@ -124,7 +124,7 @@ def _mask_overlay(image, bitmaps, colours):
     return Image.fromarray(out.astype(np.uint8))
 
 
-def _finish(image, name, found, gt_boxes, masks, out, draw: bool, class_ids) -> list:
+def _finish(image, name, found, gt_boxes, masks, out, draw: bool, class_ids, draw_format=None) -> list:
     """Worker-thread work for one image: paste each box-relative mask onto the image once, for
     its COCO RLE (returned, one per detection; None without masks) and the overlay; draw and
     save the copy when `draw`."""
@@ -134,7 +134,7 @@ def _finish(image, name, found, gt_boxes, masks, out, draw: bool, class_ids) -> 
         (h, w), counts = Mask.from_bitmap(bitmap).rle
         rles.append({"size": [h, w], "counts": counts})
     if draw:
-        _draw_and_save(image, name, found, gt_boxes, bitmaps, out, class_ids)
+        _draw_and_save(image, name, found, gt_boxes, bitmaps, out, class_ids, draw_format)
     return rles or [None] * len(found)
 
 
@@ -182,16 +182,43 @@ def _top_score(result, j: int, label_map, classes) -> float:
     return max(scores, default=0.0)
 
 
-def _draw_and_save(image, name, found, gt_boxes, bitmaps, out, class_ids):
+DRAW_FORMATS = ("png", "jpg")
+
+
+def drawn_name(name: str, draw_format: Optional[str] = None) -> str:
+    """Where the drawn copy of input `name` goes: the same relative path, as PNG (DICOM too) or
+    JPEG (a JPEG input) by default, else with the extension of `draw_format`."""
+    stem, ext = os.path.splitext(name)
+    if draw_format is None:
+        return name if ext.lower() in (".jpg", ".jpeg", ".png") else stem + ".png"
+    if draw_format == "jpg" and ext.lower() in (".jpg", ".jpeg"):
+        return name
+    return stem + "." + draw_format
+
+
+def check_drawn_names(names: Sequence[str], draw_format: Optional[str]) -> None:
+    """Refuse, before any work, two inputs whose drawn copies would be one file (x.png and x.jpg
+    with --draw-format jpg; names differing only in case, on Windows and macOS)."""
+    seen = {}
+    for name in names:
+        key = drawn_name(name, draw_format).lower()
+        if key in seen:
+            raise UserError(f"{seen[key]} and {name} would both be drawn to {drawn_name(name, draw_format)}; "
+                            "use --no-draw, another --draw-format, or separate runs")
+        seen[key] = name
+
+
+def _draw_and_save(image, name, found, gt_boxes, bitmaps, out, class_ids, draw_format=None):
     from .draw import colour
     if bitmaps:
         image = _mask_overlay(image, bitmaps, [colour(class_ids[f.label]) for f in found])
     drawn = draw_boxes(image, found, class_ids, ground_truth=gt_boxes)
-    is_jpeg = name.lower().endswith((".jpg", ".jpeg"))
+    target = drawn_name(name, draw_format)
+    is_jpeg = target.lower().endswith((".jpg", ".jpeg"))
     buffer = io.BytesIO()
-    # PNG at compression level 1: a few % larger than the default 6, several times faster
-    drawn.save(buffer, format="JPEG" if is_jpeg else "PNG", **({"quality": 95} if is_jpeg else {"compress_level": 1}))
-    target = name[:-4] + ".png" if name.lower().endswith(".dcm") else name
+    # JPEG q90 encodes a 256-px copy in ~0.25 ms; PNG at compression level 1 (a few % larger than
+    # the default 6, several times faster) still takes ~4 ms, most of detect's non-model work
+    drawn.save(buffer, format="JPEG" if is_jpeg else "PNG", **({"quality": 90} if is_jpeg else {"compress_level": 1}))
     atomic.write_file(fence.inside(out, target), buffer.getvalue())
 
 
@@ -233,7 +260,8 @@ def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, mi
            classes: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
            split: Optional[str] = None, workers: int = 2, detect_fn=None, batch_size: int = 8,
            draw: bool = True, annotations: Optional[str] = None, annotations_out: Optional[str] = None,
-           fuse: Optional[str] = None, fuse_iou: float = 0.55, tta: Sequence[str] = ()) -> dict:
+           fuse: Optional[str] = None, fuse_iou: float = 0.55, tta: Sequence[str] = (),
+           draw_format: Optional[str] = None, detect_fns: Optional[Sequence] = None) -> dict:
     """Run the exported model on every input image and write the outputs listed above.
 
     `detect_fn` is the loaded SavedModel when the caller has it already (benchmarks, loops
@@ -273,9 +301,12 @@ def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, mi
     if annotations:
         from . import preannotate
         preannotate.check_names(annotations, [name for name, _ in inputs])
+    if draw:
+        check_drawn_names([name for name, _ in inputs], draw_format)
     from .odapi.runtime import import_tensorflow
     tf = import_tensorflow(verbose=False)
-    detect_fns = [detect_fn] if detect_fn is not None else [tf.saved_model.load(path) for path in saved_models]
+    if detect_fns is None:  # loaded SavedModels the caller already has (benchmarks, loops over folders)
+        detect_fns = [detect_fn] if detect_fn is not None else [tf.saved_model.load(path) for path in saved_models]
     os.makedirs(out, exist_ok=True)
     inputs_of = [model_input(fn, batch_size) for fn in detect_fns]
     capacity = min(c for c, _ in inputs_of)
@@ -300,7 +331,8 @@ def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, mi
             masks = result["detection_masks"][j][keep] if "detection_masks" in result else None
             gt_boxes = [(label, box) for label, box in gt.get(name, [])] if gt else None
             pending.append((name, image.size, found,
-                            pool.submit(_finish, image, name, found, gt_boxes, masks, out, draw, label_map.ids)))
+                            pool.submit(_finish, image, name, found, gt_boxes, masks, out, draw, label_map.ids,
+                                        draw_format)))
             per_image[index] = (name, found, None)
             tops[index] = (*image.size, _top_score(result, j, label_map, classes))
         bar.update(len(batch))

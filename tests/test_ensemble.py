@@ -118,3 +118,22 @@ def test_detect_with_flip_tta_and_a_two_model_ensemble(stand_ins, tmp_path):
     assert fused["left.png"] == pytest.approx([12, 20, 62, 50], abs=0.01)  # the mean of x and x + 4 px
     with pytest.raises(UserError, match="label maps differ"):
         detect([stand_ins["exact"], stand_ins["other"]], stand_ins["images"], str(tmp_path / "bad"), quiet=True)
+
+
+@pytest.mark.tf
+def test_draw_format_jpg_and_colliding_drawn_names(stand_ins, tmp_path):
+    from medtfod.detect import detect
+    detect(stand_ins["exact"], stand_ins["images"], str(tmp_path / "jpg"), min_score=0.1, quiet=True,
+           draw_format="jpg")
+    for name in ("symmetric.jpg", "left.jpg"):
+        assert (tmp_path / "jpg" / name).read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
+    assert not list((tmp_path / "jpg").glob("*.png"))
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (40, 30), (200, 200, 200)).save(images / "x.png")
+    Image.new("RGB", (40, 30), (200, 200, 200)).save(images / "x.jpg")
+    with pytest.raises(UserError, match=r"x\.jpg and x\.png would both be drawn to x\.jpg"):
+        detect(stand_ins["exact"], str(images), str(tmp_path / "clash"), quiet=True, draw_format="jpg")
+    assert not (tmp_path / "clash").exists()  # refused before any work
+    detect(stand_ins["exact"], str(images), str(tmp_path / "ok"), quiet=True, min_score=0.0)  # default: x.png, x.jpg
+    assert sorted(p.name for p in (tmp_path / "ok").glob("x.*")) == ["x.jpg", "x.png"]
