@@ -56,13 +56,14 @@ def display_problem(env: Optional[Dict[str, str]] = None) -> Optional[str]:
     env = os.environ if env is None else env
     platform = re.split(r"[:;]", env.get("QT_QPA_PLATFORM", ""))[0]
     if platform in HEADLESS_PLATFORMS:
-        return None
+        return (f"QT_QPA_PLATFORM={platform} shows no window: a reader could not see labelImg. Unset it to use "
+                "the desktop")
     if platform.startswith("wayland"):
         return None if env.get("WAYLAND_DISPLAY") else f"QT_QPA_PLATFORM={platform} but WAYLAND_DISPLAY is not set"
     display = env.get("DISPLAY")
     if not display:
-        return ("no display: DISPLAY is not set (no X server). Run it on a desktop, through `ssh -X`, or under "
-                "Xvfb (`xvfb-run medtfod annotate ...`)")
+        return ("no display: DISPLAY is not set (no X server). Run it on the workstation's desktop, or over SSH "
+                "with X forwarding (`ssh -X`)")
     local = re.match(r"^(?:unix)?:(\d+)", display)
     if local and not os.path.exists(f"/tmp/.X11-unix/X{local.group(1)}"):
         return f"no display: DISPLAY={display} but no X server is listening (/tmp/.X11-unix/X{local.group(1)})"
@@ -112,10 +113,13 @@ def image_order(images: str, order: str, predicted: Optional[str]) -> List[str]:
     if order == "name":
         return names
     from .preannotate import QUEUE, read_queue, uncertainty_order
-    distance = read_queue(predicted) if predicted else None
-    if distance is None:
+    if not predicted:
         raise UserError(f"--order uncertainty needs the {QUEUE} that `detect --annotations` writes: give --predicted "
                         "(the --annotations-out folder of that run)")
+    distance = read_queue(predicted)
+    if distance is None:
+        raise UserError(f"--order uncertainty: {predicted} has no {QUEUE}; it is written by `detect --annotations` "
+                        "(run it again, or use --order name)")
     return uncertainty_order(names, distance)
 
 
@@ -137,15 +141,17 @@ def annotate(images: str, annotations: str, predicted: Optional[str] = None, lab
     """Start labelImg (see the module docstring); returns its exit status (0 when closed normally)."""
     from . import atomic, fence
     if not os.path.isdir(images):
-        raise UserError(f"image folder not found: {images}")
+        raise UserError(f"--images {images} is not a folder" if os.path.exists(images)
+                        else f"image folder not found: {images}")
+    fence.need_folder("--annotations", annotations)
     if predicted and not os.path.isdir(predicted):
         raise UserError(f"--predicted folder not found: {predicted}")
     fence.check_outputs({"--annotations": annotations}, {"--images": images, "--predicted": predicted,
                                                           "--label-map": label_map})
-    names = classes(label_map, predicted)
     ordered = image_order(images, order, predicted)
+    names = classes(label_map, predicted)
     from .preannotate import check_names
-    check_names("voc", ordered)  # labelImg keeps one XML per file stem in the save folder
+    check_names("voc", ordered, hint="rename one of them")  # labelImg keeps one XML per file stem
     check_can_start()
     if check_only:
         print(f"labelImg {labelimg_version()} can start here: {len(ordered)} images, {len(names)} classes")

@@ -158,7 +158,7 @@ def cmd_detect(args) -> int:
     with _library_log(args.out, args):
         summary = detect(args.model if ensemble else args.model[0], args.images, args.out, min_score=min_score,
                          label_map_path=args.label_map, quiet=args.quiet, max_per_image=args.max_per_image,
-                         classes=args.classes.split(",") if args.classes else None,
+                         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
                          dataset=args.dataset, split=args.split, workers=args.workers, batch_size=args.batch_size,
                          draw=not args.no_draw, annotations=args.annotations,
                          annotations_out=args.annotations_out, fuse=args.fuse, fuse_iou=args.fuse_iou,
@@ -437,8 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--label-map", help="default: label_map.pbtxt in the export folder")
     detect.add_argument("--fuse", choices=("wbf", "nms", "mean"), default="wbf",
                         help="how several models / TTA views are fused per image (default wbf: weighted boxes fusion)")
-    detect.add_argument("--fuse-iou", type=OPEN_FRACTION, default=0.55,
-                        help="IoU at which boxes of different views are one finding (default 0.55)")
+    detect.add_argument("--fuse-iou", type=OPEN_FRACTION,
+                        help="IoU above which boxes of different views are one finding (default: the models' own "
+                             "NMS IoU threshold, so a model fused with itself is itself; 0.55 if unknown)")
     detect.add_argument("--tta", action="append", choices=("hflip",),
                         help="test-time augmentation: also run each image flipped horizontally, then fuse")
     detect.add_argument("--annotations", choices=("voc", "labelstudio", "coco"),

@@ -44,6 +44,9 @@ from .progress import progress
 from .readers.detections import CSV_COLUMNS
 
 DEFAULT_MIN_SCORE = 0.5
+# A `--min-score 0` run keeps up to 100 boxes per image, so its lowest scores are near 0; a table
+# whose lowest score is this high was cut by a threshold (SSD's weakest of 100 scores: ~0.001).
+THRESHOLDED_BELOW = 0.05
 
 
 def list_images(root: str) -> List[str]:
@@ -240,6 +243,11 @@ def split_detections(model: str, dataset: str, split: str, gt, detections: Optio
     if unknown:
         raise UserError(f"{len(unknown)} images in the detections are not in the {split} split of "
                         f"{dataset}, e.g. {unknown[0]!r}")
+    lowest = min((d.score for d in dets), default=0.0)
+    if detections and lowest >= THRESHOLDED_BELOW:
+        print(f"warning: {detections}: its lowest score is {lowest:g}; a table made with a threshold (--min-score "
+              f"{lowest:g} or so) gives lower AP and a shorter FROC than the model's: for curves, AP and calibration "
+              "run detect with --min-score 0, or leave --detections out", flush=True)  # stdout: stderr may go to the log
     return dets
 
 
@@ -260,7 +268,7 @@ def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, mi
            classes: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
            split: Optional[str] = None, workers: int = 2, detect_fn=None, batch_size: int = 8,
            draw: bool = True, annotations: Optional[str] = None, annotations_out: Optional[str] = None,
-           fuse: Optional[str] = None, fuse_iou: float = 0.55, tta: Sequence[str] = (),
+           fuse: Optional[str] = None, fuse_iou: Optional[float] = None, tta: Sequence[str] = (),
            draw_format: Optional[str] = None, detect_fns: Optional[Sequence] = None) -> dict:
     """Run the exported model on every input image and write the outputs listed above.
 
@@ -277,6 +285,7 @@ def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, mi
     model = models[0]
     views = len(models) * (1 + len(tta))
     fuse = fuse or ("wbf" if views > 1 else None)
+    fuse_iou = fuse_iou or ensemble.default_iou([export_dir(m) for m in models])
     unknown_tta = [t for t in tta if t not in ensemble.TTA]
     if unknown_tta:
         raise UserError(f"--tta {unknown_tta[0]!r}: choose from {', '.join(ensemble.TTA)}")
@@ -294,13 +303,18 @@ def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, mi
     inputs, gt, fenced = resolve_inputs(images, dataset, split)
     if annotations and not annotations_out:
         raise UserError("--annotations needs --annotations-out (the folder the annotation tool will open)")
+    if annotations_out and not annotations:
+        raise UserError("--annotations-out needs --annotations voc|labelstudio|coco (the format to write)")
+    fence.need_folder("--out", out)
     fence.check_outputs({"--out": out, "--annotations-out": annotations_out},
-                        dict(fenced, **{f"--model {m}": m for m in models}))
+                        dict(fenced, **{("--model" if i == 0 else f"--model (#{i + 1})"): m for i, m in enumerate(models)}))
     if not inputs:
         raise UserError(f"no PNG, JPEG or DICOM images under {images}")
     if annotations:
         from . import preannotate
-        preannotate.check_names(annotations, [name for name, _ in inputs])
+        names = [name for name, _ in inputs]
+        preannotate.check_names(annotations, names)
+        preannotate.check_replaceable(annotations_out, preannotate.planned_files(annotations, names))
     if draw:
         check_drawn_names([name for name, _ in inputs], draw_format)
     from .odapi.runtime import import_tensorflow

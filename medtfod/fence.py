@@ -100,3 +100,14 @@ def inside(folder: str, name: str) -> str:
         raise UserError(f"output name {name!r} would leave the output folder {folder}")
     return target
 
+
+def need_folder(option: str, path: Optional[str]) -> None:
+    """Refuse an output folder that is an existing file."""
+    if path and os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{option} {path} is a file; give a folder")
+
+
+def need_file(option: str, path: Optional[str]) -> None:
+    """Refuse an output file that is an existing folder."""
+    if path and os.path.isdir(path):
+        raise UserError(f"{option} {path} is a folder; give a file name")

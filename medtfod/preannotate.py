@@ -15,8 +15,9 @@ and, for every format, queue.csv: each image's highest detection score before th
 its boxes kept, and its distance to the threshold, which `medtfod annotate --order uncertainty`
 reads (see `uncertainty_order`).
 
-A file already in DIR is replaced only when it holds what this run would write: a pre-annotation
-someone has since corrected is never overwritten.
+DIR/.medtfod-preannotations.json records what was written. A later run replaces only files an
+earlier run wrote that nobody changed since (and removes those it no longer writes); a file a
+reader corrected, or one medtfod did not write, stops the run before detect starts.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def _stem(name: str) -> str:
     return os.path.splitext(os.path.basename(name))[0]
 
 
-def check_names(fmt: str, names: Sequence[str]) -> None:
+def check_names(fmt: str, names: Sequence[str], hint: str = "pre-annotate them in separate runs") -> None:
     """Refuse, before any work, a format that is unknown or images whose files would collide."""
     if fmt not in FORMATS:
         raise UserError(f"--annotations {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -62,15 +63,54 @@ def check_names(fmt: str, names: Sequence[str]) -> None:
         key = _stem(name).lower()  # Windows and macOS folders ignore case
         if key in seen:
             raise UserError(f"{seen[key]} and {name} would share one annotation file ({_stem(name)}.xml): labelImg "
-                            "keeps annotations by file name in one folder; pre-annotate them in separate runs")
+                            f"keeps annotations by file name in one folder; {hint}")
         seen[key] = name
 
 
-def _differs(path: str, data: bytes) -> bool:
-    if not os.path.exists(path):
-        return False
+WRITTEN = ".medtfod-preannotations.json"  # {file name: sha256} of what the last run wrote here
+
+
+def _sha256(path: str) -> str:
+    import hashlib
     with open(path, "rb") as f:
-        return f.read() != data
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _written(out: str) -> Dict[str, str]:
+    path = os.path.join(out, WRITTEN)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            return dict(json.load(f)["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def planned_files(fmt: str, names: Sequence[str]) -> List[str]:
+    """The files a run of `fmt` over images `names` writes (known before detect runs)."""
+    fixed = {"voc": ["classes.txt"], "coco": ["coco.json"], "labelstudio": ["tasks.json", "labeling_config.xml"]}[fmt]
+    return fixed + ([_stem(n) + ".xml" for n in names] if fmt == "voc" else []) + [QUEUE]
+
+
+def check_replaceable(out: str, files: Sequence[str]) -> None:
+    """Refuse, before any work, to replace a file in `out` that medtfod did not write or that
+    changed since (a reader's correction). Files a previous run wrote and nobody touched are
+    replaced (a rerun with another threshold is fine)."""
+    if not os.path.isdir(out):
+        if os.path.exists(out):
+            raise UserError(f"--annotations-out {out} is a file; give a folder")
+        return
+    ours = _written(out)
+    kept = []
+    for name in files:
+        path = os.path.join(out, name)
+        if os.path.exists(path) and ours.get(name) != _sha256(path):
+            kept.append(name)
+    if kept:
+        why = "changed since medtfod wrote it (corrected by a reader?)" if kept[0] in ours else "not written by medtfod"
+        raise UserError(f"{os.path.join(out, kept[0])} is {why}{f'; so are {len(kept) - 1} more' if len(kept) > 1 else ''}"
+                        ": it is kept and nothing was run. Choose a new --annotations-out, or move those files away")
 
 
 def voc_files(images: Sequence[Predicted], label_map: LabelMap) -> Dict[str, bytes]:
@@ -125,14 +165,17 @@ def write(fmt: str, out: str, images: Sequence[Predicted], label_map: LabelMap, 
     else:
         files = labelstudio_files(images, label_map, model_version)
     files[QUEUE] = queue_csv(images, threshold)
-    kept = [name for name, data in files.items() if name != QUEUE and _differs(os.path.join(out, name), data)]
-    if kept:  # checked for every file first: nothing is written when one would be lost
-        raise UserError(f"{os.path.join(out, kept[0])} already exists and differs from this run's pre-annotation "
-                        f"(corrected by a reader?){f', and {len(kept) - 1} more' if len(kept) > 1 else ''}; "
-                        "nothing was written: choose a new --annotations-out, or move those files away first")
+    check_replaceable(out, list(files))
     os.makedirs(out, exist_ok=True)
+    previous = _written(out)
     for name, data in files.items():
         atomic.write_file(os.path.join(out, name), data)
+    for name, digest in previous.items():  # an earlier run's untouched files this run does not write
+        path = os.path.join(out, name)
+        if name not in files and os.path.isfile(path) and _sha256(path) == digest:
+            os.unlink(path)
+    record = {"files": {name: _sha256(os.path.join(out, name)) for name in sorted(files)}}
+    atomic.write_file(os.path.join(out, WRITTEN), json.dumps(record, indent=1) + "\n")
     return sorted(files)
 
 

@@ -129,7 +129,7 @@ def render(page: Dict[str, Any]) -> str:
               f"{html.escape(info['input'])}, checkpoint step {info['step'] if info['step'] is not None else 'unknown'}."
               f"</p><p><b>Threshold</b> score &ge; {page['threshold']:g}, from {html.escape(page['threshold_source'])}"
               + (f"; there: {point[1]:.3f} sensitivity at {point[0]:.2f} false positives per image" if point else "")
-              + f". Review at IoU &ge; {page['iou']:g}. {page['detections']} detections (score &ge; 0) in all.</p>")
+              + f". Review at IoU &ge; {page['iou']:g}. {page['detections']} detections in all (every score, for the curves).</p>")
     metrics = (_metrics(page["metrics"]) if page.get("metrics") else
                '<p class="note">No ground-truth boxes in this split: no metrics are possible; detections and '
                "counts only.</p>")

@@ -9,8 +9,11 @@ first, ties in file order), at IoU >= `iou`, whatever their labels. A matched pa
     relabelled  another label (whether or not it moved too)
 
 An unmatched predicted box was deleted (a false positive removed); an unmatched corrected box
-was added (a missed lesion). An image with no corrected file was not reviewed (its boxes are
-counted nowhere else); one with every box kept and nothing added was accepted as it was.
+was added (a missed lesion). A relabelled box is counted under its predicted class, as
+relabelled even when it also moved. Files are paired by name, as labelImg pairs an image with
+its `<stem>.xml`. An image with no corrected file was not reviewed (its boxes are counted nowhere
+else); one with every box kept and nothing added was accepted as it was; a corrected file for
+an image that was never pre-annotated is listed apart and not compared.
 labelImg's `verified` mark is listed as it is found. Corrected files labelImg cannot have
 written (not well-formed XML, a box outside the image, a label the label map does not know)
 are reported with file, line and value, and their images left out as unreadable.
@@ -39,12 +42,13 @@ def _read_folder(folder: str, what: str, problems: Problems, labels: Optional[Se
     """({image: VocFile, or None when unusable}, stems of the files that did not parse)."""
     if not os.path.isdir(folder):
         raise UserError(f"{what} folder not found: {folder}")
-    files: Dict[str, Optional[VocFile]] = {}
+    files: Dict[str, Optional[VocFile]] = {}  # by file stem: labelImg names each file after its image
     broken = set()
-    for path in _xml_files(folder):
+    for path in _xml_files(os.path.abspath(folder)):
         found = read_voc_file(path, problems)
+        key = _stem(path).lower()
         if found is None:
-            broken.add(_stem(path))  # labelImg names the file after its image's stem
+            broken.add(key)
             continue
         bad = False
         for label, box, line in found.objects:
@@ -54,21 +58,25 @@ def _read_folder(folder: str, what: str, problems: Problems, labels: Optional[Se
                              f"classes ({', '.join(labels)})" + (f"; did you mean {hint[0]!r}?" if hint else ""),
                              image=found.image)
                 bad = True
-            if found.width and found.height and (box.xmax > found.width or box.ymax > found.height):
-                problems.add(path, line, "box_outside_image", f"{box.xmax:g},{box.ymax:g}",
-                             f"{found.image}: a {label!r} box ends at x={box.xmax:g}, y={box.ymax:g}, outside the "
-                             f"{found.width}x{found.height} image", image=found.image)
+            outside = box.xmin < 0 or box.ymin < 0 or (found.width and found.height and (
+                box.xmax > found.width or box.ymax > found.height))
+            if outside:  # labelImg keeps boxes inside the image (its corners are at least 1)
+                corners = f"{box.xmin + 1:g},{box.ymin + 1:g},{box.xmax:g},{box.ymax:g}"
+                problems.add(path, line, "box_outside_image", corners,
+                             f"{found.image}: a {label!r} box at xmin,ymin,xmax,ymax = {corners} (VOC, 1-based) lies "
+                             f"outside the {found.width}x{found.height} image", image=found.image)
                 bad = True
         if found.dropped:
             bad = True
-        if found.image in files:
+        if key in files:
             problems.add(path, None, "duplicate_image", found.image,
-                         f"{found.image} is annotated twice ({files[found.image].path}); both left out")
+                         f"{_stem(path)} is annotated twice ({files[key].path if files[key] else 'another file'}); "
+                         "both left out")
             bad = True
         if bad:
-            files[found.image] = None
+            files[key] = None
         else:
-            files.setdefault(found.image, found)
+            files.setdefault(key, found)
     return files, broken
 
 
@@ -119,25 +127,37 @@ def review_diff(predicted_dir: str, corrected_dir: str, threshold: float = 0.5,
             with open(classes, encoding="utf-8") as f:
                 labels = [line.strip() for line in f if line.strip()]
     problems = Problems()
+    if os.path.abspath(predicted_dir) == os.path.abspath(corrected_dir):
+        raise UserError(f"--predicted and --corrected are the same folder ({predicted_dir}): the corrections are "
+                        "saved apart from the pre-annotations (medtfod annotate --annotations CORRECTED)")
     predicted, _ = _read_folder(predicted_dir, "--predicted", problems, None)
     corrected, broken = _read_folder(corrected_dir, "--corrected", problems, labels)
     if not predicted and not corrected:
         raise UserError(f"no VOC .xml files in {predicted_dir} or {corrected_dir}")
     totals = {k: 0 for k in OUTCOMES}
     per_class: Dict[str, Dict[str, int]] = {}
-    per_image, not_reviewed, verified, unreadable = {}, [], [], []
-    for image in sorted(set(predicted) | set(corrected)):
-        pred, corr = predicted.get(image, ()), corrected.get(image, ())
-        if pred is None or corr is None or (image not in corrected and _stem(image) in broken):
+    per_image, not_reviewed, verified, unreadable, new = {}, [], [], [], []
+    for key in sorted(set(predicted) | set(corrected)):
+        pred, corr = predicted.get(key, ()), corrected.get(key, ())
+        image = (pred or corr).image if (pred or corr) else key
+        if pred is None or corr is None or (key not in corrected and key in broken):
             unreadable.append(image)
             continue
-        if image not in corrected:
+        if key not in predicted:  # a file for an image the model never saw: not part of the comparison
+            new.append(image)
+            per_image[image] = {"status": "not pre-annotated", "verified": corr.verified, "boxes": len(corr.objects)}
+            continue
+        if key not in corrected:
             not_reviewed.append(image)
             per_image[image] = {"status": "not reviewed", "predicted": len(pred.objects)}
             continue
+        if corr.image != pred.image:
+            problems.add(corr.path, None, "filename_mismatch", corr.image,
+                         f"{os.path.basename(corr.path)} names <filename> {corr.image}, its pre-annotation "
+                         f"{pred.image}; compared as {pred.image} (labelImg pairs files by name)")
         if corr.verified:
             verified.append(image)
-        boxes = [(label, box) for label, box, _ in pred.objects] if pred else []
+        boxes = [(label, box) for label, box, _ in pred.objects]
         changes = compare_image(boxes, [(label, box) for label, box, _ in corr.objects], threshold)
         counts = {k: sum(1 for c in changes if c["outcome"] == k) for k in OUTCOMES}
         for change in changes:
@@ -145,22 +165,23 @@ def review_diff(predicted_dir: str, corrected_dir: str, threshold: float = 0.5,
             row = per_class.setdefault(change["label"], {k: 0 for k in OUTCOMES})
             row[change["outcome"]] += 1
         accepted = counts["kept"] == len(boxes) and not counts["added"]
-        per_image[image] = {"status": "reviewed" if pred else "not pre-annotated", "verified": corr.verified,
-                            "accepted_as_is": accepted, **counts, "changes": changes}
-    reviewed = [i for i, v in per_image.items() if v["status"] != "not reviewed"]
+        per_image[image] = {"status": "reviewed", "verified": corr.verified, "accepted_as_is": accepted, **counts,
+                            "changes": changes}
+    reviewed = [i for i, v in per_image.items() if v["status"] == "reviewed"]
     accepted = [i for i in reviewed if per_image[i]["accepted_as_is"]]
     predicted_boxes = totals["kept"] + totals["moved"] + totals["relabelled"] + totals["deleted"]
     return {
         "predicted": os.path.abspath(predicted_dir), "corrected": os.path.abspath(corrected_dir), "iou": threshold,
+        "labels_checked": list(labels) if labels is not None else None,
         "images": {"predicted": sum(1 for v in predicted.values() if v is not None), "reviewed": len(reviewed),
                    "not_reviewed": len(not_reviewed), "accepted_as_is": len(accepted),
                    "accepted_share": len(accepted) / len(reviewed) if reviewed else None,
-                   "verified": len(verified), "unreadable": len(unreadable)},
+                   "verified": len(verified), "unreadable": len(unreadable), "not_pre_annotated": len(new)},
         "boxes": {"predicted_in_reviewed": predicted_boxes, **totals,
                   "kept_share": totals["kept"] / predicted_boxes if predicted_boxes else None},
         "per_class": dict(sorted(per_class.items())),
         "per_image": per_image, "not_reviewed": not_reviewed, "verified": verified, "unreadable": unreadable,
-        "problems": problems.to_dict()["items"] if len(problems) else [],
+        "not_pre_annotated": new, "problems": problems.to_dict()["items"] if len(problems) else [],
     }
 
 
@@ -171,11 +192,15 @@ def format_diff(diff: dict) -> str:
     lines = [f"images: {images['reviewed']} reviewed, {images['not_reviewed']} not reviewed, "
              f"{images['accepted_as_is']} accepted as they were ({share(images['accepted_share'])} of reviewed), "
              f"{images['verified']} marked verified" + (f", {images['unreadable']} unreadable" if images['unreadable']
-                                                         else ""),
+                                                         else "")
+             + (f", {images['not_pre_annotated']} corrected files for images never pre-annotated (not compared)"
+                if images['not_pre_annotated'] else ""),
              f"boxes: {boxes['kept']} of {boxes['predicted_in_reviewed']} predicted kept unchanged "
              f"({share(boxes['kept_share'])})",
              f"{'class':<20}" + "".join(f"{k:>11}" for k in OUTCOMES)]
     for label, row in diff["per_class"].items():
         lines.append(f"{label:<20}" + "".join(f"{row[k]:>11}" for k in OUTCOMES))
     lines.append(f"{'all':<20}" + "".join(f"{boxes[k]:>11}" for k in OUTCOMES))
+    if diff.get("labels_checked") is None:
+        lines.append("note: labels were not checked (no --label-map, and --predicted has no classes.txt)")
     return "\n".join(lines)

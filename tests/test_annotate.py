@@ -81,6 +81,11 @@ def test_annotate_refuses_clearly_without_display_or_libraries(tmp_path, monkeyp
     assert "Aborted" not in result.stderr and not (tmp_path / "corrected").exists()
     with pytest.raises(Exception, match="--order uncertainty needs the queue.csv"):
         annotate_module.image_order(str(images), "uncertainty", None)
+    with pytest.raises(Exception, match=r"has no queue.csv; it is written by `detect --annotations`"):
+        annotate_module.image_order(str(images), "uncertainty", str(tmp_path))
+    assert "QT_QPA_PLATFORM=offscreen shows no window" in annotate_module.display_problem({"QT_QPA_PLATFORM": "offscreen"})
+    not_folder = medtfod("annotate", "--images", images / "a.png", "--annotations", tmp_path / "c", env=env, check=False)
+    assert not_folder.returncode == 1 and "a.png is not a folder" in not_folder.stderr
     ldd = ("\tlibxcb-icccm.so.4 => not found\n\tlibxcb.so.1 => /lib/x86_64-linux-gnu/libxcb.so.1 (0x1)\n"
            "\tlibxcb-xinerama.so.0 => not found\n")
     monkeypatch.setattr(annotate_module.subprocess, "run",
@@ -174,4 +179,5 @@ def test_annotate_opens_labelimg_on_the_first_queued_image_under_xvfb(tmp_path):
             app.wait(10)
         xvfb.terminate()
         xvfb.wait(10)
-    assert sorted(os.listdir(tmp_path / "pre")) == ["a.xml", "b.xml", "c.xml", "classes.txt", "queue.csv"]
+    assert sorted(os.listdir(tmp_path / "pre")) == [".medtfod-preannotations.json", "a.xml", "b.xml", "c.xml",
+                                                   "classes.txt", "queue.csv"]  # labelImg wrote nothing there

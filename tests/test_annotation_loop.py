@@ -23,7 +23,7 @@ def test_detect_preannotations_read_back_and_review_diff(trained, pascal_voc_io,
     assert len(rows) == 2 * len(os.listdir(trained["images"]))  # min score 0: two boxes per image
     names = sorted(os.listdir(trained["images"]))
     assert sorted(os.listdir(pre)) == sorted([os.path.splitext(n)[0] + ".xml" for n in names]
-                                             + ["classes.txt", "queue.csv"])
+                                             + ["classes.txt", "queue.csv", ".medtfod-preannotations.json"])
     for name in names:  # labelImg's own reader gives back exactly the detections, rounded as labelImg writes
         shapes = pascal_voc_io.PascalVocReader(os.path.join(pre, os.path.splitext(name)[0] + ".xml")).get_shapes()
         expected = []

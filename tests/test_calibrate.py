@@ -73,7 +73,9 @@ def test_calibrate_command_stores_the_point_and_detect_uses_it(tiny_dataset, exp
     assert resolve_min_score(str(export_dir), None)[0] == DEFAULT_MIN_SCORE
     assert main(["calibrate", "--model", str(export_dir), "--dataset", tiny_dataset, "--split", "val",
                  "--sensitivity", "1", "--detections", str(csv_path)]) == 0
-    assert "operating point: min score" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "operating point: min score" in printed.out
+    assert "its lowest score is 0.85" in printed.out and "--min-score 0" in printed.out  # a thresholded table is named
     stored = json.loads((export_dir / OPERATING_POINT).read_text())
     last = max(i for i, n in enumerate(names) if gt[n])
     assert stored["min_score"] == pytest.approx(0.9 - 0.01 * last)

@@ -40,6 +40,7 @@ def test_voc_preannotations_read_back_through_labelimg(pascal_voc_io, tmp_path):
     out = tmp_path / "pre"
     written = preannotate.write("voc", str(out), images, LABELS, 0.5, "m1")
     assert written == ["a.xml", "b.xml", "c.xml", "classes.txt", "queue.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".medtfod-preannotations.json"] + written
     assert (out / "classes.txt").read_text().splitlines() == ["Nodule", "Mass"]  # the label map's order
     for p in images:
         reader = pascal_voc_io.PascalVocReader(str(out / (p.name.split("/")[-1].rsplit(".", 1)[0] + ".xml")))
@@ -84,13 +85,26 @@ def test_a_corrected_preannotation_is_never_overwritten(tmp_path):
     images = predictions(tmp_path)
     out = tmp_path / "pre"
     preannotate.write("voc", str(out), images, LABELS, 0.5, "m1")
-    preannotate.write("voc", str(out), images, LABELS, 0.5, "m1")  # the same run again: same files, fine
+    preannotate.write("voc", str(out), images, LABELS, 0.5, "m1")  # the same run again: fine
+    preannotate.write("voc", str(out), images, LABELS, 0.4, "m2")  # untouched files of an earlier run: replaced
+    assert "a.png,0.910000,2,0.510000" in (out / "queue.csv").read_text()  # distances to 0.4 now
+    preannotate.write("voc", str(out), images[:2], LABELS, 0.4, "m2")  # c.jpg left the input: its stale file goes
+    assert not (out / "c.xml").exists()
     corrected = (out / "a.xml").read_text().replace("<annotation>", '<annotation verified="yes">')
     (out / "a.xml").write_text(corrected)
-    (out / "c.xml").unlink()
-    with pytest.raises(UserError, match=r"a\.xml already exists and differs .*nothing was written"):
-        preannotate.write("voc", str(out), images, LABELS, 0.4, "m2")
-    assert (out / "a.xml").read_text() == corrected and not (out / "c.xml").exists()
+    queue = (out / "queue.csv").read_text()
+    with pytest.raises(UserError, match=r"a\.xml is changed since medtfod wrote it .*nothing was run"):
+        preannotate.write("voc", str(out), images, LABELS, 0.3, "m3")
+    assert (out / "a.xml").read_text() == corrected and (out / "queue.csv").read_text() == queue
+    assert not (out / "c.xml").exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "c.xml").write_text("<annotation/>")  # someone's own file with a name we would write
+    with pytest.raises(UserError, match=r"c\.xml is not written by medtfod"):
+        preannotate.check_replaceable(str(foreign), preannotate.planned_files("voc", [p.name for p in images]))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="is a file; give a folder"):
+        preannotate.check_replaceable(str(tmp_path / "afile"), ["a.xml"])
 
 
 def test_colliding_stems_and_unknown_formats_are_refused_before_work(tmp_path):
