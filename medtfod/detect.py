@@ -113,7 +113,9 @@ def _load(path):
             from .dicom import dicom_to_png
             path = io.BytesIO(dicom_to_png(path)[0])
         with Image.open(path) as im:
-            return im.convert("RGB"), None
+            rgb = im.convert("RGB")
+            rgb.info["channels"] = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3  # as labelImg's depth
+            return rgb, None
     except Exception as e:  # any unreadable file is reported, never ends the batch
         return None, f"{type(e).__name__}: {e}"
 
@@ -348,7 +350,7 @@ def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, mi
                             pool.submit(_finish, image, name, found, gt_boxes, masks, out, draw, label_map.ids,
                                         draw_format)))
             per_image[index] = (name, found, None)
-            tops[index] = (*image.size, _top_score(result, j, label_map, classes))
+            tops[index] = (*image.size, _top_score(result, j, label_map, classes), image.info.get("channels", 3))
         bar.update(len(batch))
         batch.clear()
 
@@ -378,7 +380,8 @@ def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, mi
     _write_outputs(out, rows, per_image, label_map, dataset, split)
     if annotations:
         from . import preannotate
-        done = [preannotate.Predicted(name, "" if callable(path) else path, *tops[i][:2], per_image[i][1], tops[i][2])
+        done = [preannotate.Predicted(name, "" if callable(path) else path, *tops[i][:2], per_image[i][1], tops[i][2],
+                                      tops[i][3])
                 for i, (name, path) in enumerate(inputs) if tops[i] is not None]
         preannotate.write(annotations, annotations_out, done, label_map, min_score,
                           model_version=os.path.basename(os.path.abspath(export_dir(model))))

@@ -46,6 +46,7 @@ class Predicted(NamedTuple):
     height: int
     kept: List[Detection]
     top_score: float
+    channels: int = 3  # 1 for a grayscale file (labelImg writes <depth>1</depth> for those)
 
 
 def _stem(name: str) -> str:
@@ -119,7 +120,7 @@ def voc_files(images: Sequence[Predicted], label_map: LabelMap) -> Dict[str, byt
     files = {"classes.txt": ("\n".join(label_map.names) + "\n").encode("utf-8")}
     for p in images:
         record = ImageRecord(os.path.basename(p.name), os.path.abspath(p.path) if p.path else p.name, p.width,
-                             p.height, 3, os.path.splitext(p.name)[1].lstrip(".").lower(), "",
+                             p.height, p.channels, os.path.splitext(p.name)[1].lstrip(".").lower(), "",
                              [Object(d.label, d.box) for d in p.kept])
         folder = os.path.basename(os.path.dirname(os.path.abspath(p.path))) if p.path else "images"
         files[_stem(p.name) + ".xml"] = voc_xml(record, folder=folder)

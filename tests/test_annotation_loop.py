@@ -24,6 +24,7 @@ def test_detect_preannotations_read_back_and_review_diff(trained, pascal_voc_io,
     names = sorted(os.listdir(trained["images"]))
     assert sorted(os.listdir(pre)) == sorted([os.path.splitext(n)[0] + ".xml" for n in names]
                                              + ["classes.txt", "queue.csv", ".medtfod-preannotations.json"])
+    assert "<depth>1</depth>" in open(os.path.join(pre, os.path.splitext(names[0])[0] + ".xml")).read()  # grey PNGs
     for name in names:  # labelImg's own reader gives back exactly the detections, rounded as labelImg writes
         shapes = pascal_voc_io.PascalVocReader(os.path.join(pre, os.path.splitext(name)[0] + ".xml")).get_shapes()
         expected = []

@@ -24,7 +24,7 @@ def predictions(tmp_path):
         Predicted("a.png", str(tmp_path / "imgs" / "a.png"), 200, 100,
                   [det("a.png", "Nodule", 0.91, 10.4, 20.6, 50.2, 60.5), det("a.png", "Mass", 0.55, 0.0, 0.2, 199.7, 99.9)],
                   0.91),
-        Predicted("sub/b.png", str(tmp_path / "imgs" / "sub" / "b.png"), 64, 64, [], 0.48),  # below 0.5: no box
+        Predicted("sub/b.png", str(tmp_path / "imgs" / "sub" / "b.png"), 64, 64, [], 0.48, 1),  # grey; below 0.5: no box
         Predicted("c.jpg", str(tmp_path / "imgs" / "c.jpg"), 300, 300, [det("c.jpg", "Mass", 0.5, 3, 4, 30, 40)], 0.5),
     ]
 
@@ -42,6 +42,7 @@ def test_voc_preannotations_read_back_through_labelimg(pascal_voc_io, tmp_path):
     assert written == ["a.xml", "b.xml", "c.xml", "classes.txt", "queue.csv"]
     assert sorted(p.name for p in out.iterdir()) == [".medtfod-preannotations.json"] + written
     assert (out / "classes.txt").read_text().splitlines() == ["Nodule", "Mass"]  # the label map's order
+    assert "<depth>1</depth>" in (out / "b.xml").read_text() and "<depth>3</depth>" in (out / "a.xml").read_text()
     for p in images:
         reader = pascal_voc_io.PascalVocReader(str(out / (p.name.split("/")[-1].rsplit(".", 1)[0] + ".xml")))
         shapes = reader.get_shapes()
