@@ -24,6 +24,36 @@ DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "labelimg_driv
 labelimg = pytest.importorskip("labelImg", reason="labelImg is not installed (scripts/bootstrap.py test installs it)")
 
 
+QT_RUNTIME_PACKAGES = ["libgl1", "libfontconfig1", "libfreetype6", "libglib2.0-0", "libx11-6", "libxext6", "libxcb1",
+                       "libxkbcommon0", "libdbus-1-3"]
+
+
+def _offscreen_qt_starts():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    probe = subprocess.run([sys.executable, "-c", "from PyQt5.QtWidgets import QApplication; QApplication([])"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    return probe.returncode == 0, probe.stderr.strip()[-300:]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def qt_offscreen():
+    """Qt's offscreen platform needs a few system libraries (libGL, fontconfig, ...): installed here
+    when missing (apt-get as root), else the module skips with Qt's own message."""
+    ok, why = _offscreen_qt_starts()
+    if ok:
+        return
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *QT_RUNTIME_PACKAGES]
+        if subprocess.run(install, capture_output=True, env=env, timeout=900).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=900)
+            subprocess.run(install, capture_output=True, env=env, timeout=900)
+        ok, why = _offscreen_qt_starts()
+    if not ok:
+        pytest.skip(f"Qt cannot start here even offscreen (system libraries missing?): {why}")
+
+
 def drive(scenario, tmp_path, patch=True):
     work = tmp_path / f"{scenario}-{int(patch)}"
     work.mkdir()
