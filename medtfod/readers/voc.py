@@ -117,8 +117,10 @@ def _read_object(obj: Element, path: str, line: int, image: str, problems: Probl
     box = voc_box(*values)
     issue = box.problem()
     if issue:
+        file_values = ", ".join(f"{name}={v:g}" for name, v in zip(CORNERS, values))
         problems.add(path, line, "bad_box", " ".join(f"{v:g}" for v in values),
-                     f"<object> {label!r} of {image}: {issue} (after the 1-based VOC shift)", image=image)
+                     f"<object> {label!r} of {image}: <bndbox> {file_values} is not a box: {issue} "
+                     "(in continuous pixels, after the 1-based VOC shift)", image=image)
         return None
     return label, box
 
