@@ -70,16 +70,9 @@ def assign_folds(patients: Iterable[str], folds: Sequence[str], held_out: Mappin
     unique = sorted(set(patients))
     rest = 1 - sum(held_out.values())
     first = assign_patients(unique, {**held_out, "": rest}, seed, classes) if held_out else {p: "" for p in unique}
-    pool = [p for p in unique if first[p] == ""]
-    frequency = Counter(label for p in pool for label in (classes or {}).get(p, ()))
-    strata: Dict[str, list] = {}
-    for p in pool:
-        labels = (classes or {}).get(p, ())
-        strata.setdefault(min(labels, key=lambda lab: (frequency[lab], lab)) if labels else "", []).append(p)
     out = {p: split for p, split in first.items() if split}
     turn = 0
-    for key in sorted(strata):
-        members = sorted(strata[key])
+    for members in _strata([p for p in unique if first[p] == ""], classes).values():
         random.Random(seed).shuffle(members)
         for p in members:
             out[p] = folds[turn % len(folds)]
@@ -97,19 +90,21 @@ def assign_patients(patients: Iterable[str], fractions: Mapping[str, float] = DE
     Within a stratum, patients are sorted, shuffled with `seed` and cut by largest-remainder
     rounding. The same inputs always give the same assignment.
     """
-    unique = sorted(set(patients))
-    if not classes:
-        return _fill_empty(_cut(unique, fractions, seed), fractions)
-    frequency = Counter(label for p in unique for label in classes.get(p, ()))
-    strata: Dict[str, list] = {}
-    for p in unique:
-        labels = classes.get(p, ())
-        key = min(labels, key=lambda lab: (frequency[lab], lab)) if labels else ""
-        strata.setdefault(key, []).append(p)
     out: Dict[str, str] = {}
-    for key in sorted(strata):
-        out.update(_cut(strata[key], fractions, seed))
+    for members in _strata(sorted(set(patients)), classes).values():
+        out.update(_cut(members, fractions, seed))
     return _fill_empty(out, fractions)
+
+
+def _strata(patients: Sequence[str], classes: Optional[Mapping[str, Set[str]]]) -> Dict[str, List[str]]:
+    """`patients` grouped by their rarest label (over these patients; ties by name), '' for those
+    without findings, in key order; each group keeps the order of `patients`."""
+    frequency = Counter(label for p in patients for label in (classes or {}).get(p, ()))
+    strata: Dict[str, List[str]] = {}
+    for p in patients:
+        labels = (classes or {}).get(p, ())
+        strata.setdefault(min(labels, key=lambda lab: (frequency[lab], lab)) if labels else "", []).append(p)
+    return dict(sorted(strata.items()))
 
 
 def _fill_empty(assignment: Dict[str, str], fractions: Mapping[str, float]) -> Dict[str, str]:
