@@ -144,16 +144,13 @@ def cmd_export(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from .detect import DEFAULT_MIN_SCORE, detect, resolve_min_score
+    from .detect import detect, resolve_min_score
     if bool(args.dataset) != bool(args.split):
         raise UserError("--dataset and --split go together (e.g. --dataset data --split val)")
     ensemble = len(args.model) > 1 or bool(args.tta)
     if ensemble:
-        min_score = DEFAULT_MIN_SCORE if args.min_score is None else args.min_score
-        source = "--min-score" if args.min_score is not None else "the default (a fused score has no calibration yet)"
         print(f"fusing {len(args.model)} model(s) x {1 + len(args.tta or [])} view(s) with {args.fuse}")
-    else:
-        min_score, source = resolve_min_score(args.model[0], args.min_score)
+    min_score, source = resolve_min_score(args.model[0], args.min_score, fused=ensemble)
     print(f"min score {min_score:g} from {source}")
     with _library_log(args.out, args):
         summary = detect(args.model if ensemble else args.model[0], args.images, args.out, min_score=min_score,

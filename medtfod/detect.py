@@ -253,12 +253,16 @@ def split_detections(model: str, dataset: str, split: str, gt, detections: Optio
     return dets
 
 
-def resolve_min_score(model: str, min_score: Optional[float]) -> Tuple[float, str]:
+def resolve_min_score(model: str, min_score: Optional[float], fused: bool = False) -> Tuple[float, str]:
     """The threshold to use and where it came from: the caller's, else the operating point
-    `medtfod calibrate` stored in the export folder, else DEFAULT_MIN_SCORE."""
+    `medtfod calibrate` stored in the export folder, else DEFAULT_MIN_SCORE. A `fused` score
+    (several models or TTA views) has no operating point: a calibration belongs to one model's
+    own scores."""
     from .calibrate import describe, read_operating_point
     if min_score is not None:
         return min_score, "--min-score"
+    if fused:
+        return DEFAULT_MIN_SCORE, "the default (a fused score has no calibration yet)"
     point = read_operating_point(export_dir(model))
     if point:
         return float(point["min_score"]), f"the calibrated operating point ({describe(point)})"
@@ -286,14 +290,14 @@ def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, mi
     models = [model] if isinstance(model, str) else list(model)
     model = models[0]
     views = len(models) * (1 + len(tta))
-    fuse = fuse or ("wbf" if views > 1 else None)
-    fuse_iou = fuse_iou or ensemble.default_iou([export_dir(m) for m in models])
+    if views > 1:
+        fuse = fuse or "wbf"
+        fuse_iou = fuse_iou or ensemble.default_iou([export_dir(m) for m in models])
     unknown_tta = [t for t in tta if t not in ensemble.TTA]
     if unknown_tta:
         raise UserError(f"--tta {unknown_tta[0]!r}: choose from {', '.join(ensemble.TTA)}")
     saved_models = [saved_model_dir(m) for m in models]
-    min_score, _source = resolve_min_score(model, min_score) if views == 1 else (
-        DEFAULT_MIN_SCORE if min_score is None else min_score, "")
+    min_score, _source = resolve_min_score(model, min_score, fused=views > 1)
     label_map_path = label_map_path or os.path.join(export_dir(model), "label_map.pbtxt")
     label_map = read_label_map(label_map_path)
     if len(models) > 1:
@@ -328,7 +332,7 @@ def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, mi
     capacity = min(c for c, _ in inputs_of)
     rows, skipped, pending, batch = [], [], [], []  # pending: (name, size, found, future of its mask RLEs)
     per_image = [None] * len(inputs)  # filled in input order, whatever order batches finish in
-    tops = [None] * len(inputs)  # (width, height, highest score before the threshold) per image
+    tops = [None] * len(inputs)  # with annotations: (width, height, top score before the threshold, channels)
     bar = progress(total=len(inputs), desc="detect", unit="img", quiet=quiet)
 
     def run_batch():
@@ -350,7 +354,8 @@ def detect(model: Union[str, Sequence[str]], images: Optional[str], out: str, mi
                             pool.submit(_finish, image, name, found, gt_boxes, masks, out, draw, label_map.ids,
                                         draw_format)))
             per_image[index] = (name, found, None)
-            tops[index] = (*image.size, _top_score(result, j, label_map, classes), image.info.get("channels", 3))
+            if annotations:  # what the pre-annotations and their queue need besides the kept boxes
+                tops[index] = (*image.size, _top_score(result, j, label_map, classes), image.info.get("channels", 3))
         bar.update(len(batch))
         batch.clear()
 
