@@ -57,16 +57,21 @@ def cmd_audit(args) -> int:
     return 1 if result["leaks"] else 0
 
 
+def render_options(args) -> dict:
+    """`config.render`'s keyword arguments from the options `config` and `cv` share."""
+    from .config import parse_overrides
+    return dict(batch_size=args.batch_size, steps=args.steps, image_size=args.image_size,
+                learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, checkpoint=args.checkpoint,
+                augment=args.augment.split(",") if args.augment else None, overrides=parse_overrides(args.set),
+                tiny=args.tiny)
+
+
 def cmd_config(args) -> int:
-    from .config import parse_overrides, render, write_config
+    from .config import render, write_config
     from .fence import check_outputs
     from .schedule import base_rate, schedule_of
     check_outputs({"--out": args.out}, {"--data": args.data, "--checkpoint": args.checkpoint})
-    config = render(args.model, args.data, batch_size=args.batch_size, steps=args.steps,
-                    image_size=args.image_size, learning_rate=args.learning_rate,
-                    warmup_steps=args.warmup_steps, checkpoint=args.checkpoint,
-                    augment=args.augment.split(",") if args.augment else None,
-                    overrides=parse_overrides(args.set), tiny=args.tiny)
+    config = render(args.model, args.data, **render_options(args))
     write_config(config, args.out)
     print(f"wrote {args.out} ({args.model}, {config.model.WhichOneof('model')}, "
           f"batch {config.train_config.batch_size}, {config.train_config.num_steps} steps, "
@@ -427,19 +432,20 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--batch-size", type=POSITIVE, default=8,
                         help="images of one size per model call, for float_image_tensor exports (default 8)")
     detect.add_argument("--no-draw", action="store_true", help="write the tables only, no drawn copies")
+    from . import ensemble, preannotate  # light (numpy, already loaded): their tables drive the choices
     detect.add_argument("--draw-format", choices=("png", "jpg"),
                         help="format of the drawn copies (default: JPEG for JPEG inputs, else lossless PNG); jpg "
                              "(quality 90) encodes ~17x faster than PNG: detect then keeps up with its model")
     detect.add_argument("--workers", type=POSITIVE, default=2, help="threads decoding and drawing (default 2)")
     detect.add_argument("--label-map", help="default: label_map.pbtxt in the export folder")
-    detect.add_argument("--fuse", choices=("wbf", "nms", "mean"), default="wbf",
+    detect.add_argument("--fuse", choices=ensemble.METHODS, default="wbf",
                         help="how several models / TTA views are fused per image (default wbf: weighted boxes fusion)")
     detect.add_argument("--fuse-iou", type=OPEN_FRACTION,
                         help="IoU above which boxes of different views are one finding (default: the models' own "
                              "NMS IoU threshold, so a model fused with itself is itself; 0.55 if unknown)")
-    detect.add_argument("--tta", action="append", choices=("hflip",),
+    detect.add_argument("--tta", action="append", choices=ensemble.TTA,
                         help="test-time augmentation: also run each image flipped horizontally, then fuse")
-    detect.add_argument("--annotations", choices=("voc", "labelstudio", "coco"),
+    detect.add_argument("--annotations", choices=preannotate.FORMATS,
                         help="also write the kept detections as pre-annotations to correct: labelImg's VOC XML, "
                              "Label Studio tasks, or COCO JSON (CVAT)")
     detect.add_argument("--annotations-out", help="folder for --annotations (an annotation tool opens it)")

@@ -3,21 +3,18 @@ from __future__ import annotations
 
 
 def cmd_cv(args) -> int:
-    from .config import parse_overrides
+    import os
+
+    from .cli import render_options
     from .cv import format_cv, run_cv
     from .fence import check_outputs
     from .odapi.runtime import LOG_NAME, library_log
-    import os
     check_outputs({"--out": args.out}, {"--data": args.data, "--checkpoint": args.checkpoint})
-    options = dict(batch_size=args.batch_size, image_size=args.image_size, learning_rate=args.learning_rate,
-                   warmup_steps=args.warmup_steps, checkpoint=args.checkpoint,
-                   augment=args.augment.split(",") if args.augment else None,
-                   overrides=parse_overrides(args.set), tiny=args.tiny)
     os.makedirs(args.out, exist_ok=True)
     with library_log(os.path.join(args.out, LOG_NAME), verbose=args.verbose):
-        result = run_cv(args.data, args.model, args.out, steps=args.steps, eval_every=args.eval_every,
-                        select_by=args.select_by, render_options=options, bootstrap=args.bootstrap,
-                        quiet=args.quiet, verbose=args.verbose)
+        result = run_cv(args.data, args.model, args.out, eval_every=args.eval_every, select_by=args.select_by,
+                        render_options=render_options(args), bootstrap=args.bootstrap, quiet=args.quiet,
+                        verbose=args.verbose)
     print(format_cv(result))
     print(f"out-of-fold detections and metrics in {args.out} (detections.csv, metrics.json)")
     return 0

@@ -7,9 +7,8 @@ import json
 
 def cmd_review_diff(args) -> int:
     from . import atomic
-    from .fence import check_outputs
+    from .fence import check_outputs, need_file
     from .review_diff import format_diff, review_diff
-    from .fence import need_file
     need_file("--out", args.out)
     check_outputs({"--out": args.out}, {"--predicted": args.predicted, "--corrected": args.corrected,
                                         "--label-map": args.label_map})

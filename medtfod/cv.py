@@ -63,13 +63,12 @@ def mean_sd(folds: Dict[str, dict]) -> Dict[str, dict]:
     return out
 
 
-def run_cv(dataset: str, model: str, out: str, *, steps: Optional[int] = None, eval_every: Optional[int] = None,
-           select_by: Optional[str] = None, render_options: Optional[dict] = None, bootstrap: int = 200,
+def run_cv(dataset: str, model: str, out: str, *, eval_every: Optional[int] = None, select_by: Optional[str] = None, render_options: Optional[dict] = None, bootstrap: int = 200,
            quiet: bool = False, verbose: bool = False) -> dict:
     """Cross-validate `model` over the folds of `dataset` into `out` (see the module docstring).
 
-    `render_options` go to `config.render` (batch_size, image_size, learning_rate, checkpoint,
-    augment, overrides, tiny, ...). Returns the metrics.json dict.
+    `render_options` go to `config.render` (steps, batch_size, image_size, learning_rate,
+    checkpoint, augment, overrides, tiny, ...). Returns the metrics.json dict.
     """
     from .config import render, write_config
     from .detect import detect
@@ -94,8 +93,8 @@ def run_cv(dataset: str, model: str, out: str, *, steps: Optional[int] = None, e
         model_dir = os.path.join(fold_dir, "model")
         config_path = os.path.join(model_dir, "pipeline.config")
         if not os.path.isfile(config_path):  # a resumed fold keeps the config it started with
-            write_config(render(model, dataset, steps=steps, train_split=others, eval_split=fold,
-                                **(render_options or {})), config_path)
+            write_config(render(model, dataset, train_split=others, eval_split=fold, **(render_options or {})),
+                         config_path)
         print(f"\n== fold {k}/{len(folds)}: train on {', '.join(others)}, evaluate on {fold} ==", flush=True)
         train(config_path, model_dir, checkpoint_every_n=eval_every or 1000, verbose=verbose, quiet=quiet,
               eval_every=eval_every, select_by=select_by, desc=f"fold {k}/{len(folds)} train")

@@ -187,9 +187,6 @@ def _top_score(result, j: int, label_map, classes) -> float:
     return max(scores, default=0.0)
 
 
-DRAW_FORMATS = ("png", "jpg")
-
-
 def drawn_name(name: str, draw_format: Optional[str] = None) -> str:
     """Where the drawn copy of input `name` goes: the same relative path, as PNG (DICOM too) or
     JPEG (a JPEG input) by default, else with the extension of `draw_format`."""
