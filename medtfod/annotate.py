@@ -127,12 +127,10 @@ def classes(label_map: Optional[str], predicted: Optional[str]) -> List[str]:
     if label_map:
         from .labelmap import read_label_map
         return read_label_map(label_map).names
-    listed = os.path.join(predicted, "classes.txt") if predicted else None
-    if listed and os.path.isfile(listed):
-        with open(listed, encoding="utf-8") as f:
-            found = [line.strip() for line in f if line.strip()]
-        if found:
-            return found
+    from .preannotate import read_classes
+    found = read_classes(predicted) if predicted else None
+    if found:
+        return found
     raise UserError("give --label-map (the classes labelImg offers), or --predicted with its classes.txt")
 
 

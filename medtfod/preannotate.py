@@ -34,6 +34,7 @@ from .labelmap import LabelMap
 
 FORMATS = ("voc", "labelstudio", "coco")
 QUEUE = "queue.csv"
+CLASSES = "classes.txt"
 
 
 class Predicted(NamedTuple):
@@ -49,8 +50,18 @@ class Predicted(NamedTuple):
     channels: int = 3  # 1 for a grayscale file (labelImg writes <depth>1</depth> for those)
 
 
-def _stem(name: str) -> str:
+def annotation_stem(name: str) -> str:
+    """The stem labelImg names an image's annotation file after (`<stem>.xml`, one folder)."""
     return os.path.splitext(os.path.basename(name))[0]
+
+
+def read_classes(folder: str) -> Optional[List[str]]:
+    """The class names of `folder`/classes.txt (labelImg's predefined classes), or None without one."""
+    path = os.path.join(folder, CLASSES)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
 
 
 def check_names(fmt: str, names: Sequence[str], hint: str = "pre-annotate them in separate runs") -> None:
@@ -61,20 +72,19 @@ def check_names(fmt: str, names: Sequence[str], hint: str = "pre-annotate them i
         return
     seen: Dict[str, str] = {}
     for name in names:
-        key = _stem(name).lower()  # Windows and macOS folders ignore case
+        key = annotation_stem(name).lower()  # Windows and macOS folders ignore case
         if key in seen:
-            raise UserError(f"{seen[key]} and {name} would share one annotation file ({_stem(name)}.xml): labelImg "
-                            f"keeps annotations by file name in one folder; {hint}")
+            raise UserError(f"{seen[key]} and {name} would share one annotation file ({annotation_stem(name)}.xml): "
+                            f"labelImg keeps annotations by file name in one folder; {hint}")
         seen[key] = name
 
 
 WRITTEN = ".medtfod-preannotations.json"  # {file name: sha256} of what the last run wrote here
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+def sha256_of(path: str) -> str:
+    from .pretrained import sha256_of as digest  # the project's one file digest; urllib/tarfile load only here
+    return digest(path)
 
 
 def _written(out: str) -> Dict[str, str]:
@@ -90,8 +100,8 @@ def _written(out: str) -> Dict[str, str]:
 
 def planned_files(fmt: str, names: Sequence[str]) -> List[str]:
     """The files a run of `fmt` over images `names` writes (known before detect runs)."""
-    fixed = {"voc": ["classes.txt"], "coco": ["coco.json"], "labelstudio": ["tasks.json", "labeling_config.xml"]}[fmt]
-    return fixed + ([_stem(n) + ".xml" for n in names] if fmt == "voc" else []) + [QUEUE]
+    fixed = {"voc": [CLASSES], "coco": ["coco.json"], "labelstudio": ["tasks.json", "labeling_config.xml"]}[fmt]
+    return fixed + ([annotation_stem(n) + ".xml" for n in names] if fmt == "voc" else []) + [QUEUE]
 
 
 def check_replaceable(out: str, files: Sequence[str]) -> None:
@@ -106,7 +116,7 @@ def check_replaceable(out: str, files: Sequence[str]) -> None:
     kept = []
     for name in files:
         path = os.path.join(out, name)
-        if os.path.exists(path) and ours.get(name) != _sha256(path):
+        if os.path.exists(path) and ours.get(name) != sha256_of(path):
             kept.append(name)
     if kept:
         why = "changed since medtfod wrote it (corrected by a reader?)" if kept[0] in ours else "not written by medtfod"
@@ -117,13 +127,13 @@ def check_replaceable(out: str, files: Sequence[str]) -> None:
 def voc_files(images: Sequence[Predicted], label_map: LabelMap) -> Dict[str, bytes]:
     from .writers.voc import voc_xml
     check_names("voc", [p.name for p in images])
-    files = {"classes.txt": ("\n".join(label_map.names) + "\n").encode("utf-8")}
+    files = {CLASSES: ("\n".join(label_map.names) + "\n").encode("utf-8")}
     for p in images:
         record = ImageRecord(os.path.basename(p.name), os.path.abspath(p.path) if p.path else p.name, p.width,
                              p.height, p.channels, os.path.splitext(p.name)[1].lstrip(".").lower(), "",
                              [Object(d.label, d.box) for d in p.kept])
         folder = os.path.basename(os.path.dirname(os.path.abspath(p.path))) if p.path else "images"
-        files[_stem(p.name) + ".xml"] = voc_xml(record, folder=folder)
+        files[annotation_stem(p.name) + ".xml"] = voc_xml(record, folder=folder)
     return files
 
 
@@ -173,9 +183,9 @@ def write(fmt: str, out: str, images: Sequence[Predicted], label_map: LabelMap, 
         atomic.write_file(os.path.join(out, name), data)
     for name, digest in previous.items():  # an earlier run's untouched files this run does not write
         path = os.path.join(out, name)
-        if name not in files and os.path.isfile(path) and _sha256(path) == digest:
+        if name not in files and os.path.isfile(path) and sha256_of(path) == digest:
             os.unlink(path)
-    record = {"files": {name: _sha256(os.path.join(out, name)) for name in sorted(files)}}
+    record = {"files": {name: sha256_of(os.path.join(out, name)) for name in sorted(files)}}
     atomic.write_file(os.path.join(out, WRITTEN), json.dumps(record, indent=1) + "\n")
     return sorted(files)
 

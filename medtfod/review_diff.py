@@ -27,15 +27,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .boxes import Box
 from .errors import UserError
 from .metrics import iou as box_iou
+from .preannotate import annotation_stem, read_classes
 from .problems import Problems
 from .readers.voc import VocFile, _xml_files, read_voc_file
 
 OUTCOMES = ("kept", "moved", "relabelled", "deleted", "added")
 MOVE_PX = 1.0
-
-
-def _stem(name: str) -> str:
-    return os.path.splitext(os.path.basename(name))[0]
 
 
 def _read_folder(folder: str, what: str, problems: Problems, labels: Optional[Sequence[str]]):
@@ -46,7 +43,7 @@ def _read_folder(folder: str, what: str, problems: Problems, labels: Optional[Se
     broken = set()
     for path in _xml_files(os.path.abspath(folder)):
         found = read_voc_file(path, problems)
-        key = _stem(path).lower()
+        key = annotation_stem(path).lower()
         if found is None:
             broken.add(key)
             continue
@@ -70,7 +67,8 @@ def _read_folder(folder: str, what: str, problems: Problems, labels: Optional[Se
             bad = True
         if key in files:
             problems.add(path, None, "duplicate_image", found.image,
-                         f"{_stem(path)} is annotated twice ({files[key].path if files[key] else 'another file'}); "
+                         f"{annotation_stem(path)} is annotated twice "
+                         f"({files[key].path if files[key] else 'another file'}); "
                          "both left out")
             bad = True
         if bad:
@@ -122,10 +120,7 @@ def review_diff(predicted_dir: str, corrected_dir: str, threshold: float = 0.5,
     """The comparison as the diff.json dict: "images" and "boxes" totals, "per_class",
     "per_image", "not_reviewed", "verified" and "problems"."""
     if labels is None:
-        classes = os.path.join(predicted_dir, "classes.txt")
-        if os.path.isfile(classes):
-            with open(classes, encoding="utf-8") as f:
-                labels = [line.strip() for line in f if line.strip()]
+        labels = read_classes(predicted_dir)
     problems = Problems()
     if os.path.abspath(predicted_dir) == os.path.abspath(corrected_dir):
         raise UserError(f"--predicted and --corrected are the same folder ({predicted_dir}): the corrections are "
