@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import fenced, medtfod
+from conftest import fenced
 
 
 @pytest.mark.slow
