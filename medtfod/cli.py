@@ -21,6 +21,12 @@ def _library_log(folder: str, args):
     return library_log(os.path.join(folder, LOG_NAME), verbose=args.verbose)
 
 
+def library_log_temp(args):
+    """TensorFlow's and the OD API's own output -> a temporary log, kept only on failure."""
+    from .odapi.runtime import library_log
+    return library_log(None, verbose=args.verbose)
+
+
 def cmd_convert(args) -> int:
     from .convert import ConvertOptions, convert_table, summary
     from .problems import Problems
@@ -83,16 +89,44 @@ def cmd_config(args) -> int:
     return 0
 
 
+def _cluster_role(args):
+    """This process's `cluster.Role`: from --cluster/--task-index (which set TF_CONFIG for the
+    process), else from TF_CONFIG; checked against --num-workers when that is given."""
+    from . import cluster
+    if args.cluster is not None or args.task_index is not None:
+        if args.cluster is None or args.task_index is None:
+            raise UserError("--cluster and --task-index go together: --cluster HOST:PORT,HOST:PORT lists every "
+                            "worker (the chief first), --task-index says which one this process is")
+        if os.environ.get("TF_CONFIG", "").strip():
+            raise UserError("TF_CONFIG is already set in the environment; give either it or --cluster/--task-index")
+        os.environ["TF_CONFIG"] = cluster.tf_config(cluster.parse_hosts(args.cluster), args.task_index)
+    role = cluster.role_from_env()
+    workers = role.workers if role else 1
+    if args.num_workers is not None and args.num_workers != workers:
+        raise UserError(f"--num-workers {args.num_workers}, but " + (
+            f"the cluster has {workers} workers" if role else "no cluster is given: start one process per "
+            "worker with --cluster HOST:PORT,HOST:PORT --task-index I (or TF_CONFIG)"))
+    return role
+
+
 def cmd_train(args) -> int:
     from .config import data_inputs
     from .fence import check_outputs
     from .odapi.train import train
     check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
-    with _library_log(args.model_dir, args):
+    role = _cluster_role(args)
+    # A worker that is not the chief writes nothing into MODEL_DIR: its log is kept (and named)
+    # only when it fails.
+    log = _library_log(args.model_dir, args) if role is None or role.is_chief else library_log_temp(args)
+    with log:
         train(args.config, args.model_dir, steps=args.steps, checkpoint_every_n=args.checkpoint_every_n,
-              num_workers=args.num_workers, verbose=args.verbose, quiet=args.quiet, eval_every=args.eval_every,
-              select_by=args.select_by, patience=args.patience, min_delta=args.min_delta)
-    print(f"training done; checkpoints and TensorBoard logs in {args.model_dir}")
+              role=role, cluster_timeout=args.cluster_timeout, verbose=args.verbose, quiet=args.quiet,
+              eval_every=args.eval_every, select_by=args.select_by, patience=args.patience,
+              min_delta=args.min_delta)
+    if role is not None and not role.is_chief:
+        print(f"training done ({role.describe()}); the chief wrote the checkpoints and logs to {args.model_dir}")
+    else:
+        print(f"training done; checkpoints and TensorBoard logs in {args.model_dir}")
     return 0
 
 
@@ -386,7 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-dir", required=True)
     train.add_argument("--steps", type=POSITIVE, help="total steps (default: the config's num_steps)")
     train.add_argument("--checkpoint-every-n", type=POSITIVE, default=1000)
-    train.add_argument("--num-workers", type=POSITIVE, default=1)
+    train.add_argument("--cluster", metavar="HOST:PORT,...",
+                       help="multi-worker training: every worker's address, the chief first; sets TF_CONFIG "
+                            "for this process (or set TF_CONFIG yourself, as Vertex AI and Kubeflow do)")
+    train.add_argument("--task-index", type=NON_NEGATIVE_INT, metavar="I",
+                       help="with --cluster: which worker this process is (0 is the chief)")
+    train.add_argument("--cluster-timeout", type=POSITIVE, default=600, metavar="SECONDS",
+                       help="how long to wait for every worker to join (default 600)")
+    train.add_argument("--num-workers", type=POSITIVE,
+                       help="optional check: the number of workers the cluster must have")
     train.add_argument("--eval-every", type=POSITIVE, help="evaluate every N steps (a multiple of 100) while training")
     from .selection import METRICS
     train.add_argument("--select-by", metavar="METRIC", help=f"keep the best checkpoint in MODEL_DIR/best/ by "

@@ -17,6 +17,7 @@ from typing import Iterator, List, Optional
 
 from ..errors import UserError
 from ..progress import progress
+from . import multiworker
 from .runtime import import_tensorflow, tidy_logging
 
 STEPS_PER_ITERATION = 100  # model_lib_v2.train_loop runs steps in blocks of this many
@@ -180,22 +181,43 @@ def _nan_error(stop: NonFiniteLoss, config_path: str, model_dir: str) -> UserErr
         f"  - empty TFRecords (no images, or no boxes): check the counts in the dataset's report.json.")
 
 
+def _multiworker_input(tf, strategy, config_path: str, role, quiet: bool):
+    """Check the global batch against the replicas and choose the input sharding; returns
+    a factory of the context to train in (`multiworker.shard_by_example`, or nothing to change)."""
+    from .protos import read_pipeline_config
+    config = read_pipeline_config(config_path)
+    multiworker.check_batch(config.train_config.batch_size, strategy.num_replicas_in_sync, role.workers)
+    files = multiworker.train_files(tf, config)
+    how = multiworker.sharding(len(files), role.workers)
+    per = config.train_config.batch_size // strategy.num_replicas_in_sync
+    if not quiet:
+        print(f"{role.describe()}: global batch {config.train_config.batch_size} = {per} per replica x "
+              f"{strategy.num_replicas_in_sync} replicas; input sharded by "
+              + (f"file ({len(files)} train files)" if how == "file" else
+                 f"example (each worker reads all {len(files)} train file(s) and keeps 1 record in "
+                 f"{role.workers}, from record {role.rank + 1})"), flush=True)
+    return contextlib.nullcontext if how == "file" else multiworker.shard_by_example
+
+
 def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpoint_every_n: int = 1000,
-          num_workers: int = 1, record_summaries: bool = True, verbose: bool = True,
+          role=None, cluster_timeout: int = 600, record_summaries: bool = True, verbose: bool = True,
           eval_every: Optional[int] = None, quiet: bool = False, select_by: Optional[str] = None,
           patience: Optional[int] = None, min_delta: float = 0.0, desc: str = "train") -> List[dict]:
     """Train the model of `config_path`, writing checkpoints and TensorBoard logs to `model_dir`.
 
     Same strategy choice as `model_main_tf2`: MirroredStrategy (all visible GPUs, else the
-    CPU), MultiWorkerMirroredStrategy when `num_workers > 1`. Training resumes from the
-    latest checkpoint in `model_dir`. Steps run in blocks of 100 (the OD API's
-    `num_steps_per_iteration`).
+    CPU), MultiWorkerMirroredStrategy when `role` (a `cluster.Role` from TF_CONFIG) has more
+    than one worker (see `multiworker`). Training resumes from the latest checkpoint in
+    `model_dir`. Steps run in blocks of 100 (the OD API's `num_steps_per_iteration`).
 
     Args:
       steps: total steps; None uses the config's `train_config.num_steps`.
       checkpoint_every_n: the wanted checkpoint interval; lowered where needed so the
         final step (and, with `eval_every`, each evaluated step) is always saved (see
         `checkpoint_interval`).
+      role: this process's place in a multi-worker cluster, or None for one machine. Only
+        the chief writes into `model_dir`; every worker must be given the same `model_dir`.
+      cluster_timeout: seconds to wait for every worker of the cluster to join.
       eval_every: when given (a multiple of 100), train in segments of this many steps and
         evaluate the checkpoint at the end of each (and at the final step), in this process,
         printing one line per evaluation and writing `metrics-<step>.json`. A resumed run
@@ -232,7 +254,7 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
             raise UserError(f"--eval-every {eval_every}: the OD API trains in blocks of {STEPS_PER_ITERATION} "
                             f"steps, so evaluation can only happen at multiples of {STEPS_PER_ITERATION}; "
                             f"use --eval-every {nearest}")
-        if num_workers > 1:
+        if role is not None and role.workers > 1:
             raise UserError("--eval-every evaluates inside the training process, which multi-worker "
                             "training does not support; train, then run `medtfod eval --all`")
     chosen = (select_by or default_select_by(config_path)) if eval_every is not None else None
@@ -243,10 +265,14 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
 
     os.makedirs(model_dir, exist_ok=True)
     tf.config.set_soft_device_placement(True)
-    if num_workers > 1:
-        strategy = tf.distribute.experimental.MultiWorkerMirroredStrategy()
+    multi = role is not None and role.workers > 1
+    if multi:
+        strategy = multiworker.make_strategy(tf, cluster_timeout)
+        sharded = _multiworker_input(tf, strategy, config_path, role, quiet)
+        desc = f"{desc} (worker {role.rank + 1}/{role.workers})"
     else:
         strategy = tf.compat.v2.distribute.MirroredStrategy()
+        sharded = contextlib.nullcontext
 
     # The OD API saves the as-run config as model_dir/pipeline.config. In the tutorial layout the
     # config given *is* that file: saving would rewrite the user's input, so it is skipped then.
@@ -265,9 +291,9 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
         _postfix(bar, state)
 
     def run_loop(train_steps: int, every: int, save_final_config: bool) -> None:
-        save_final_config = save_final_config and not config_is_as_run
+        save_final_config = save_final_config and not config_is_as_run and (not multi or role.is_chief)
         try:
-            with watch_for_nan_loss(verbose, on_block), strategy.scope():
+            with watch_for_nan_loss(verbose, on_block), sharded(), strategy.scope():
                 model_lib_v2.train_loop(
                     pipeline_config_path=config_path,
                     model_dir=model_dir,
@@ -279,6 +305,12 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
         except NonFiniteLoss as stop:
             bar.close()
             raise _nan_error(stop, config_path, model_dir) from None
+        except tf.errors.OpError as error:
+            bar.close()
+            if multi and isinstance(error, (tf.errors.UnavailableError, tf.errors.CancelledError,
+                                            tf.errors.DeadlineExceededError, tf.errors.InternalError)):
+                raise multiworker.lost_worker_error(error, model_dir, _latest_step(model_dir)) from None
+            raise
         except BaseException:
             bar.close()  # Ctrl-C, a failing input: the bar ends where training did
             raise

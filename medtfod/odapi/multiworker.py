@@ -1,0 +1,144 @@
+"""Multi-worker training around the OD API's own loop: the strategy, its timeouts, input sharding.
+
+`model_lib_v2.train_loop` already does the multi-worker part the TF guide asks for: under a
+`MultiWorkerMirroredStrategy` only the chief saves checkpoints and summaries into MODEL_DIR,
+the other workers write theirs to `MODEL_DIR/.../temp_worker_NNN` and remove them at the end.
+Three things are added here, none of which changes the OD API's code:
+
+  * Timeouts (`make_strategy`). TensorFlow waits for a missing worker to join forever; here
+    the wait is bounded (`--cluster-timeout`). A worker that dies stops sending heartbeats to
+    the coordination service, which aborts the collectives within about `HEARTBEAT_TIMEOUT`
+    seconds, so the survivors get an `UnavailableError` (turned into `lost_worker_error`)
+    instead of hanging.
+  * Input sharding. The OD API shards its input *by file* (`dataset_builder.
+    shard_function_for_context`): worker i reads files i, i+N, ... With fewer train files than
+    workers some worker gets none and stops at its first step (`OutOfRangeError`); with a
+    count that is not a multiple of N the workers' shares differ. A converted medical data
+    set is often one shard. So when the file count is not a multiple of the workers,
+    `shard_by_example` makes every worker read every file and keep records i, i+N, ... of
+    each: disjoint shares that together cover the data, for any number of files, without
+    converting again. The price is that each worker reads (not decodes) all the bytes.
+  * The global batch. `train_config.batch_size` is the global batch; the OD API divides it
+    by the replicas in sync (workers × devices per worker). `check_batch` says so before
+    TensorFlow would fail with a ValueError.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Iterator, List
+
+from ..errors import UserError
+
+HEARTBEAT_TIMEOUT = 10  # seconds without a heartbeat before a worker counts as dead (TF's default)
+
+
+def make_strategy(tf, wait_seconds: int):
+    """A `MultiWorkerMirroredStrategy` from TF_CONFIG that waits at most `wait_seconds` for
+    every worker to join, and whose workers stop within about `HEARTBEAT_TIMEOUT` seconds
+    of one of them dying.
+
+    TensorFlow 2.20 runs its cluster through the coordination service: when the strategy
+    finds the service unconfigured it configures it itself, with a registration timeout
+    that in practice waits for a missing worker forever. Configuring the same service first,
+    with the same leader and jobs as `CollectiveAllReduceExtended._initialize_multi_worker`
+    but with timeouts, is the one change; there is no public argument for these.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.distribute.cluster_resolver import TFConfigClusterResolver
+    from tensorflow.python.eager import context
+
+    spec = TFConfigClusterResolver().cluster_spec()
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        cluster_register_timeout_in_ms=wait_seconds * 1000,
+        heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT * 1000,
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+                          for job in ("chief", "worker") if job in spec.jobs])
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.InternalError) as e:
+        raise UserError(f"not every worker joined within {wait_seconds} s (--cluster-timeout): start "
+                        "`medtfod train` on every machine of the cluster, with the same --cluster (or "
+                        "TF_CONFIG cluster) and each its own --task-index, and check that the ports are "
+                        f"reachable between the machines ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from None
+
+
+def check_batch(batch_size: int, replicas: int, workers: int) -> None:
+    if batch_size % replicas:
+        per = replicas // workers
+        nearest = max(replicas, round(batch_size / replicas) * replicas)
+        raise UserError(f"train_config.batch_size {batch_size} is the global batch: it is split evenly over "
+                        f"{replicas} replicas ({workers} workers x {per} device(s) each), so it must be a multiple "
+                        f"of {replicas}; render the config again with `medtfod config --batch-size {nearest}` "
+                        f"(or --set train_config.batch_size={nearest})")
+
+
+def train_files(tf, config) -> List[str]:
+    """The train TFRecord files the config's input paths match (globs expanded)."""
+    paths = config.train_input_reader.tf_record_input_reader.input_path
+    return sorted({f for pattern in paths for f in tf.io.gfile.glob(pattern)})
+
+
+def sharding(files: int, workers: int) -> str:
+    """"file" (the OD API's own, when every worker gets the same number of files) or "example"."""
+    return "file" if files and files % workers == 0 else "example"
+
+
+class _ByExample:
+    """Stands in for the OD API's filename shard function; read by `_read_dataset`."""
+
+    def __init__(self, input_context):
+        self.count = input_context.num_input_pipelines
+        self.index = input_context.input_pipeline_id
+
+
+@contextlib.contextmanager
+def shard_by_example() -> Iterator[None]:
+    """While active, the OD API's `dataset_builder` gives input pipeline i of N the records
+    i, i+N, ... of every file instead of the files i, i+N, ...
+
+    `dataset_builder.build` looks both functions up in its module when it runs, so replacing
+    them there is enough; they are restored on exit.
+    """
+    from object_detection.builders import dataset_builder
+    original_shard, original_read = dataset_builder.shard_function_for_context, dataset_builder.read_dataset
+
+    def shard_function_for_context(input_context):
+        return None if input_context is None else _ByExample(input_context)
+
+    def read_dataset(file_read_func, input_files, config, filename_shard_fn=None):
+        if isinstance(filename_shard_fn, _ByExample):
+            count, index = filename_shard_fn.count, filename_shard_fn.index
+
+            def read_share(filename):
+                return file_read_func(filename).shard(count, index)
+            return original_read(read_share, input_files, config, filename_shard_fn=None)
+        return original_read(file_read_func, input_files, config, filename_shard_fn=filename_shard_fn)
+
+    dataset_builder.shard_function_for_context = shard_function_for_context
+    dataset_builder.read_dataset = read_dataset
+    try:
+        yield
+    finally:
+        dataset_builder.shard_function_for_context = original_shard
+        dataset_builder.read_dataset = original_read
+
+
+def lost_worker_error(error, model_dir: str, latest_step: int) -> UserError:
+    """The message for a collective aborted because a peer went away: which task, and what now."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", str(error))  # TF's "{{function_node ...}}" prefix
+    own = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)/device", text)
+    tasks = sorted({f"{job} {index}" for job, index in re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", text)}
+                   - ({f"{own.group(1)} {own.group(2)}"} if own else set()))
+    if tasks:
+        what = f"{', '.join(tasks)} stopped answering ({type(error).__name__})"
+    else:
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+        what = f"a worker left the cluster or cannot be reached ({type(error).__name__}: {first[:200]})"
+    return UserError(f"multi-worker training stopped: {what}. The chief's latest checkpoint in {model_dir} is "
+                     f"step {latest_step}; start every worker again with the same command to resume from it "
+                     "(MODEL_DIR must be one folder or bucket that every worker reads)")
