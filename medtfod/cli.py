@@ -118,11 +118,20 @@ def cmd_train(args) -> int:
     # A worker that is not the chief writes nothing into MODEL_DIR: its log is kept (and named)
     # only when it fails.
     log = _library_log(args.model_dir, args) if role is None or role.is_chief else library_log_temp(args)
-    with log:
-        train(args.config, args.model_dir, steps=args.steps, checkpoint_every_n=args.checkpoint_every_n,
-              role=role, cluster_timeout=args.cluster_timeout, verbose=args.verbose, quiet=args.quiet,
-              eval_every=args.eval_every, select_by=args.select_by, patience=args.patience,
-              min_delta=args.min_delta)
+    try:
+        with log:
+            train(args.config, args.model_dir, steps=args.steps, checkpoint_every_n=args.checkpoint_every_n,
+                  role=role, cluster_timeout=args.cluster_timeout, verbose=args.verbose, quiet=args.quiet,
+                  eval_every=args.eval_every, select_by=args.select_by, patience=args.patience,
+                  min_delta=args.min_delta)
+    except UserError as e:
+        if role is None or role.workers == 1:
+            raise
+        # A failed cluster's servers cannot shut down cleanly: exiting normally would bury this
+        # message under TensorFlow's C++ shutdown errors, printed after the log is closed.
+        print(f"medtfod: error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
     if role is not None and not role.is_chief:
         print(f"training done ({role.describe()}); the chief wrote the checkpoints and logs to {args.model_dir}")
     else:

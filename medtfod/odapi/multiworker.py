@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 from ..errors import UserError
 
@@ -39,17 +39,19 @@ def make_strategy(tf, wait_seconds: int):
     of one of them dying.
 
     TensorFlow 2.20 runs its cluster through the coordination service: when the strategy
-    finds the service unconfigured it configures it itself, with a registration timeout
-    that in practice waits for a missing worker forever. Configuring the same service first,
-    with the same leader and jobs as `CollectiveAllReduceExtended._initialize_multi_worker`
-    but with timeouts, is the one change; there is no public argument for these.
+    finds the service unconfigured it configures it itself, and then a worker whose peers
+    never start waits for them forever (measured: still waiting after 10 minutes).
+    Configuring the same service first, with the same leader and jobs as
+    `CollectiveAllReduceExtended._initialize_multi_worker` but with a registration barrier
+    and timeouts, is the one change; there is no public argument for these.
     """
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.distribute.cluster_resolver import TFConfigClusterResolver
     from tensorflow.python.eager import context
 
-    spec = TFConfigClusterResolver().cluster_spec()
+    resolver = TFConfigClusterResolver()
+    spec = resolver.cluster_spec()
     context.context().configure_coordination_service(
         service_type="standalone",
         service_leader=multi_worker_util.coordination_leader(spec),
@@ -57,14 +59,25 @@ def make_strategy(tf, wait_seconds: int):
         heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT * 1000,
         coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
                           for job in ("chief", "worker") if job in spec.jobs])
+    # Without the barrier, registering does not wait (or time out) for the other workers; the
+    # first collective then waits for them forever.
+    context.context().coordination_service.cluster_register_with_barrier = True
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.InternalError) as e:
-        raise UserError(f"not every worker joined within {wait_seconds} s (--cluster-timeout): start "
-                        "`medtfod train` on every machine of the cluster, with the same --cluster (or "
-                        "TF_CONFIG cluster) and each its own --task-index, and check that the ports are "
-                        f"reachable between the machines ({type(e).__name__}: "
-                        f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from None
+        missing = _peers(str(e), own=f"{resolver.task_type} {resolver.task_id}")
+        raise UserError(f"not every worker joined within {wait_seconds} s (--cluster-timeout)"
+                        + (f"; missing: {', '.join(missing)}" if missing else f" ({type(e).__name__})")
+                        + ". Start `medtfod train` on every machine of the cluster, with the same --cluster "
+                        "(or TF_CONFIG cluster) and each its own --task-index, and check that the ports are "
+                        "reachable between the machines") from None
+    except tf.errors.UnknownError as e:
+        if "Could not start gRPC server" not in str(e):
+            raise
+        address = spec.task_address(resolver.task_type, resolver.task_id)
+        raise UserError(f"{resolver.task_type} {resolver.task_id} could not listen on {address}, its address in "
+                        "the cluster: is the port in use (an earlier run still exiting, another program)? Free "
+                        "it or give this worker another port in --cluster (the same list on every worker)") from None
 
 
 def check_batch(batch_size: int, replicas: int, workers: int) -> None:
@@ -128,15 +141,24 @@ def shard_by_example() -> Iterator[None]:
         dataset_builder.read_dataset = original_read
 
 
+def _peers(text: str, own: Optional[str] = None) -> List[str]:
+    """The other tasks ("worker 1") a TensorFlow error message names, without `own` ("worker 0")
+    or, when not given, the task whose device the failing op ran on (".../task:0/device:CPU:0")."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", text)  # TF's "{{function_node ...}}" prefix
+    if own is None:
+        device = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)/device", text)
+        own = f"{device.group(1)} {device.group(2)}" if device else None
+    tasks = {f"{job} {index}" for job, index in re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", text)}
+    return sorted(tasks - {own})
+
+
 def lost_worker_error(error, model_dir: str, latest_step: int) -> UserError:
     """The message for a collective aborted because a peer went away: which task, and what now."""
-    text = re.sub(r"\{\{[^}]*\}\}\s*", "", str(error))  # TF's "{{function_node ...}}" prefix
-    own = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)/device", text)
-    tasks = sorted({f"{job} {index}" for job, index in re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", text)}
-                   - ({f"{own.group(1)} {own.group(2)}"} if own else set()))
+    tasks = _peers(str(error))
     if tasks:
         what = f"{', '.join(tasks)} stopped answering ({type(error).__name__})"
     else:
+        text = re.sub(r"\{\{[^}]*\}\}\s*", "", str(error))
         first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
         what = f"a worker left the cluster or cannot be reached ({type(error).__name__}: {first[:200]})"
     return UserError(f"multi-worker training stopped: {what}. The chief's latest checkpoint in {model_dir} is "
