@@ -269,3 +269,26 @@ def test_beam_strict_and_options(beam_path, nih_with_problems, tmp_path):
                                              "--pipeline-option", "direct_num_worker=2"), check=False)
     assert typo.returncode == 1 and "did you mean 'direct_num_workers'" in typo.stderr, typo.stderr
     assert "Traceback" not in typo.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_detect_and_metrics_read_a_beam_dataset(beam_path, trained, tmp_path):
+    """`detect --dataset` and `metrics` on the trained fixture's tables converted with Beam read
+    the images by the manifest's shard and offset, and give what they give on the local dataset."""
+    from conftest import medtfod
+    beam = tmp_path / "beam"
+    beam_medtfod(beam_path, "convert", "nih", "--bbox-csv", trained["bbox_csv"], "--images", trained["images"],
+                 "--data-entry", trained["data_entry"], "--label-map", trained["label_map"], "--out", beam, "-q",
+                 "--runner", "direct")
+    assert_same_dataset(trained["dataset"], str(beam))
+    tables = {}
+    for name, dataset in (("local", trained["dataset"]), ("beam", beam)):
+        det = tmp_path / f"det-{name}"
+        medtfod("detect", "--model", trained["exported"], "--dataset", dataset, "--split", "val", "--out", det,
+                "--min-score", "0", "--no-draw", "-q")
+        medtfod("metrics", "--detections", det / "detections.csv", "--ground-truth", dataset, "--split", "val",
+                "--out", tmp_path / f"metrics-{name}.json", "--bootstrap", "20")
+        tables[name] = (sorted((det / "detections.csv").read_text().splitlines()),
+                        json.loads((tmp_path / f"metrics-{name}.json").read_text())["ap"])
+    assert tables["beam"] == tables["local"]
