@@ -13,6 +13,9 @@ with an NIH-format box table, then, in one run on the same files:
                one process
   medtfod      `convert_table` with all cores: header-only size, PNG CRC/IEND verification,
                TFRecord + VOC + COCO + report, written aside and moved into place
+  Beam direct  the same conversion with `--runner direct` (Beam's in-process FnApiRunner,
+               direct_num_workers = --workers); only when apache_beam imports (the beam.txt
+               environment: bootstrap.py install --beam); its ~1 s import is timed outside
 
 and prints images/s (best of --rounds interleaved rounds, each output deleted before the next)
 and the ratios (goal: medtfod >= 0.8x read bytes, >= 1.5x tutorial).
@@ -136,6 +139,22 @@ def medtfod_convert(folder: str, out: str, workers: int) -> dict:
                          ConvertOptions(workers=workers), problems, quiet=True)
 
 
+def beam_convert(folder: str, out: str, workers: int) -> dict:
+    from types import SimpleNamespace
+
+    from medtfod.beam_convert import convert_table_beam
+    from medtfod.convert import ConvertOptions
+    from medtfod.labelmap import LabelMap
+    from medtfod.problems import Problems
+    from medtfod.sources import SOURCES
+    problems = Problems()
+    args = SimpleNamespace(bbox_csv=os.path.join(folder, "BBox_List_2017.csv"), images=os.path.join(folder, "images"))
+    table = SOURCES["nih"].read(args, problems)
+    options = {"direct_num_workers": str(workers), "direct_running_mode": "multi_processing"} if workers > 1 else {}
+    return convert_table_beam(table, args.images, out, LabelMap.from_names(["Mass", "Nodule"]),
+                              ConvertOptions(workers=workers), problems, "direct", options)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -157,6 +176,12 @@ def main() -> int:
         "tutorial (1 process)": lambda out: tutorial(folder, os.path.join(out, "tutorial.record")),
         f"medtfod convert ({args.workers} workers)": lambda out: medtfod_convert(folder, os.path.join(out, "m"), args.workers),
     }
+    try:
+        import apache_beam  # noqa: F401 (imported before timing, like TensorFlow)
+        methods[f"Beam direct ({args.workers} workers)"] = lambda out: beam_convert(
+            folder, os.path.join(out, "b"), args.workers)
+    except ImportError:
+        print("apache_beam is not installed here: no Beam row (run in the beam.txt environment)")
     megabytes = read_bytes(folder) / 1e6
     caches = ["warm", "cold"] if args.cache == "both" else [args.cache]
     if "cold" in caches and not drop_page_cache():

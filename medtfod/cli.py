@@ -36,11 +36,24 @@ def cmd_convert(args) -> int:
     opts = ConvertOptions(fractions=fractions, seed=args.seed, max_bad=args.max_bad,
                           clip_tolerance=args.clip_tolerance, shard_size=args.shard_size,
                           workers=args.workers or ConvertOptions().workers, folds=args.folds or 0)
+    from .beam_convert import check_paths, parse_pipeline_options
     from .fence import check_outputs
+    from .sources import SOURCES
+    beam_options = parse_pipeline_options(args.pipeline_option)
+    if beam_options and not args.runner:
+        raise UserError("--pipeline-option is for the Beam path; give --runner too (e.g. --runner direct)")
+    tables = {opt: getattr(args, opt[2:].replace("-", "_"), None)
+              for opt in [o for o, _ in SOURCES[args.source].inputs] + ["--data-entry", "--label-map"]}
+    check_paths({k: v for k, v in tables.items() if v}, args.images, args.out, args.runner)
     check_outputs({"--out": args.out}, {"--label-map": args.label_map})
     problems = Problems(strict=args.strict)
     table, label_map = read_source(args.source, args, problems)
-    report = convert_table(table, args.images, args.out, label_map, opts, problems, quiet=args.quiet)
+    if args.runner:
+        from .beam_convert import convert_table_beam
+        report = convert_table_beam(table, args.images, args.out, label_map, opts, problems, args.runner,
+                                    beam_options, verbose=args.verbose)
+    else:
+        report = convert_table(table, args.images, args.out, label_map, opts, problems, quiet=args.quiet)
     print(summary(report, args.out))
     return 0
 
@@ -379,7 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--clip-tolerance", type=NON_NEGATIVE, default=2.0,
                         help="pixels a box may extend past the image and be clipped (default 2)")
     common.add_argument("--shard-size", type=POSITIVE, default=256, help="images per TFRecord shard (default 256)")
-    common.add_argument("--workers", type=POSITIVE, help="processes reading images (default: all cores)")
+    common.add_argument("--workers", type=POSITIVE, help="processes reading images (default: all cores; "
+                                                          "the local converter only)")
+    from .beam_convert import RUNNERS
+    common.add_argument("--runner", choices=list(RUNNERS),
+                        help="run the per-image work on Apache Beam (needs apache-beam: bootstrap.py install --beam): "
+                             "direct (in this process), prism, flink, spark or dataflow; --images and --out may "
+                             "then be gs:// or s3:// (default: the local process pool)")
+    common.add_argument("--pipeline-option", action="append", metavar="KEY=VALUE",
+                        help="a Beam pipeline option, repeatable: project=..., region=..., temp_location=gs://..., "
+                             "direct_num_workers=2, flink_master=HOST:PORT ...")
     from .sources import SOURCES
     for name, source in SOURCES.items():
         p = sources.add_parser(name, parents=[common], help=source.help, description=source.help)

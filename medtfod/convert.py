@@ -20,7 +20,7 @@ import os
 from collections import Counter, OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, NamedTuple, Optional
 
 from . import atomic
 from .annotations import ImageRecord, Object, Table, TableRow
@@ -82,8 +82,9 @@ def _group_rows(table: Table, label_map: LabelMap, problems: Problems) -> "Order
 
 
 class _Issues(list):
-    """Problems found while writing a shard (maybe in a worker process), replayed into the main
-    `Problems` in image order. With `strict`, the first one stops the run there and then."""
+    """Problems found while converting one image (maybe in a worker process or a Beam worker),
+    replayed into the main `Problems` in plan order. With `strict`, the first one stops the run
+    there and then."""
 
     def __init__(self, strict: bool = False):
         super().__init__()
@@ -95,13 +96,31 @@ class _Issues(list):
         self.append((file, line, kind, value, message, image))
 
 
-def _build_record(image: str, rows: List[TableRow], path: Optional[str], patient: str,
-                  opts: ConvertOptions, problems, where: str):
+class ImageItem(NamedTuple):
+    """One image of the plan, as the per-image step gets it: its name, its table rows (none
+    for an image without findings), the file found for it (None: missing), its patient, and
+    the image folder as the user named it (for a missing image's problem)."""
+
+    image: str
+    rows: List[TableRow]
+    path: Optional[str]
+    patient: str
+    where: str
+
+
+def _source_path(path: str) -> str:
+    """Where an image was read, for the manifest: absolute for a local file, a URL as given."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _build_record(item: ImageItem, opts: ConvertOptions, problems, read=read_and_probe):
     """Read and check one image; returns (record, bytes) or None when the image is dropped.
 
     An image is dropped whole when any of its rows is bad: keeping it with a box missing
-    would teach the model that a finding is background.
+    would teach the model that a finding is background. `read(path)` returns the file's
+    bytes and header (`images.read_and_probe`; Beam passes one that reads any FileSystems path).
     """
+    image, rows, path, patient, where = item
     if path is None:
         for row in rows:
             problems.add(row.file, row.line, "missing_image", image,
@@ -111,7 +130,7 @@ def _build_record(image: str, rows: List[TableRow], path: Optional[str], patient
                          image=image)
         return None
     try:
-        data, info = read_and_probe(path)
+        data, info = read(path)
     except (OSError, ImageError) as e:
         problems.add(path, None, "bad_image", image, f"unreadable image: {e}", image=image)
         return None
@@ -129,9 +148,44 @@ def _build_record(image: str, rows: List[TableRow], path: Optional[str], patient
                          "masks must be in the image's own pixel frame (was the image resized?)", image=image)
             return None
         objects.append(Object(row.label, box.clipped(info.width, info.height), row.where, row.mask))
-    record = ImageRecord(image, os.path.abspath(path), info.width, info.height, info.channels,
+    record = ImageRecord(image, _source_path(path), info.width, info.height, info.channels,
                          info.format, patient, objects)
     return record, data
+
+
+@dataclass
+class Converted:
+    """What the per-image step made of one image.
+
+    Attributes:
+      record: the checked image (no pixels), None when it was dropped.
+      issues: its problems, as `Problems.add` arguments, in the order they were found.
+      example: its OD API tf.Example (serialized; holds the image bytes), None when dropped.
+      voc: its VOC XML, None when dropped.
+    """
+
+    record: Optional[ImageRecord]
+    issues: list
+    example: Optional[bytes] = None
+    voc: Optional[bytes] = None
+
+
+def convert_image(item: ImageItem, opts: ConvertOptions, label_map: LabelMap, with_masks: bool,
+                  strict: bool, read=read_and_probe) -> Converted:
+    """The per-image step both executors run (the local pool and Beam): read and check the
+    image, then encode its tf.Example and VOC XML. With `strict`, its first problem raises."""
+    issues = _Issues(strict)
+    built = _build_record(item, opts, issues, read)
+    if built is None:
+        return Converted(None, list(issues))
+    record, data = built
+    return Converted(record, list(issues), tfrecord.example_bytes(record, data, label_map, with_masks),
+                     voc.voc_xml(record))
+
+
+def voc_name(image_id: str) -> str:
+    """The VOC file of an image, relative to the output folder."""
+    return "voc/" + os.path.splitext(image_id)[0] + ".xml"
 
 
 def _prefetch(path: Optional[str]) -> None:
@@ -148,29 +202,35 @@ def _prefetch(path: Optional[str]) -> None:
         os.close(fd)
 
 
-def _write_shard(job):
-    """Worker: check, encode and write one TFRecord shard and its images' VOC files.
+class Placed(NamedTuple):
+    """Where a kept image's tf.Example ended up: its shard (relative to the output folder,
+    forward slashes) and the byte offset the record starts at."""
 
-    Returns [(record or None, issues, byte offset of its tf.Example in the shard)] in the
-    shard's image order; records carry no pixels, so little crosses between processes.
+    tfrecord: str
+    offset: int
+
+
+def _write_shard(job):
+    """Worker: `convert_image` for each image of one TFRecord shard; writes the shard and the
+    images' VOC files.
+
+    Returns [(Converted without its bytes, Placed or None)] in the shard's image order;
+    records carry no pixels, so little crosses between processes.
     """
-    shard_path, voc_dir, items, opts, label_map, with_masks, strict = job
+    shard_path, out_dir, items, opts, label_map, with_masks, strict = job
     results = []
     with open(shard_path, "wb") as shard:
-        for i, (image, rows, path, patient, where) in enumerate(items):
+        for i, item in enumerate(items):
             if i + 1 < len(items):
-                _prefetch(items[i + 1][2])
-            issues = _Issues(strict)
-            built = _build_record(image, rows, path, patient, opts, issues, where)
-            if built is not None:
-                record, data = built
-                offset = shard.tell()
-                tfrecord.write_record(shard, tfrecord.example_bytes(record, data, label_map, with_masks))
-                with open(os.path.join(voc_dir, os.path.splitext(record.image_id)[0] + ".xml"), "wb") as f:
-                    f.write(voc.voc_xml(record))
-                results.append((record, issues, offset))
-            else:
-                results.append((None, issues, None))
+                _prefetch(items[i + 1].path)
+            done = convert_image(item, opts, label_map, with_masks, strict)
+            placed = None
+            if done.record is not None:
+                placed = Placed("tfrecords/" + os.path.basename(shard_path), shard.tell())
+                tfrecord.write_record(shard, done.example)
+                with open(os.path.join(out_dir, *voc_name(done.record.image_id).split("/")), "wb") as f:
+                    f.write(done.voc)
+            results.append((Converted(done.record, done.issues), placed))
     return results
 
 
@@ -240,32 +300,56 @@ def _split_images(table: Table, grouped, index, opts: ConvertOptions):
     return patients, by_split, negatives_missing
 
 
-def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelMap,
-                  opts: Optional[ConvertOptions] = None, problems: Optional[Problems] = None,
-                  quiet: bool = False) -> dict:
-    """Validate `table` against the images and write the converted dataset to `out_dir`.
+@dataclass
+class Plan:
+    """Everything convert decides before reading an image: which images, their rows and files,
+    their patients and splits, and which shard each goes to. Both executors run this plan.
 
-    Each TFRecord shard (with its images' VOC files) is read, checked, encoded and written
-    by one of `opts.workers` processes; image i of a split always goes to shard i mod n and
-    lists are sorted, so reruns give byte-identical files.
-
-    Args:
-      problems: the reader's problem log (bad rows it already skipped); its strict flag
-        decides whether the first problem stops the run.
-
-    Returns:
-      The report (also written to `out_dir/report.json`).
-
-    Raises:
-      UserError: with --strict on the first problem; otherwise when more than
-        `opts.max_bad` of the rows/images are bad. Nothing is written then.
+    Attributes:
+      by_split: split -> its image names, sorted.
+      where: the image folder as the user named it.
+      with_masks: some row has a mask, so every image with objects gets masks.
+      reader_problems: problems the reader had found before convert started (for --max-bad).
     """
-    from .writers.coco import coco_json
 
-    opts = opts or ConvertOptions()
-    problems = problems if problems is not None else Problems()
-    check_outputs({"--out": out_dir}, dict({f"--{k.replace('_', '-')}": v for k, v in table.inputs.items()},
-                                           **{"--images": images_dir}))
+    table: Table
+    label_map: LabelMap
+    opts: ConvertOptions
+    grouped: "OrderedDict[str, List[TableRow]]"
+    index: Dict[str, str]
+    patients: Dict[str, str]
+    by_split: Dict[str, List[str]]
+    negatives_missing: int
+    where: str
+    with_masks: bool
+    reader_problems: int
+
+    @property
+    def images(self) -> int:
+        return sum(len(v) for v in self.by_split.values())
+
+    def shard_count(self, split: str) -> int:
+        """ceil(images / --shard-size), at least 1 (an empty split still has a shard file)."""
+        return max(1, -(-len(self.by_split[split]) // self.opts.shard_size))
+
+    def shards(self, split: str) -> List[List[ImageItem]]:
+        """The split's images by shard: image i goes to shard i mod n, fixed whatever is dropped.
+        This is also the order in which problems are reported."""
+        n = self.shard_count(split)
+        images = self.by_split[split]
+        return [[self.item(image) for image in images[j::n]] for j in range(n)]
+
+    def item(self, image: str) -> ImageItem:
+        return ImageItem(image, self.grouped[image], self.index.get(image), self.patients[image], self.where)
+
+
+def plan_conversion(table: Table, images_dir: str, label_map: LabelMap, opts: ConvertOptions,
+                    problems: Problems, index_images=index_images) -> Plan:
+    """Group the rows by image, find the image files, split by patient.
+
+    `index_images(folder)` returns (name -> path, duplicates) (`images.index_images`; Beam
+    passes one that lists any FileSystems path). Raises a `UserError` when nothing is usable.
+    """
     reader_problems = len(problems)
     grouped = _group_rows(table, label_map, problems)
     if not grouped:
@@ -278,72 +362,123 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
             grouped.pop(name)
     grouped, table.patients = _match_stems(grouped, index, table.patients)
     patients, by_split, negatives_missing = _split_images(table, grouped, index, opts)
-    where = table.inputs.get("images", images_dir)
+    return Plan(table, label_map, opts, grouped, index, patients, by_split, negatives_missing,
+                table.inputs.get("images", images_dir), any(row.mask is not None for row in table.rows),
+                reader_problems)
 
-    report_splits = {}
+
+def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelMap,
+                  opts: Optional[ConvertOptions] = None, problems: Optional[Problems] = None,
+                  quiet: bool = False) -> dict:
+    """Validate `table` against the images and write the converted dataset to `out_dir`.
+
+    Each TFRecord shard (with its images' VOC files) is read, checked, encoded and written
+    by one of `opts.workers` processes; image i of a split always goes to shard i mod n and
+    lists are sorted, so reruns give byte-identical files. (`medtfod.beam_convert` runs the
+    same plan and per-image step on Apache Beam.)
+
+    Args:
+      problems: the reader's problem log (bad rows it already skipped); its strict flag
+        decides whether the first problem stops the run.
+
+    Returns:
+      The report (also written to `out_dir/report.json`).
+
+    Raises:
+      UserError: with --strict on the first problem; otherwise when more than
+        `opts.max_bad` of the rows/images are bad. Nothing is written then.
+    """
+    opts = opts or ConvertOptions()
+    problems = problems if problems is not None else Problems()
+    check_outputs({"--out": out_dir}, input_paths(table, images_dir))
+    plan = plan_conversion(table, images_dir, label_map, opts, problems)
     with atomic.staged_directory(out_dir) as tmp:
         for sub in ("voc", "splits", "tfrecords", "coco"):
             os.makedirs(os.path.join(tmp, sub))
-        bar = progress(total=sum(len(v) for v in by_split.values()), desc="convert", unit="img", quiet=quiet)
-        jobs, shards_of = [], {}
-        with_masks = any(row.mask is not None for row in table.rows)
-        for split, images in by_split.items():
-            shards = tfrecord.shard_paths(os.path.join(tmp, "tfrecords"), split,
-                                          max(1, -(-len(images) // opts.shard_size)))
-            shards_of[split] = (len(jobs), len(shards))
-            for j, shard in enumerate(shards):  # image i goes to shard i mod n: fixed, whatever is dropped
-                items = [(image, grouped[image], index.get(image), patients[image], where)
-                         for image in images[j::len(shards)]]
-                jobs.append((shard, os.path.join(tmp, "voc"), items, opts, label_map, with_masks, problems.strict))
-        results = _run_shards(jobs, opts.workers, bar)
-        entries: List[ImageEntry] = []
-        for split in by_split:
-            first, count = shards_of[split]
-            kept: List[ImageRecord] = []
-            for shard, shard_results in zip(jobs[first:first + count], results[first:first + count]):
-                for record, issues, offset in shard_results:
-                    for issue in issues:
-                        problems.add(*issue)
-                    if record is not None:
-                        kept.append(record)
-                        entries.append(ImageEntry(record.image_id, split, record.patient_id, record.width,
-                                                  record.height, len(record.objects),
-                                                  "tfrecords/" + os.path.basename(shard[0]), offset, record.path))
-            kept.sort(key=lambda r: r.image_id)
-            with open(os.path.join(tmp, "splits", f"{split}.txt"), "w", encoding="utf-8", newline="\n") as f:
-                f.writelines(r.image_id + "\n" for r in kept)
-            with open(os.path.join(tmp, "coco", f"{split}.json"), "wb") as f:
-                f.write(coco_json(kept, label_map))
-            report_splits[split] = {
-                "images": len(kept),
-                "negatives": sum(1 for r in kept if not r.objects),
-                "patients": len({r.patient_id for r in kept}),
-                "boxes": dict(sorted(Counter(o.label for r in kept for o in r.objects).items())),
-                "masks": sum(1 for r in kept for o in r.objects if o.mask is not None),
-                "tfrecords": tfrecord.shard_pattern(split, count),
-            }
+        bar = progress(total=plan.images, desc="convert", unit="img", quiet=quiet)
+        jobs = []
+        for split in plan.by_split:
+            paths = tfrecord.shard_paths(os.path.join(tmp, "tfrecords"), split, plan.shard_count(split))
+            for path, items in zip(paths, plan.shards(split)):
+                jobs.append((path, tmp, items, opts, label_map, plan.with_masks, problems.strict))
+        results = {}
+        for job, shard_results in zip(jobs, _run_shards(jobs, opts.workers, bar)):
+            for item, result in zip(job[2], shard_results):
+                results[item.image] = result
         bar.close()
-        items = len(table.rows) + len(table.negatives) + reader_problems
-        problems.check_share(len(problems), items, opts.max_bad, "rows and images")
-        _check_splits(report_splits, opts, len(set(patients.values())), problems)
-        entries.sort(key=lambda e: e.name)
-        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8", newline="\n") as f:
-            f.write(manifest_json(entries, table.source))
-        with open(os.path.join(tmp, "label_map.pbtxt"), "w", encoding="utf-8", newline="\n") as f:
-            f.write(label_map.to_pbtxt())
-        report = {
-            "source": table.source,
-            "inputs": table.inputs,
-            "images": sum(s["images"] for s in report_splits.values()),
-            "boxes": sum(sum(s["boxes"].values()) for s in report_splits.values()),
-            "classes": label_map.names,
-            "splits": report_splits,
-            "negatives_listed_but_not_found": negatives_missing,
-            "problems": problems.to_dict(),
+        return finish(plan, results, problems, _local_writer(tmp))
+
+
+def input_paths(table: Table, images_dir: str) -> Dict[str, str]:
+    """The conversion's inputs by option name, for `fence.check_outputs`."""
+    return dict({f"--{k.replace('_', '-')}": v for k, v in table.inputs.items()}, **{"--images": images_dir})
+
+
+def _local_writer(folder: str):
+    def write(name: str, data: bytes) -> None:
+        with open(os.path.join(folder, *name.split("/")), "wb") as f:
+            f.write(data)
+    return write
+
+
+def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) -> dict:
+    """Replay each image's problems in plan order, check --max-bad and the splits, and write
+    splits/*.txt, coco/*.json, dataset.json, label_map.pbtxt and report.json.
+
+    Args:
+      results: image name -> (`Converted` (its bytes may be dropped), `Placed` or None), for
+        every image of the plan.
+      write: `write(name, bytes)` puts a file at `name` (forward slashes) in the staged output.
+
+    Returns:
+      The report.
+    """
+    from .writers.coco import coco_json
+
+    report_splits = {}
+    entries: List[ImageEntry] = []
+    for split in plan.by_split:
+        kept: List[ImageRecord] = []
+        for shard in plan.shards(split):
+            for item in shard:
+                done, placed = results[item.image]
+                for issue in done.issues:
+                    problems.add(*issue)
+                if done.record is None:
+                    continue
+                record = done.record
+                kept.append(record)
+                entries.append(ImageEntry(record.image_id, split, record.patient_id, record.width, record.height,
+                                          len(record.objects), placed.tfrecord, placed.offset, record.path))
+        kept.sort(key=lambda r: r.image_id)
+        write(f"splits/{split}.txt", "".join(r.image_id + "\n" for r in kept).encode("utf-8"))
+        write(f"coco/{split}.json", coco_json(kept, plan.label_map))
+        report_splits[split] = {
+            "images": len(kept),
+            "negatives": sum(1 for r in kept if not r.objects),
+            "patients": len({r.patient_id for r in kept}),
+            "boxes": dict(sorted(Counter(o.label for r in kept for o in r.objects).items())),
+            "masks": sum(1 for r in kept for o in r.objects if o.mask is not None),
+            "tfrecords": tfrecord.shard_pattern(split, plan.shard_count(split)),
         }
-        with open(os.path.join(tmp, "report.json"), "w", encoding="utf-8", newline="\n") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+    table = plan.table
+    items = len(table.rows) + len(table.negatives) + plan.reader_problems
+    problems.check_share(len(problems), items, plan.opts.max_bad, "rows and images")
+    _check_splits(report_splits, plan.opts, len(set(plan.patients.values())), problems)
+    entries.sort(key=lambda e: e.name)
+    write(MANIFEST, manifest_json(entries, table.source).encode("utf-8"))
+    write("label_map.pbtxt", plan.label_map.to_pbtxt().encode("utf-8"))
+    report = {
+        "source": table.source,
+        "inputs": table.inputs,
+        "images": sum(s["images"] for s in report_splits.values()),
+        "boxes": sum(sum(s["boxes"].values()) for s in report_splits.values()),
+        "classes": plan.label_map.names,
+        "splits": report_splits,
+        "negatives_listed_but_not_found": plan.negatives_missing,
+        "problems": problems.to_dict(),
+    }
+    write("report.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     return report
 
 

@@ -2,14 +2,17 @@
 
     python3 scripts/bootstrap.py demo      (Windows: py -3.11 scripts\\bootstrap.py demo)
     python3 scripts/bootstrap.py test      (Windows: py -3.11 scripts\\bootstrap.py test)
-    python3 scripts/bootstrap.py install [--gpu] [--annotate]
+    python3 scripts/bootstrap.py install [--gpu] [--annotate] [--beam]
 
 Needs only Python 3.11 (3.12 and 3.13 also resolve) and access to PyPI. Creates `.venv/`
 beside this repository (or $MEDTFOD_VENV), installs the hash-pinned locks in requirements/
 with `pip --require-hashes --no-deps` (the OD API must not pull its declared dependencies),
 installs medtfod itself in editable mode, then runs `medtfod demo` or `pytest`. Re-running
 skips the install while the locks are unchanged. `--annotate` adds labelImg and PyQt5 (`medtfod
-annotate`; the test install always has them, for the annotation tests). Extra arguments go to medtfod demo / pytest.
+annotate`; the test install always has them, for the annotation tests). `--beam` installs
+requirements/beam.txt instead of cpu.txt: the same pins plus apache-beam 2.77.0, with protobuf 6,
+pillow 12 and python-dateutil 2 (apache-beam's bounds), for `medtfod convert --runner ...`; give
+it its own MEDTFOD_VENV to keep a cpu.txt environment beside it. Extra arguments go to medtfod demo / pytest.
 Standard library only, so it runs before anything is installed.
 """
 import hashlib
@@ -33,8 +36,8 @@ def venv_python(path: str) -> str:
     return os.path.join(path, "bin", "python")
 
 
-def lock_files(gpu: bool, test: bool, annotate: bool = False):
-    files = ["gpu.txt" if gpu else "cpu.txt", "odapi.txt"]
+def lock_files(gpu: bool, test: bool, annotate: bool = False, beam: bool = False):
+    files = ["gpu.txt" if gpu else "beam.txt" if beam else "cpu.txt", "odapi.txt"]
     if test:
         files.append("test.txt")
     if test or annotate:
@@ -58,16 +61,19 @@ def run(cmd) -> None:
         sys.exit(f"bootstrap: command failed with exit status {result.returncode}: {' '.join(cmd)}")
 
 
-def install(gpu: bool = False, test: bool = False, annotate: bool = False) -> str:
+def install(gpu: bool = False, test: bool = False, annotate: bool = False, beam: bool = False) -> str:
     """Create/refresh the environment; returns its Python."""
     if sys.version_info < (3, 11):
         sys.exit(f"bootstrap: medtfod needs Python 3.11 or newer; this is {sys.version.split()[0]} "
                  "(on Windows: py -3.11 scripts\\bootstrap.py ...)")
     if gpu and os.name == "nt":
         sys.exit("bootstrap: TensorFlow has no native Windows GPU build after 2.10; use WSL2 for --gpu")
+    if gpu and beam:
+        sys.exit("bootstrap: --beam has a CPU lock only (requirements/beam.txt); Beam's conversion needs no GPU, "
+                 "so install it in an environment of its own (MEDTFOD_VENV=.venv-beam ... install --beam)")
     target = venv_dir()
     python = venv_python(target)
-    files = lock_files(gpu, test, annotate)
+    files = lock_files(gpu, test, annotate, beam)
     want = fingerprint(files)
     stamp = os.path.join(target, STAMP)
     if os.path.isfile(python) and os.path.isfile(stamp):
@@ -91,9 +97,9 @@ def main(argv) -> int:
         print(__doc__)
         return 2
     verb, rest = argv[0], argv[1:]
-    gpu, annotate = "--gpu" in rest, "--annotate" in rest
-    rest = [a for a in rest if a not in ("--gpu", "--annotate")]
-    python = install(gpu=gpu, test=(verb == "test"), annotate=annotate)
+    gpu, annotate, beam = "--gpu" in rest, "--annotate" in rest, "--beam" in rest
+    rest = [a for a in rest if a not in ("--gpu", "--annotate", "--beam")]
+    python = install(gpu=gpu, test=(verb == "test"), annotate=annotate, beam=beam)
     if verb == "install":
         print(f"medtfod is installed in {venv_dir()}; run it as {python} -m medtfod --help")
         return 0

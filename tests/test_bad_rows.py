@@ -133,10 +133,10 @@ def test_strict_stops_at_the_first_problem(workers, tmp_path, capsys, monkeypatc
     seen = tmp_path / "seen.txt"
     original = convert._build_record  # noqa: SLF001
 
-    def logged(image, *args):
+    def logged(item, *args):
         with open(seen, "a") as f:
-            f.write(image + "\n")
-        return original(image, *args)
+            f.write(item.image + "\n")
+        return original(item, *args)
     monkeypatch.setattr(convert, "_build_record", logged)
     images = tmp_path / "images"
     rows = []

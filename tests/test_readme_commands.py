@@ -5,9 +5,9 @@ README command -> the test that runs it (test_every_readme_command_is_listed kee
 complete: a README command missing here, or a test named here that does not exist, fails it):
 
     python3 scripts/bootstrap.py test      .ci/run is exactly this command    test_cli.py::test_readme_test_command_is_ci
-    python3 scripts/bootstrap.py install   run by every `bootstrap.py test`   test_end_to_end.py::test_demo_command
+    python3 scripts/bootstrap.py install   run by every `bootstrap.py test`   test_end_to_end.py::test_demo_command; --beam: beam.txt's packages (the part not in cpu.txt) test_beam_convert.py::beam_path
     python3 scripts/bootstrap.py demo      test_end_to_end.py::test_demo_command
-    medtfod convert nih                    conftest.py::trained
+    medtfod convert nih                    conftest.py::trained, --runner direct: test_beam_convert.py::test_beam_direct_equals_local
     medtfod convert thyroid-csv            test_readme_commands.py::test_convert_every_source
     medtfod convert ddti                   test_readme_commands.py::test_convert_every_source
     medtfod convert siim                   test_readme_commands.py::test_convert_every_source
