@@ -76,14 +76,14 @@ def _train_args(tmp_path, *extra):
 ])
 def test_the_train_flags_are_checked_before_tensorflow_loads(tmp_path, monkeypatch, extra, expected):
     from medtfod.cli import _cluster_role
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("TF_CONFIG", "")  # unset for medtfod, and restored (removed) afterwards
     with pytest.raises(UserError, match=expected):
         _cluster_role(_train_args(tmp_path, *extra))
 
 
 def test_the_cluster_flag_sets_tf_config_for_the_process_and_refuses_a_second_one(tmp_path, monkeypatch):
     from medtfod.cli import _cluster_role
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("TF_CONFIG", "")  # unset for medtfod, and restored (removed) afterwards
     role = _cluster_role(_train_args(tmp_path, "--cluster", "a:1,b:2", "--task-index", "1", "--num-workers", "2"))
     assert (role.rank, role.workers) == (1, 2)
     assert json.loads(__import__("os").environ["TF_CONFIG"])["task"] == {"type": "worker", "index": 1}
