@@ -1,7 +1,7 @@
 """`medtfod convert --runner RUNNER`: the same conversion, with the per-image work on Apache Beam.
 
 Only the per-image step is distributed. The plan (rows grouped by image, file names matched,
-the patient-level split: `convert.plan_conversion`), the per-image check and encoding
+the patient-level split: `plan.plan_conversion`), the per-image check and encoding
 (`convert.convert_image`) and the final assembly (`convert.finish`: splits, COCO, manifest,
 label map, report) are the local path's own code. The pipeline:
 
@@ -372,7 +372,8 @@ def convert_table_beam(table, images_dir: str, out_dir: str, label_map, opts, pr
         runner cannot start (Prism/Flink/Spark offline, Dataflow without apache-beam[gcp]).
     """
     from . import atomic
-    from .convert import Placed, finish, input_paths, plan_conversion
+    from .convert import Placed, finish, input_paths
+    from .plan import plan_conversion
     from .fence import check_outputs
     from .writers import tfrecord
 

@@ -18,7 +18,7 @@ complete: a README command missing here, or a test named here that does not exis
     medtfod config                         conftest.py::trained
     medtfod pretrained get                 test_readme_commands.py::test_pretrained_get_and_import
     medtfod pretrained import              test_readme_commands.py::test_pretrained_get_and_import
-    medtfod train                          conftest.py::trained
+    medtfod train                          conftest.py::trained, --cluster: test_multiworker.py::test_two_workers_train_in_lockstep_and_the_chiefs_checkpoint_evaluates
     medtfod eval                           conftest.py::trained
     medtfod tensorboard                    test_readme_commands.py::test_tensorboard_serves_the_trained_runs
     medtfod export                         conftest.py::trained
