@@ -102,32 +102,13 @@ def cmd_config(args) -> int:
     return 0
 
 
-def _cluster_role(args):
-    """This process's `cluster.Role`: from --cluster/--task-index (which set TF_CONFIG for the
-    process), else from TF_CONFIG; checked against --num-workers when that is given."""
-    from . import cluster
-    if args.cluster is not None or args.task_index is not None:
-        if args.cluster is None or args.task_index is None:
-            raise UserError("--cluster and --task-index go together: --cluster HOST:PORT,HOST:PORT lists every "
-                            "worker (the chief first), --task-index says which one this process is")
-        if os.environ.get("TF_CONFIG", "").strip():
-            raise UserError("TF_CONFIG is already set in the environment; give either it or --cluster/--task-index")
-        os.environ["TF_CONFIG"] = cluster.tf_config(cluster.parse_hosts(args.cluster), args.task_index)
-    role = cluster.role_from_env()
-    workers = role.workers if role else 1
-    if args.num_workers is not None and args.num_workers != workers:
-        raise UserError(f"--num-workers {args.num_workers}, but " + (
-            f"the cluster has {workers} workers" if role else "no cluster is given: start one process per "
-            "worker with --cluster HOST:PORT,HOST:PORT --task-index I (or TF_CONFIG)"))
-    return role
-
-
 def cmd_train(args) -> int:
     from .config import data_inputs
     from .fence import check_outputs
     from .odapi.train import train
     check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
-    role = _cluster_role(args)
+    from .cluster import role_from_flags
+    role = role_from_flags(args.cluster, args.task_index, args.num_workers)
     # A worker that is not the chief writes nothing into MODEL_DIR: its log is kept (and named)
     # only when it fails.
     log = _library_log(args.model_dir, args) if role is None or role.is_chief else library_log_temp(args)

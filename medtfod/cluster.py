@@ -104,3 +104,23 @@ def role_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Role]
                         f"{sizes[task_type]} {task_type} task(s)")
     rank = task_index if task_type == "chief" else sizes["chief"] + task_index
     return Role(workers=sizes["chief"] + sizes["worker"], task_type=task_type, task_index=task_index, rank=rank)
+
+
+def role_from_flags(hosts: Optional[str], task_index: Optional[int], num_workers: Optional[int]) -> Optional[Role]:
+    """This process's role from `medtfod train`'s flags: --cluster/--task-index set TF_CONFIG
+    for the process (refused when TF_CONFIG is already set), else TF_CONFIG as found;
+    checked against --num-workers when that is given."""
+    if hosts is not None or task_index is not None:
+        if hosts is None or task_index is None:
+            raise UserError("--cluster and --task-index go together: --cluster HOST:PORT,HOST:PORT lists every "
+                            "worker (the chief first), --task-index says which one this process is")
+        if os.environ.get("TF_CONFIG", "").strip():
+            raise UserError("TF_CONFIG is already set in the environment; give either it or --cluster/--task-index")
+        os.environ["TF_CONFIG"] = tf_config(parse_hosts(hosts), task_index)
+    role = role_from_env()
+    workers = role.workers if role else 1
+    if num_workers is not None and num_workers != workers:
+        raise UserError(f"--num-workers {num_workers}, but " + (
+            f"the cluster has {workers} workers" if role else "no cluster is given: start one process per "
+            "worker with --cluster HOST:PORT,HOST:PORT --task-index I (or TF_CONFIG)"))
+    return role

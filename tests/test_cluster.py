@@ -61,11 +61,13 @@ def test_tf_config_problems_say_what_to_change(value, expected):
         cluster.role_from_env({"TF_CONFIG": value})
 
 
-def _train_args(tmp_path, *extra):
+def _role(tmp_path, *extra):
+    """The role `medtfod train ... EXTRA` gets, through the CLI's own parser."""
     from medtfod.cli import build_parser
     config = tmp_path / "pipeline.config"
     config.write_text("")
-    return build_parser().parse_args(["train", "--config", str(config), "--model-dir", str(tmp_path / "m"), *extra])
+    args = build_parser().parse_args(["train", "--config", str(config), "--model-dir", str(tmp_path / "m"), *extra])
+    return cluster.role_from_flags(args.cluster, args.task_index, args.num_workers)
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -75,20 +77,18 @@ def _train_args(tmp_path, *extra):
     (["--cluster", "a:1,b:2", "--task-index", "0", "--num-workers", "3"], "the cluster has 2 workers"),
 ])
 def test_the_train_flags_are_checked_before_tensorflow_loads(tmp_path, monkeypatch, extra, expected):
-    from medtfod.cli import _cluster_role
     monkeypatch.setenv("TF_CONFIG", "")  # unset for medtfod, and restored (removed) afterwards
     with pytest.raises(UserError, match=expected):
-        _cluster_role(_train_args(tmp_path, *extra))
+        _role(tmp_path, *extra)
 
 
 def test_the_cluster_flag_sets_tf_config_for_the_process_and_refuses_a_second_one(tmp_path, monkeypatch):
-    from medtfod.cli import _cluster_role
     monkeypatch.setenv("TF_CONFIG", "")  # unset for medtfod, and restored (removed) afterwards
-    role = _cluster_role(_train_args(tmp_path, "--cluster", "a:1,b:2", "--task-index", "1", "--num-workers", "2"))
+    role = _role(tmp_path, "--cluster", "a:1,b:2", "--task-index", "1", "--num-workers", "2")
     assert (role.rank, role.workers) == (1, 2)
     assert json.loads(__import__("os").environ["TF_CONFIG"])["task"] == {"type": "worker", "index": 1}
     with pytest.raises(UserError, match="already set"):
-        _cluster_role(_train_args(tmp_path, "--cluster", "a:1,b:2", "--task-index", "0"))
+        _role(tmp_path, "--cluster", "a:1,b:2", "--task-index", "0")
 
 
 def test_global_batch_must_split_evenly_over_the_replicas():
