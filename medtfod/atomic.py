@@ -35,6 +35,7 @@ def staged_directory(final: str) -> Iterator[str]:
     parent = os.path.dirname(final)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.partial-", dir=parent)
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's 0700 would hide the output from the user's group
     try:
         yield tmp
         with open(os.path.join(tmp, MARKER), "w") as f:

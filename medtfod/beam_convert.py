@@ -166,19 +166,38 @@ def pipeline_options(name: str, options: Dict[str, str]):
             if value.lower() in ("true", "1", ""):
                 argv.append(action.option_strings[0])
         else:
+            _check_value(key, value, action)
             argv.append(f"{action.option_strings[0]}={value}")
     return PipelineOptions(argv)
 
 
+def _check_value(key: str, value: str, action) -> None:
+    """A value Beam's parser would refuse (it prints its usage and exits) as a `UserError`."""
+    if action.choices is not None and value not in action.choices:
+        raise UserError(f"--pipeline-option {key}={value}: expected one of {', '.join(map(str, action.choices))}")
+    if callable(action.type):
+        try:
+            action.type(value)
+        except (TypeError, ValueError) as e:
+            kind = getattr(action.type, "__name__", "value")
+            raise UserError(f"--pipeline-option {key}={value}: not a valid {kind} ({e})") from None
+    if key == "direct_num_workers" and int(value) < 0:
+        raise UserError(f"--pipeline-option direct_num_workers={value}: give 1 or more (0: one per CPU core)")
+
+
 def explain_failure(name: str, error: BaseException) -> Optional[UserError]:
-    """The `UserError` for a known way a runner fails (offline, not installed, --strict), else None."""
+    """The `UserError` for a known way a runner fails (offline, not installed, --strict, a
+    bad option), else None."""
     text = str(error)
-    if "(stopped by --strict" in text:
-        message = re.sub(r"\s*\[while running [^\]]*\]\s*$", "", text.strip())
-        lines = message.splitlines()
-        start = next((i for i, line in enumerate(lines) if "(stopped by --strict" in line), len(lines) - 1)
-        return UserError("\n".join(lines[max(0, start - 1):start + 1]))
-    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    lines = text.strip().splitlines()
+    # --strict: a worker's UserError, inside Beam's (sometimes a whole remote traceback's) text
+    ends = [i for i, line in enumerate(lines) if line.lstrip().startswith("(stopped by --strict")]
+    if ends:
+        i = ends[-1]
+        problem = re.sub(r"^\s*(?:[\w.]*UserError: )?", "", lines[i - 1]) if i else ""
+        stop = re.sub(r"\s*\[while running [^\]]*\]\s*$", "", lines[i].strip())
+        return UserError("\n".join(part for part in (problem, stop) if part))
+    first = lines[0] if lines else type(error).__name__
     if "prism binary" in text.lower():
         return UserError(f"--runner prism: could not download the Prism binary ({first}); give "
                          "--pipeline-option prism_location=PATH (a prism binary or its zip from "
@@ -188,11 +207,30 @@ def explain_failure(name: str, error: BaseException) -> Optional[UserError]:
         return UserError(f"--runner {name}: could not download the {name.title()} job-server jar ({first}); give "
                          f"--pipeline-option {jar}=PATH (beam-runners-{name}-...-job-server-2.77.0.jar from "
                          "Maven Central), or use --runner direct")
+    where = re.search(r'Unable to parse (binary|jar) URL "([^"]*)"', text)
+    if where:
+        option = {"binary": "prism_location", "jar": f"{name}_job_server_jar"}[where.group(1)]
+        return UserError(f"--pipeline-option {option}={where.group(2)}: no such file (give the path of an existing "
+                         f"{'prism binary or zip' if where.group(1) == 'binary' else 'job-server jar'}, or an "
+                         "http(s):// URL)")
     if isinstance(error, FileNotFoundError) and "java" in text:
         return UserError(f"--runner {name} starts a Java job server, and no `java` was found; install Java 11 "
                          "or newer, or use --runner direct")
+    missing_client = re.search(r"'((?:s3|gs|azfs)://[^']*)': \w+\('Missing (?:boto3|\w+) requirement", text)
+    if "Unable to get filesystem from specified path" in text or missing_client:
+        path = missing_client.group(1) if missing_client else text.rsplit("Path specified:", 1)[-1].strip()
+        extra = {"gs": "gcp", "s3": "aws", "azfs": "azure"}.get(path.split("://")[0], "gcp")
+        return UserError(f"{path}: Beam has no filesystem for it in this environment; pip install "
+                         f"'apache-beam[{extra}]==2.77.0' (gs:// needs [gcp], s3:// [aws], azfs:// [azure])")
     if "apache_beam[gcp]" in text or "apache-beam[gcp]" in text:
         return UserError(f"--runner {name}: {first}; pip install 'apache-beam[gcp]==2.77.0'")
+    if "Pipeline has validations errors" in text:
+        problems = "; ".join(line.strip().rstrip(".") for line in lines[1:] if line.strip())
+        return UserError(f"--runner {name}: Beam refused the pipeline options: {problems}. Give them with "
+                         "--pipeline-option KEY=VALUE (for Dataflow: project=, region=, temp_location=gs://BUCKET/tmp)")
+    if type(error).__name__ == "BeamIOError":
+        return UserError(f"Beam's filesystem failed: {text[:500]} (for s3:// give s3_region_name=, and credentials "
+                         "in the environment; for gs://, `gcloud auth application-default login`)")
     return None
 
 
@@ -371,11 +409,8 @@ def convert_table_beam(table, images_dir: str, out_dir: str, label_map, opts, pr
       UserError: as `convert_table`; also when Beam is missing, an option is unknown, or the
         runner cannot start (Prism/Flink/Spark offline, Dataflow without apache-beam[gcp]).
     """
-    from . import atomic
-    from .convert import Placed, finish, input_paths
-    from .plan import plan_conversion
+    from .convert import input_paths
     from .fence import check_outputs
-    from .writers import tfrecord
 
     if runner not in RUNNERS:
         raise UserError(f"--runner {runner!r}: choose one of {', '.join(RUNNERS)}")
@@ -384,10 +419,66 @@ def convert_table_beam(table, images_dir: str, out_dir: str, label_map, opts, pr
         check_outputs({"--out": out_dir}, local)
     _quiet_logging(verbose)
     beam = import_beam()
+    try:
+        with _own_temp():
+            return _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, options or {})
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as e:  # Beam's own option parser, on a value medtfod did not check
+        raise UserError(f"--pipeline-option: Beam refused an option value (exit status {e.code}); "
+                        "the line above names it") from None
+    except Exception as e:
+        if "KeyboardInterrupt" in f"{type(e).__name__}: {e}":  # Ctrl-C, as a worker's failure
+            raise KeyboardInterrupt from None
+        explained = explain_failure(runner, e)
+        if explained is None:
+            raise
+        raise explained from None
+
+
+@contextlib.contextmanager
+def _own_temp() -> Iterator[None]:
+    """Beam's temporary files (its and its worker processes') go to one folder of this run,
+    removed at the end whatever happened (a failing runner leaves its own behind otherwise);
+    its threads' failures go to the log, not the terminal."""
+    import shutil
+    import tempfile
+    import logging
+    import threading
+    folder = tempfile.mkdtemp(prefix="medtfod-beam-")
+    saved_dir, saved_env = tempfile.tempdir, {k: os.environ.get(k) for k in ("TMPDIR", "TEMP", "TMP")}
+    tempfile.tempdir = folder
+    os.environ.update(TMPDIR=folder, TEMP=folder, TMP=folder)
+    # Beam's threads fail loudly when the run stops (Ctrl-C, a worker's error): to the log.
+    saved_hook = threading.excepthook
+    threading.excepthook = lambda hook: logging.getLogger("medtfod.beam").warning(
+        "thread %s failed", hook.thread.name if hook.thread else "?",
+        exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback))
+    try:
+        yield
+    finally:
+        threading.excepthook = saved_hook
+        tempfile.tempdir = saved_dir
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, options) -> dict:
+    """`convert_table_beam`'s work, once Beam is imported."""
     from apache_beam.io.filesystems import FileSystems
 
+    from . import atomic
+    from .convert import Placed, finish
+    from .plan import plan_conversion
+    from .writers import tfrecord
+
     beam_runner = _runner(runner)
-    beam_options = pipeline_options(runner, options or {})
+    beam_options = pipeline_options(runner, options)
+    FileSystems.set_options(beam_options)  # s3_region_name= etc. for the files read and written here too
     plan = plan_conversion(table, images_dir, label_map, opts, problems, index_images=_index_any)
     staged = _staged_remote(out_dir) if is_remote(out_dir) else atomic.staged_directory(out_dir)
     with staged as stage:
@@ -396,23 +487,17 @@ def convert_table_beam(table, images_dir: str, out_dir: str, label_map, opts, pr
                 os.makedirs(os.path.join(stage, sub))
         work = FileSystems.join(stage, "_work")
         items = [(split, item) for split in plan.by_split for shard in plan.shards(split) for item in shard]
-        try:
-            with beam.Pipeline(runner=beam_runner, options=beam_options) as pipeline:
-                converted = (pipeline
-                             | "plan" >> beam.Create(items, reshuffle=True)
-                             | "convert" >> beam.FlatMap(_convert_fn(stage, opts, label_map, plan.with_masks,
-                                                                     problems.strict))
-                             .with_outputs(*plan.by_split, main="summaries"))
-                for split in plan.by_split:
-                    _ = (converted[split] | f"write {split}" >> beam.io.WriteToTFRecord(
-                        FileSystems.join(stage, "tfrecords", f"{split}.record"), num_shards=plan.shard_count(split),
-                        shard_name_template="-SSSSS-of-NNNNN"))
-                _ = converted.summaries | "summaries" >> beam.io.WriteToText(FileSystems.join(work, "summary"))
-        except Exception as e:
-            explained = explain_failure(runner, e)
-            if explained is None:
-                raise
-            raise explained from None
+        with beam.Pipeline(runner=beam_runner, options=beam_options) as pipeline:
+            converted = (pipeline
+                         | "plan" >> beam.Create(items, reshuffle=True)
+                         | "convert" >> beam.FlatMap(_convert_fn(stage, opts, label_map, plan.with_masks,
+                                                                 problems.strict))
+                         .with_outputs(*plan.by_split, main="summaries"))
+            for split in plan.by_split:
+                _ = (converted[split] | f"write {split}" >> beam.io.WriteToTFRecord(
+                    FileSystems.join(stage, "tfrecords", f"{split}.record"), num_shards=plan.shard_count(split),
+                    shard_name_template="-SSSSS-of-NNNNN"))
+            _ = converted.summaries | "summaries" >> beam.io.WriteToText(FileSystems.join(work, "summary"))
         results = _collect(plan, stage, work, Placed, tfrecord)
         report = finish(plan, results, problems, lambda name, data: _write_any(f"{stage}/{name}", data))
         FileSystems.delete([work] if not is_remote(work) else _files_under(work))

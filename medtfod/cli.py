@@ -6,8 +6,10 @@ A `UserError` prints as `medtfod: error: ...` with exit status 1 and no tracebac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import sys
 from typing import List, Optional
 
@@ -21,10 +23,10 @@ def _library_log(folder: str, args):
     return library_log(os.path.join(folder, LOG_NAME), verbose=args.verbose)
 
 
-def library_log_temp(args):
-    """TensorFlow's and the OD API's own output -> a temporary log, kept only on failure."""
+def library_log_temp(args, whose: str = "TensorFlow's and the OD API's", keep_on_user_error: bool = True):
+    """TensorFlow's and the OD API's (or `whose`) own output -> a temporary log, kept only on failure."""
     from .odapi.runtime import library_log
-    return library_log(None, verbose=args.verbose)
+    return library_log(None, verbose=args.verbose, whose=whose, keep_on_user_error=keep_on_user_error)
 
 
 def cmd_convert(args) -> int:
@@ -40,6 +42,9 @@ def cmd_convert(args) -> int:
     from .fence import check_outputs
     from .sources import SOURCES
     beam_options = parse_pipeline_options(args.pipeline_option)
+    if args.workers and args.runner:
+        raise UserError("--workers sizes the local pool; with --runner the runner decides (for direct: "
+                        "--pipeline-option direct_num_workers=N --pipeline-option direct_running_mode=multi_processing)")
     if beam_options and not args.runner:
         raise UserError("--pipeline-option is for the Beam path; give --runner too (e.g. --runner direct)")
     tables = {opt: getattr(args, opt[2:].replace("-", "_"), None)
@@ -50,8 +55,10 @@ def cmd_convert(args) -> int:
     table, label_map = read_source(args.source, args, problems)
     if args.runner:
         from .beam_convert import convert_table_beam
-        report = convert_table_beam(table, args.images, args.out, label_map, opts, problems, args.runner,
-                                    beam_options, verbose=args.verbose)
+        # Beam's own output (and its worker processes') goes to a log kept only on failure.
+        with library_log_temp(args, whose="Apache Beam's", keep_on_user_error=False):
+            report = convert_table_beam(table, args.images, args.out, label_map, opts, problems, args.runner,
+                                        beam_options, verbose=args.verbose)
     else:
         report = convert_table(table, args.images, args.out, label_map, opts, problems, quiet=args.quiet)
     print(summary(report, args.out))
@@ -107,19 +114,27 @@ def cmd_train(args) -> int:
     from .fence import check_outputs
     from .odapi.train import train
     check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
-    from .cluster import role_from_flags
+    from .cluster import exit_on_interrupt, role_from_flags
     role = role_from_flags(args.cluster, args.task_index, args.num_workers)
     # A worker that is not the chief writes nothing into MODEL_DIR: its log is kept (and named)
     # only when it fails.
     log = _library_log(args.model_dir, args) if role is None or role.is_chief else library_log_temp(args)
+    multi = role is not None and role.workers > 1
+
+    def interrupted() -> str:
+        if not role.is_chief:  # the OD API's temporary folders for this worker, as a normal end removes them
+            for folder in (args.model_dir, os.path.join(args.model_dir, "train")):
+                shutil.rmtree(os.path.join(folder, f"temp_worker_{role.task_index:03d}"), ignore_errors=True)
+        return (f"interrupted: {role.describe()}; the other workers stop within about 10 s. Start every worker "
+                "again with the same command to resume from the chief's latest checkpoint in " + args.model_dir)
     try:
-        with log:
+        with exit_on_interrupt(interrupted) if multi else contextlib.nullcontext(), log:
             train(args.config, args.model_dir, steps=args.steps, checkpoint_every_n=args.checkpoint_every_n,
                   role=role, cluster_timeout=args.cluster_timeout, verbose=args.verbose, quiet=args.quiet,
                   eval_every=args.eval_every, select_by=args.select_by, patience=args.patience,
                   min_delta=args.min_delta)
     except UserError as e:
-        if role is None or role.workers == 1:
+        if not multi:
             raise
         # A failed cluster's servers cannot shut down cleanly: exiting normally would bury this
         # message under TensorFlow's C++ shutdown errors, printed after the log is closed.
@@ -580,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .cluster import drop_blank_tf_config
+    drop_blank_tf_config()
     try:
         return args.func(args)
     except UserError as e:

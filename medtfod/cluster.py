@@ -15,10 +15,12 @@ Nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from dataclasses import dataclass
-from typing import List, Mapping, Optional
+from typing import Callable, Iterator, List, Mapping, Optional
 
 from .errors import UserError
 
@@ -43,7 +45,7 @@ class Role:
 
     def describe(self) -> str:
         what = "the chief" if self.is_chief else "not the chief"
-        return f"{self.task_type} {self.task_index} ({what}; {self.rank + 1} of {self.workers} workers)"
+        return f"{self.task_type} {self.task_index} ({what}; {self.workers} workers in all)"
 
 
 def parse_hosts(text: str) -> List[str]:
@@ -58,7 +60,30 @@ def parse_hosts(text: str) -> List[str]:
     repeated = sorted({h for h in hosts if hosts.count(h) > 1})
     if repeated:
         raise UserError(f"--cluster lists {', '.join(repeated)} more than once: each worker needs its own port")
+    for i, a in enumerate(hosts):
+        for b in hosts[i + 1:]:
+            if _same_port(a, b):
+                raise UserError(f"--cluster lists {a} and {b}: the same port on the same machine (a worker listens "
+                                "on its port on every address of its machine), so give each worker its own port")
     return hosts
+
+
+def _addresses(name: str) -> set:
+    """The IP addresses `name` resolves to (loopback ones as "loopback"); {name} when it does
+    not resolve here (a name only the cluster's network knows)."""
+    import ipaddress
+    import socket
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(name.strip("[]"), None)}
+    except (OSError, UnicodeError):
+        return {name}
+    return {"loopback" if ipaddress.ip_address(a.split("%")[0]).is_loopback else a for a in found}
+
+
+def _same_port(a: str, b: str) -> bool:
+    """Two HOST:PORT entries that would both listen on one port of one machine."""
+    (host_a, _, port_a), (host_b, _, port_b) = a.rpartition(":"), b.rpartition(":")
+    return port_a == port_b and bool(_addresses(host_a) & _addresses(host_b))
 
 
 def tf_config(hosts: List[str], task_index: int) -> str:
@@ -86,6 +111,9 @@ def role_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Role]
     except (ValueError, AttributeError, TypeError) as e:
         raise UserError(f"TF_CONFIG is not valid: {e}. It should look like "
                         '{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}')
+    if not task and cluster:
+        raise UserError('TF_CONFIG has a "cluster" but no "task": every process needs its own, e.g. '
+                        '"task": {"type": "worker", "index": 0} on the first worker (the chief), index 1 on the next')
     if task_type == "ps" or "ps" in cluster:
         raise UserError("TF_CONFIG has a parameter-server (ps) job: medtfod trains with MultiWorkerMirroredStrategy, "
                         "synchronous all-reduce between workers, which uses no parameter servers. Give only chief "
@@ -96,6 +124,11 @@ def role_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Role]
                         "MODEL_DIR (during or after training) instead of `medtfod train`")
     if task_type not in TRAINING_JOBS:
         raise UserError(f"TF_CONFIG task type {task_type!r}: expected one of {', '.join(TRAINING_JOBS)}")
+    for job in TRAINING_JOBS:
+        tasks = cluster.get(job)
+        if tasks is not None and not (isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)):
+            raise UserError(f"TF_CONFIG cluster {job!r} is {tasks!r}: give a list of \"HOST:PORT\" strings, "
+                            f'e.g. "{job}": ["10.0.0.1:2222", "10.0.0.2:2222"]')
     sizes = {job: len(cluster.get(job) or []) for job in TRAINING_JOBS}
     if sizes["chief"] > 1:
         raise UserError(f"TF_CONFIG lists {sizes['chief']} chiefs; a cluster has at most one")
@@ -104,6 +137,13 @@ def role_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Role]
                         f"{sizes[task_type]} {task_type} task(s)")
     rank = task_index if task_type == "chief" else sizes["chief"] + task_index
     return Role(workers=sizes["chief"] + sizes["worker"], task_type=task_type, task_index=task_index, rank=rank)
+
+
+def drop_blank_tf_config() -> None:
+    """Remove a TF_CONFIG that is set but blank (`set TF_CONFIG=` on Windows, `TF_CONFIG= cmd`):
+    it means no cluster, but TensorFlow's own strategies parse it as JSON and fail."""
+    if "TF_CONFIG" in os.environ and not os.environ["TF_CONFIG"].strip():
+        del os.environ["TF_CONFIG"]
 
 
 def role_from_flags(hosts: Optional[str], task_index: Optional[int], num_workers: Optional[int]) -> Optional[Role]:
@@ -124,3 +164,80 @@ def role_from_flags(hosts: Optional[str], task_index: Optional[int], num_workers
             f"the cluster has {workers} workers" if role else "no cluster is given: start one process per "
             "worker with --cluster HOST:PORT,HOST:PORT --task-index I (or TF_CONFIG)"))
     return role
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(message: Callable[[], str]) -> Iterator[None]:
+    """While active, Ctrl-C or SIGTERM ends the process at once: `medtfod: <message()>` on
+    stderr, exit status 128 + the signal number (130 for Ctrl-C).
+
+    A training worker spends its time inside TensorFlow's C++ (a block of 100 steps, a
+    collective), where Python's own handlers run only when the call returns, which can be
+    minutes. Python's C-level handler still notes the signal at once and writes it to the
+    wakeup fd (`signal.set_wakeup_fd`); a thread reading that fd does the exit (TensorFlow
+    releases the GIL while it runs ops; where it does not, see `default_signals`). There is
+    nothing to tidy up: the chief's checkpoints are whole files, and a restart resumes from
+    the latest.
+    """
+    import signal
+    import socket
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    done, once = threading.Event(), threading.Lock()
+
+    def stop(signum: int) -> None:
+        # The watcher and Python's own handler (when the main thread gets back to Python) may
+        # both get here: one says it and exits.
+        if not once.acquire(blocking=False):
+            threading.Event().wait()
+        print(f"\nmedtfod: {message()}", file=sys.stderr, flush=True)  # after a progress bar's line
+        os._exit(128 + signum)
+
+    def watch() -> None:
+        data = reader.recv(1)
+        if data and not done.is_set():
+            stop(data[0])
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    previous = {s: signal.signal(s, lambda signum, frame: stop(signum)) for s in signals}
+    old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, name="medtfod-interrupt", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        signal.set_wakeup_fd(old_fd)
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        with contextlib.suppress(OSError):
+            writer.send(b"\0")
+        watcher.join(timeout=5)
+        reader.close()
+        writer.close()
+
+
+@contextlib.contextmanager
+def default_signals() -> Iterator[None]:
+    """While active, Ctrl-C and SIGTERM kill the process outright (the system's default action,
+    exit status 130/143 as the shell reports it), without a message.
+
+    For calls into TensorFlow that hold the GIL while they block, such as joining the cluster:
+    no Python code (handler or thread) can run until they return, so a signal must not depend
+    on one. Nothing has been written at that point.
+    """
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)

@@ -63,6 +63,27 @@ def test_known_runner_failures_become_user_errors():
                        "(stopped by --strict; nothing was written) [while running 'convert']")
     assert str(explain_failure("direct", strict)) == ("a.csv:7: no file named 'x.png' under the image folder "
                                                       "(value: 'x.png')\n(stopped by --strict; nothing was written)")
+    # with direct_running_mode=multi_processing the worker's whole traceback is in the text
+    remote = RuntimeError('Traceback (most recent call last):\n  File "problems.py", line 68, in add\n'
+                          '    raise UserError(f"{problem}\\n(stopped by --strict; nothing was written)")\n'
+                          "medtfod.errors.UserError: a.csv:7: no file named 'x.png' under the image folder\n"
+                          "(stopped by --strict; nothing was written) [while running 'convert/FlatMap(process)']\n")
+    assert str(explain_failure("direct", remote)) == ("a.csv:7: no file named 'x.png' under the image folder\n"
+                                                      "(stopped by --strict; nothing was written)")
+    for runner, text, words in [
+        ("prism", 'Unable to parse binary URL "/no/prism". If using a full URL...', "prism_location=/no/prism: no such"),
+        ("flink", 'Unable to parse jar URL "/no/x.jar". If using...', "flink_job_server_jar=/no/x.jar: no such file"),
+        ("direct", "Unable to get filesystem from specified path, please use the correct path or ensure the "
+                   "required dependency is installed, e.g., pip install apache-beam[gcp]. Path specified: gs://b/o",
+         "gs://b/o: Beam has no filesystem for it in this environment; pip install 'apache-beam[gcp]"),
+        ("direct", "exists() operation failed with exceptions {'s3://b/o': AssertionError('Missing boto3 "
+                   "requirement')}", "s3://b/o: Beam has no filesystem for it in this environment; pip install "
+                                     "'apache-beam[aws]"),
+        ("dataflow", "Pipeline has validations errors: \nMissing required option: project.\nMissing required "
+                     "option: region.", "refused the pipeline options: Missing required option: project; Missing "
+                                        "required option: region. Give them with --pipeline-option"),
+    ]:
+        assert words in str(explain_failure(runner, ValueError(text))), (text, explain_failure(runner, ValueError(text)))
     assert explain_failure("direct", ValueError("something else")) is None
 
 
@@ -265,10 +286,34 @@ def test_beam_strict_and_options(beam_path, nih_with_problems, tmp_path):
     assert "no file named" in local.stderr, local.stderr
     assert strict.returncode == 1 and strict.stderr == local.stderr, (strict.stderr, local.stderr)
     assert not os.path.exists(tmp_path / "s")
-    typo = beam_medtfod(beam_path, *nih_args(only_missing, tmp_path / "t", "--runner", "direct",
-                                             "--pipeline-option", "direct_num_worker=2"), check=False)
-    assert typo.returncode == 1 and "did you mean 'direct_num_workers'" in typo.stderr, typo.stderr
-    assert "Traceback" not in typo.stderr
+    # The same message when the problem is met in a worker process, whose whole traceback
+    # Beam passes on; the workers' own logging goes to the log, not the terminal.
+    processes = beam_medtfod(beam_path, *nih_args(only_missing, tmp_path / "s", "--runner", "direct", "--strict",
+                                                  "--pipeline-option", "direct_running_mode=multi_processing",
+                                                  "--pipeline-option", "direct_num_workers=2"), check=False)
+    assert processes.returncode == 1 and processes.stderr == local.stderr, (processes.stderr, local.stderr)
+    assert not os.path.exists(tmp_path / "s")
+    # Options and start-up failures Beam reports with a traceback, or with its usage and exit
+    # status 2, are one line naming the option.
+    for options, words in [
+        (["direct_num_worker=2"], "did you mean 'direct_num_workers'"),
+        (["direct_num_workers=-3"], "direct_num_workers=-3: give 1 or more"),
+        (["direct_running_mode=fast"], "direct_running_mode=fast: expected one of in_memory, multi_threading"),
+        (["prism_location=" + str(tmp_path / "no-prism")], "prism_location=" + str(tmp_path / "no-prism") + ": no such"),
+    ]:
+        runner = "prism" if options[0].startswith("prism") else "direct"
+        flags = [arg for option in options for arg in ("--pipeline-option", option)]
+        failed = beam_medtfod(beam_path, *nih_args(only_missing, tmp_path / "t", "--runner", runner, *flags),
+                              check=False)
+        assert failed.returncode == 1 and words in failed.stderr, failed.stderr
+        assert "Traceback" not in failed.stderr and "usage:" not in failed.stderr, failed.stderr
+        assert "log is in" not in failed.stderr  # nothing in a kept log says more
+    dataflow = beam_medtfod(beam_path, *nih_args(only_missing, tmp_path / "t", "--runner", "dataflow"), check=False)
+    assert dataflow.returncode == 1 and "Missing required option: project" in dataflow.stderr, dataflow.stderr
+    gcs = beam_medtfod(beam_path, *nih_args(only_missing, "gs://bucket/out", "--runner", "direct"), check=False)
+    assert gcs.returncode == 1 and "apache-beam[gcp]" in gcs.stderr, gcs.stderr
+    assert "Traceback" not in dataflow.stderr + gcs.stderr
+    assert not os.path.exists(tmp_path / "t")
 
 
 @pytest.mark.slow

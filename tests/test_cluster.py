@@ -27,7 +27,7 @@ def test_a_chief_job_as_vertex_ai_and_kubeflow_write_it():
     worker = cluster.role_from_env({"TF_CONFIG": json.dumps(dict(spec, task={"type": "worker", "index": 1}))})
     assert (chief.workers, chief.rank, chief.is_chief) == (3, 0, True)
     assert (worker.workers, worker.rank, worker.is_chief) == (3, 2, False)  # worker 0 is not the chief here
-    assert "worker 1 (not the chief; 3 of 3 workers)" == worker.describe()
+    assert "worker 1 (not the chief; 3 workers in all)" == worker.describe()
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -36,6 +36,7 @@ def test_a_chief_job_as_vertex_ai_and_kubeflow_write_it():
     ("10.0.0.1:http", "is not HOST:PORT"),
     ("10.0.0.1:70000", "is not HOST:PORT"),
     ("a:1,b:2,a:1", "a:1 more than once"),
+    ("127.0.0.1:2222,localhost:2222", "the same port on the same machine"),
 ])
 def test_bad_cluster_flags_are_named(text, expected):
     with pytest.raises(UserError, match=expected):
@@ -55,10 +56,27 @@ def test_a_task_index_outside_the_cluster_is_refused():
     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "worker 3 is not in its cluster"),
     ('{"cluster": {"chief": ["a:1", "b:1"]}, "task": {"type": "chief", "index": 0}}', "2 chiefs"),
     ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "master", "index": 0}}', "task type 'master'"),
+    ('{"cluster": {"worker": "a:1,b:1"}, "task": {"type": "worker", "index": 0}}', "give a list of"),
+    ('{"cluster": {"worker": ["a:1"]}}', 'no "task"'),
 ])
 def test_tf_config_problems_say_what_to_change(value, expected):
     with pytest.raises(UserError, match=expected):
         cluster.role_from_env({"TF_CONFIG": value})
+
+
+def test_one_machine_with_the_same_port_elsewhere_is_fine():
+    assert cluster.parse_hosts("127.0.0.1:2222,localhost:2223") == ["127.0.0.1:2222", "localhost:2223"]
+
+
+def test_a_blank_tf_config_means_one_machine_even_to_tensorflow(monkeypatch):
+    # `TF_CONFIG= medtfod train`: TensorFlow's MirroredStrategy parses a set TF_CONFIG as JSON.
+    import os
+    monkeypatch.setenv("TF_CONFIG", " ")
+    cluster.drop_blank_tf_config()
+    assert "TF_CONFIG" not in os.environ
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {}}')
+    cluster.drop_blank_tf_config()
+    assert os.environ["TF_CONFIG"] == '{"cluster": {}}'
 
 
 def _role(tmp_path, *extra):
@@ -173,3 +191,42 @@ def test_a_lost_peer_and_a_missing_peer_are_named():
                "/job:worker/replica:0/task:0. Some timed out task names:\n/job:worker/replica:0/task:2\n"
                "/job:worker/replica:0/task:1")
     assert _peers(barrier, own="worker 0") == ["worker 1", "worker 2"]
+
+
+INTERRUPTED = r"""
+import signal, sys, time
+from medtfod.cluster import exit_on_interrupt
+with exit_on_interrupt(lambda: "stopped here"):
+    # The main thread cannot take the signal (as when it is inside TensorFlow's C++, its
+    # Python handler would wait for the call to return): only the watcher can end the process.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="POSIX signal masks")
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_ends_a_worker_at_once_even_while_python_cannot_run(signame, code):
+    import signal
+    import subprocess
+    import sys
+    import time
+    process = subprocess.Popen([sys.executable, "-c", INTERRUPTED], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "ready\n"
+    sent = time.time()
+    process.send_signal(getattr(signal, signame))
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == code
+    assert time.time() - sent < 10
+    assert err.count("medtfod: stopped here") == 1, err
+
+
+def test_the_signal_handlers_are_restored_afterwards():
+    import signal
+    before = signal.getsignal(signal.SIGINT)
+    with cluster.exit_on_interrupt(lambda: "x"), cluster.default_signals():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.set_wakeup_fd(-1) == -1  # no wakeup fd left behind

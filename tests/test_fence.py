@@ -50,3 +50,18 @@ def test_windows_names_map_inside(tmp_path):
         target = inside(out, name)
         assert os.path.commonpath([target, out]) == out and ".." not in target
     assert inside(out, "sub/a.png") == os.path.join(out, "sub", "a.png")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_staged_outputs_get_the_umask_permissions_not_the_temp_files_private_ones(tmp_path):
+    # mkdtemp/mkstemp create 0700/0600 so that a staged output would be unreadable by the
+    # user's group once renamed into place; the permissions must be those of a plain mkdir/open.
+    import stat
+
+    from medtfod import atomic
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with atomic.staged_directory(str(tmp_path / "out")) as stage:
+        atomic.write_file(os.path.join(stage, "report.json"), "{}")
+    assert stat.S_IMODE(os.stat(tmp_path / "out").st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE(os.stat(tmp_path / "out" / "report.json").st_mode) == 0o666 & ~umask

@@ -96,19 +96,26 @@ def test_a_killed_worker_stops_the_other_with_a_clear_error_in_bounded_time(trai
             time.sleep(0.5)
         assert chief.poll() is None, open(logs[0].name).read()[-3000:]
         time.sleep(5)  # into the first steps
-        worker.send_signal(signal.SIGKILL)
+        # SIGTERM (what Kubernetes sends; TensorFlow's own preemption handler would swallow it)
+        # ends the worker at once, though it is inside TensorFlow's C++ for a block of 100 steps.
+        worker.send_signal(signal.SIGTERM)
         killed = time.time()
+        worker_code = worker.wait(timeout=30)
+        worker_took = time.time() - killed
         code = chief.wait(timeout=180)
         took = time.time() - killed
     finally:
         chief.kill()
         worker.kill()
-    output = open(logs[0].name).read()
+    output, worker_output = open(logs[0].name).read(), open(logs[1].name).read()
+    assert (worker_code, worker_took < 10) == (143, True), (worker_took, worker_output[-3000:])
+    assert "medtfod: interrupted: worker 1 (not the chief" in worker_output
+    assert not [d for d, _, _ in os.walk(model) if "temp_worker" in d]  # worker 1's own, removed
     assert code == 1, output[-3000:]
     assert took < 90, f"the chief took {took:.0f} s to stop"
     assert re.search(r"medtfod: error: multi-worker training stopped: worker 1 stopped answering", output), \
         output[-3000:]
-    assert "Traceback" not in output
+    assert "Traceback" not in output + worker_output
 
 
 def test_a_worker_whose_peers_never_come_gives_up_after_the_cluster_timeout(trained, tmp_path):
@@ -121,3 +128,27 @@ def test_a_worker_whose_peers_never_come_gives_up_after_the_cluster_timeout(trai
     assert time.time() - began < 60
     assert "not every worker joined within 5 s (--cluster-timeout); missing: worker 1" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_ctrl_c_while_waiting_for_the_cluster_stops_at_once(trained, tmp_path):
+    # Joining the cluster blocks inside TensorFlow with the GIL held: Ctrl-C used to wait for
+    # --cluster-timeout and then print a traceback.
+    hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    log = open(tmp_path / "worker0.log", "w+")
+    process = start_worker(trained["config"], str(tmp_path / "model"), hosts, 0, log, "--cluster-timeout", "300")
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and "waiting up to 300 s" not in open(log.name).read():
+            assert process.poll() is None, open(log.name).read()[-3000:]
+            time.sleep(0.2)
+        time.sleep(2)  # inside the wait
+        process.send_signal(signal.SIGINT)
+        sent = time.time()
+        code = process.wait(timeout=60)
+        took = time.time() - sent
+    finally:
+        process.kill()
+    output = open(log.name).read()
+    assert code in (-signal.SIGINT, 128 + signal.SIGINT), output[-3000:]
+    assert took < 10, f"{took:.0f} s"
+    assert "Traceback" not in output

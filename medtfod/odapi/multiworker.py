@@ -28,6 +28,7 @@ import contextlib
 import re
 from typing import Iterator, List, Optional
 
+from ..cluster import default_signals
 from ..errors import UserError
 
 HEARTBEAT_TIMEOUT = 10  # seconds without a heartbeat before a worker counts as dead (TF's default)
@@ -63,7 +64,8 @@ def make_strategy(tf, wait_seconds: int):
     # first collective then waits for them forever.
     context.context().coordination_service.cluster_register_with_barrier = True
     try:
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        with default_signals():  # the wait below holds the GIL: Ctrl-C must not need Python
+            return tf.distribute.MultiWorkerMirroredStrategy()
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.InternalError) as e:
         missing = _peers(str(e), own=f"{resolver.task_type} {resolver.task_id}")
         raise UserError(f"not every worker joined within {wait_seconds} s (--cluster-timeout)"

@@ -69,7 +69,8 @@ def tidy_logging(verbose: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def library_log(final: Optional[str], verbose: bool = False):
+def library_log(final: Optional[str], verbose: bool = False, whose: str = "TensorFlow's and the OD API's",
+                keep_on_user_error: bool = True):
     """Send TensorFlow's, the OD API's and their libraries' own output to a log file for the
     duration of the block; medtfod's own lines and progress bars stay on the terminal.
 
@@ -85,7 +86,8 @@ def library_log(final: Optional[str], verbose: bool = False):
       writing to the terminal through a duplicate of the original descriptor.
     * Text the libraries print to stdout (pycocotools' tables) is sent here by `quiet_stdout`.
 
-    When the block raises, the log file is named on stderr, so a failure can be followed up.
+    When the block raises, the log file is named on stderr, so a failure can be followed up
+    (not for a `UserError` when `keep_on_user_error` is False: its message says it all).
     """
     global _active_log, _live
     import shutil
@@ -123,8 +125,9 @@ def library_log(final: Optional[str], verbose: bool = False):
     failed = False
     try:
         yield path
-    except BaseException:
-        failed = True
+    except BaseException as e:
+        from ..errors import UserError
+        failed = keep_on_user_error or not isinstance(e, UserError)
         raise
     finally:
         _active_log, _live = None, False
@@ -151,7 +154,7 @@ def library_log(final: Optional[str], verbose: bool = False):
         elif not failed:
             os.unlink(path)
         if failed:
-            print(f"medtfod: TensorFlow's and the OD API's log is in {kept}", file=sys.stderr, flush=True)
+            print(f"medtfod: {whose} log is in {kept}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

@@ -267,9 +267,17 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
     tf.config.set_soft_device_placement(True)
     multi = role is not None and role.workers > 1
     if multi:
+        # The batch is checked before the wait for the cluster, which can be long.
+        from .protos import read_pipeline_config
+        devices = max(1, len(tf.config.list_physical_devices("GPU")))
+        multiworker.check_batch(read_pipeline_config(config_path).train_config.batch_size,
+                                role.workers * devices, role.workers)
+        if not quiet:
+            print(f"{role.describe()}: waiting up to {cluster_timeout} s for the other workers to join "
+                  "(--cluster-timeout; Ctrl-C stops)", flush=True)
         strategy = multiworker.make_strategy(tf, cluster_timeout)
         sharded = _multiworker_input(tf, strategy, config_path, role, quiet)
-        desc = f"{desc} (worker {role.rank + 1}/{role.workers})"
+        desc = f"{desc} ({role.task_type} {role.task_index}{', the chief' if role.is_chief else ''})"
     else:
         strategy = tf.compat.v2.distribute.MirroredStrategy()
         sharded = contextlib.nullcontext
@@ -307,6 +315,9 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
             raise _nan_error(stop, config_path, model_dir) from None
         except tf.errors.OpError as error:
             bar.close()
+            if multi and not role.is_chief:  # the OD API removes them only at a normal end
+                for folder in (model_dir, os.path.join(model_dir, "train")):
+                    model_lib_v2.clean_temporary_directories(strategy, model_lib_v2.get_filepath(strategy, folder))
             if multi and isinstance(error, (tf.errors.UnavailableError, tf.errors.CancelledError,
                                             tf.errors.DeadlineExceededError, tf.errors.InternalError)):
                 raise multiworker.lost_worker_error(error, model_dir, _latest_step(model_dir)) from None
