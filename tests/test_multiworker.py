@@ -152,3 +152,24 @@ def test_ctrl_c_while_waiting_for_the_cluster_stops_at_once(trained, tmp_path):
     assert code in (-signal.SIGINT, 128 + signal.SIGINT), output[-3000:]
     assert took < 10, f"{took:.0f} s"
     assert "Traceback" not in output
+
+
+def test_workers_started_with_different_steps_refuse_to_train(trained, tmp_path):
+    # Otherwise the one with fewer steps finishes and the other fails at its next step with
+    # "worker 0 stopped answering", which hides the cause.
+    hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    model = str(tmp_path / "model")
+    logs = [open(tmp_path / f"worker{i}.log", "w+") for i in (0, 1)]
+    workers = [start_worker(trained["config"], model, hosts, i, logs[i], "--steps", str(steps))
+               for i, steps in ((0, 200), (1, 300))]
+    try:
+        codes = [w.wait(timeout=300) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    outputs = [open(log.name).read() for log in logs]
+    assert codes == [1, 1], outputs
+    for output, steps in zip(outputs, (200, 300)):
+        assert f"the workers were started with different settings: --steps {steps} here, 250 on average" in output
+        assert "Traceback" not in output
+    assert saved_step(model) == -1  # no step was trained

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from ..cluster import default_signals
 from ..errors import UserError
@@ -90,6 +90,33 @@ def check_batch(batch_size: int, replicas: int, workers: int) -> None:
                         f"{replicas} replicas ({workers} workers x {per} device(s) each), so it must be a multiple "
                         f"of {replicas}; render the config again with `medtfod config --batch-size {nearest}` "
                         f"(or --set train_config.batch_size={nearest})")
+
+
+def check_agreement(tf, strategy, settings: Dict[str, int], describe: str) -> None:
+    """Refuse to train when the workers were started with different `settings` ({flag: value},
+    e.g. the steps): one collective compares them before the first step.
+
+    Otherwise the worker with fewer steps finishes and leaves, and the others fail at their
+    next step with a lost-worker error that hides the cause. The values are summed, and their
+    squares summed, over all replicas: they are equal everywhere exactly when
+    n * sum(v^2) == sum(v)^2. Every worker sees the same sums, so every worker stops.
+    """
+    names = list(settings)
+    own = tf.constant([float(settings[n]) for n in names], tf.float64)
+
+    @tf.function
+    def sums():
+        context = tf.distribute.get_replica_context()
+        return (context.all_reduce(tf.distribute.ReduceOp.SUM, own),
+                context.all_reduce(tf.distribute.ReduceOp.SUM, own * own))
+
+    total, squares = (strategy.experimental_local_results(x)[0].numpy() for x in strategy.run(sums))
+    count = strategy.num_replicas_in_sync
+    differ = [f"{name} {settings[name]} here, {total[i] / count:g} on average"
+              for i, name in enumerate(names) if count * squares[i] != total[i] ** 2]
+    if differ:
+        raise UserError(f"{describe}: the workers were started with different settings: {'; '.join(differ)}. "
+                        "Start every worker with the same command (and config), apart from --task-index")
 
 
 def train_files(tf, config) -> List[str]:

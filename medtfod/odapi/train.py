@@ -181,22 +181,32 @@ def _nan_error(stop: NonFiniteLoss, config_path: str, model_dir: str) -> UserErr
         f"  - empty TFRecords (no images, or no boxes): check the counts in the dataset's report.json.")
 
 
-def _multiworker_input(tf, strategy, config_path: str, role, quiet: bool):
-    """Check the global batch against the replicas and choose the input sharding; returns
-    a factory of the context to train in (`multiworker.shard_by_example`, or nothing to change)."""
+def _join_cluster(tf, config_path: str, role, wait_seconds: int, quiet: bool, settings: dict):
+    """The MultiWorkerMirroredStrategy of `role`'s cluster, once every worker joined and agreed
+    on `settings` and the config's batch and train files; and a factory of the context to
+    train in (`multiworker.shard_by_example`, or nothing to change)."""
     from .protos import read_pipeline_config
     config = read_pipeline_config(config_path)
-    multiworker.check_batch(config.train_config.batch_size, strategy.num_replicas_in_sync, role.workers)
-    files = multiworker.train_files(tf, config)
-    how = multiworker.sharding(len(files), role.workers)
-    per = config.train_config.batch_size // strategy.num_replicas_in_sync
+    batch, files = config.train_config.batch_size, multiworker.train_files(tf, config)
+    # The batch is checked before the wait for the cluster, which can be long.
+    devices = max(1, len(tf.config.list_physical_devices("GPU")))
+    multiworker.check_batch(batch, role.workers * devices, role.workers)
     if not quiet:
-        print(f"{role.describe()}: global batch {config.train_config.batch_size} = {per} per replica x "
+        print(f"{role.describe()}: waiting up to {wait_seconds} s for the other workers to join "
+              "(--cluster-timeout; Ctrl-C stops)", flush=True)
+    strategy = multiworker.make_strategy(tf, wait_seconds)
+    multiworker.check_batch(batch, strategy.num_replicas_in_sync, role.workers)
+    multiworker.check_agreement(tf, strategy, dict(settings, **{"train_config.batch_size": batch,
+                                                                "train files": len(files)}), role.describe())
+    how = multiworker.sharding(len(files), role.workers)
+    per = batch // strategy.num_replicas_in_sync
+    if not quiet:
+        print(f"{role.describe()}: global batch {batch} = {per} per replica x "
               f"{strategy.num_replicas_in_sync} replicas; input sharded by "
               + (f"file ({len(files)} train files)" if how == "file" else
                  f"example (each worker reads all {len(files)} train file(s) and keeps 1 record in "
                  f"{role.workers}, from record {role.rank + 1})"), flush=True)
-    return contextlib.nullcontext if how == "file" else multiworker.shard_by_example
+    return strategy, contextlib.nullcontext if how == "file" else multiworker.shard_by_example
 
 
 def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpoint_every_n: int = 1000,
@@ -267,16 +277,8 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
     tf.config.set_soft_device_placement(True)
     multi = role is not None and role.workers > 1
     if multi:
-        # The batch is checked before the wait for the cluster, which can be long.
-        from .protos import read_pipeline_config
-        devices = max(1, len(tf.config.list_physical_devices("GPU")))
-        multiworker.check_batch(read_pipeline_config(config_path).train_config.batch_size,
-                                role.workers * devices, role.workers)
-        if not quiet:
-            print(f"{role.describe()}: waiting up to {cluster_timeout} s for the other workers to join "
-                  "(--cluster-timeout; Ctrl-C stops)", flush=True)
-        strategy = multiworker.make_strategy(tf, cluster_timeout)
-        sharded = _multiworker_input(tf, strategy, config_path, role, quiet)
+        strategy, sharded = _join_cluster(tf, config_path, role, cluster_timeout, quiet, {
+            "--steps": final, "--checkpoint-every-n": checkpoint_every_n})
         desc = f"{desc} ({role.task_type} {role.task_index}{', the chief' if role.is_chief else ''})"
     else:
         strategy = tf.compat.v2.distribute.MirroredStrategy()
