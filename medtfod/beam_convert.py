@@ -341,6 +341,31 @@ class _Summary(NamedTuple):
     digest: Optional[str]
 
 
+class _Running:
+    """How many `process` calls are running in this process (their outputs, written by the
+    sink in the same thread, included)."""
+
+    def __init__(self):
+        import threading
+        self.count, self._lock = 0, threading.Lock()
+
+    def __enter__(self):
+        with self._lock:
+            self.count += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self.count -= 1
+
+
+def _cancel_flag():
+    import threading
+    return threading.Event()
+
+
+_CANCELLED, _RUNNING = _cancel_flag(), _Running()
+
+
 def _convert_fn(stage: str, opts, label_map, with_masks: bool, strict: bool):
     """The DoFn body: `convert_image`, VOC XML written to the stage, the example tagged with its
     split, a summary for the driver."""
@@ -352,15 +377,20 @@ def _convert_fn(stage: str, opts, label_map, with_masks: bool, strict: bool):
     import pickle
 
     def process(element):
-        split, item = element
-        done = convert_image(item, opts, label_map, with_masks, strict, read=_read_any)
-        digest = None
-        if done.record is not None:
-            _write_any(f"{stage}/{voc_name(done.record.image_id)}", done.voc)
-            digest = _digest(done.example)
-            yield beam.pvalue.TaggedOutput(split, done.example)
-        summary = _Summary(item.image, Converted(done.record, done.issues), digest)
-        yield base64.b64encode(pickle.dumps(summary, protocol=4)).decode("ascii")
+        # The module itself, not this function's pickled copy of its globals, holds the flag.
+        from medtfod import beam_convert as this
+        if this._CANCELLED.is_set():  # Ctrl-C in this process: write nothing more into the stage
+            return
+        with this._RUNNING:
+            split, item = element
+            done = convert_image(item, opts, label_map, with_masks, strict, read=_read_any)
+            digest = None
+            if done.record is not None:
+                _write_any(f"{stage}/{voc_name(done.record.image_id)}", done.voc)
+                digest = _digest(done.example)
+                yield beam.pvalue.TaggedOutput(split, done.example)
+            summary = _Summary(item.image, Converted(done.record, done.issues), digest)
+            yield base64.b64encode(pickle.dumps(summary, protocol=4)).decode("ascii")
 
     return process
 
@@ -476,6 +506,7 @@ def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, op
     from .plan import plan_conversion
     from .writers import tfrecord
 
+    _CANCELLED.clear()
     beam_runner = _runner(runner)
     beam_options = pipeline_options(runner, options)
     FileSystems.set_options(beam_options)  # s3_region_name= etc. for the files read and written here too
@@ -487,7 +518,7 @@ def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, op
                 os.makedirs(os.path.join(stage, sub))
         work = FileSystems.join(stage, "_work")
         items = [(split, item) for split in plan.by_split for shard in plan.shards(split) for item in shard]
-        with beam.Pipeline(runner=beam_runner, options=beam_options) as pipeline:
+        with _stoppable(), beam.Pipeline(runner=beam_runner, options=beam_options) as pipeline:
             converted = (pipeline
                          | "plan" >> beam.Create(items, reshuffle=True)
                          | "convert" >> beam.FlatMap(_convert_fn(stage, opts, label_map, plan.with_masks,
@@ -502,6 +533,76 @@ def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, op
         report = finish(plan, results, problems, lambda name, data: _write_any(f"{stage}/{name}", data))
         FileSystems.delete([work] if not is_remote(work) else _files_under(work))
     return report
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    """While the pipeline runs here: Ctrl-C first stops what the in-process runner runs, then
+    raises KeyboardInterrupt, so that nothing writes into the stage once it is removed.
+
+    Beam's bundle threads are daemons (they are not joined): `process` checks `_CANCELLED`,
+    and the handler waits for the calls in progress. Its worker processes
+    (direct_running_mode=multi_processing) are not reached by a Ctrl-C sent to this process
+    alone, and Beam's own clean-up would wait for them forever: they are stopped here.
+    """
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(signum, frame):
+        _stop_local_workers()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+
+
+def _stop_local_workers(wait_seconds: float = 10) -> None:
+    import signal
+    import time
+    _CANCELLED.set()
+    children = [pid for pid, command in _descendants(str(os.getpid())) if b"sdk_worker_main" in command]
+    for pid in children:  # SIGKILL: on SIGTERM Beam's harness would finish its bundle first
+        with contextlib.suppress(OSError):
+            os.kill(int(pid), signal.SIGKILL)
+    deadline = time.time() + wait_seconds
+    while (_RUNNING.count or any(_alive(pid) for pid in children)) and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def _descendants(root: str) -> List[tuple]:
+    """(pid, command line) of every process below `root` (Linux /proc; empty elsewhere, where
+    Ctrl-C reaches the whole console group). Beam starts its workers through a shell, so they
+    are grandchildren."""
+    parents, commands = {}, {}
+    for entry in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else ()):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parents[entry] = f.read().rsplit(")", 1)[1].split()[1]
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                commands[entry] = f.read()
+        except (OSError, IndexError):
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        below = [pid for pid, parent in parents.items() if parent in frontier]
+        found.extend(below)
+        frontier = below
+    return [(pid, commands.get(pid, b"")) for pid in found]
+
+
+def _alive(pid: str) -> bool:
+    """A process that exists and has not exited (a zombie waits only for its parent's wait)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _collect(plan, stage: str, work: str, placed_type, tfrecord) -> dict:

@@ -56,9 +56,16 @@ def cmd_convert(args) -> int:
     if args.runner:
         from .beam_convert import convert_table_beam
         # Beam's own output (and its worker processes') goes to a log kept only on failure.
-        with library_log_temp(args, whose="Apache Beam's", keep_on_user_error=False):
-            report = convert_table_beam(table, args.images, args.out, label_map, opts, problems, args.runner,
-                                        beam_options, verbose=args.verbose)
+        try:
+            with library_log_temp(args, whose="Apache Beam's", keep_on_user_error=False):
+                report = convert_table_beam(table, args.images, args.out, label_map, opts, problems, args.runner,
+                                            beam_options, verbose=args.verbose)
+        except KeyboardInterrupt:
+            # The output in progress is already removed and the runner's workers stopped
+            # (beam_convert._stoppable); Beam's daemon threads may still be winding down, and
+            # a normal exit would wait for any it left behind.
+            print("medtfod: interrupted; outputs in progress were discarded", file=sys.stderr, flush=True)
+            os._exit(130)
     else:
         report = convert_table(table, args.images, args.out, label_map, opts, problems, quiet=args.quiet)
     print(summary(report, args.out))

@@ -337,3 +337,51 @@ def test_detect_and_metrics_read_a_beam_dataset(beam_path, trained, tmp_path):
         tables[name] = (sorted((det / "detections.csv").read_text().splitlines()),
                         json.loads((tmp_path / f"metrics-{name}.json").read_text())["ap"])
     assert tables["beam"] == tables["local"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the runner's worker processes in /proc")
+def test_ctrl_c_stops_a_multi_processing_run_and_leaves_nothing(beam_path, tmp_path):
+    """SIGINT to medtfod alone (not its process group, as a terminal's Ctrl-C would) while
+    Beam's worker processes convert: exit 130 at once, no output or staging folder, no worker
+    process left (before: Beam's clean-up waited for its workers forever, and workers in this
+    process wrote VOC files into the removed staging folder, recreating it)."""
+    import signal
+    import time
+    from medtfod import demo_data
+    data = demo_data.generate(str(tmp_path / "src"), num_images=600, size=64, seed=3)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([beam_path, REPO, os.environ.get("PYTHONPATH", "")]))
+
+    def workers():
+        found = []
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if b"sdk_worker_main" in f.read():
+                        found.append(entry)
+            except OSError:
+                pass
+        return set(found)
+
+    before = workers()
+    process = subprocess.Popen([sys.executable, "-m", "medtfod", "convert", "nih", "--bbox-csv", data["bbox_csv"],
+                                "--images", data["images"], "--out", str(out), "-q", "--runner", "direct",
+                                "--pipeline-option", "direct_running_mode=multi_processing",
+                                "--pipeline-option", "direct_num_workers=2"],
+                               env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:  # until the workers write VOC files
+        stages = [p for p in os.listdir(tmp_path) if p.startswith(".out.partial-")]
+        if stages and os.path.isdir(tmp_path / stages[0] / "voc") and os.listdir(tmp_path / stages[0] / "voc"):
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGINT)
+    sent = time.time()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and time.time() - sent < 30, err
+    assert "interrupted; outputs in progress were discarded" in err and "Traceback" not in err, err
+    time.sleep(1)
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+    assert workers() <= before
