@@ -13,7 +13,8 @@ Which example lands in which shard is Beam's choice, so after the pipeline the w
 are scanned (TFRecord framing) and each record is matched to its image by that digest, which
 gives the manifest's `tfrecord` and `offset`. Problems are replayed in the plan's order, so
 report.json is the local path's. With --strict the per-image step raises at the first problem,
-which fails the pipeline; that failure becomes the usual `UserError`.
+which fails the pipeline; that failure becomes the usual `UserError`. What the run does on
+this machine beside the pipeline (its temporary folder, Ctrl-C) is `beam_local`'s.
 
 `apache_beam` is imported only here and only when a pipeline runs (the import takes ~1 s);
 the runner table and the option parsing below need no Beam, so the CLI checks them cheaply.
@@ -341,31 +342,6 @@ class _Summary(NamedTuple):
     digest: Optional[str]
 
 
-class _Running:
-    """How many `process` calls are running in this process (their outputs, written by the
-    sink in the same thread, included)."""
-
-    def __init__(self):
-        import threading
-        self.count, self._lock = 0, threading.Lock()
-
-    def __enter__(self):
-        with self._lock:
-            self.count += 1
-
-    def __exit__(self, *exc):
-        with self._lock:
-            self.count -= 1
-
-
-def _cancel_flag():
-    import threading
-    return threading.Event()
-
-
-_CANCELLED, _RUNNING = _cancel_flag(), _Running()
-
-
 def _convert_fn(stage: str, opts, label_map, with_masks: bool, strict: bool):
     """The DoFn body: `convert_image`, VOC XML written to the stage, the example tagged with its
     split, a summary for the driver."""
@@ -378,10 +354,10 @@ def _convert_fn(stage: str, opts, label_map, with_masks: bool, strict: bool):
 
     def process(element):
         # The module itself, not this function's pickled copy of its globals, holds the flag.
-        from medtfod import beam_convert as this
-        if this._CANCELLED.is_set():  # Ctrl-C in this process: write nothing more into the stage
+        from medtfod import beam_local
+        if beam_local.CANCELLED.is_set():  # Ctrl-C in this process: write nothing more into the stage
             return
-        with this._RUNNING:
+        with beam_local.RUNNING:
             split, item = element
             done = convert_image(item, opts, label_map, with_masks, strict, read=_read_any)
             digest = None
@@ -449,11 +425,10 @@ def convert_table_beam(table, images_dir: str, out_dir: str, label_map, opts, pr
         check_outputs({"--out": out_dir}, local)
     _quiet_logging(verbose)
     beam = import_beam()
+    from .beam_local import own_temp
     try:
-        with _own_temp():
+        with own_temp():
             return _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, options or {})
-    except KeyboardInterrupt:
-        raise
     except SystemExit as e:  # Beam's own option parser, on a value medtfod did not check
         raise UserError(f"--pipeline-option: Beam refused an option value (exit status {e.code}); "
                         "the line above names it") from None
@@ -466,47 +441,17 @@ def convert_table_beam(table, images_dir: str, out_dir: str, label_map, opts, pr
         raise explained from None
 
 
-@contextlib.contextmanager
-def _own_temp() -> Iterator[None]:
-    """Beam's temporary files (its and its worker processes') go to one folder of this run,
-    removed at the end whatever happened (a failing runner leaves its own behind otherwise);
-    its threads' failures go to the log, not the terminal."""
-    import shutil
-    import tempfile
-    import logging
-    import threading
-    folder = tempfile.mkdtemp(prefix="medtfod-beam-")
-    saved_dir, saved_env = tempfile.tempdir, {k: os.environ.get(k) for k in ("TMPDIR", "TEMP", "TMP")}
-    tempfile.tempdir = folder
-    os.environ.update(TMPDIR=folder, TEMP=folder, TMP=folder)
-    # Beam's threads fail loudly when the run stops (Ctrl-C, a worker's error): to the log.
-    saved_hook = threading.excepthook
-    threading.excepthook = lambda hook: logging.getLogger("medtfod.beam").warning(
-        "thread %s failed", hook.thread.name if hook.thread else "?",
-        exc_info=(hook.exc_type, hook.exc_value, hook.exc_traceback))
-    try:
-        yield
-    finally:
-        threading.excepthook = saved_hook
-        tempfile.tempdir = saved_dir
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, options) -> dict:
     """`convert_table_beam`'s work, once Beam is imported."""
     from apache_beam.io.filesystems import FileSystems
 
     from . import atomic
+    from .beam_local import CANCELLED, stoppable
     from .convert import Placed, finish
     from .plan import plan_conversion
     from .writers import tfrecord
 
-    _CANCELLED.clear()
+    CANCELLED.clear()
     beam_runner = _runner(runner)
     beam_options = pipeline_options(runner, options)
     FileSystems.set_options(beam_options)  # s3_region_name= etc. for the files read and written here too
@@ -518,7 +463,7 @@ def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, op
                 os.makedirs(os.path.join(stage, sub))
         work = FileSystems.join(stage, "_work")
         items = [(split, item) for split in plan.by_split for shard in plan.shards(split) for item in shard]
-        with _stoppable(), beam.Pipeline(runner=beam_runner, options=beam_options) as pipeline:
+        with stoppable(), beam.Pipeline(runner=beam_runner, options=beam_options) as pipeline:
             converted = (pipeline
                          | "plan" >> beam.Create(items, reshuffle=True)
                          | "convert" >> beam.FlatMap(_convert_fn(stage, opts, label_map, plan.with_masks,
@@ -533,76 +478,6 @@ def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, op
         report = finish(plan, results, problems, lambda name, data: _write_any(f"{stage}/{name}", data))
         FileSystems.delete([work] if not is_remote(work) else _files_under(work))
     return report
-
-
-@contextlib.contextmanager
-def _stoppable() -> Iterator[None]:
-    """While the pipeline runs here: Ctrl-C first stops what the in-process runner runs, then
-    raises KeyboardInterrupt, so that nothing writes into the stage once it is removed.
-
-    Beam's bundle threads are daemons (they are not joined): `process` checks `_CANCELLED`,
-    and the handler waits for the calls in progress. Its worker processes
-    (direct_running_mode=multi_processing) are not reached by a Ctrl-C sent to this process
-    alone, and Beam's own clean-up would wait for them forever: they are stopped here.
-    """
-    import signal
-    import threading
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupted(signum, frame):
-        _stop_local_workers()
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, interrupted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
-
-
-def _stop_local_workers(wait_seconds: float = 10) -> None:
-    import signal
-    import time
-    _CANCELLED.set()
-    children = [pid for pid, command in _descendants(str(os.getpid())) if b"sdk_worker_main" in command]
-    for pid in children:  # SIGKILL: on SIGTERM Beam's harness would finish its bundle first
-        with contextlib.suppress(OSError):
-            os.kill(int(pid), signal.SIGKILL)
-    deadline = time.time() + wait_seconds
-    while (_RUNNING.count or any(_alive(pid) for pid in children)) and time.time() < deadline:
-        time.sleep(0.02)
-
-
-def _descendants(root: str) -> List[tuple]:
-    """(pid, command line) of every process below `root` (Linux /proc; empty elsewhere, where
-    Ctrl-C reaches the whole console group). Beam starts its workers through a shell, so they
-    are grandchildren."""
-    parents, commands = {}, {}
-    for entry in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else ()):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                parents[entry] = f.read().rsplit(")", 1)[1].split()[1]
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                commands[entry] = f.read()
-        except (OSError, IndexError):
-            continue
-    found, frontier = [], [root]
-    while frontier:
-        below = [pid for pid, parent in parents.items() if parent in frontier]
-        found.extend(below)
-        frontier = below
-    return [(pid, commands.get(pid, b"")) for pid in found]
-
-
-def _alive(pid: str) -> bool:
-    """A process that exists and has not exited (a zombie waits only for its parent's wait)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 def _collect(plan, stage: str, work: str, placed_type, tfrecord) -> dict:
