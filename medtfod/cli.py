@@ -9,12 +9,13 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import sys
 from typing import List, Optional
 
 from . import __version__
 from .errors import UserError
+
+INTERRUPTED = "medtfod: interrupted; outputs in progress were discarded"
 
 
 def _library_log(folder: str, args):
@@ -62,9 +63,9 @@ def cmd_convert(args) -> int:
                                             beam_options, verbose=args.verbose)
         except KeyboardInterrupt:
             # The output in progress is already removed and the runner's workers stopped
-            # (beam_convert._stoppable); Beam's daemon threads may still be winding down, and
+            # (beam_local.stoppable); Beam's daemon threads may still be winding down, and
             # a normal exit would wait for any it left behind.
-            print("medtfod: interrupted; outputs in progress were discarded", file=sys.stderr, flush=True)
+            print(INTERRUPTED, file=sys.stderr, flush=True)
             os._exit(130)
     else:
         report = convert_table(table, args.images, args.out, label_map, opts, problems, quiet=args.quiet)
@@ -129,9 +130,8 @@ def cmd_train(args) -> int:
     multi = role is not None and role.workers > 1
 
     def interrupted() -> str:
-        if not role.is_chief:  # the OD API's temporary folders for this worker, as a normal end removes them
-            for folder in (args.model_dir, os.path.join(args.model_dir, "train")):
-                shutil.rmtree(os.path.join(folder, f"temp_worker_{role.task_index:03d}"), ignore_errors=True)
+        from .odapi.multiworker import remove_worker_dirs
+        remove_worker_dirs(args.model_dir, role)
         return (f"interrupted: {role.describe()}; the other workers stop within about 10 s. Start every worker "
                 "again with the same command to resume from the chief's latest checkpoint in " + args.model_dir)
     try:
@@ -610,7 +610,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"medtfod: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("medtfod: interrupted; outputs in progress were discarded", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
 
 

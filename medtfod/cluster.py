@@ -212,8 +212,7 @@ def exit_on_interrupt(message: Callable[[], str]) -> Iterator[None]:
     finally:
         done.set()
         signal.set_wakeup_fd(old_fd)
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        _restore(previous)
         with contextlib.suppress(OSError):
             writer.send(b"\0")
         watcher.join(timeout=5)
@@ -239,5 +238,12 @@ def default_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        _restore(previous)
+
+
+def _restore(previous: dict) -> None:
+    """Put back the handlers `signal.signal` returned (None: one set outside Python, which
+    cannot be put back; the system default instead)."""
+    import signal
+    for signum, handler in previous.items():
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)

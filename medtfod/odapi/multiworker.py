@@ -119,6 +119,20 @@ def check_agreement(tf, strategy, settings: Dict[str, int], describe: str) -> No
                         "Start every worker with the same command (and config), apart from --task-index")
 
 
+def remove_worker_dirs(model_dir: str, role) -> None:
+    """Remove a non-chief worker's copies in MODEL_DIR and MODEL_DIR/train, named as
+    `model_lib_v2.get_filepath` names them; the OD API removes them itself only when training
+    ends normally. Nothing for the chief, whose folders they are."""
+    if role.is_chief:
+        return
+    import tensorflow as tf  # loaded already: only a training worker gets here
+    for folder in (model_dir, f"{model_dir.rstrip('/')}/train"):
+        path = f"{folder}/temp_worker_{role.task_index:03d}"
+        with contextlib.suppress(tf.errors.OpError):
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+
+
 def train_files(tf, config) -> List[str]:
     """The train TFRecord files the config's input paths match (globs expanded)."""
     paths = config.train_input_reader.tf_record_input_reader.input_path

@@ -317,9 +317,8 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
             raise _nan_error(stop, config_path, model_dir) from None
         except tf.errors.OpError as error:
             bar.close()
-            if multi and not role.is_chief:  # the OD API removes them only at a normal end
-                for folder in (model_dir, os.path.join(model_dir, "train")):
-                    model_lib_v2.clean_temporary_directories(strategy, model_lib_v2.get_filepath(strategy, folder))
+            if multi:
+                multiworker.remove_worker_dirs(model_dir, role)
             if multi and isinstance(error, (tf.errors.UnavailableError, tf.errors.CancelledError,
                                             tf.errors.DeadlineExceededError, tf.errors.InternalError)):
                 raise multiworker.lost_worker_error(error, model_dir, _latest_step(model_dir)) from None
