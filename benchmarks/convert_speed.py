@@ -38,7 +38,7 @@ def _make(job):
     folder, index, size, seed = job
     import numpy as np
     from PIL import Image
-    from medtfod import demo_data
+    from medtfod.data import demo_data
     rng = np.random.default_rng(seed + index)
     small, lesions = demo_data.render_image(256, rng, int(rng.integers(0, 3)))  # rendered small ...
     image = Image.fromarray(small, mode="L").resize((size, size), Image.BICUBIC)  # ... then enlarged
@@ -126,11 +126,11 @@ def tutorial(folder: str, out: str) -> None:
 
 
 def medtfod_convert(folder: str, out: str, workers: int) -> dict:
-    from medtfod.convert import ConvertOptions
-    from medtfod.labelmap import LabelMap
-    from medtfod.sources import SOURCES
-    from medtfod.convert import convert_table
-    from medtfod.problems import Problems
+    from medtfod.data.convert import ConvertOptions
+    from medtfod.core.labelmap import LabelMap
+    from medtfod.data.sources import SOURCES
+    from medtfod.data.convert import convert_table
+    from medtfod.core.problems import Problems
     from types import SimpleNamespace
     problems = Problems()
     args = SimpleNamespace(bbox_csv=os.path.join(folder, "BBox_List_2017.csv"), images=os.path.join(folder, "images"))
@@ -142,11 +142,11 @@ def medtfod_convert(folder: str, out: str, workers: int) -> dict:
 def beam_convert(folder: str, out: str, workers: int) -> dict:
     from types import SimpleNamespace
 
-    from medtfod.beam_convert import convert_table_beam
-    from medtfod.convert import ConvertOptions
-    from medtfod.labelmap import LabelMap
-    from medtfod.problems import Problems
-    from medtfod.sources import SOURCES
+    from medtfod.data.beam.convert import convert_table_beam
+    from medtfod.data.convert import ConvertOptions
+    from medtfod.core.labelmap import LabelMap
+    from medtfod.core.problems import Problems
+    from medtfod.data.sources import SOURCES
     problems = Problems()
     args = SimpleNamespace(bbox_csv=os.path.join(folder, "BBox_List_2017.csv"), images=os.path.join(folder, "images"))
     table = SOURCES["nih"].read(args, problems)

@@ -31,11 +31,11 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=300)
     args = parser.parse_args()
 
-    from medtfod import demo_data, manifest
+    from medtfod.data import demo_data, manifest
     from medtfod.cli import main as cli
     from medtfod.demo import DEMO_OVERRIDES, DEMO_TRAINING, MODEL
-    from medtfod.detect import detect
-    from medtfod.metrics import evaluate_all, read_detections_csv, read_ground_truth
+    from medtfod.inference.detect import detect
+    from medtfod.evaluation.metrics import evaluate_all, read_detections_csv, read_ground_truth
 
     root = os.path.join(BENCH, f"{args.images}img_{args.folds}folds_{args.steps}steps")
     data_dir, cv_dir = os.path.join(root, "data"), os.path.join(root, "cv")

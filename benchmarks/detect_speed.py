@@ -32,7 +32,7 @@ BENCH = os.path.join(ROOT, ".medtfod-bench")
 
 
 def model_and_images(count: int, size: int) -> tuple:
-    from medtfod import demo_data
+    from medtfod.data import demo_data
     from medtfod.cli import main
     from medtfod.demo import DEMO_OVERRIDES
     root = os.path.join(BENCH, f"detect_{count}_{size}")
@@ -94,7 +94,7 @@ def main() -> int:
     exported, batched, images = model_and_images(args.images, args.size)
     import numpy as np
     from PIL import Image
-    from medtfod.detect import detect, list_images
+    from medtfod.inference.detect import detect, list_images
     from medtfod.odapi.runtime import import_tensorflow
     tf = import_tensorflow(verbose=False)
     names = list_images(images)

@@ -76,7 +76,7 @@ GOAL = 1.03
 
 def dataset_and_config(images: int, size: int, steps: int) -> str:
     """Path of a pipeline config for `steps` steps on a cached synthetic data set."""
-    from medtfod import demo_data
+    from medtfod.data import demo_data
     from medtfod.cli import main
     root = os.path.join(BENCH, f"nih_{images}_{size}")
     data = os.path.join(root, "data")

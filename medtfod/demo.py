@@ -45,14 +45,14 @@ def _stage(name: str):
 def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: int = 256,
              quiet: bool = False, seed: int = 0, verbose: bool = False) -> dict:
     """Run every stage; returns {'metrics': ..., 'detections': dir, 'timings': {...}}."""
-    from . import config as config_mod
-    from . import demo_data
-    from .convert import ConvertOptions, summary
-    from .detect import detect
+    from .training import config as config_mod
+    from .data import demo_data
+    from .data.convert import ConvertOptions, summary
+    from .inference.detect import detect
     from .odapi.evaluate import evaluate
     from .odapi.export import export
     from .odapi.train import train
-    from .selection import read_best, read_history
+    from .training.selection import read_best, read_history
 
     ws = os.path.abspath(workspace)
     for sub in ("annotations", "images", "models", "pre-trained-models", "exported-models"):
@@ -71,7 +71,7 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
 
     t = _stage("2/7 convert")
     dataset = os.path.join(ws, "annotations", "dataset")
-    from .sources import convert
+    from .data.sources import convert
     report = convert("nih", images_all, dataset, label_map=generated["label_map"],
                      opts=ConvertOptions(seed=seed), quiet=quiet,
                      bbox_csv=generated["bbox_csv"], data_entry=generated["data_entry"])
@@ -122,7 +122,7 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
     timings["detect"] = time.time() - t
 
     t = _stage("7/7 report")
-    from .report import build_report
+    from .evaluation.report import build_report
     report_path = os.path.join(ws, "report.html")
     built = build_report(exported, dataset, "val", report_path, model_dir=model_dir, quiet=quiet,
                          min_score=DEMO_MIN_SCORE)

@@ -18,7 +18,7 @@ def _version(name: str) -> str:
 
 def _annotate_checks(out) -> None:
     """labelImg for `medtfod annotate` (optional: reported, never a failure of the installation)."""
-    from .annotate import display_problem, labelimg_version, missing_qt_libraries
+    from .review.annotate import display_problem, labelimg_version, missing_qt_libraries
     version = labelimg_version()
     if version is None:
         print(f"{'labelImg (annotate)':<26} not installed (optional: scripts/bootstrap.py install --annotate)", file=out)
@@ -40,7 +40,7 @@ def doctor(out=sys.stdout) -> int:
         print(f"{name:<26} {version}", file=out)
     healthy = True
     try:
-        from .board import import_tensorboard
+        from .training.board import import_tensorboard
         import_tensorboard()
         print(f"{'TensorBoard import':<26} ok", file=out)
     except Exception as e:  # noqa: BLE001 - reported, and the rest of the checks still run

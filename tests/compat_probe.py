@@ -22,10 +22,10 @@ def check_inputs_import():        # needs estimator
 def check_decode():               # needs slim_control_flow
     import tensorflow as tf
     from object_detection.data_decoders import tf_example_decoder
-    from medtfod.annotations import ImageRecord, Object
-    from medtfod.boxes import Box
-    from medtfod.labelmap import LabelMap
-    from medtfod.writers.tfrecord import example_bytes
+    from medtfod.core.annotations import ImageRecord, Object
+    from medtfod.core.boxes import Box
+    from medtfod.core.labelmap import LabelMap
+    from medtfod.data.writers.tfrecord import example_bytes
     import io
     from PIL import Image
     buf = io.BytesIO()

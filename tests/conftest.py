@@ -22,7 +22,7 @@ def shared_data():
 @pytest.fixture(scope="session")
 def tiny_nih(tmp_path_factory):
     """24 synthetic 64-px images with NIH-format tables (read-only: copy before changing)."""
-    from medtfod import demo_data
+    from medtfod.data import demo_data
     root = tmp_path_factory.mktemp("tiny_nih")
     return demo_data.generate(str(root), num_images=24, size=64, seed=3)
 
@@ -126,7 +126,7 @@ def train_killed_and_resumed(config, model_dir, steps, every, log_path, timeout=
     import sys
     import time
 
-    from medtfod.errors import UserError
+    from medtfod.core.errors import UserError
 
     command = [sys.executable, "-m", "medtfod", "train", "--config", config, "--model-dir", model_dir,
                "--steps", str(steps), "--checkpoint-every-n", str(every), "-v", *extra]  # -v: the OD API's lines
@@ -226,7 +226,7 @@ def trained(tmp_path_factory):
     into its declared outputs, and the source tables and images (like every other file) stay
     byte-identical. Returns a dict of paths: dataset, model, config, exported, detections,
     images (read-only: tests copy what they change)."""
-    from medtfod import demo_data
+    from medtfod.data import demo_data
     from medtfod.demo import DEMO_OVERRIDES
 
     root = str(tmp_path_factory.mktemp("e2e"))

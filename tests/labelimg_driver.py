@@ -25,7 +25,7 @@ from PyQt5.QtGui import QColor, QCursor, QImage, QMouseEvent, QWheelEvent  # noq
 from PyQt5.QtTest import QTest  # noqa: E402
 from PyQt5.QtWidgets import QApplication  # noqa: E402
 
-from medtfod import labelimg  # noqa: E402
+from medtfod.review import labelimg  # noqa: E402
 
 if PATCH:
     labelimg.apply()
@@ -184,9 +184,9 @@ def s_draw_and_save():
 def s_loop():
     """medtfod's additions: images in the caller's order, pre-annotations shown from the
     predicted folder (never written to), saved to the save folder only when verified."""
-    from medtfod.boxes import Box
-    from medtfod.annotations import ImageRecord, Object
-    from medtfod.writers.voc import voc_xml
+    from medtfod.core.boxes import Box
+    from medtfod.core.annotations import ImageRecord, Object
+    from medtfod.data.writers.voc import voc_xml
     record = ImageRecord("img_2.png", os.path.join(IMG_DIR, "img_2.png"), 400, 300, 3, "png", "",
                          [Object("Nodule", Box(10, 10, 100, 120)), Object("Mass", Box(120, 150, 200, 290))])
     with open(os.path.join(PREDICTED, "img_2.xml"), "wb") as f:

@@ -12,11 +12,11 @@ import time
 import pytest
 from PIL import Image
 
-from medtfod import annotate as annotate_module
-from medtfod import preannotate
-from medtfod.annotations import Detection
-from medtfod.boxes import Box
-from medtfod.labelmap import LabelMap
+from medtfod.review import annotate as annotate_module
+from medtfod.inference import preannotate
+from medtfod.core.annotations import Detection
+from medtfod.core.boxes import Box
+from medtfod.core.labelmap import LabelMap
 
 from conftest import medtfod
 

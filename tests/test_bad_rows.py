@@ -129,7 +129,7 @@ def test_strict_stops_at_the_first_problem(workers, tmp_path, capsys, monkeypatc
     """--strict stops at the first bad image, with one process or several, not after every
     shard is written. Every image looked at is logged to a file (worker processes are forked
     with the patched function), and far fewer than all 80 must have been."""
-    from medtfod import convert
+    from medtfod.data import convert
     seen = tmp_path / "seen.txt"
     original = convert._build_record  # noqa: SLF001
 

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import REPO
 from medtfod.cli import main
-from medtfod.errors import UserError
+from medtfod.core.errors import UserError
 
 REQ = os.path.join(REPO, "requirements")
 NETWORK = re.compile(r"NewConnectionError|Max retries|Temporary failure in name resolution|Name or service not known|"
@@ -29,7 +29,7 @@ NETWORK = re.compile(r"NewConnectionError|Max retries|Temporary failure in name 
 # --- fast: no Beam needed ------------------------------------------------------------------------
 
 def test_pipeline_options_are_checked_for_form():
-    from medtfod.beam_convert import parse_pipeline_options
+    from medtfod.data.beam.convert import parse_pipeline_options
     assert parse_pipeline_options(["project=p", "temp_location=gs://b/t", "--region=europe-west4", "x="]) == {
         "project": "p", "temp_location": "gs://b/t", "region": "europe-west4", "x": ""}
     assert parse_pipeline_options(None) == {}
@@ -43,7 +43,7 @@ def test_pipeline_options_are_checked_for_form():
 
 def test_runner_names_map_to_beam_runners():
     """`direct` is the in-process FnApiRunner (Beam's DirectRunner would first try to download Prism)."""
-    from medtfod.beam_convert import RUNNERS
+    from medtfod.data.beam.convert import RUNNERS
     assert {name: r.name for name, r in RUNNERS.items()} == {
         "direct": "FnApiRunner", "prism": "PrismRunner", "flink": "FlinkRunner", "spark": "SparkRunner",
         "dataflow": "DataflowRunner"}
@@ -51,7 +51,7 @@ def test_runner_names_map_to_beam_runners():
 
 
 def test_known_runner_failures_become_user_errors():
-    from medtfod.beam_convert import explain_failure
+    from medtfod.data.beam.convert import explain_failure
     prism = RuntimeError("Unable to fetch remote prism binary at https://github.com/apache/beam/releases/"
                          "download/v2.77.0/apache_beam-v2.77.0-prism-linux-amd64.zip: <urlopen error>")
     assert "prism_location=PATH" in str(explain_failure("prism", prism))
@@ -66,7 +66,7 @@ def test_known_runner_failures_become_user_errors():
     # with direct_running_mode=multi_processing the worker's whole traceback is in the text
     remote = RuntimeError('Traceback (most recent call last):\n  File "problems.py", line 68, in add\n'
                           '    raise UserError(f"{problem}\\n(stopped by --strict; nothing was written)")\n'
-                          "medtfod.errors.UserError: a.csv:7: no file named 'x.png' under the image folder\n"
+                          "medtfod.core.errors.UserError: a.csv:7: no file named 'x.png' under the image folder\n"
                           "(stopped by --strict; nothing was written) [while running 'convert/FlatMap(process)']\n")
     assert str(explain_failure("direct", remote)) == ("a.csv:7: no file named 'x.png' under the image folder\n"
                                                       "(stopped by --strict; nothing was written)")
@@ -212,8 +212,8 @@ def files(folder):
 def assert_same_dataset(local, beam):
     """Same files; byte-identical except the TFRecords (same examples as a set) and the
     manifest's shard/offset fields, which must point at each image's own record."""
-    from medtfod.manifest import load
-    from medtfod.readers.tfrecord import bytes_feature, read_record
+    from medtfod.data.manifest import load
+    from medtfod.data.readers.tfrecord import bytes_feature, read_record
     assert files(local) == files(beam)
     for name in files(local):
         if name.startswith("tfrecords") or name == "dataset.json":
@@ -234,7 +234,7 @@ def assert_same_dataset(local, beam):
 @pytest.fixture(scope="session")
 def nih_with_problems(tmp_path_factory):
     """40 NIH demo images (negatives included) plus a bad row and a missing image."""
-    from medtfod import demo_data
+    from medtfod.data import demo_data
     root = tmp_path_factory.mktemp("beam_nih")
     data = demo_data.generate(str(root), num_images=40, size=64, seed=11)
     with open(data["bbox_csv"], "a", encoding="utf-8") as f:
@@ -348,7 +348,7 @@ def test_ctrl_c_stops_a_multi_processing_run_and_leaves_nothing(beam_path, tmp_p
     process wrote VOC files into the removed staging folder, recreating it)."""
     import signal
     import time
-    from medtfod import demo_data
+    from medtfod.data import demo_data
     data = demo_data.generate(str(tmp_path / "src"), num_images=600, size=64, seed=3)
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([beam_path, REPO, os.environ.get("PYTHONPATH", "")]))

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from medtfod.boxes import Box
+from medtfod.core.boxes import Box
 
 
 def test_xywh_round_trip():

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from medtfod.annotations import Detection as Det
-from medtfod.boxes import Box
-from medtfod.calibrate import OPERATING_POINT, choose_threshold, read_operating_point
+from medtfod.core.annotations import Detection as Det
+from medtfod.core.boxes import Box
+from medtfod.evaluation.calibrate import OPERATING_POINT, choose_threshold, read_operating_point
 from medtfod.cli import main
-from medtfod.detect import DEFAULT_MIN_SCORE, resolve_min_score
-from medtfod.errors import UserError
+from medtfod.inference.detect import DEFAULT_MIN_SCORE, resolve_min_score
+from medtfod.core.errors import UserError
 
 A, B = Box(10, 10, 50, 50), Box(100, 100, 140, 140)
 FAR = Box(300, 300, 340, 340)
@@ -60,7 +60,7 @@ def export_dir(tmp_path):
 
 
 def test_calibrate_command_stores_the_point_and_detect_uses_it(tiny_dataset, export_dir, tmp_path, capsys):
-    from medtfod.metrics import read_ground_truth
+    from medtfod.evaluation.metrics import read_ground_truth
     gt = read_ground_truth(tiny_dataset, "val")
     # detections of the val split: every GT box found once at a score that falls with the image's order
     names = sorted(gt)

@@ -9,14 +9,14 @@ from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from medtfod.annotations import ImageRecord, Object
-from medtfod.boxes import Box
-from medtfod.errors import UserError
-from medtfod.labelmap import LabelMap
-from medtfod.masks import Mask
-from medtfod.problems import Problems
-from medtfod.readers.coco import compressed_runs, read_coco
-from medtfod.writers.coco import coco_json
+from medtfod.core.annotations import ImageRecord, Object
+from medtfod.core.boxes import Box
+from medtfod.core.errors import UserError
+from medtfod.core.labelmap import LabelMap
+from medtfod.core.masks import Mask
+from medtfod.core.problems import Problems
+from medtfod.data.readers.coco import compressed_runs, read_coco
+from medtfod.data.writers.coco import coco_json
 
 from conftest import write
 

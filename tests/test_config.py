@@ -2,8 +2,8 @@
 import pytest
 
 from medtfod.cli import main
-from medtfod.config import render
-from medtfod.errors import UserError
+from medtfod.training.config import render
+from medtfod.core.errors import UserError
 from medtfod.odapi import protos
 
 

@@ -144,7 +144,7 @@ def test_real_nih_sample(shared_data, tmp_path):
 
 def test_parallel_equals_serial(tmp_path):
     """Shards written by a process pool are byte-identical to a single-process run."""
-    from medtfod import demo_data
+    from medtfod.data import demo_data
     data = demo_data.generate(str(tmp_path / "src"), num_images=48, size=48, seed=11)
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(convert_args(data, a, "--workers", "1", "--shard-size", "10")) == 0

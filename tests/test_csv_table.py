@@ -2,9 +2,9 @@ import os
 
 import pytest
 
-from medtfod.errors import UserError
-from medtfod.problems import Problems
-from medtfod.readers.csv_table import parse_columns, read_csv_table
+from medtfod.core.errors import UserError
+from medtfod.core.problems import Problems
+from medtfod.data.readers.csv_table import parse_columns, read_csv_table
 
 from conftest import write
 

@@ -15,7 +15,7 @@ from conftest import medtfod, medtfod_script
 @pytest.mark.slow
 @pytest.mark.tf
 def test_cv_is_killed_in_the_second_fold_and_resumes_without_retraining_the_first(tmp_path):
-    from medtfod import demo_data
+    from medtfod.data import demo_data
     from medtfod.demo import DEMO_OVERRIDES
     data = demo_data.generate(str(tmp_path / "source"), num_images=40, size=128, seed=5)
     dataset, out = tmp_path / "data", tmp_path / "cv"

@@ -5,10 +5,10 @@ import struct
 
 import pytest
 
-from medtfod.errors import UserError
-from medtfod.masks import Mask
-from medtfod.problems import Problems
-from medtfod.readers.ddti import read_ddti
+from medtfod.core.errors import UserError
+from medtfod.core.masks import Mask
+from medtfod.core.problems import Problems
+from medtfod.data.readers.ddti import read_ddti
 
 from conftest import write
 
@@ -220,8 +220,8 @@ def read_examples(path):
 
 
 def test_real_convert(shared_data, tmp_path):
-    from medtfod.convert import ConvertOptions, convert_table
-    from medtfod.labelmap import LabelMap
+    from medtfod.data.convert import ConvertOptions, convert_table
+    from medtfod.core.labelmap import LabelMap
 
     base = os.path.join(shared_data, "thyroid_ddti")
     problems = Problems()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medtfod.detect import detect, model_input
-from medtfod.errors import UserError
+from medtfod.inference.detect import detect, model_input
+from medtfod.core.errors import UserError
 
 pytestmark = pytest.mark.tf
 

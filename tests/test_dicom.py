@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medtfod.dicom import dicom_to_png
-from medtfod.images import ImageError
+from medtfod.core.dicom import dicom_to_png
+from medtfod.core.images import ImageError
 
 pydicom = pytest.importorskip("pydicom")
 

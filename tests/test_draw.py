@@ -1,9 +1,9 @@
 import numpy as np
 from PIL import Image
 
-from medtfod.annotations import Detection
-from medtfod.boxes import Box
-from medtfod.draw import colour, draw_boxes
+from medtfod.core.annotations import Detection
+from medtfod.core.boxes import Box
+from medtfod.inference.draw import colour, draw_boxes
 
 IDS = {"Mass": 1, "Nodule": 2}
 
@@ -28,8 +28,8 @@ def test_most_confident_box_is_on_top():
 
 def test_box_mask_pasted_onto_the_image():
     import numpy as np
-    from medtfod.boxes import Box
-    from medtfod.masks import paste_box_mask
+    from medtfod.core.boxes import Box
+    from medtfod.core.masks import paste_box_mask
     mask = np.zeros((4, 4), np.float32)
     mask[:, :2] = 1.0  # the box's left half
     bitmap = paste_box_mask(mask, Box(10, 20, 30, 60), 50, 80)

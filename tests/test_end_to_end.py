@@ -116,7 +116,7 @@ def test_calibrate_then_detect_uses_the_operating_point(run, tmp_path, capsys):
     off the model's own curve (a point halfway down it), which any model can meet."""
     import shutil
 
-    from medtfod.metrics import froc_curve, read_detections_csv, read_ground_truth
+    from medtfod.evaluation.metrics import froc_curve, read_detections_csv, read_ground_truth
     gt = read_ground_truth(run["dataset"], "val")
     every = tmp_path / "every"
     assert main(["detect", "--model", run["exported"], "--dataset", run["dataset"], "--split", "val",
@@ -194,7 +194,7 @@ def test_fine_tune_from_a_zoo_style_checkpoint(run, tmp_path):
     the OD API's own fine-tune path, and check the restored weights equal the checkpoint's."""
     import tarfile
 
-    from medtfod import pretrained
+    from medtfod.training import pretrained
     from medtfod.odapi.runtime import import_tensorflow
     tf = import_tensorflow(verbose=False)
     from object_detection import inputs, model_lib_v2

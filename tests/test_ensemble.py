@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medtfod import ensemble
-from medtfod.errors import UserError
-from medtfod.labelmap import LabelMap
+from medtfod.inference import ensemble
+from medtfod.core.errors import UserError
+from medtfod.core.labelmap import LabelMap
 
 
 def result(boxes, scores, classes):
@@ -104,7 +104,7 @@ def boxes_of(path):
 
 @pytest.mark.tf
 def test_detect_with_flip_tta_and_a_two_model_ensemble(stand_ins, tmp_path):
-    from medtfod.detect import detect
+    from medtfod.inference.detect import detect
     detect(stand_ins["exact"], stand_ins["images"], str(tmp_path / "plain"), min_score=0.1, quiet=True, draw=False)
     detect(stand_ins["exact"], stand_ins["images"], str(tmp_path / "tta"), min_score=0.1, quiet=True, draw=False,
            tta=["hflip"])
@@ -122,7 +122,7 @@ def test_detect_with_flip_tta_and_a_two_model_ensemble(stand_ins, tmp_path):
 
 @pytest.mark.tf
 def test_draw_format_jpg_and_colliding_drawn_names(stand_ins, tmp_path):
-    from medtfod.detect import detect
+    from medtfod.inference.detect import detect
     detect(stand_ins["exact"], stand_ins["images"], str(tmp_path / "jpg"), min_score=0.1, quiet=True,
            draw_format="jpg")
     for name in ("symmetric.jpg", "left.jpg"):

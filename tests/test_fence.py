@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from medtfod.errors import UserError
-from medtfod.fence import check_outputs, inside, safe_names
+from medtfod.core.errors import UserError
+from medtfod.core.fence import check_outputs, inside, safe_names
 
 
 def test_output_folder_may_not_be_contain_or_sit_in_an_input_folder(tmp_path, monkeypatch):
@@ -58,7 +58,7 @@ def test_staged_outputs_get_the_umask_permissions_not_the_temp_files_private_one
     # user's group once renamed into place; the permissions must be those of a plain mkdir/open.
     import stat
 
-    from medtfod import atomic
+    from medtfod.core import atomic
     umask = os.umask(0o022)
     os.umask(umask)
     with atomic.staged_directory(str(tmp_path / "out")) as stage:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medtfod.images import ImageError, index_images, probe_bytes
+from medtfod.core.images import ImageError, index_images, probe_bytes
 
 
 def png_bytes(w=40, h=30, mode="L"):

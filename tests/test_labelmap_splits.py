@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from medtfod.errors import UserError
-from medtfod.labelmap import LabelMap, read_label_map, shipped_path
-from medtfod.splits import assign_patients, parse_fractions
+from medtfod.core.errors import UserError
+from medtfod.core.labelmap import LabelMap, read_label_map, shipped_path
+from medtfod.data.splits import assign_patients, parse_fractions
 
 from conftest import write
 
@@ -69,7 +69,7 @@ def test_stratified_split_spreads_rare_class():
 
 
 def test_folds_are_disjoint_by_patient_balanced_and_stratified():
-    from medtfod.splits import assign_folds, fold_fractions, fold_names
+    from medtfod.data.splits import assign_folds, fold_fractions, fold_names
     # 40 patients: 4 with the rare 'Mass', 16 with 'Nodule', 20 without findings
     classes = {f"P{i:02d}": ({"Mass"} if i < 4 else {"Nodule"} if i < 20 else set()) for i in range(40)}
     folds = fold_names(4)

@@ -10,15 +10,15 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from medtfod.annotations import Detection as Det
-from medtfod import metrics
-from medtfod.bootstrap import bootstrap_ci, detection_cis
-from medtfod.annotations import ImageRecord, Object
-from medtfod.boxes import Box
-from medtfod.errors import UserError
-from medtfod.labelmap import LabelMap
-from medtfod.metrics_plots import format_table, write_plots
-from medtfod.writers.coco import coco_json
+from medtfod.core.annotations import Detection as Det
+from medtfod.evaluation import metrics
+from medtfod.evaluation.bootstrap import bootstrap_ci, detection_cis
+from medtfod.core.annotations import ImageRecord, Object
+from medtfod.core.boxes import Box
+from medtfod.core.errors import UserError
+from medtfod.core.labelmap import LabelMap
+from medtfod.evaluation.plots import format_table, write_plots
+from medtfod.data.writers.coco import coco_json
 
 from conftest import write
 

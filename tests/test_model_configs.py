@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from medtfod.cli import main
-from medtfod.config import MODELS, render, write_config
-from medtfod.errors import UserError
-from medtfod.models import TINY_IMAGE_SIZE, TINY_MASK_SIZE, TINY_PROPOSALS
+from medtfod.training.config import MODELS, render, write_config
+from medtfod.core.errors import UserError
+from medtfod.training.models import TINY_IMAGE_SIZE, TINY_MASK_SIZE, TINY_PROPOSALS
 from medtfod.odapi import protos
-from medtfod.resources import resource_path
+from medtfod.core.resources import resource_path
 
 MASK_MODELS = sorted(name for name, spec in MODELS.items() if spec.masks)
 SIZE = 64
@@ -172,7 +172,7 @@ def test_fine_tuning_from_our_own_model_restores_it_whole(box_dataset, tmp_path)
     """A checkpoint beside (or one folder below) a pipeline.config of the same architecture
     and classes is a model of ours (a run's best/, an export's checkpoint/): restored whole
     ('full'). A zoo checkpoint (90 COCO classes) or an unknown one: 'detection' (heads fresh)."""
-    from medtfod.config import render, write_config
+    from medtfod.training.config import render, write_config
     model = "ssd_mobilenet_v2_fpnlite_320"
     ours = render(model, str(box_dataset))
     export = tmp_path / "export"

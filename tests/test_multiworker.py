@@ -70,7 +70,7 @@ def test_two_workers_train_in_lockstep_and_the_chiefs_checkpoint_evaluates(train
     assert not [f for f in files if "temp_worker" in f], files
     assert len([f for f in files if f.startswith("train" + os.sep)]) == 1, files
     assert "medtfod.log" in files and "training done (worker 1 (not the chief" in outputs[1]
-    from medtfod.history import read_history
+    from medtfod.training.history import read_history
     series = read_history(model)["train"]["Loss/total_loss"]
     assert [s for s, _ in series] == [100, 200]
     assert [v for _, v in series] == pytest.approx([v for _, v in losses[0]], rel=1e-5)

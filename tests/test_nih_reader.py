@@ -1,8 +1,8 @@
 import pytest
 
-from medtfod.errors import UserError
-from medtfod.problems import Problems
-from medtfod.readers import nih
+from medtfod.core.errors import UserError
+from medtfod.core.problems import Problems
+from medtfod.data.readers import nih
 
 from conftest import write
 

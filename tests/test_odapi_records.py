@@ -71,7 +71,7 @@ def test_png_masks_decode_with_odapi(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from medtfod.masks import Mask
+    from medtfod.core.masks import Mask
     from medtfod.odapi.runtime import import_tensorflow
     tf = import_tensorflow(verbose=False)
     from object_detection.core import standard_fields as fields

@@ -7,12 +7,12 @@ import os
 
 import pytest
 
-from medtfod import preannotate
-from medtfod.annotations import Detection
-from medtfod.boxes import Box
-from medtfod.errors import UserError
-from medtfod.labelmap import LabelMap
-from medtfod.preannotate import Predicted
+from medtfod.inference import preannotate
+from medtfod.core.annotations import Detection
+from medtfod.core.boxes import Box
+from medtfod.core.errors import UserError
+from medtfod.core.labelmap import LabelMap
+from medtfod.inference.preannotate import Predicted
 
 LABELS = LabelMap({"Nodule": 1, "Mass": 2})
 

@@ -9,9 +9,9 @@ import urllib.error
 
 import pytest
 
-from medtfod import pretrained
+from medtfod.training import pretrained
 from medtfod.cli import main
-from medtfod.errors import UserError
+from medtfod.core.errors import UserError
 
 
 def zoo_tarball(name="ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8", extra=None):

@@ -1,4 +1,4 @@
-from medtfod.progress import progress
+from medtfod.core.progress import progress
 
 
 def test_silent_bar_counts_like_tqdm():

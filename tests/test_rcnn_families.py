@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import MASKED_SIZE, REPO, saved_step
 from medtfod.cli import main
-from medtfod.models import TINY_MASK_SIZE, TINY_PROPOSALS
+from medtfod.training.models import TINY_MASK_SIZE, TINY_PROPOSALS
 
 pytestmark = [pytest.mark.slow, pytest.mark.tf]
 
@@ -182,9 +182,9 @@ def test_detect_draws_masks_inside_their_boxes(family, tmp_path):
     image's centre (32 x 32 px) and its mask the box's left half. What is tested is the way from
     the export's `detection_boxes` and `detection_masks` (real tensors, shapes and dtypes) to
     the pixels."""
-    from medtfod.detect import detect
-    from medtfod.draw import colour
-    from medtfod.labelmap import read_label_map
+    from medtfod.inference.detect import detect
+    from medtfod.inference.draw import colour
+    from medtfod.core.labelmap import read_label_map
     from medtfod.odapi.runtime import import_tensorflow
     tf = import_tensorflow(verbose=False)
     model = tf.saved_model.load(os.path.join(family["exported"], "saved_model"))

@@ -4,12 +4,12 @@ import re
 
 import pytest
 
-from medtfod.annotations import ImageRecord, Object
-from medtfod.boxes import Box
-from medtfod.errors import UserError
-from medtfod.problems import Problems
-from medtfod.readers.voc import read_voc, voc_box
-from medtfod.writers.voc import voc_xml
+from medtfod.core.annotations import ImageRecord, Object
+from medtfod.core.boxes import Box
+from medtfod.core.errors import UserError
+from medtfod.core.problems import Problems
+from medtfod.data.readers.voc import read_voc, voc_box
+from medtfod.data.writers.voc import voc_xml
 
 from conftest import write
 

@@ -206,7 +206,7 @@ def test_history_equals_tensorboards_event_accumulator(trained):
     import sys
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util.tensor_util import make_ndarray
-    code = ("import json, sys; from medtfod.history import read_history; "
+    code = ("import json, sys; from medtfod.training.history import read_history; "
             "h = read_history(sys.argv[1]); print(json.dumps({'tf': 'tensorflow' in sys.modules, 'runs': h}))")
     done = subprocess.run([sys.executable, "-c", code, trained["model"]], capture_output=True, text=True, check=True)
     found = json.loads(done.stdout)

@@ -1,8 +1,8 @@
 """The review logic behind `medtfod report`: confusion-matrix counts and the gallery's order,
 on hand-made detections."""
-from medtfod.annotations import Detection as Det
-from medtfod.boxes import Box
-from medtfod.review import BACKGROUND, confusion_matrix, gallery_order, review
+from medtfod.core.annotations import Detection as Det
+from medtfod.core.boxes import Box
+from medtfod.evaluation.gallery import BACKGROUND, confusion_matrix, gallery_order, review
 
 A, B, FAR = Box(0, 0, 10, 10), Box(20, 20, 30, 30), Box(50, 50, 60, 60)
 GT = {

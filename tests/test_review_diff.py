@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from medtfod import preannotate
-from medtfod.annotations import Detection
-from medtfod.boxes import Box
+from medtfod.inference import preannotate
+from medtfod.core.annotations import Detection
+from medtfod.core.boxes import Box
 from medtfod.cli import main
-from medtfod.labelmap import LabelMap
-from medtfod.preannotate import Predicted
+from medtfod.core.labelmap import LabelMap
+from medtfod.inference.preannotate import Predicted
 
 LABELS = LabelMap({"Nodule": 1, "Mass": 2})
 
@@ -104,7 +104,7 @@ def test_files_pair_by_name_and_left_or_top_edges_count_as_outside(pascal_voc_io
     text = (pre / "b.xml").read_text().replace("<filename>b.png</filename>", "<filename>c.png</filename>")
     (corrected / "b.xml").write_text(text)  # a copy edited by hand: its <filename> is wrong, its name right
     (corrected / "d.xml").write_text((pre / "d.xml").read_text().replace("<xmin>31</xmin>", "<xmin>0</xmin>"))
-    diff = json.loads(json.dumps(__import__("medtfod.review_diff", fromlist=["x"]).review_diff(str(pre), str(corrected))))
+    diff = json.loads(json.dumps(__import__("medtfod.review.diff", fromlist=["x"]).review_diff(str(pre), str(corrected))))
     assert diff["per_image"]["b.png"]["kept"] == 1 and diff["images"]["reviewed"] == 1
     kinds = {p["kind"] for p in diff["problems"]}
     assert kinds == {"filename_mismatch", "box_outside_image"} and diff["unreadable"] == ["d.png"]

@@ -5,9 +5,8 @@ import os
 
 import pytest
 
-from medtfod.errors import UserError
-from medtfod.selection import (METRICS, Selection, append_history, default_metric, metric_key, read_best, resume,
-                               save_best)
+from medtfod.core.errors import UserError
+from medtfod.training.selection import METRICS, Selection, append_history, default_metric, metric_key, read_best, resume, save_best
 
 KEY = METRICS["froc_mean"]
 

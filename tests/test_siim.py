@@ -4,10 +4,10 @@ import os
 import numpy as np
 import pytest
 
-from medtfod.boxes import Box
-from medtfod.errors import UserError
-from medtfod.problems import Problems
-from medtfod.readers.siim import decode_rle, image_name, read_siim
+from medtfod.core.boxes import Box
+from medtfod.core.errors import UserError
+from medtfod.core.problems import Problems
+from medtfod.data.readers.siim import decode_rle, image_name, read_siim
 
 from conftest import write
 
@@ -137,9 +137,9 @@ def test_real_kaggle_sample(shared_data):
 def test_convert_then_coco_round_trip(tmp_path):
     """SIIM rows -> convert_table -> coco/train.json -> read_coco: the same masks come back."""
     from PIL import Image
-    from medtfod.convert import ConvertOptions, convert_table
-    from medtfod.labelmap import LabelMap
-    from medtfod.readers.coco import read_coco
+    from medtfod.data.convert import ConvertOptions, convert_table
+    from medtfod.core.labelmap import LabelMap
+    from medtfod.data.readers.coco import read_coco
     os.makedirs(tmp_path / "img")
     for name in ("a", "b", "c"):
         Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "img" / f"{name}.png")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from medtfod.cli import main
-from medtfod.config import render, write_config
+from medtfod.training.config import render, write_config
 from medtfod.odapi.tflite import _name_outputs, compare
 
 

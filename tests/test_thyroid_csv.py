@@ -1,10 +1,10 @@
 """Thyroid box tables (NYCDSA/Koios style): header aliases, boxes, outlines, negatives, bad rows."""
 import pytest
 
-from medtfod.errors import UserError
-from medtfod.masks import Mask
-from medtfod.problems import Problems
-from medtfod.readers.thyroid_csv import parse_points, patient_of, read_thyroid_csv
+from medtfod.core.errors import UserError
+from medtfod.core.masks import Mask
+from medtfod.core.problems import Problems
+from medtfod.data.readers.thyroid_csv import parse_points, patient_of, read_thyroid_csv
 
 from conftest import write
 

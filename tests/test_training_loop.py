@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import saved_step, train_killed_and_resumed
-from medtfod.errors import UserError
+from medtfod.core.errors import UserError
 from medtfod.odapi.train import NanLossWatch, NonFiniteLoss, segment_ends, train
 
 
@@ -86,7 +86,7 @@ def make_config(dataset, out, learning_rate):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from medtfod import demo_data
+    from medtfod.data import demo_data
     from medtfod.cli import main
 
     root = tmp_path_factory.mktemp("loop")
@@ -124,7 +124,7 @@ def test_resume_after_kill_keeps_the_best_checkpoint(data, evaluated, tmp_path, 
     export exports that step by default: the exported checkpoint's weights are best/'s."""
     from medtfod.cli import main
     from medtfod.odapi.runtime import import_tensorflow
-    from medtfod.selection import METRICS, read_best, read_history
+    from medtfod.training.selection import METRICS, read_best, read_history
     model_dir, run = evaluated["model_dir"], evaluated["run"]
     assert run["killed"] == -signal.SIGKILL
     assert run["returncode"] == 0, run["output"][-3000:]

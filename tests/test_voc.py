@@ -1,8 +1,8 @@
 """VOC XML reads back through labelImg 1.8.6's own PascalVocReader."""
 
-from medtfod.annotations import ImageRecord, Object
-from medtfod.boxes import Box
-from medtfod.writers.voc import voc_xml
+from medtfod.core.annotations import ImageRecord, Object
+from medtfod.core.boxes import Box
+from medtfod.data.writers.voc import voc_xml
 
 
 def test_labelimg_reads_our_voc(pascal_voc_io, tmp_path):

@@ -12,7 +12,7 @@ def build_and_run_ssd(image_size: int = 64) -> str:
     tf = import_tensorflow(verbose=False)
     from object_detection.builders import model_builder
 
-    from ..resources import resource_path
+    from ..core.resources import resource_path
     from .protos import read_pipeline_config
 
     config = read_pipeline_config(resource_path("pipeline_configs", "ssd_mobilenet_v2_fpnlite_320.config"))

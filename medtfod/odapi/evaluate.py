@@ -1,5 +1,5 @@
 """Evaluation: checkpoints through the OD API's `eager_eval_loop` (COCO metrics, and the
-medical ones of `medtfod.metrics` in the same pass: see `medical_eval`), then exit.
+medical ones of `medtfod.evaluation.metrics` in the same pass: see `medical_eval`), then exit.
 
 `model_main_tf2 --checkpoint_dir` waits for new checkpoints (300 s, then its timeout);
 this builds the model once, restores the requested checkpoints into it exactly as
@@ -14,8 +14,8 @@ import os
 import sys
 from typing import List, Optional
 
-from .. import atomic
-from ..errors import UserError
+from ..core import atomic
+from ..core.errors import UserError
 from .medical_eval import medical_metrics
 from .runtime import import_tensorflow, quiet_stdout, tidy_logging
 
@@ -187,9 +187,9 @@ def evaluate_all_checkpoints(config_path: str, model_dir: str, verbose: bool = T
 
 
 def select_best(model_dir: str, results: List[dict], metric: str) -> Optional[dict]:
-    """Rank evaluated checkpoints by `metric` (see `medtfod.selection`) and copy the best into
+    """Rank evaluated checkpoints by `metric` (see `medtfod.training.selection`) and copy the best into
     MODEL_DIR/best/. Returns the best result (None when the metric is undefined for every one)."""
-    from ..selection import Selection, metric_key, save_best
+    from ..training.selection import Selection, metric_key, save_best
     selection, best = Selection(metric), None
     for result in sorted(results, key=lambda r: r["step"]):
         if selection.update(result["step"], result["metrics"]):

@@ -8,8 +8,8 @@ import shutil
 import tempfile
 from typing import Optional
 
-from .. import atomic
-from ..errors import UserError
+from ..core import atomic
+from ..core.errors import UserError
 from .runtime import import_tensorflow, tidy_logging
 
 INPUT_TYPES = ("image_tensor", "float_image_tensor", "encoded_image_string_tensor")
@@ -18,7 +18,7 @@ INPUT_TYPES = ("image_tensor", "float_image_tensor", "encoded_image_string_tenso
 def checkpoint_source(model_dir: str, choice: Optional[str], tmp: str):
     """(a folder whose latest checkpoint is the one to export, what it is, its step) for --checkpoint
     `choice`: 'best' (MODEL_DIR/best/, the default when it exists), 'latest', or a prefix."""
-    from ..selection import BEST, read_best
+    from ..training.selection import BEST, read_best
     from .evaluate import checkpoint_step
     tf = import_tensorflow(verbose=False)
     best = read_best(model_dir)

@@ -4,7 +4,7 @@
 returns and logs whatever their `evaluate()` returns (TensorBoard and the returned metric set).
 `medical_metrics()` adds one more evaluator to that list for the duration of a block: it
 collects each image's ground truth and detections and computes AP@0.1/0.5, the FROC mean and
-the image-level AUC with `medtfod.metrics`, the same code as `medtfod metrics`. One pass over
+the image-level AUC with `medtfod.evaluation.metrics`, the same code as `medtfod metrics`. One pass over
 the eval split gives the COCO numbers and these; no second process, no second inference.
 
 Boxes arrive as the OD API's absolute `(ymin, xmin, ymax, xmax)` (`scale_to_absolute=True`,
@@ -19,8 +19,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..annotations import Detection
-from ..boxes import Box
+from ..core.annotations import Detection
+from ..core.boxes import Box
 
 PREFIX = "Medical/"
 
@@ -65,7 +65,7 @@ class MedicalEvaluator:
                     self.dets.append(Detection(key, self.names.get(int(c), str(int(c))), float(score), _box(yxyx)))
 
     def evaluate(self) -> Dict[str, float]:
-        from .. import metrics
+        from ..evaluation import metrics
         if not self.gt:
             return {}
         values = {

@@ -28,8 +28,8 @@ import contextlib
 import re
 from typing import Dict, Iterator, List, Optional
 
-from ..cluster import default_signals
-from ..errors import UserError
+from ..training.cluster import default_signals
+from ..core.errors import UserError
 
 HEARTBEAT_TIMEOUT = 10  # seconds without a heartbeat before a worker counts as dead (TF's default)
 

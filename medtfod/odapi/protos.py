@@ -9,7 +9,7 @@ from google.protobuf import text_format
 
 from object_detection.protos import pipeline_pb2, preprocessor_pb2, string_int_label_map_pb2
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 TrainEvalPipelineConfig = pipeline_pb2.TrainEvalPipelineConfig
 StringIntLabelMap = string_int_label_map_pb2.StringIntLabelMap

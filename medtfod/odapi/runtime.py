@@ -126,7 +126,7 @@ def library_log(final: Optional[str], verbose: bool = False, whose: str = "Tenso
     try:
         yield path
     except BaseException as e:
-        from ..errors import UserError
+        from ..core.errors import UserError
         failed = keep_on_user_error or not isinstance(e, UserError)
         raise
     finally:

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .runtime import import_tensorflow
 
 TFLITE_NAME = "model.tflite"
@@ -49,7 +49,7 @@ def write_tflite(pipeline_config, model_dir: str, folder: str, max_detections: i
     from object_detection import export_tflite_graph_lib_tf2
     from object_detection.builders import model_builder
 
-    from ..labelmap import read_label_map
+    from ..core.labelmap import read_label_map
 
     resizer = pipeline_config.model.ssd.image_resizer.fixed_shape_resizer
     height, width = resizer.height, resizer.width

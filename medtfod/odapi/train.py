@@ -15,8 +15,8 @@ import re
 import time
 from typing import Iterator, List, Optional
 
-from ..errors import UserError
-from ..progress import progress
+from ..core.errors import UserError
+from ..core.progress import progress
 from . import multiworker
 from .runtime import import_tensorflow, tidy_logging
 
@@ -127,8 +127,8 @@ def _postfix(bar, state: dict) -> None:
 def default_select_by(config_path: str) -> str:
     """The documented default metric for a config's eval split: froc_mean when some of its
     images have no box (read from the dataset manifest), else ap50; printed."""
-    from .. import manifest
-    from ..selection import default_metric
+    from ..data import manifest
+    from ..training.selection import default_metric
     from .protos import read_pipeline_config
     reader = read_pipeline_config(config_path).eval_input_reader[0]
     dataset = os.path.dirname(reader.label_map_path)
@@ -148,7 +148,7 @@ def default_select_by(config_path: str) -> str:
 
 def _reconcile_best(model_dir: str, selection) -> None:
     """After a kill between the history line and the best copy, copy the history's best."""
-    from .. import selection as sel
+    from ..training import selection as sel
     best = sel.read_best(model_dir)
     if selection.best_step is None or (best and best["step"] == selection.best_step):
         return
@@ -248,7 +248,7 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
         raise UserError(f"{flag} needs --eval-every N: the best checkpoint is chosen, and patience counted, "
                         "at the evaluations during training (or rank a finished run: medtfod eval --all --select-by)")
     if select_by is not None:
-        from ..selection import metric_key
+        from ..training.selection import metric_key
         metric_key(select_by)
     if patience is not None and patience < 1:
         raise UserError(f"--patience {patience}: give a number of evaluations, 1 or more")
@@ -335,7 +335,7 @@ def train(config_path: str, model_dir: str, steps: Optional[int] = None, checkpo
         bar.close()
         return []
 
-    from .. import selection as sel
+    from ..training import selection as sel
     from .evaluate import Evaluator, summary_line
 
     start = _latest_step(model_dir)

@@ -1,0 +1,120 @@
+"""`medtfod audit`: check an existing split for leaks.
+
+A split leaks when one patient has images in two splits, or when the same image (same
+bytes) appears in two splits under different names, which inflates every metric measured
+on the held-out split.
+
+A converted dataset is audited from its manifest (`dataset.json`): the splits and patients
+convert recorded, and each image's bytes from the dataset's own TFRecords (no image folder
+needed). Any other folder of split lists (text files with one image name per line, such as
+VOC's `ImageSets/Main/`; names without extension are matched by stem) is audited against
+`--images`, with patients from Data_Entry when given; without them each image is its own
+patient (nothing is guessed from file names) and only identical images are found.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+from ..core.errors import UserError
+from ..core.images import index_images
+
+
+def read_split_lists(folder: str) -> Dict[str, List[str]]:
+    """{split name: image names} from the `*.txt` files in `folder` (or `folder/splits`)."""
+    if os.path.isdir(os.path.join(folder, "splits")):
+        folder = os.path.join(folder, "splits")
+    if not os.path.isdir(folder):
+        raise UserError(f"split folder not found: {folder}")
+    splits = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".txt"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                splits[name[:-4]] = [line.split()[0] for line in f if line.strip()]
+    if not splits:
+        raise UserError(f"no <split>.txt files in {folder}")
+    return splits
+
+
+def audit(splits_dir: str, images_dir: Optional[str] = None, patients: Optional[Dict[str, str]] = None) -> dict:
+    """Find patients and identical images shared between splits.
+
+    Args:
+      splits_dir: a converted dataset (read through its manifest) or a folder of `<split>.txt`.
+      images_dir: the image folder, for a folder of split lists (a dataset has its bytes).
+      patients: image name -> patient id (e.g. from Data_Entry), for a folder of split lists.
+
+    Returns:
+      {'splits': {name: n}, 'patients_from': where the patient ids came from,
+       'patient_leaks': [...], 'duplicate_images': [...], 'missing_images': [...], 'leaks': n}
+    """
+    from . import manifest as manifest_mod
+    if os.path.isfile(os.path.join(splits_dir, manifest_mod.MANIFEST)):
+        dataset = manifest_mod.load(splits_dir)
+        listed = {}
+        for entry in dataset.images:
+            listed.setdefault(entry.split, []).append(entry)
+        patient_splits: Dict[str, Dict[str, List[str]]] = defaultdict(lambda: defaultdict(list))
+        digests: Dict[str, List[tuple]] = defaultdict(list)
+        for split, entries in listed.items():
+            for entry in entries:
+                patient_splits[entry.patient][split].append(entry.name)
+                digests[hashlib.sha256(dataset.image_bytes(entry)).hexdigest()].append((split, entry.name))
+        return _result({s: len(v) for s, v in listed.items()}, f"{manifest_mod.MANIFEST} ({dataset.source})",
+                       patient_splits, digests, [])
+    if not images_dir:
+        raise UserError(f"{splits_dir} is not a converted dataset (no {manifest_mod.MANIFEST}); give --images "
+                        "to audit its split lists against the image files")
+    splits = read_split_lists(splits_dir)
+    index, _ = index_images(images_dir)
+    by_stem = {os.path.splitext(n)[0]: n for n in index}
+    patient_splits: Dict[str, Dict[str, List[str]]] = defaultdict(lambda: defaultdict(list))
+    digests: Dict[str, List[tuple]] = defaultdict(list)
+    missing = []
+    for split, names in splits.items():
+        for listed in names:
+            base = re.split(r"[\\/]", listed)[-1]  # 'JPEGImages/a.jpg', 'C:\\data\\a.jpg' -> 'a.jpg'
+            name = base if base in index else by_stem.get(base)
+            patient = (patients or {}).get(name or base) or name or base
+            patient_splits[patient][split].append(listed)
+            if name is None:
+                missing.append({"split": split, "image": listed})
+                continue
+            with open(index[name], "rb") as f:
+                digests[hashlib.sha256(f.read()).hexdigest()].append((split, name))
+    source = "Data_Entry" if patients else "none given: each image is its own patient"
+    return _result({s: len(v) for s, v in splits.items()}, source, patient_splits, digests, missing)
+
+
+def _result(counts, patients_from, patient_splits, digests, missing) -> dict:
+    patient_leaks = [{"patient": p, "splits": {s: sorted(v) for s, v in sorted(by.items())}}
+                     for p, by in sorted(patient_splits.items()) if len(by) > 1]
+    duplicates = []
+    for digest, where in sorted(digests.items()):
+        names = sorted(set(where))
+        if len(names) > 1:
+            duplicates.append({"sha256": digest, "images": [{"split": s, "image": n} for s, n in names],
+                               "across_splits": len({s for s, _ in names}) > 1})
+    # an image that cannot be found cannot be checked: the audit is incomplete, which fails it too
+    leaks = len(patient_leaks) + sum(1 for d in duplicates if d["across_splits"]) + len(missing)
+    return {"splits": counts, "patients_from": patients_from, "patient_leaks": patient_leaks,
+            "duplicate_images": duplicates, "missing_images": missing, "leaks": leaks}
+
+
+def summary(result: dict) -> str:
+    lines = ["splits: " + ", ".join(f"{s} {n}" for s, n in result["splits"].items()),
+             f"patients from: {result['patients_from']}"]
+    for leak in result["patient_leaks"][:10]:
+        where = "; ".join(f"{s}: {', '.join(v)}" for s, v in leak["splits"].items())
+        lines.append(f"  LEAK patient {leak['patient']} is in several splits ({where})")
+    for dup in result["duplicate_images"][:10]:
+        kind = "LEAK identical image in several splits" if dup["across_splits"] else "identical images"
+        lines.append(f"  {kind}: " + ", ".join(f"{d['image']} ({d['split']})" for d in dup["images"]))
+    if result["missing_images"]:
+        lines.append(f"  INCOMPLETE: {len(result['missing_images'])} listed images not found under the image folder "
+                     f"(e.g. {result['missing_images'][0]['image']!r}), so they could not be checked")
+    lines.append(f"{result['leaks']} leak(s) or unchecked image(s) found" if result["leaks"] else "no leaks found")
+    return "\n".join(lines)

@@ -1,0 +1,359 @@
+"""Conversion: a box table plus an image folder -> VOC XML, label map, splits, TFRecords, report.
+
+Every source reader turns its file into a `Table` (rows of image, label, pixel `Box`);
+`convert_table` does the rest the same way for all sources:
+
+    out/label_map.pbtxt
+    out/voc/<image stem>.xml
+    out/splits/<split>.txt                       image names, one per line
+    out/tfrecords/<split>.record-NNNNN-of-MMMMM  OD API tf.Examples, images passed through
+    out/report.json                              counts per split and class, every problem
+    out/dataset.json                             the manifest: each image's split, patient, size and
+                                                 where its bytes are (see medtfod.data.manifest)
+
+The plan (which images, their patients, splits and shards) is `medtfod.data.plan`'s; here are the
+per-image step (`convert_image`), the local process pool that runs it, and `finish`, which
+writes the lists, COCO, manifest, label map and report. The output folder is assembled aside
+and moved into place only when complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, NamedTuple, Optional
+
+from ..core import atomic
+from ..core.annotations import ImageRecord, Object, Table
+from ..core.errors import UserError
+from ..core.fence import check_outputs
+from ..core.images import ImageError, read_and_probe
+from ..core.labelmap import LabelMap
+from .manifest import MANIFEST, ImageEntry, manifest_json
+from .plan import ConvertOptions, ImageItem, Plan, plan_conversion  # noqa: F401 - ConvertOptions: the API
+from ..core.problems import Problems
+from ..core.progress import progress
+from .writers import tfrecord, voc
+
+
+                                   # cutting by `fractions`; `fractions` then holds the folds and held-out splits
+
+
+class _Issues(list):
+    """Problems found while converting one image (maybe in a worker process or a Beam worker),
+    replayed into the main `Problems` in plan order. With `strict`, the first one stops the run
+    there and then."""
+
+    def __init__(self, strict: bool = False):
+        super().__init__()
+        self.strict = strict
+
+    def add(self, file, line, kind, value, message, image=None) -> None:
+        if self.strict:
+            Problems(strict=True).add(file, line, kind, value, message, image)  # raises the UserError
+        self.append((file, line, kind, value, message, image))
+
+
+def _source_path(path: str) -> str:
+    """Where an image was read, for the manifest: absolute for a local file, a URL as given."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _build_record(item: ImageItem, opts: ConvertOptions, problems, read=read_and_probe):
+    """Read and check one image; returns (record, bytes) or None when the image is dropped.
+
+    An image is dropped whole when any of its rows is bad: keeping it with a box missing
+    would teach the model that a finding is background. `read(path)` returns the file's
+    bytes and header (`images.read_and_probe`; Beam passes one that reads any FileSystems path).
+    """
+    image, rows, path, patient, where = item
+    if path is None:
+        for row in rows:
+            problems.add(row.file, row.line, "missing_image", image,
+                         f"no file named {image!r} under the image folder", image=image)
+        if not rows:
+            problems.add(where, None, "missing_image", image, f"no file named {image!r} under the image folder",
+                         image=image)
+        return None
+    try:
+        data, info = read(path)
+    except (OSError, ImageError) as e:
+        problems.add(path, None, "bad_image", image, f"unreadable image: {e}", image=image)
+        return None
+    objects = []
+    for row in rows:
+        box = row.box.clipped(info.width, info.height) if row.clip else row.box
+        issue = box.problem(info.width, info.height, opts.clip_tolerance)
+        if issue:
+            problems.add(row.file, row.line, "bad_box", image, f"{image}: {issue}", image=image)
+            return None
+        if row.mask is not None and row.mask.rle is not None and tuple(row.mask.rle[0]) != (info.height, info.width):
+            h, w = row.mask.rle[0]
+            problems.add(row.file, row.line, "bad_mask", image,
+                         f"the mask is {w}x{h} pixels but the image is {info.width}x{info.height}; "
+                         "masks must be in the image's own pixel frame (was the image resized?)", image=image)
+            return None
+        objects.append(Object(row.label, box.clipped(info.width, info.height), row.where, row.mask))
+    record = ImageRecord(image, _source_path(path), info.width, info.height, info.channels,
+                         info.format, patient, objects)
+    return record, data
+
+
+@dataclass
+class Converted:
+    """What the per-image step made of one image.
+
+    Attributes:
+      record: the checked image (no pixels), None when it was dropped.
+      issues: its problems, as `Problems.add` arguments, in the order they were found.
+      example: its OD API tf.Example (serialized; holds the image bytes), None when dropped.
+      voc: its VOC XML, None when dropped.
+    """
+
+    record: Optional[ImageRecord]
+    issues: list
+    example: Optional[bytes] = None
+    voc: Optional[bytes] = None
+
+
+def convert_image(item: ImageItem, opts: ConvertOptions, label_map: LabelMap, with_masks: bool,
+                  strict: bool, read=read_and_probe) -> Converted:
+    """The per-image step both executors run (the local pool and Beam): read and check the
+    image, then encode its tf.Example and VOC XML. With `strict`, its first problem raises."""
+    issues = _Issues(strict)
+    built = _build_record(item, opts, issues, read)
+    if built is None:
+        return Converted(None, list(issues))
+    record, data = built
+    return Converted(record, list(issues), tfrecord.example_bytes(record, data, label_map, with_masks),
+                     voc.voc_xml(record))
+
+
+def voc_name(image_id: str) -> str:
+    """The VOC file of an image, relative to the output folder."""
+    return "voc/" + os.path.splitext(image_id)[0] + ".xml"
+
+
+def _prefetch(path: Optional[str]) -> None:
+    """Ask the OS to start reading the next image while this one is processed (Linux)."""
+    if path is None or not hasattr(os, "posix_fadvise") or path.lower().endswith(".dcm"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # reported when the image itself is read
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
+class Placed(NamedTuple):
+    """Where a kept image's tf.Example ended up: its shard (relative to the output folder,
+    forward slashes) and the byte offset the record starts at."""
+
+    tfrecord: str
+    offset: int
+
+
+def _write_shard(job):
+    """Worker: `convert_image` for each image of one TFRecord shard; writes the shard and the
+    images' VOC files.
+
+    Returns [(Converted without its bytes, Placed or None)] in the shard's image order;
+    records carry no pixels, so little crosses between processes.
+    """
+    shard_path, out_dir, items, opts, label_map, with_masks, strict = job
+    results = []
+    with open(shard_path, "wb") as shard:
+        for i, item in enumerate(items):
+            if i + 1 < len(items):
+                _prefetch(items[i + 1].path)
+            done = convert_image(item, opts, label_map, with_masks, strict)
+            placed = None
+            if done.record is not None:
+                placed = Placed("tfrecords/" + os.path.basename(shard_path), shard.tell())
+                tfrecord.write_record(shard, done.example)
+                with open(os.path.join(out_dir, *voc_name(done.record.image_id).split("/")), "wb") as f:
+                    f.write(done.voc)
+            results.append((Converted(done.record, done.issues), placed))
+    return results
+
+
+def _run_shards(jobs: list, workers: int, bar):
+    """`_write_shard` over `jobs`, in a process pool when it pays off; results in job order."""
+    if workers <= 1 or len(jobs) < 2 or sum(len(j[2]) for j in jobs) < 32:
+        out = []
+        for job in jobs:
+            out.append(_write_shard(job))
+            bar.update(len(job[2]))
+        return out
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)))
+    futures = [pool.submit(_write_shard, job) for job in jobs]
+    try:
+        for future in as_completed(futures):
+            future.result()  # a shard's error (--strict's first problem, Ctrl-C) stops the run now
+            bar.update(len(jobs[futures.index(future)][2]))
+        pool.shutdown()
+        return [f.result() for f in futures]
+    except BaseException:
+        # Stop the shards still running instead of waiting for them to finish: the pool has no
+        # public way to, so its worker processes are terminated (their output is discarded).
+        processes = list((pool._processes or {}).values())  # noqa: SLF001
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join()
+        raise
+
+
+def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelMap,
+                  opts: Optional[ConvertOptions] = None, problems: Optional[Problems] = None,
+                  quiet: bool = False) -> dict:
+    """Validate `table` against the images and write the converted dataset to `out_dir`.
+
+    Each TFRecord shard (with its images' VOC files) is read, checked, encoded and written
+    by one of `opts.workers` processes; image i of a split always goes to shard i mod n and
+    lists are sorted, so reruns give byte-identical files. (`medtfod.data.beam.convert` runs the
+    same plan and per-image step on Apache Beam.)
+
+    Args:
+      problems: the reader's problem log (bad rows it already skipped); its strict flag
+        decides whether the first problem stops the run.
+
+    Returns:
+      The report (also written to `out_dir/report.json`).
+
+    Raises:
+      UserError: with --strict on the first problem; otherwise when more than
+        `opts.max_bad` of the rows/images are bad. Nothing is written then.
+    """
+    opts = opts or ConvertOptions()
+    problems = problems if problems is not None else Problems()
+    check_outputs({"--out": out_dir}, input_paths(table, images_dir))
+    plan = plan_conversion(table, images_dir, label_map, opts, problems)
+    with atomic.staged_directory(out_dir) as tmp:
+        for sub in ("voc", "splits", "tfrecords", "coco"):
+            os.makedirs(os.path.join(tmp, sub))
+        bar = progress(total=plan.images, desc="convert", unit="img", quiet=quiet)
+        jobs = []
+        for split in plan.by_split:
+            paths = tfrecord.shard_paths(os.path.join(tmp, "tfrecords"), split, plan.shard_count(split))
+            for path, items in zip(paths, plan.shards(split)):
+                jobs.append((path, tmp, items, opts, label_map, plan.with_masks, problems.strict))
+        results = {}
+        for job, shard_results in zip(jobs, _run_shards(jobs, opts.workers, bar)):
+            for item, result in zip(job[2], shard_results):
+                results[item.image] = result
+        bar.close()
+        return finish(plan, results, problems, _local_writer(tmp))
+
+
+def input_paths(table: Table, images_dir: str) -> Dict[str, str]:
+    """The conversion's inputs by option name, for `fence.check_outputs`."""
+    return dict({f"--{k.replace('_', '-')}": v for k, v in table.inputs.items()}, **{"--images": images_dir})
+
+
+def _local_writer(folder: str):
+    def write(name: str, data: bytes) -> None:
+        with open(os.path.join(folder, *name.split("/")), "wb") as f:
+            f.write(data)
+    return write
+
+
+def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) -> dict:
+    """Replay each image's problems in plan order, check --max-bad and the splits, and write
+    splits/*.txt, coco/*.json, dataset.json, label_map.pbtxt and report.json.
+
+    Args:
+      results: image name -> (`Converted` (its bytes may be dropped), `Placed` or None), for
+        every image of the plan.
+      write: `write(name, bytes)` puts a file at `name` (forward slashes) in the staged output.
+
+    Returns:
+      The report.
+    """
+    from .writers.coco import coco_json
+
+    report_splits = {}
+    entries: List[ImageEntry] = []
+    for split in plan.by_split:
+        kept: List[ImageRecord] = []
+        for shard in plan.shards(split):
+            for item in shard:
+                done, placed = results[item.image]
+                for issue in done.issues:
+                    problems.add(*issue)
+                if done.record is None:
+                    continue
+                record = done.record
+                kept.append(record)
+                entries.append(ImageEntry(record.image_id, split, record.patient_id, record.width, record.height,
+                                          len(record.objects), placed.tfrecord, placed.offset, record.path))
+        kept.sort(key=lambda r: r.image_id)
+        write(f"splits/{split}.txt", "".join(r.image_id + "\n" for r in kept).encode("utf-8"))
+        write(f"coco/{split}.json", coco_json(kept, plan.label_map))
+        report_splits[split] = {
+            "images": len(kept),
+            "negatives": sum(1 for r in kept if not r.objects),
+            "patients": len({r.patient_id for r in kept}),
+            "boxes": dict(sorted(Counter(o.label for r in kept for o in r.objects).items())),
+            "masks": sum(1 for r in kept for o in r.objects if o.mask is not None),
+            "tfrecords": tfrecord.shard_pattern(split, plan.shard_count(split)),
+        }
+    table = plan.table
+    items = len(table.rows) + len(table.negatives) + plan.reader_problems
+    problems.check_share(len(problems), items, plan.opts.max_bad, "rows and images")
+    _check_splits(report_splits, plan.opts, len(set(plan.patients.values())), problems)
+    entries.sort(key=lambda e: e.name)
+    write(MANIFEST, manifest_json(entries, table.source).encode("utf-8"))
+    write("label_map.pbtxt", plan.label_map.to_pbtxt().encode("utf-8"))
+    report = {
+        "source": table.source,
+        "inputs": table.inputs,
+        "images": sum(s["images"] for s in report_splits.values()),
+        "boxes": sum(sum(s["boxes"].values()) for s in report_splits.values()),
+        "classes": plan.label_map.names,
+        "splits": report_splits,
+        "negatives_listed_but_not_found": plan.negatives_missing,
+        "problems": problems.to_dict(),
+    }
+    write("report.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+    return report
+
+
+def _check_splits(splits: dict, opts: ConvertOptions, patients: int, problems: Problems) -> None:
+    """Every split asked for must have images (an empty val/test split is an error, not a quiet 0)."""
+    total = sum(s["images"] for s in splits.values())
+    if not total:
+        first = "\n  ".join(str(p) for p in problems.items[:5]) or "(none)"
+        raise UserError("no image could be converted (every image was missing, unreadable or had a bad box); "
+                        f"nothing was written. First problems:\n  {first}")
+    empty = [name for name, s in splits.items() if not s["images"] and opts.fractions.get(name, 0) > 0]
+    if empty:
+        asked = ",".join(f"{k}={v:g}" for k, v in opts.fractions.items())
+        raise UserError(f"split {empty[0]!r} would have 0 images (--split {asked}, {patients} patients in all, "
+                        f"{total} images kept): a split is made of whole patients, so it needs more patients, "
+                        "a larger fraction, or dropping the split (e.g. --split train=1); nothing was written")
+
+
+def summary(report: dict, out_dir: str) -> str:
+    """A short human-readable summary of a conversion report."""
+    lines = [f"converted {report['images']} images, {report['boxes']} boxes ({report['source']}) -> {out_dir}"]
+    for split, s in report["splits"].items():
+        boxes = ", ".join(f"{k} {v}" for k, v in s["boxes"].items()) or "no boxes"
+        lines.append(f"  {split:<6} {s['images']:>6} images ({s['negatives']} without findings, "
+                     f"{s['patients']} patients): {boxes}")
+    p = report["problems"]
+    if p["count"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in p["by_kind"].items())
+        lines.append(f"  skipped: {p['count']} problems ({kinds}); details in report.json")
+        lines.extend(f"    {item['file']}:{item['line'] or '-'}: {item['message']}" for item in p["items"][:5])
+    skips = p.get("expected_skips", {})
+    if skips.get("count"):
+        kinds = ", ".join(f"{k} {v}" for k, v in skips["by_kind"].items())
+        lines.append(f"  not objects (expected, not errors): {kinds}")
+    return "\n".join(lines)

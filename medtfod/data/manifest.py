@@ -1,0 +1,113 @@
+"""The dataset manifest, `DIR/dataset.json`: the identity of every image, written once by convert.
+
+Later stages (metrics, calibrate, audit, detect --dataset, the bootstrap CIs) read images and
+patients from here and never guess them again from file names or absolute paths.
+
+    {"format": "medtfod-dataset", "version": 1, "source": "nih",
+     "images": [{"name": "00000003_000.png", "split": "val", "patient": "3",
+                 "width": 1024, "height": 1024, "boxes": 2,
+                 "tfrecord": "tfrecords/val.record-00000-of-00001", "offset": 0,
+                 "source_path": "/data/nih/images_001/00000003_000.png"}, ...]}
+
+`tfrecord` (a path relative to the dataset folder, forward slashes) and `offset` (the byte
+where the image's tf.Example starts) say where the image's bytes are; the dataset is
+relocatable because nothing needs `source_path`, which is kept for the record only.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional
+
+from ..core.errors import UserError
+
+MANIFEST = "dataset.json"
+FORMAT = "medtfod-dataset"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of a converted dataset.
+
+    Attributes:
+      name: the image's file name, unique in the dataset.
+      split: the split it is in ('train', 'val', ...).
+      patient: its patient id (the source's own: Data_Entry, `patient=`, DDTI case, NIH name,
+        else the image itself).
+      width, height: pixels.
+      boxes: number of ground-truth boxes (0 for an image without findings).
+      tfrecord: the shard holding its tf.Example, relative to the dataset folder.
+      offset: byte offset of that record in the shard.
+      source_path: where convert read it (absolute; informational, may not exist here).
+    """
+
+    name: str
+    split: str
+    patient: str
+    width: int
+    height: int
+    boxes: int
+    tfrecord: str
+    offset: int
+    source_path: str
+
+
+@dataclass
+class Manifest:
+    root: str
+    source: str
+    images: List[ImageEntry]
+
+    def split(self, name: Optional[str]) -> List[ImageEntry]:
+        """The entries of split `name` (all entries for None); a `UserError` for an unknown split."""
+        if name is None:
+            return list(self.images)
+        entries = [e for e in self.images if e.split == name]
+        if not entries:
+            known = sorted({e.split for e in self.images})
+            raise UserError(f"{self.root} has no split {name!r}; its splits: {', '.join(known)}")
+        return entries
+
+    def patients(self, split: Optional[str] = None) -> Dict[str, str]:
+        """image name -> patient id."""
+        return {e.name: e.patient for e in self.split(split)}
+
+    def image_bytes(self, entry: ImageEntry) -> bytes:
+        """The image's encoded file bytes (PNG/JPEG), read from the dataset's own TFRecord."""
+        from .readers.tfrecord import bytes_feature, read_record
+        path = os.path.join(self.root, *entry.tfrecord.split("/"))
+        encoded = bytes_feature(read_record(path, entry.offset), "image/encoded")
+        if len(encoded) != 1:
+            raise UserError(f"{path}: the record at byte {entry.offset} has no image/encoded ({entry.name})")
+        return encoded[0]
+
+
+def manifest_json(entries: List[ImageEntry], source: str) -> str:
+    return json.dumps({"format": FORMAT, "version": VERSION, "source": source,
+                       "images": [asdict(e) for e in entries]}, indent=1) + "\n"
+
+
+def load(dataset_dir: str) -> Manifest:
+    """Read `dataset_dir/dataset.json`.
+
+    Raises:
+      UserError: the folder or its manifest is missing (a dataset from an older medtfod:
+        convert it again), or the manifest is not one medtfod wrote.
+    """
+    path = os.path.join(dataset_dir, MANIFEST)
+    if not os.path.isdir(dataset_dir):
+        raise UserError(f"dataset folder not found: {dataset_dir}")
+    if not os.path.isfile(path):
+        raise UserError(f"{dataset_dir} has no {MANIFEST}: it is not a `medtfod convert` output, or an older "
+                        "medtfod made it; run medtfod convert again to write one")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise ValueError(f"format {data.get('format')!r} version {data.get('version')!r}")
+        images = [ImageEntry(**e) for e in data["images"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a medtfod dataset manifest (version {VERSION}): {e}") from None
+    return Manifest(os.path.abspath(dataset_dir), data.get("source", ""), images)

@@ -1,0 +1,193 @@
+"""Conversion's plan: everything decided before an image is read.
+
+The rows grouped by image (an image with a bad row dropped whole), the table's names matched
+to image files, each image's patient, the patient-level split (or folds), and each image's
+shard. `convert.convert_table` (a local process pool) and `beam_convert` (Apache Beam) both
+run this plan with the same per-image step, so they make the same dataset.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, NamedTuple, Optional
+
+from ..core.annotations import Table, TableRow
+from ..core.errors import UserError
+from ..core.images import index_images
+from ..core.labelmap import LabelMap
+from ..core.problems import Problems
+from .splits import DEFAULT_FRACTIONS, assign_folds, assign_patients, fold_names
+
+
+@dataclass
+class ConvertOptions:
+    fractions: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
+    seed: int = 0
+    max_bad: float = 0.05          # fail when a larger share of rows/images is bad
+    clip_tolerance: float = 2.0    # pixels a box may stick out of the image and be clipped
+    shard_size: int = 256          # images per TFRecord shard (at least one per split); shards
+                                   # are the unit of parallel work here and in training input
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes reading images
+    folds: int = 0                 # K > 1: patient folds fold1..foldK (`splits.assign_folds`) instead of
+
+
+def _default_patient(image: str, source: str) -> str:
+    """Without a patient id from the source: NIH names carry one (`<patient>_<n>.png`);
+    for other sources each image is its own patient."""
+    if source == "nih":
+        from .readers.nih import patient_from_name
+        return patient_from_name(image) or os.path.splitext(image)[0]
+    return os.path.splitext(image)[0]
+
+
+def _group_rows(table: Table, label_map: LabelMap, problems: Problems) -> "OrderedDict[str, List[TableRow]]":
+    """Rows by image (negatives as images without rows), minus every image a bad row was
+    reported for, by the reader or here: such an image is dropped whole, for every source,
+    since keeping it with a finding missing would teach the finding as background."""
+    grouped: "OrderedDict[str, List[TableRow]]" = OrderedDict()
+    seen = set()
+    for row in table.rows:
+        if row.label not in label_map.ids:
+            problems.add(row.file, row.line, "unknown_label", row.label, label_map.unknown_message(row.label),
+                         image=row.image)
+            continue
+        key = (row.image, row.label, row.box)
+        if key in seen:
+            problems.add(row.file, row.line, "duplicate_row", row.image, "the same box is listed twice; kept once")
+            continue
+        seen.add(key)
+        grouped.setdefault(row.image, []).append(row)
+    for image in table.negatives:
+        grouped.setdefault(image, [])
+    for image in problems.bad_images():
+        grouped.pop(image, None)
+    return grouped
+
+
+class ImageItem(NamedTuple):
+    """One image of the plan, as the per-image step gets it: its name, its table rows (none
+    for an image without findings), the file found for it (None: missing), its patient, and
+    the image folder as the user named it (for a missing image's problem)."""
+
+    image: str
+    rows: List[TableRow]
+    path: Optional[str]
+    patient: str
+    where: str
+
+
+def _match_stems(grouped, index, patients: Dict[str, str]):
+    """Table names without an extension ('case_12') -> the image file with that stem
+    ('case_12.png'), when exactly one file has it. Returns (grouped, patients) re-keyed."""
+    by_stem: Dict[str, Optional[str]] = {}
+    for name in index:
+        stem = os.path.splitext(name)[0]
+        by_stem[stem] = None if stem in by_stem else name  # None: ambiguous stem
+    renamed: "OrderedDict[str, list]" = OrderedDict()
+    for image, rows in grouped.items():
+        target = image if image in index or os.path.splitext(image)[1] else by_stem.get(image) or image
+        renamed.setdefault(target, []).extend(rows)
+        if target != image and image in patients:
+            patients = dict(patients, **{target: patients[image]})
+    return renamed, patients
+
+
+def _split_images(table: Table, grouped, index, opts: ConvertOptions):
+    """Patient ids, then the stratified patient-level split; returns (patients, by_split, missing)."""
+    patients = {image: table.patients.get(image) or _default_patient(image, table.source) for image in grouped}
+    classes: Dict[str, set] = {}
+    for image, rows in grouped.items():
+        classes.setdefault(patients[image], set()).update(r.label for r in rows if r is not None)
+    if opts.folds:
+        folds = fold_names(opts.folds)
+        held = {name: f for name, f in opts.fractions.items() if name not in folds}
+        split_of_patient = assign_folds(patients.values(), folds, held, opts.seed, classes)
+    else:
+        split_of_patient = assign_patients(patients.values(), opts.fractions, opts.seed, classes)
+    by_split: Dict[str, List[str]] = {name: [] for name in opts.fractions}
+    negatives_missing = 0
+    for image in sorted(grouped):
+        if not grouped[image] and image not in index:
+            negatives_missing += 1  # listed without findings but not downloaded: not an error
+            continue
+        by_split[split_of_patient[patients[image]]].append(image)
+    return patients, by_split, negatives_missing
+
+
+@dataclass
+class Plan:
+    """Everything convert decides before reading an image: which images, their rows and files,
+    their patients and splits, and which shard each goes to. Both executors run this plan.
+
+    Attributes:
+      by_split: split -> its image names, sorted.
+      where: the image folder as the user named it.
+      with_masks: some row has a mask, so every image with objects gets masks.
+      reader_problems: problems the reader had found before convert started (for --max-bad).
+    """
+
+    table: Table
+    label_map: LabelMap
+    opts: ConvertOptions
+    grouped: "OrderedDict[str, List[TableRow]]"
+    index: Dict[str, str]
+    patients: Dict[str, str]
+    by_split: Dict[str, List[str]]
+    negatives_missing: int
+    where: str
+    with_masks: bool
+    reader_problems: int
+
+    @property
+    def images(self) -> int:
+        return sum(len(v) for v in self.by_split.values())
+
+    def shard_count(self, split: str) -> int:
+        """ceil(images / --shard-size), at least 1 (an empty split still has a shard file)."""
+        return max(1, -(-len(self.by_split[split]) // self.opts.shard_size))
+
+    def shards(self, split: str) -> List[List[ImageItem]]:
+        """The split's images by shard: image i goes to shard i mod n, fixed whatever is dropped.
+        This is also the order in which problems are reported."""
+        n = self.shard_count(split)
+        images = self.by_split[split]
+        return [[self.item(image) for image in images[j::n]] for j in range(n)]
+
+    def item(self, image: str) -> ImageItem:
+        return ImageItem(image, self.grouped[image], self.index.get(image), self.patients[image], self.where)
+
+
+def plan_conversion(table: Table, images_dir: str, label_map: LabelMap, opts: ConvertOptions,
+                    problems: Problems, index_images=index_images) -> Plan:
+    """Group the rows by image, find the image files, split by patient.
+
+    `index_images(folder)` returns (name -> path, duplicates) (`images.index_images`; Beam
+    passes one that lists any FileSystems path). Raises a `UserError` when nothing is usable.
+    """
+    reader_problems = len(problems)
+    grouped = _group_rows(table, label_map, problems)
+    if not grouped:
+        _fail_empty(table, problems)
+    index, dupes = index_images(images_dir)
+    for name, path in dupes:  # two files of one name: which one the table means is unknowable
+        if name in grouped:
+            problems.add(path, None, "ambiguous_image", name, f"{name} is found twice under the image folder "
+                         f"({index[name]} and {path}); rename one, or point --images at one of them", image=name)
+            grouped.pop(name)
+    grouped, table.patients = _match_stems(grouped, index, table.patients)
+    patients, by_split, negatives_missing = _split_images(table, grouped, index, opts)
+    return Plan(table, label_map, opts, grouped, index, patients, by_split, negatives_missing,
+                table.inputs.get("images", images_dir), any(row.mask is not None for row in table.rows),
+                reader_problems)
+
+
+def _fail_empty(table: Table, problems: Problems) -> None:
+    """No usable row or image at all: say why, and what to change."""
+    inputs = ", ".join(v for k, v in table.inputs.items() if k != "images") or "the input"
+    if problems.items:
+        first = "\n  ".join(str(p) for p in problems.items[:5])
+        raise UserError(f"{inputs}: no usable rows: all {len(problems)} rows or images with a problem were "
+                        f"left out; nothing was written. First problems:\n  {first}")
+    raise UserError(f"{inputs}: no rows with boxes and no images without findings: the table is empty (only "
+                    "a header?); nothing was written. Check that this is the file you meant.")

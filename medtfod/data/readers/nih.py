@@ -1,0 +1,179 @@
+"""NIH ChestX-ray14: `BBox_List_2017.csv` boxes and the optional `Data_Entry_2017*.csv`.
+
+Source convention (settled here, converted once): each box row is
+`Image Index, Finding Label, x, y, w, h` with float pixels on the released 1024x1024 PNGs,
+(x, y) the top-left corner, origin top-left, so `Box.from_xywh` applies unchanged.
+
+Header quirk: the canonical file's header is `Image Index,Finding Label,Bbox [x,y,w,h],,,`,
+which a CSV parser splits into 9 fields while every data row has 6; the Excel-resaved
+variant has the 3-field header `Image Index,Finding Label,Bbox [x,y,w,h]`. Both are
+accepted; columns are taken by position after checking the first two header names.
+
+Data_Entry gives patient ids and lists images without boxes (negatives). Its header is
+matched by name, tolerating the space-stripped variant (`PatientID`) and the trailing comma
+of the 2017 Kaggle copy (12 header fields, 11 per row).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ...core.boxes import Box, parse_coordinate
+from ...core.errors import UserError
+from ...core.problems import Problems
+
+BOX_COLUMNS = ("x", "y", "w", "h")
+_PATIENT_FROM_NAME = re.compile(r"^(\d+)_\d+\.\w+$")
+
+
+@dataclass(frozen=True)
+class BoxRow:
+    """One parsed box row: `line` is the 1-based line in the CSV."""
+
+    line: int
+    image: str
+    label: str
+    box: Box
+
+
+def read_text(path: str) -> str:
+    """A table's text, UTF-8 (BOM allowed); other encodings are a clear error."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder; expected a table file (CSV)") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
+                        "save the table as UTF-8 CSV") from None
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def read_bbox_list(path: str, problems: Problems) -> List[BoxRow]:
+    """Parse `BBox_List_2017.csv` into box rows; bad rows go to `problems`, with their image
+    (convert leaves such an image out whole).
+
+    Raises:
+      UserError: the header is not a BBox_List header (first fields must be
+        'Image Index', 'Finding Label').
+    """
+    rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
+    if not rows:
+        raise UserError(f"{path}: the file is empty; expected the BBox_List_2017.csv header")
+    header = rows[0]
+    if len(header) < 3 or _norm(header[0]) != "imageindex" or _norm(header[1]) != "findinglabel":
+        raise UserError(
+            f"{path}:1: header {','.join(header)!r} is not a BBox_List_2017.csv header; expected "
+            "'Image Index,Finding Label,Bbox [x,y,w,h],,,'")
+    out: List[BoxRow] = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or all(not f.strip() for f in row):
+            continue  # blank line
+        _parse_box_row(path, line, row, problems, out)
+    return out
+
+
+def _parse_box_row(path: str, line: int, row: List[str], problems: Problems, out: List[BoxRow]) -> None:
+    """One data row of BBox_List: appends a BoxRow to `out` or reports a problem."""
+    named = row[0].strip() or None if row else None
+    if len(row) < 6:
+        problems.add(path, line, "missing_column", ",".join(row),
+                     f"expected 6 fields (Image Index, Finding Label, x, y, w, h), got {len(row)}", image=named)
+        return
+    if any(f.strip() for f in row[6:]):
+        problems.add(path, line, "extra_column", ",".join(row[6:]),
+                     f"expected 6 fields (Image Index, Finding Label, x, y, w, h), got {len(row)}", image=named)
+        return
+    image, label = row[0].strip(), row[1].strip()
+    if not image:
+        problems.add(path, line, "missing_value", row[0], "empty 'Image Index'")
+        return
+    values = []
+    for name, text in zip(BOX_COLUMNS, row[2:6]):
+        value = parse_coordinate(text)
+        if value is None:
+            problems.add(path, line, "bad_number", text,
+                         f"column {name!r} of {image} must be a finite number of pixels", image=image)
+            break
+        values.append(value)
+    else:
+        x, y, w, h = values
+        if w <= 0 or h <= 0:
+            problems.add(path, line, "bad_box", f"w={w:g}, h={h:g}",
+                         f"box of {image} must have positive width and height", image=image)
+            return
+        out.append(BoxRow(line, image, label, Box.from_xywh(x, y, w, h)))
+
+
+@dataclass(frozen=True)
+class DataEntry:
+    """Data_Entry_2017 contents medtfod uses: image name -> patient id, in file order, and
+    image name -> its 'Finding Labels' text ('No Finding', 'Mass|Nodule', ...) where the file
+    has that column."""
+
+    patients: Dict[str, str]
+    findings: Dict[str, str] = field(default_factory=dict)
+
+    def without_findings(self, image: str) -> bool:
+        """True when Data_Entry says 'No Finding' (or, without the column, cannot say otherwise)."""
+        return self.findings.get(image, NO_FINDING).strip().lower() == NO_FINDING.lower()
+
+
+NO_FINDING = "No Finding"
+
+
+def read_data_entry(path: str, problems: Problems) -> DataEntry:
+    """Parse a `Data_Entry_2017*.csv` (any of the known header variants).
+
+    Raises:
+      UserError: the header has no 'Image Index' or 'Patient ID' column.
+    """
+    rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
+    if not rows:
+        raise UserError(f"{path}: the file is empty; expected the Data_Entry_2017.csv header")
+    header = [_norm(h) for h in rows[0]]
+    try:
+        image_col, patient_col = header.index("imageindex"), header.index("patientid")
+    except ValueError:
+        raise UserError(f"{path}:1: header {','.join(rows[0])!r} has no 'Image Index' and 'Patient ID' "
+                        "columns; expected a Data_Entry_2017.csv header") from None
+    finding_col = header.index("findinglabels") if "findinglabels" in header else None
+    patients: Dict[str, str] = {}
+    findings: Dict[str, str] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or all(not f.strip() for f in row):
+            continue
+        if len(row) <= max(image_col, patient_col):
+            problems.add(path, line, "missing_column", ",".join(row),
+                         f"expected at least {max(image_col, patient_col) + 1} fields, got {len(row)}")
+            continue
+        image, patient = row[image_col].strip(), row[patient_col].strip()
+        if not image or not patient:
+            problems.add(path, line, "missing_value", ",".join(row), "empty 'Image Index' or 'Patient ID'")
+            continue
+        if image in patients:
+            problems.add(path, line, "duplicate_row", image, "image listed twice in Data_Entry")
+            continue
+        patients[image] = patient
+        if finding_col is not None and finding_col < len(row):
+            findings[image] = row[finding_col]
+    return DataEntry(patients, findings)
+
+
+def patient_from_name(image: str) -> Optional[str]:
+    """NIH names are `<patient>_<follow-up>.png`; returns the patient part (no leading zeros)."""
+    m = _PATIENT_FROM_NAME.match(image)
+    return str(int(m.group(1))) if m else None

@@ -1,0 +1,86 @@
+"""Sharded TFRecord files of OD API examples (`image/...` features, as the OD API's
+`create_pascal_tf_record.py` writes them and its `TfExampleDecoder` reads them).
+
+TFRecord framing: uint64 length, masked CRC32C of the length, data, masked CRC32C of the
+data (all little-endian). Boxes go in as the OD API expects: normalized to [0, 1],
+stored per coordinate (`image/object/bbox/xmin` ...).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from typing import BinaryIO, List
+
+import google_crc32c
+
+from ...core.annotations import ImageRecord
+from ...core.labelmap import LabelMap
+from .tfexample import BytesFeature, FloatFeature, Int64Feature, encode_example
+
+_MASK_DELTA = 0xA282EAD8
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    masked = (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+    return struct.pack("<I", masked)
+
+
+def write_record(f: BinaryIO, data: bytes) -> None:
+    length = struct.pack("<Q", len(data))
+    f.write(length + _masked_crc(length))
+    f.write(data)  # not concatenated: records hold whole images
+    f.write(_masked_crc(data))
+
+
+def shard_paths(folder: str, split: str, num_shards: int) -> List[str]:
+    """`<folder>/<split>.record-00000-of-00004` ..., the OD API's sharded naming."""
+    return [os.path.join(folder, f"{split}.record-{i:05d}-of-{num_shards:05d}") for i in range(num_shards)]
+
+
+def shard_pattern(split: str, num_shards: int) -> str:
+    """The glob a pipeline config uses for the shards of `split`."""
+    return f"{split}.record-?????-of-{num_shards:05d}"
+
+
+def example_bytes(record: ImageRecord, encoded: bytes, label_map: LabelMap, with_masks: bool = False) -> bytes:
+    """The OD API tf.Example for one image.
+
+    Args:
+      record: the image and its objects (pixel `Box`es in the image frame).
+      encoded: the PNG/JPEG file bytes, passed through undecoded.
+      label_map: gives each object's 1-based class id.
+      with_masks: the dataset has instance masks, so every image with objects gets
+        `image/object/mask` (Mask R-CNN's decoder expects one mask per box).
+    """
+    w, h = record.width, record.height
+    norm = [o.box.to_normalized_yxyx(w, h) for o in record.objects]
+    name = record.image_id.encode("utf-8")
+    features = {
+        "image/height": Int64Feature([h]),
+        "image/width": Int64Feature([w]),
+        "image/filename": BytesFeature([name]),
+        "image/source_id": BytesFeature([name]),
+        "image/encoded": BytesFeature([encoded]),
+        "image/format": BytesFeature([b"png" if record.format == "png" else b"jpeg"]),
+        "image/object/bbox/ymin": FloatFeature([b[0] for b in norm]),
+        "image/object/bbox/xmin": FloatFeature([b[1] for b in norm]),
+        "image/object/bbox/ymax": FloatFeature([b[2] for b in norm]),
+        "image/object/bbox/xmax": FloatFeature([b[3] for b in norm]),
+        "image/object/class/text": BytesFeature([o.label.encode("utf-8") for o in record.objects]),
+        "image/object/class/label": Int64Feature([label_map.ids[o.label] for o in record.objects]),
+        "image/object/difficult": Int64Feature([0] * len(record.objects)),
+        "image/object/truncated": Int64Feature([0] * len(record.objects)),
+        "image/object/view": BytesFeature([b"Unspecified"] * len(record.objects)),
+    }
+    if record.objects and (with_masks or record.has_masks):
+        # One PNG per object (the OD API's PNG_MASKS); an object without a mask of its own
+        # in a masked image gets its filled box, so masks and boxes stay aligned.
+        from ...core.masks import Mask, png_bytes
+        bitmaps = []
+        for o in record.objects:
+            mask = o.mask or Mask(polygons=((o.box.xmin, o.box.ymin, o.box.xmax, o.box.ymin,
+                                             o.box.xmax, o.box.ymax, o.box.xmin, o.box.ymax),))
+            bitmaps.append(png_bytes(mask.to_bitmap(w, h)))
+        features["image/object/mask"] = BytesFeature(bitmaps)
+    return encode_example(features)

@@ -1,0 +1,162 @@
+"""`medtfod report`: one self-contained HTML page a radiologist can review.
+
+The metrics are `medtfod.evaluation.metrics.evaluate_all` on the split's detections (the same numbers as
+`medtfod metrics` on the same detections.csv), with the manifest's patients for the bootstrap;
+the confusion matrix and the gallery are `medtfod.evaluation.gallery` at the report's IoU and score
+threshold; the history is read from the TensorBoard event files (`medtfod.training.history`). Images
+and plots are embedded as `data:` URIs (gallery images as JPEG thumbnails): the file opens
+offline, from disk, in any browser, and loads nothing from anywhere.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import time
+from typing import Optional
+
+from ..core import atomic
+from ..data import manifest
+from ..core.errors import UserError
+from .report_html import render
+
+DEFAULT_MAX_IMAGES = 200
+THUMBNAIL_PX = 384
+
+
+def _data_uri(data: bytes, kind: str = "image/png") -> str:
+    return f"data:{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def _model_info(export: str) -> dict:
+    """Model family, input size and checkpoint step of an export folder (what is known)."""
+    info = {"family": "unknown", "input": "unknown", "step": None}
+    config_path = os.path.join(export, "pipeline.config")
+    if os.path.isfile(config_path):
+        from ..odapi.protos import read_pipeline_config
+        model = read_pipeline_config(config_path).model
+        kind = model.WhichOneof("model")
+        arch = getattr(model, kind)
+        info["family"] = f"{kind} ({arch.feature_extractor.type})"
+        resizer = arch.image_resizer
+        which = resizer.WhichOneof("image_resizer_oneof")
+        if which == "fixed_shape_resizer":
+            info["input"] = f"{resizer.fixed_shape_resizer.width}x{resizer.fixed_shape_resizer.height} px"
+        elif which == "keep_aspect_ratio_resizer":
+            r = resizer.keep_aspect_ratio_resizer
+            info["input"] = f"keep aspect, {r.min_dimension}-{r.max_dimension} px"
+    record = os.path.join(export, "export.json")  # written by medtfod export: the exported step
+    if os.path.isfile(record):
+        import json
+        with open(record, encoding="utf-8") as f:
+            info["step"] = json.load(f).get("step")
+    return info
+
+
+def _thumbnail(dataset, entry, review, class_ids) -> str:
+    """The image with ground truth (white) and its detections at the threshold, as a JPEG URI."""
+    from PIL import Image
+
+    from ..inference.draw import draw_boxes
+    with Image.open(io.BytesIO(dataset.image_bytes(entry))) as image:
+        drawn = draw_boxes(image.convert("RGB"), review.detections, class_ids, ground_truth=review.ground_truth)
+    drawn.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    buffer = io.BytesIO()
+    drawn.save(buffer, format="JPEG", quality=85)
+    return _data_uri(buffer.getvalue(), "image/jpeg")
+
+
+def build_report(model: str, dataset_dir: str, split: str, out: str, model_dir: Optional[str] = None,
+                 detections: Optional[str] = None, min_score: Optional[float] = None,
+                 max_images: int = DEFAULT_MAX_IMAGES, iou: float = 0.1, bootstrap: int = 200,
+                 quiet: bool = False) -> dict:
+    """Write the report to `out`; returns {'path', 'seconds' (building, without detect), 'images'}."""
+    from ..inference.detect import export_dir, resolve_min_score, split_detections
+    from ..core.labelmap import read_label_map
+    from .metrics import evaluate_all, read_ground_truth
+    from .gallery import confusion_matrix, gallery_order, review
+
+    export = export_dir(model)
+    data = manifest.load(dataset_dir)
+    dataset_map = read_label_map(os.path.join(dataset_dir, "label_map.pbtxt"))
+    export_map_path = os.path.join(export, "label_map.pbtxt")
+    export_map = read_label_map(export_map_path) if os.path.isfile(export_map_path) else dataset_map
+    if dataset_map.ids != export_map.ids:
+        raise UserError(f"the label maps disagree: {os.path.join(dataset_dir, 'label_map.pbtxt')} has "
+                        f"{dataset_map.ids}, {export_map_path} has {export_map.ids}; report on the dataset the "
+                        "model was trained for")
+    entries = {e.name: e for e in data.split(split)}
+    gt = read_ground_truth(dataset_dir, split)
+    threshold, threshold_source = resolve_min_score(export, min_score)
+    dets = split_detections(export, dataset_dir, split, gt, detections, quiet=quiet)
+    started = time.time()
+    names = dataset_map.names
+    patients = data.patients(split)
+    boxes = sum(len(v) for v in gt.values())
+    page = {
+        "dataset": os.path.abspath(dataset_dir), "split": split, "model": os.path.abspath(export),
+        "images": len(gt), "patients": len(set(patients.values())),
+        "boxes_per_class": {n: sum(1 for v in gt.values() for label, _ in v if label == n) for n in names},
+        "negatives": sum(1 for v in gt.values() if not v), "model_info": _model_info(export),
+        "threshold": threshold, "threshold_source": threshold_source, "iou": iou, "detections": len(dets),
+    }
+    from . import report_plots as plots
+    plots_uri = {}
+    if boxes:
+        page["metrics"] = evaluate_all(gt, dets, patients=patients, iou_froc=0.1, bootstrap=bootstrap,
+                                       label_names=names)
+        from .metrics import froc_curve
+        kept = froc_curve(gt, [d for d in dets if d.score >= threshold], 0.1)
+        point = (kept["avg_fp"][-1], kept["sensitivity"][-1]) if kept["sensitivity"][-1] is not None else None
+        page["operating_point"] = point
+        froc_ci = page["metrics"]["ci95"].get("froc", {})  # the same replicates as the other intervals
+        band = {"low": [v[0] for v in froc_ci.values()] or [None], "high": [v[1] for v in froc_ci.values()] or [None]}
+        plots_uri["FROC"] = _data_uri(plots.froc_plot(gt, dets, 0.1, band, point))
+        for label in names:
+            if page["boxes_per_class"][label]:
+                plots_uri[f"precision-recall: {label}"] = _data_uri(plots.pr_plot(gt, dets, label, 0.5))
+        roc = plots.roc_plot(gt, dets)
+        if roc:
+            plots_uri["image-level ROC"] = _data_uri(roc)
+    reviews = review(gt, dets, iou, threshold)
+    matrix = confusion_matrix(reviews, names)
+    page["confusion"] = matrix
+    plots_uri["confusion matrix"] = _data_uri(plots.confusion_plot(matrix))
+    page["plots"] = plots_uri
+    page["history"], page["history_note"] = _history(model_dir, plots)
+    order, left_out = gallery_order(reviews, max_images)
+    page["gallery"] = [{"image": r.image, "outcomes": r.outcomes, "classes": sorted({l for l, _ in r.ground_truth}
+                                                                                   | {d.label for d in r.detections}),
+                        "missed": len(r.missed), "fp": len(r.false_positives) + len(r.confused),
+                        "tp": len(r.true_positives), "uri": _thumbnail(data, entries[r.image], r, dataset_map.ids)}
+                       for r in order]
+    page["left_out"] = left_out
+    page["classes"] = names
+    page["built_seconds"] = time.time() - started
+    atomic.write_file(out, render(page))
+    return {"path": out, "seconds": time.time() - started, "images": len(gt)}
+
+
+def _history(model_dir: Optional[str], plots):
+    """({title: data URI} of the training curves, a note or None)."""
+    if not model_dir:
+        return {}, None
+    if not os.path.isdir(model_dir):
+        return {}, f"--model-dir {model_dir} was not found: no training history"
+    from ..training.history import read_history
+    runs = read_history(model_dir)
+    if not runs:
+        return {}, f"{model_dir} has no TensorBoard event files: no training history"
+    train, evals = runs.get("train", {}), runs.get("eval", {})
+    out = {}
+    losses = {k: v for k, v in train.items() if k.startswith("Loss/")}
+    if losses:
+        out["training losses"] = _data_uri(plots.history_plot(losses, "training losses", log=True))
+    if "learning_rate" in train:
+        out["learning rate"] = _data_uri(plots.history_plot({"learning_rate": train["learning_rate"]}, "learning rate"))
+    wanted = ("DetectionBoxes_Precision/mAP", "DetectionBoxes_Precision/mAP@.50IOU", "Medical/ap50", "Medical/ap10",
+              "Medical/froc_mean", "Medical/auc")
+    evaluated = {k: v for k, v in evals.items() if k in wanted}
+    if evaluated:
+        out["evaluations"] = _data_uri(plots.history_plot(evaluated, "evaluated checkpoints"))
+    return out, None if out else f"{model_dir} has event files but no losses or evaluations"

@@ -1,0 +1,119 @@
+"""Ensembles and test-time augmentation for detect: several SavedModels, and/or each image also
+flipped, fused per image into one result with the `ensemble-boxes` package.
+
+Results here are the OD API's SavedModel outputs as numpy arrays for a batch: `detection_boxes`
+[B, N, 4] normalized (ymin, xmin, ymax, xmax), `detection_scores` [B, N], `detection_classes`
+[B, N] (label-map ids, float as the OD API returns them), `num_detections` [B]. ensemble-boxes
+takes normalized (x1, y1, x2, y2); the conversion is here, in `_to_xyxy` / `_from_xyxy`.
+
+Fusion methods (`--fuse`), per image and class, over every model and TTA view, with the boxes of
+all scores (the threshold is applied after fusion):
+
+    wbf   weighted boxes fusion (Solovyev et al. 2021), conf_type 'avg': a cluster's box is the
+          score-weighted mean of its boxes, its score the mean score, scaled by the share of
+          views that found it (one view of two: half its score)
+    nms   non-maximum suppression across views: the highest-scoring box of a cluster stays
+    mean  non-maximum weighted: the top box's score, its coordinates averaged over the cluster
+          weighted by score and IoU
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..core.errors import UserError
+
+METHODS = ("wbf", "nms", "mean")
+TTA = ("hflip",)
+DEFAULT_IOU = 0.55  # the WBF paper's, when an export's own NMS threshold cannot be read
+
+
+def nms_iou(export: str) -> Optional[float]:
+    """The IoU threshold of the export's own (second-stage) NMS, from its pipeline.config."""
+    import os
+    from ..odapi import protos
+    path = os.path.join(export, "pipeline.config")
+    if not os.path.isfile(path):
+        return None
+    model = protos.read_pipeline_config(path).model
+    kind = model.WhichOneof("model")
+    if kind == "ssd":
+        return model.ssd.post_processing.batch_non_max_suppression.iou_threshold or None
+    if kind == "faster_rcnn":
+        return model.faster_rcnn.second_stage_post_processing.batch_non_max_suppression.iou_threshold or None
+    return None
+
+
+def default_iou(exports: Sequence[str]) -> float:
+    """Fusion IoU when none is given: the models' own NMS threshold (the highest of them). Boxes a
+    model keeps apart then stay apart, so a model fused with itself is itself; boxes of different
+    views that overlap more than any model allows for two findings are one finding."""
+    found = [v for v in (nms_iou(e) for e in exports) if v]
+    return max(found) if found else DEFAULT_IOU
+
+
+def hflip_back(result: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The result of a horizontally flipped batch, in the original images' frame."""
+    boxes = result["detection_boxes"].copy()
+    boxes[..., 1], boxes[..., 3] = 1.0 - result["detection_boxes"][..., 3], 1.0 - result["detection_boxes"][..., 1]
+    return {**result, "detection_boxes": boxes}
+
+
+def _to_xyxy(yxyx: np.ndarray) -> np.ndarray:
+    return np.clip(yxyx[:, [1, 0, 3, 2]], 0.0, 1.0)
+
+
+def _from_xyxy(xyxy: np.ndarray) -> np.ndarray:
+    return xyxy[:, [1, 0, 3, 2]]
+
+
+def fuse(results: Sequence[Dict[str, np.ndarray]], method: str = "wbf", iou: float = 0.55,
+         max_detections: int = 100) -> Dict[str, np.ndarray]:
+    """One batch result from the same batch's results of several views (see the module docstring)."""
+    if method not in METHODS:
+        raise UserError(f"--fuse {method!r}: choose one of {', '.join(METHODS)}")
+    if any("detection_masks" in r for r in results):
+        raise UserError("fusing Mask R-CNN masks is not supported: run --fuse/--tta with box models only")
+    from ensemble_boxes import nms, non_maximum_weighted, weighted_boxes_fusion
+    batch = len(results[0]["num_detections"])
+    boxes_out = np.zeros((batch, max_detections, 4), np.float32)
+    scores_out = np.zeros((batch, max_detections), np.float32)
+    classes_out = np.zeros((batch, max_detections), np.float32)
+    counts = np.zeros(batch, np.float32)
+    for j in range(batch):
+        boxes, scores, labels = [], [], []
+        for r in results:
+            n = int(r["num_detections"][j])
+            boxes.append(_to_xyxy(np.asarray(r["detection_boxes"][j][:n], np.float64)))
+            scores.append(np.asarray(r["detection_scores"][j][:n], np.float64))
+            labels.append(np.asarray(r["detection_classes"][j][:n], np.float64))
+        if not any(len(s) for s in scores):
+            continue
+        if method == "wbf":
+            fused_boxes, fused_scores, fused_labels = weighted_boxes_fusion(boxes, scores, labels, iou_thr=iou,
+                                                                            skip_box_thr=0.0, conf_type="avg")
+        elif method == "nms":
+            fused_boxes, fused_scores, fused_labels = nms(boxes, scores, labels, iou_thr=iou)
+        else:
+            fused_boxes, fused_scores, fused_labels = non_maximum_weighted(boxes, scores, labels, iou_thr=iou,
+                                                                           skip_box_thr=0.0)
+        order = np.argsort(-fused_scores, kind="stable")[:max_detections]
+        k = len(order)
+        boxes_out[j, :k] = _from_xyxy(np.asarray(fused_boxes)[order])
+        scores_out[j, :k] = np.asarray(fused_scores)[order]
+        classes_out[j, :k] = np.asarray(fused_labels)[order]
+        counts[j] = k
+    return {"detection_boxes": boxes_out, "detection_scores": scores_out, "detection_classes": classes_out,
+            "num_detections": counts}
+
+
+def check_label_maps(models: Sequence[str], maps: List) -> None:
+    """Refuse models whose label maps differ, naming the first difference."""
+    first = maps[0]
+    for model, other in zip(models[1:], maps[1:]):
+        if other.ids != first.ids:
+            only_first = sorted(set(first.ids.items()) - set(other.ids.items()))
+            only_other = sorted(set(other.ids.items()) - set(first.ids.items()))
+            raise UserError(f"the models' label maps differ: {models[0]} has {only_first or 'nothing else'}, "
+                            f"{model} has {only_other or 'nothing else'} (name, id); an ensemble needs one label map")

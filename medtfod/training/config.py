@@ -1,0 +1,274 @@
+"""Pipeline configs: parse a template as the OD API's `TrainEvalPipelineConfig`, set fields
+for a converted dataset, write it back as text.
+
+Editing the proto (never the text) means a misspelt field fails here, at render time,
+with the valid names, rather than an hour into training.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from glob import glob
+from typing import Dict, Optional, Sequence, Union
+
+from ..core import atomic
+from ..core.errors import UserError
+from ..core.labelmap import read_label_map
+from .models import MODELS, ModelSpec, apply_tiny, enable_masks, model_spec, set_image_size
+from ..core.resources import resource_path
+from .schedule import base_rate, rescale
+
+# The model registry lives in `models`; re-exported here, where the CLI looks for it.
+__all__ = ["MODELS", "ModelSpec", "model_spec", "render", "write_config", "set_override", "parse_overrides",
+           "record_pattern"]
+
+
+def _posix(path: str) -> str:
+    """Absolute path with forward slashes, which the OD API reads on every OS."""
+    return os.path.abspath(path).replace("\\", "/")
+
+
+def record_pattern(data_dir: str, split: str) -> str:
+    """The TFRecord glob of `split` in a converted dataset directory."""
+    report_path = os.path.join(data_dir, "report.json")
+    pattern = None
+    if os.path.isfile(report_path):
+        with open(report_path, encoding="utf-8") as f:
+            pattern = json.load(f).get("splits", {}).get(split, {}).get("tfrecords")
+    if pattern is None:
+        found = sorted(glob(os.path.join(data_dir, "tfrecords", f"{split}.record-*")))
+        if not found:
+            raise UserError(f"{data_dir} has no TFRecords for split {split!r}; "
+                            "expected the output folder of `medtfod convert`")
+        pattern = re.sub(r"-\d{5}-of-", "-?????-of-", os.path.basename(found[0]))
+    return _posix(os.path.join(data_dir, "tfrecords", pattern))
+
+
+def _is_repeated(fd) -> bool:
+    """protobuf >= 6 has `is_repeated`; older versions only `label`."""
+    if hasattr(fd, "is_repeated"):
+        return fd.is_repeated
+    return fd.label == fd.LABEL_REPEATED
+
+
+_INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+def _field(message, name: str, key: str):
+    fields = message.DESCRIPTOR.fields_by_name
+    if name not in fields:
+        close = difflib.get_close_matches(name, list(fields), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"--set {key}: {message.DESCRIPTOR.name} has no field {name!r}{hint}")
+    return fields[name]
+
+
+def set_override(config, key: str, value: str) -> None:
+    """Set one dotted field, e.g. `train_config.batch_size=4` or
+    `model.ssd.image_resizer.fixed_shape_resizer.height=256`. Repeated message fields take
+    an index (`data_augmentation_options[0]`); repeated scalars a comma-separated list;
+    message fields a text proto (`train_config.optimizer={...}`)."""
+    from google.protobuf import descriptor, text_format
+
+    message = config
+    parts = key.split(".")
+    for part in parts[:-1]:
+        m = _INDEXED.match(part)
+        name, index = (m.group(1), int(m.group(2))) if m else (part, None)
+        fd = _field(message, name, key)
+        if fd.message_type is None:
+            raise UserError(f"--set {key}: {name!r} is a value, not a message")
+        message = getattr(message, name)
+        if index is not None:
+            if index >= len(message):
+                raise UserError(f"--set {key}: {name} has {len(message)} entries, no [{index}]")
+            message = message[index]
+    fd = _field(message, parts[-1], key)
+
+    def convert(text: str):
+        text = text.strip()
+        try:
+            if fd.type == descriptor.FieldDescriptor.TYPE_BOOL:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return text.lower() in ("true", "1")
+            if fd.type in (descriptor.FieldDescriptor.TYPE_FLOAT, descriptor.FieldDescriptor.TYPE_DOUBLE):
+                return float(text)
+            if fd.type == descriptor.FieldDescriptor.TYPE_ENUM:
+                if text not in fd.enum_type.values_by_name:
+                    raise ValueError
+                return fd.enum_type.values_by_name[text].number
+            if fd.type == descriptor.FieldDescriptor.TYPE_STRING:
+                return text.strip("\"'")
+            return int(text)
+        except ValueError:
+            expected = ("one of " + ", ".join(fd.enum_type.values_by_name) if fd.enum_type
+                        else "true or false" if fd.type == descriptor.FieldDescriptor.TYPE_BOOL
+                        else "a number")
+            raise UserError(f"--set {key}={value}: {text!r} is not valid; expected {expected}") from None
+
+    if fd.message_type is not None:
+        target = getattr(message, fd.name)
+        if _is_repeated(fd):
+            raise UserError(f"--set {key}: repeated message field; set its entries as {fd.name}[0].FIELD")
+        target.Clear()
+        try:
+            text = value.strip()
+            text_format.Merge(text[1:-1] if text.startswith("{") and text.endswith("}") else text, target)
+        except text_format.ParseError as e:
+            raise UserError(f"--set {key}: {e}") from None
+        target.SetInParent()
+    elif _is_repeated(fd):
+        repeated = getattr(message, fd.name)
+        del repeated[:]
+        repeated.extend(convert(v) for v in value.split(","))
+    else:
+        setattr(message, fd.name, convert(value))
+
+
+def parse_overrides(items: Sequence[str]) -> Dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected FIELD.PATH=VALUE, e.g. train_config.batch_size=4")
+        out[key.strip()] = value
+    return out
+
+
+def restore_type(checkpoint: str, config) -> str:
+    """'full' when `checkpoint` is a model of `config`'s architecture and class count (a medtfod
+    training run, its best/ copy or an export: a pipeline.config beside the checkpoint or one
+    folder up says so), so fine-tuning continues from the whole model, box heads included; else
+    'detection' (a zoo checkpoint: backbone and feature pyramid restored, heads start fresh)."""
+    from ..odapi import protos
+    folder = os.path.dirname(os.path.abspath(checkpoint))
+    for candidate in (folder, os.path.dirname(folder)):
+        path = os.path.join(candidate, "pipeline.config")
+        if os.path.isfile(path):
+            try:
+                theirs = protos.read_pipeline_config(path).model
+            except Exception:  # noqa: BLE001 - an unreadable neighbour config only means 'not ours'
+                return "detection"
+            kind = config.model.WhichOneof("model")
+            if theirs.WhichOneof("model") != kind:
+                return "detection"
+            ours, other = getattr(config.model, kind), getattr(theirs, kind)
+            same = (other.num_classes == ours.num_classes
+                    and other.feature_extractor.type == ours.feature_extractor.type)
+            return "full" if same else "detection"
+    return "detection"
+
+
+def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps: Optional[int] = None,
+           image_size: Optional[int] = None, learning_rate: Optional[float] = None,
+           warmup_steps: Optional[int] = None, checkpoint: Optional[str] = None,
+           checkpoint_type: Optional[str] = None, augment: Optional[Sequence[str]] = None,
+           overrides: Optional[Dict[str, str]] = None, train_split: Union[str, Sequence[str]] = "train",
+           eval_split: str = "val", tiny: bool = False):
+    """A `TrainEvalPipelineConfig` for `model` on the converted dataset in `data_dir`.
+
+    num_classes is set in the model's own oneof (`model.ssd` or `model.faster_rcnn`). A Mask
+    R-CNN model reads and evaluates instance masks, and needs a dataset that has them
+    (`report.json`'s per-split mask counts); box models leave masks off even when the dataset
+    has them.
+
+    Args:
+      batch_size, steps, image_size, learning_rate: replace the template's values (image_size
+        sets a fixed shape's height and width, or a keep-aspect-ratio resizer's min and max
+        dimension); the schedule, whatever its kind, follows `steps` and `learning_rate` (see
+        `schedule.rescale`). A new batch_size without a learning_rate scales the template's rate
+        linearly with the batch (the zoo's rate belongs to the zoo's batch size).
+      checkpoint: fine-tune checkpoint prefix (e.g. '.../checkpoint/ckpt-0'); None trains
+        from scratch (the template's fine_tune_checkpoint is removed).
+      checkpoint_type: the OD API's fine_tune_checkpoint_type; None chooses (`restore_type`):
+        'full' for a model of this architecture and these classes, else 'detection'.
+      augment: names of `PreprocessingStep` fields (e.g. ['random_horizontal_flip'])
+        replacing the template's data augmentation; None keeps the template's.
+      overrides: dotted field -> value, applied last (see `set_override`); those under
+        `train_config.optimizer` first, so the other arguments rescale the schedule they set.
+      tiny: the model's tiny variant for CPU tests (see `models.apply_tiny`); the other
+        arguments still apply on top of it.
+
+    Raises:
+      UserError: unknown model, bad override, missing checkpoint, or a Mask R-CNN model on a
+        dataset without instance masks.
+    """
+    from ..odapi import protos
+
+    train_splits = [train_split] if isinstance(train_split, str) else list(train_split)
+    spec = model_spec(model)
+    config = protos.read_pipeline_config(resource_path("pipeline_configs", spec.template))
+    label_map_path = os.path.join(data_dir, "label_map.pbtxt")
+    label_map = read_label_map(label_map_path)
+    arch = getattr(config.model, spec.meta_arch)
+    arch.num_classes = label_map.num_classes
+    if tiny:
+        apply_tiny(config, spec)
+    if image_size:
+        set_image_size(arch, image_size)
+    if spec.masks:
+        enable_masks(config, model, data_dir, (*train_splits, eval_split))
+
+    for key, value in (overrides or {}).items():  # an optimizer override defines the schedule rescaled below
+        if key.startswith("train_config.optimizer"):
+            set_override(config, key, value)
+    train = config.train_config
+    if batch_size and batch_size != train.batch_size and not learning_rate:
+        # The linear scaling rule (Goyal et al. 2017): the zoo's rate belongs to the zoo's batch
+        # (SSD: 0.08 at 128). Kept as is at batch 4, fine-tuning diverges to NaN.
+        learning_rate = base_rate(train) * batch_size / train.batch_size
+    if batch_size:
+        train.batch_size = batch_size
+    rescale(train, steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps)
+    if checkpoint:
+        if not os.path.exists(checkpoint + ".index"):
+            raise UserError(f"fine-tune checkpoint {checkpoint!r} not found (expected {checkpoint}.index)")
+        train.fine_tune_checkpoint = _posix(checkpoint)
+        train.fine_tune_checkpoint_type = checkpoint_type or restore_type(checkpoint, config)
+    else:
+        train.ClearField("fine_tune_checkpoint")
+        train.ClearField("fine_tune_checkpoint_type")
+    if augment is not None:
+        del train.data_augmentation_options[:]
+        valid = protos.PreprocessingStep.DESCRIPTOR.fields_by_name
+        for name in augment:
+            if name not in valid:
+                close = difflib.get_close_matches(name, list(valid), n=1)
+                raise UserError(f"unknown augmentation {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+            getattr(train.data_augmentation_options.add(), name).SetInParent()
+
+    for reader, splits in ((config.train_input_reader, train_splits), (config.eval_input_reader[0], [eval_split])):
+        reader.label_map_path = _posix(label_map_path)
+        del reader.tf_record_input_reader.input_path[:]
+        reader.tf_record_input_reader.input_path.extend(record_pattern(data_dir, split) for split in splits)
+
+    for key, value in (overrides or {}).items():
+        if not key.startswith("train_config.optimizer"):
+            set_override(config, key, value)
+    return config
+
+
+def data_inputs(config_path: str) -> Dict[str, str]:
+    """{what: folder} of the data a pipeline config reads (its label map's and TFRecords'
+    folders), for `fence.check_outputs`; {} when the file is missing (reported later)."""
+    from ..odapi import protos
+    if not os.path.isfile(config_path):
+        return {}
+    config = protos.read_pipeline_config(config_path)
+    found = {}
+    readers = [("train_input_reader", config.train_input_reader)] + [
+        (f"eval_input_reader[{i}]", r) for i, r in enumerate(config.eval_input_reader)]
+    for name, reader in readers:
+        if reader.label_map_path:
+            found[f"{config_path}: {name}.label_map_path"] = os.path.dirname(reader.label_map_path)
+        for k, path in enumerate(reader.tf_record_input_reader.input_path):
+            found[f"{config_path}: {name} input_path[{k}]"] = os.path.dirname(path)
+    return found
+
+
+def write_config(config, out: str) -> None:
+    from ..odapi import protos
+    atomic.write_file(out, protos.to_text(config))

@@ -1,0 +1,140 @@
+"""The model families `medtfod config` renders: template, where its fields live, whether it
+needs instance masks, and the proto edits that only depend on the family (image size, mask
+inputs, the tiny variant for CPU tests).
+
+Everything here edits a parsed `TrainEvalPipelineConfig`; nothing imports TensorFlow.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from ..core.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model family medtfod can render.
+
+    Attributes:
+      template: file name under `pipeline_configs/`.
+      meta_arch: the `model` oneof field holding num_classes etc.: 'ssd' or 'faster_rcnn'.
+      default_image_size: the template's input size in pixels (square).
+      masks: True for Mask R-CNN, which trains on instance masks and predicts them.
+    """
+
+    template: str
+    meta_arch: str
+    default_image_size: int
+    masks: bool = False
+
+
+MODELS: Dict[str, ModelSpec] = {
+    "ssd_mobilenet_v2_fpnlite_320": ModelSpec("ssd_mobilenet_v2_fpnlite_320.config", "ssd", 320),
+    "faster_rcnn_resnet50_v1_640": ModelSpec("faster_rcnn_resnet50_v1_640.config", "faster_rcnn", 640),
+    "mask_rcnn_resnet50_v1_640": ModelSpec("mask_rcnn_resnet50_v1_640.config", "faster_rcnn", 640, masks=True),
+    "mask_rcnn_inception_resnet_v2_1024": ModelSpec("mask_rcnn_inception_resnet_v2_1024.config", "faster_rcnn",
+                                                    1024, masks=True),
+}
+
+# The box-only model suggested when a Mask R-CNN is asked for on a dataset without masks.
+BOX_ALTERNATIVE = "faster_rcnn_resnet50_v1_640"
+MASK_SOURCES = "ddti, coco (with segmentations), siim, or thyroid-csv with outline points"
+
+
+def model_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserError(f"unknown model {name!r}; available: {', '.join(MODELS)}{hint}")
+    return MODELS[name]
+
+
+def set_image_size(arch, size: int) -> None:
+    """Set the square input size of `arch` (a `model.ssd` or `model.faster_rcnn` message).
+
+    fixed_shape_resizer: height = width = size. keep_aspect_ratio_resizer: min = max
+    dimension = size, so the longer side becomes `size` (and, with pad_to_max_dimension,
+    the image is padded to size x size).
+    """
+    resizer = arch.image_resizer
+    kind = resizer.WhichOneof("image_resizer_oneof")
+    if kind == "fixed_shape_resizer":
+        resizer.fixed_shape_resizer.height = size
+        resizer.fixed_shape_resizer.width = size
+    elif kind == "keep_aspect_ratio_resizer":
+        resizer.keep_aspect_ratio_resizer.min_dimension = size
+        resizer.keep_aspect_ratio_resizer.max_dimension = size
+    else:
+        raise UserError(f"cannot set the image size of an {kind or 'unset'} image_resizer; "
+                        "set its fields with --set model.<arch>.image_resizer....")
+
+
+def mask_counts(data_dir: str) -> Optional[Dict[str, int]]:
+    """Instance masks per split, from the `report.json` that `medtfod convert` writes; None
+    when the folder has no report."""
+    path = os.path.join(data_dir, "report.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        splits = json.load(f).get("splits", {})
+    return {name: int(s.get("masks", 0)) for name, s in splits.items()}
+
+
+def enable_masks(config, model: str, data_dir: str, splits) -> None:
+    """Check that `splits` of the dataset have instance masks, then make both input readers
+    decode them (PNG masks, as `medtfod convert` writes) and evaluate them (coco_mask_metrics).
+
+    Raises:
+      UserError: the dataset has no report.json or a split without masks.
+    """
+    counts = mask_counts(data_dir)
+    advice = (f"Mask R-CNN needs instance masks, which `medtfod convert` writes from {MASK_SOURCES}; "
+              f"for a box-only dataset use --model {BOX_ALTERNATIVE}")
+    if counts is None:
+        raise UserError(f"{model}: {data_dir} has no report.json, so whether it has instance masks "
+                        f"is unknown; re-run `medtfod convert`. {advice}")
+    for split in splits:
+        if not counts.get(split):
+            raise UserError(f"{model}: split {split!r} of {data_dir} has no instance masks "
+                            f"(report.json counts {counts.get(split, 0)}). {advice}")
+    png_masks = config.train_input_reader.DESCRIPTOR.fields_by_name["mask_type"].enum_type.values_by_name["PNG_MASKS"]
+    for reader in (config.train_input_reader, config.eval_input_reader[0]):
+        reader.load_instance_masks = True
+        reader.mask_type = png_masks.number
+    if "coco_mask_metrics" not in config.eval_config.metrics_set:
+        config.eval_config.metrics_set.append("coco_mask_metrics")
+    config.eval_config.eval_instance_masks = True
+
+
+# Tiny variants: the same architectures, small enough to build, train and evaluate in
+# seconds on a CPU (tests, smoke runs). Not for real training.
+TINY_IMAGE_SIZE = 128          # every family: 128x128 inputs (SSD 320, Faster R-CNN 640, IRv2 1024)
+TINY_BASE_ANCHOR = 64          # Faster R-CNN anchors 16-128 px instead of 64-512 px (zoo base 256)
+TINY_PROPOSALS = 32            # first_stage_max_proposals (zoo 300); also the most detections
+TINY_SECOND_STAGE_BATCH = 16   # proposals per image the box classifier trains on (default 64)
+TINY_MASK_SIZE = 15            # mask_height/width (zoo 33)
+
+
+def apply_tiny(config, spec: ModelSpec) -> None:
+    """Shrink the model of `config` to its tiny variant (see the TINY_* constants)."""
+    arch = getattr(config.model, spec.meta_arch)
+    set_image_size(arch, TINY_IMAGE_SIZE)
+    if spec.meta_arch != "faster_rcnn":
+        return
+    # Anchor base size scaled with the image so anchors still fit objects of a 128-px image.
+    grid = arch.first_stage_anchor_generator.grid_anchor_generator
+    grid.height = grid.width = TINY_BASE_ANCHOR
+    arch.first_stage_max_proposals = TINY_PROPOSALS
+    # Must not exceed first_stage_max_proposals (the OD API checks).
+    arch.second_stage_batch_size = TINY_SECOND_STAGE_BATCH
+    # No more detections than proposals: keeps post-processing (and mask) tensors small.
+    nms = arch.second_stage_post_processing.batch_non_max_suppression
+    nms.max_detections_per_class = min(nms.max_detections_per_class, TINY_PROPOSALS)
+    nms.max_total_detections = min(nms.max_total_detections, TINY_PROPOSALS)
+    if spec.masks:
+        predictor = arch.second_stage_box_predictor.mask_rcnn_box_predictor
+        predictor.mask_height = predictor.mask_width = TINY_MASK_SIZE
