@@ -34,7 +34,8 @@ def main() -> int:
     from medtfod.data import demo_data, manifest
     from medtfod.cli import main as cli
     from medtfod.demo import DEMO_OVERRIDES, DEMO_TRAINING, MODEL
-    from medtfod.inference.detect import detect
+    from medtfod.inference.detect import DetectOutputs, detect
+    from medtfod.inference.predictor import PredictOptions
     from medtfod.evaluation.metrics import evaluate_all, read_detections_csv, read_ground_truth
 
     root = os.path.join(BENCH, f"{args.images}img_{args.folds}folds_{args.steps}steps")
@@ -68,8 +69,7 @@ def main() -> int:
     for name, models, tta in runs:
         out = os.path.join(root, "test_detections", name.replace(" ", "_").replace("(", "").replace(")", ""))
         t = time.time()
-        detect(models if len(models) > 1 else models[0], None, out, min_score=0.0, dataset=data_dir, split="test",
-               draw=False, quiet=True, tta=tta, fuse="wbf" if len(models) > 1 or tta else None)
+        detect(models if len(models) > 1 else models[0], out, dataset=data_dir, split="test", options=PredictOptions(min_score=0.0, tta=tta, fuse="wbf" if len(models) > 1 or tta else None), outputs=DetectOutputs(draw=False, quiet=True))
         seconds = time.time() - t
         metrics = evaluate_all(gt, read_detections_csv(os.path.join(out, "detections.csv")), patients=patients,
                                bootstrap=200)

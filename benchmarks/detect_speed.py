@@ -94,7 +94,9 @@ def main() -> int:
     exported, batched, images = model_and_images(args.images, args.size)
     import numpy as np
     from PIL import Image
-    from medtfod.inference.detect import detect, list_images
+    from medtfod.inference.detect import DetectOutputs, detect
+    from medtfod.inference.inputs import list_images
+    from medtfod.inference.predictor import PredictOptions
     from medtfod.odapi.runtime import import_tensorflow
     tf = import_tensorflow(verbose=False)
     names = list_images(images)
@@ -108,20 +110,12 @@ def main() -> int:
         "bare image_tensor": lambda out: bare(detect_fn, tf, arrays),
         f"bare float, batch {b}": lambda out: bare(batch_fn, tf, arrays, b),
         "tutorial loop": lambda out: tutorial(detect_fn, tf, images, names, out),
-        "detect image_tensor": lambda out: detect(exported, images, out, min_score=0.3, quiet=True,
-                                                  detect_fn=detect_fn),
-        f"detect float, batch {b}": lambda out: detect(batched, images, out, min_score=0.3, quiet=True,
-                                                       detect_fn=batch_fn, batch_size=b),
-        f"detect float, {b}, no-draw": lambda out: detect(batched, images, out, min_score=0.3, quiet=True,
-                                                          detect_fn=batch_fn, batch_size=b, draw=False),
-        f"detect float, {b}, jpg": lambda out: detect(batched, images, out, min_score=0.3, quiet=True,
-                                                      detect_fn=batch_fn, batch_size=b, draw_format="jpg"),
-        f"detect float, {b}, jpg, hflip TTA": lambda out: detect(batched, images, out, min_score=0.3, quiet=True,
-                                                                 detect_fn=batch_fn, batch_size=b, draw_format="jpg",
-                                                                 tta=["hflip"]),
-        f"detect float, {b}, jpg, 2 models": lambda out: detect([batched, batched], images, out, min_score=0.3,
-                                                                quiet=True, batch_size=b, draw_format="jpg",
-                                                                detect_fns=[batch_fn, batch_fn]),
+        "detect image_tensor": lambda out: detect(exported, out, images=images, options=PredictOptions(min_score=0.3), outputs=DetectOutputs(quiet=True), detect_fns=[detect_fn]),
+        f"detect float, batch {b}": lambda out: detect(batched, out, images=images, options=PredictOptions(min_score=0.3, batch_size=b), outputs=DetectOutputs(quiet=True), detect_fns=[batch_fn]),
+        f"detect float, {b}, no-draw": lambda out: detect(batched, out, images=images, options=PredictOptions(min_score=0.3, batch_size=b), outputs=DetectOutputs(quiet=True, draw=False), detect_fns=[batch_fn]),
+        f"detect float, {b}, jpg": lambda out: detect(batched, out, images=images, options=PredictOptions(min_score=0.3, batch_size=b), outputs=DetectOutputs(quiet=True, draw_format="jpg"), detect_fns=[batch_fn]),
+        f"detect float, {b}, jpg, hflip TTA": lambda out: detect(batched, out, images=images, options=PredictOptions(min_score=0.3, batch_size=b, tta=["hflip"]), outputs=DetectOutputs(quiet=True, draw_format="jpg"), detect_fns=[batch_fn]),
+        f"detect float, {b}, jpg, 2 models": lambda out: detect([batched, batched], out, images=images, options=PredictOptions(min_score=0.3, batch_size=b), outputs=DetectOutputs(quiet=True, draw_format="jpg"), detect_fns=[batch_fn, batch_fn]),
     }
     limit = {"detect image_tensor": "bare image_tensor", f"detect float, batch {b}": f"bare float, batch {b}",
              f"detect float, {b}, no-draw": f"bare float, batch {b}", f"detect float, {b}, jpg": f"bare float, batch {b}",

@@ -48,7 +48,8 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
     from .training import config as config_mod
     from .data import demo_data
     from .data.convert import ConvertOptions, summary
-    from .inference.detect import detect
+    from .inference.detect import DetectOutputs, detect
+    from .inference.predictor import PredictOptions
     from .odapi.evaluate import evaluate
     from .odapi.export import export
     from .odapi.train import train
@@ -118,14 +119,14 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
 
     t = _stage("6/7 detect")
     detections = os.path.join(ws, "detections")
-    found = detect(exported, val_images, detections, min_score=DEMO_MIN_SCORE, quiet=quiet)
+    found = detect(exported, detections, images=val_images, options=PredictOptions(min_score=DEMO_MIN_SCORE), outputs=DetectOutputs(quiet=quiet))
     timings["detect"] = time.time() - t
 
     t = _stage("7/7 report")
-    from .evaluation.report import build_report
+    from .evaluation.report import ReportOptions, build_report
     report_path = os.path.join(ws, "report.html")
-    built = build_report(exported, dataset, "val", report_path, model_dir=model_dir, quiet=quiet,
-                         min_score=DEMO_MIN_SCORE)
+    built = build_report(exported, dataset, "val", report_path,
+                         ReportOptions(model_dir=model_dir, quiet=quiet, min_score=DEMO_MIN_SCORE))
     print(f"report built in {built['seconds']:.1f} s (detect not included; the detect stage took "
           f"{timings['detect']:.1f} s): {report_path}")
     timings["report"] = time.time() - t

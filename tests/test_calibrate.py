@@ -8,7 +8,11 @@ from medtfod.core.annotations import Detection as Det
 from medtfod.core.boxes import Box
 from medtfod.evaluation.calibrate import OPERATING_POINT, choose_threshold, read_operating_point
 from medtfod.cli import main
-from medtfod.inference.detect import DEFAULT_MIN_SCORE, resolve_min_score
+from medtfod.inference.model import DEFAULT_MIN_SCORE, ExportedModel
+
+
+def resolve_min_score(model, min_score):
+    return ExportedModel(model).min_score(min_score)
 from medtfod.core.errors import UserError
 
 A, B = Box(10, 10, 50, 50), Box(100, 100, 140, 140)

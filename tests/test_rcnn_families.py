@@ -182,7 +182,8 @@ def test_detect_draws_masks_inside_their_boxes(family, tmp_path):
     image's centre (32 x 32 px) and its mask the box's left half. What is tested is the way from
     the export's `detection_boxes` and `detection_masks` (real tensors, shapes and dtypes) to
     the pixels."""
-    from medtfod.inference.detect import detect
+    from medtfod.inference.detect import DetectOutputs, detect
+    from medtfod.inference.predictor import PredictOptions
     from medtfod.inference.draw import colour
     from medtfod.core.labelmap import read_label_map
     from medtfod.odapi.runtime import import_tensorflow
@@ -200,8 +201,7 @@ def test_detect_draws_masks_inside_their_boxes(family, tmp_path):
         return {k: tf.constant(v) for k, v in result.items()}
 
     out = str(tmp_path / "drawn")
-    detect(family["exported"], None, out, min_score=0.0, max_per_image=1, dataset=family["dataset"], split="val",
-           quiet=True, detect_fn=edited)
+    detect(family["exported"], out, dataset=family["dataset"], split="val", options=PredictOptions(min_score=0.0, max_per_image=1), outputs=DetectOutputs(quiet=True), detect_fns=[edited])
     label_map = read_label_map(os.path.join(family["exported"], "label_map.pbtxt"))
     rows = {row["image"]: row for row in read_rows(out)}
     ymin, xmin, ymax, xmax = box

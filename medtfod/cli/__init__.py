@@ -208,22 +208,25 @@ def cmd_export(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from ..inference.detect import detect, resolve_min_score
+    from ..inference.detect import DetectOutputs, detect
+    from ..inference.model import ExportedModel
+    from ..inference.predictor import PredictOptions
     if bool(args.dataset) != bool(args.split):
         raise UserError("--dataset and --split go together (e.g. --dataset data --split val)")
     ensemble = len(args.model) > 1 or bool(args.tta)
     if ensemble:
         print(f"fusing {len(args.model)} model(s) x {1 + len(args.tta or [])} view(s) with {args.fuse}")
-    min_score, source = resolve_min_score(args.model[0], args.min_score, fused=ensemble)
+    min_score, source = ExportedModel(args.model[0]).min_score(args.min_score, fused=ensemble)
     print(f"min score {min_score:g} from {source}")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    options = PredictOptions(min_score=min_score, max_per_image=args.max_per_image, classes=classes,
+                             batch_size=args.batch_size, workers=args.workers, tta=args.tta or (), fuse=args.fuse,
+                             fuse_iou=args.fuse_iou, label_map=args.label_map)
+    outputs = DetectOutputs(draw=not args.no_draw, draw_format=args.draw_format, annotations=args.annotations,
+                            annotations_out=args.annotations_out, quiet=args.quiet)
     with _library_log(args.out, args):
-        summary = detect(args.model if ensemble else args.model[0], args.images, args.out, min_score=min_score,
-                         label_map_path=args.label_map, quiet=args.quiet, max_per_image=args.max_per_image,
-                         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
-                         dataset=args.dataset, split=args.split, workers=args.workers, batch_size=args.batch_size,
-                         draw=not args.no_draw, annotations=args.annotations,
-                         annotations_out=args.annotations_out, fuse=args.fuse, fuse_iou=args.fuse_iou,
-                         tta=args.tta or (), draw_format=args.draw_format)
+        summary = detect(args.model if ensemble else args.model[0], args.out, images=args.images,
+                         dataset=args.dataset, split=args.split, options=options, outputs=outputs)
     skipped = f", {len(summary['skipped'])} unreadable images skipped" if summary["skipped"] else ""
     print(f"{summary['images']} images, {summary['detections']} detections at score >= {min_score:g}"
           f"{skipped}; {'' if args.no_draw else 'drawn images, '}detections.csv/.json, coco_results.json "
@@ -238,12 +241,13 @@ def cmd_detect(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from ..evaluation.calibrate import choose_threshold, describe, write_operating_point
-    from ..inference.detect import export_dir as export_dir_of, split_detections
     from ..core.fence import check_outputs
-    from ..evaluation.metrics import read_ground_truth
-    export_dir = export_dir_of(args.model)
+    from ..data.dataset import Dataset
+    from ..inference.detect import split_detections
+    from ..inference.model import ExportedModel
+    export_dir = ExportedModel(args.model).path
     check_outputs({"--model": export_dir}, {"--dataset": args.dataset, "--detections": args.detections})
-    gt = read_ground_truth(args.dataset, args.split)
+    gt = Dataset(args.dataset).ground_truth(args.split)
     with _library_log(export_dir, args):
         dets = split_detections(export_dir, args.dataset, args.split, gt, args.detections, quiet=args.quiet)
     point = choose_threshold(gt, dets, sensitivity=args.sensitivity, fp_per_image=args.fp_per_image, iou=args.iou)
@@ -265,25 +269,19 @@ def cmd_demo(args) -> int:
 
 def cmd_metrics(args) -> int:
     from ..core import atomic
-    from ..evaluation.metrics import evaluate_all, read_detections_csv, read_ground_truth
-    from ..data import manifest
-    from ..evaluation.plots import format_table, write_plots
     from ..core.fence import check_outputs
+    from ..data.dataset import Dataset
+    from ..evaluation.metrics import evaluate
+    from ..evaluation.plots import format_table, write_plots
     check_outputs({"--out": args.out, "--plots": args.plots},
                   {"--detections": args.detections, "--ground-truth": args.ground_truth})
-    gt = read_ground_truth(args.ground_truth, args.split)
-    dets = read_detections_csv(args.detections)
-    patients = manifest.load(args.ground_truth).patients(args.split)
-    label_map = os.path.join(args.ground_truth, "label_map.pbtxt")
-    names = None
-    if os.path.isfile(label_map):
-        from ..core.labelmap import read_label_map
-        names = read_label_map(label_map).names
-    result = evaluate_all(gt, dets, patients=patients, iou_froc=args.iou_froc, bootstrap=args.bootstrap,
-                          label_names=names)
+    dataset = Dataset(args.ground_truth)
+    result = evaluate(dataset, args.split, args.detections, iou_froc=args.iou_froc, bootstrap=args.bootstrap)
     atomic.write_file(args.out, json.dumps(result, indent=2, allow_nan=False) + "\n")
     print(format_table(result))
     if args.plots:
+        from ..data.readers.detections import read_detections_csv
+        gt, dets = dataset.ground_truth(args.split), read_detections_csv(args.detections)
         for path in write_plots(gt, dets, args.plots, iou_froc=args.iou_froc):
             print(f"plot: {path}")
     print(f"metrics written to {args.out}")
@@ -292,15 +290,16 @@ def cmd_metrics(args) -> int:
 
 def cmd_report(args) -> int:
     from ..core.fence import check_outputs
-    from ..evaluation.report import build_report
+    from ..evaluation.report import ReportOptions, build_report
     check_outputs({"--out": args.out}, {"--model": args.model, "--dataset": args.dataset,
                                         "--model-dir": args.model_dir, "--detections": args.detections})
     from ..odapi.runtime import library_log
     # the export is an input here: TensorFlow's log is kept (and named) only when the report fails
     with library_log(None, verbose=args.verbose):
-        done = build_report(args.model, args.dataset, args.split, args.out, model_dir=args.model_dir,
-                            detections=args.detections, min_score=args.min_score, max_images=args.max_images,
-                            iou=args.iou, bootstrap=args.bootstrap, quiet=args.quiet)
+        done = build_report(args.model, args.dataset, args.split, args.out,
+                            ReportOptions(model_dir=args.model_dir, detections=args.detections,
+                                          min_score=args.min_score, max_images=args.max_images, iou=args.iou,
+                                          bootstrap=args.bootstrap, quiet=args.quiet))
     print(f"report of {done['images']} {args.split} images written to {args.out} "
           f"(built in {done['seconds']:.1f} s, detect not included)")
     return 0

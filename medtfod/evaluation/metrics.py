@@ -348,3 +348,28 @@ def __getattr__(name: str):
         from . import plots as metrics_plots
         return getattr(metrics_plots, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def evaluate(dataset, split: Optional[str], detections, iou_froc: float = 0.1, bootstrap: int = 200) -> dict:
+    """The metrics of `detections` on a split of `dataset`, in the layout of metrics.json (what
+    `medtfod metrics` writes): see `evaluate_all`.
+
+    Args:
+      dataset: a `medtfod.Dataset` or its folder.
+      split: the split the detections are of ('val', 'test', ...; None: every image).
+      detections: a detections.csv path (as `medtfod detect` writes it, best made with
+        --min-score 0), or `Detection`s, or the `Predictions` of `ExportedModel.predict`.
+      iou_froc: the IoU of a FROC hit.
+      bootstrap: patient-bootstrap replicates for "ci95" (0: none).
+    """
+    import os
+
+    from ..data.dataset import Dataset
+    data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    gt = data.ground_truth(split)
+    if isinstance(detections, (str, os.PathLike)):
+        dets = read_detections_csv(os.fspath(detections))
+    else:
+        dets = [d for item in detections for d in (item.detections if hasattr(item, "detections") else [item])]
+    return evaluate_all(gt, dets, patients=data.patients(split), iou_froc=iou_froc, bootstrap=bootstrap,
+                        label_names=data.label_names)

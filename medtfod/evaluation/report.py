@@ -13,10 +13,10 @@ import base64
 import io
 import os
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 from ..core import atomic
-from ..data import manifest
 from ..core.errors import UserError
 from .report_html import render
 
@@ -26,31 +26,6 @@ THUMBNAIL_PX = 384
 
 def _data_uri(data: bytes, kind: str = "image/png") -> str:
     return f"data:{kind};base64,{base64.b64encode(data).decode()}"
-
-
-def _model_info(export: str) -> dict:
-    """Model family, input size and checkpoint step of an export folder (what is known)."""
-    info = {"family": "unknown", "input": "unknown", "step": None}
-    config_path = os.path.join(export, "pipeline.config")
-    if os.path.isfile(config_path):
-        from ..odapi.protos import read_pipeline_config
-        model = read_pipeline_config(config_path).model
-        kind = model.WhichOneof("model")
-        arch = getattr(model, kind)
-        info["family"] = f"{kind} ({arch.feature_extractor.type})"
-        resizer = arch.image_resizer
-        which = resizer.WhichOneof("image_resizer_oneof")
-        if which == "fixed_shape_resizer":
-            info["input"] = f"{resizer.fixed_shape_resizer.width}x{resizer.fixed_shape_resizer.height} px"
-        elif which == "keep_aspect_ratio_resizer":
-            r = resizer.keep_aspect_ratio_resizer
-            info["input"] = f"keep aspect, {r.min_dimension}-{r.max_dimension} px"
-    record = os.path.join(export, "export.json")  # written by medtfod export: the exported step
-    if os.path.isfile(record):
-        import json
-        with open(record, encoding="utf-8") as f:
-            info["step"] = json.load(f).get("step")
-    return info
 
 
 def _thumbnail(dataset, entry, review, class_ids) -> str:
@@ -66,29 +41,55 @@ def _thumbnail(dataset, entry, review, class_ids) -> str:
     return _data_uri(buffer.getvalue(), "image/jpeg")
 
 
-def build_report(model: str, dataset_dir: str, split: str, out: str, model_dir: Optional[str] = None,
-                 detections: Optional[str] = None, min_score: Optional[float] = None,
-                 max_images: int = DEFAULT_MAX_IMAGES, iou: float = 0.1, bootstrap: int = 200,
-                 quiet: bool = False) -> dict:
+@dataclass(frozen=True)
+class ReportOptions:
+    """What the report shows besides the model and the split.
+
+    Attributes:
+      model_dir: a training folder: its TensorBoard history is plotted.
+      detections: a detections.csv of the split made at --min-score 0 (else detect runs now).
+      min_score: the threshold of the gallery and the confusion matrix (default: the export's
+        operating point, else 0.5).
+      max_images: the gallery keeps the worst this many images.
+      iou: the IoU of a hit in the gallery and the confusion matrix.
+      bootstrap: patient-bootstrap replicates of the intervals (0: none).
+      quiet: no progress bar.
+    """
+
+    model_dir: Optional[str] = None
+    detections: Optional[str] = None
+    min_score: Optional[float] = None
+    max_images: int = DEFAULT_MAX_IMAGES
+    iou: float = 0.1
+    bootstrap: int = 200
+    quiet: bool = False
+
+
+def build_report(model: str, dataset_dir: str, split: str, out: str, options: Optional[ReportOptions] = None) -> dict:
     """Write the report to `out`; returns {'path', 'seconds' (building, without detect), 'images'}."""
-    from ..inference.detect import export_dir, resolve_min_score, split_detections
-    from ..core.labelmap import read_label_map
-    from .metrics import evaluate_all, read_ground_truth
+    from ..data.dataset import Dataset
+    from ..inference.detect import split_detections
+    from ..inference.model import ExportedModel
+    from .metrics import evaluate_all
     from .gallery import confusion_matrix, gallery_order, review
 
-    export = export_dir(model)
-    data = manifest.load(dataset_dir)
-    dataset_map = read_label_map(os.path.join(dataset_dir, "label_map.pbtxt"))
-    export_map_path = os.path.join(export, "label_map.pbtxt")
-    export_map = read_label_map(export_map_path) if os.path.isfile(export_map_path) else dataset_map
+    o = options or ReportOptions()
+    model_dir, iou = o.model_dir, o.iou
+    exported = ExportedModel(model)
+    export = exported.path
+    dataset = Dataset(dataset_dir)
+    data = dataset.manifest
+    dataset_map = dataset.label_map
+    export_map_path = exported.label_map_path
+    export_map = exported.label_map if os.path.isfile(export_map_path) else dataset_map
     if dataset_map.ids != export_map.ids:
-        raise UserError(f"the label maps disagree: {os.path.join(dataset_dir, 'label_map.pbtxt')} has "
+        raise UserError(f"the label maps disagree: {dataset.label_map_path} has "
                         f"{dataset_map.ids}, {export_map_path} has {export_map.ids}; report on the dataset the "
                         "model was trained for")
     entries = {e.name: e for e in data.split(split)}
-    gt = read_ground_truth(dataset_dir, split)
-    threshold, threshold_source = resolve_min_score(export, min_score)
-    dets = split_detections(export, dataset_dir, split, gt, detections, quiet=quiet)
+    gt = dataset.ground_truth(split)
+    threshold, threshold_source = exported.min_score(o.min_score)
+    dets = split_detections(export, dataset_dir, split, gt, o.detections, quiet=o.quiet)
     started = time.time()
     names = dataset_map.names
     patients = data.patients(split)
@@ -97,13 +98,13 @@ def build_report(model: str, dataset_dir: str, split: str, out: str, model_dir: 
         "dataset": os.path.abspath(dataset_dir), "split": split, "model": os.path.abspath(export),
         "images": len(gt), "patients": len(set(patients.values())),
         "boxes_per_class": {n: sum(1 for v in gt.values() for label, _ in v if label == n) for n in names},
-        "negatives": sum(1 for v in gt.values() if not v), "model_info": _model_info(export),
+        "negatives": sum(1 for v in gt.values() if not v), "model_info": exported.info,
         "threshold": threshold, "threshold_source": threshold_source, "iou": iou, "detections": len(dets),
     }
     from . import report_plots as plots
     plots_uri = {}
     if boxes:
-        page["metrics"] = evaluate_all(gt, dets, patients=patients, iou_froc=0.1, bootstrap=bootstrap,
+        page["metrics"] = evaluate_all(gt, dets, patients=patients, iou_froc=0.1, bootstrap=o.bootstrap,
                                        label_names=names)
         from .metrics import froc_curve
         kept = froc_curve(gt, [d for d in dets if d.score >= threshold], 0.1)
@@ -124,7 +125,7 @@ def build_report(model: str, dataset_dir: str, split: str, out: str, model_dir: 
     plots_uri["confusion matrix"] = _data_uri(plots.confusion_plot(matrix))
     page["plots"] = plots_uri
     page["history"], page["history_note"] = _history(model_dir, plots)
-    order, left_out = gallery_order(reviews, max_images)
+    order, left_out = gallery_order(reviews, o.max_images)
     page["gallery"] = [{"image": r.image, "outcomes": r.outcomes, "classes": sorted({l for l, _ in r.ground_truth}
                                                                                    | {d.label for d in r.detections}),
                         "missed": len(r.missed), "fp": len(r.false_positives) + len(r.confused),

@@ -106,7 +106,7 @@ def check_can_start(env: Optional[Dict[str, str]] = None) -> None:
 
 def image_order(images: str, order: str, predicted: Optional[str]) -> List[str]:
     """The images under `images` (relative names) in the order labelImg will show them."""
-    from ..inference.detect import list_images
+    from ..inference.inputs import list_images
     names = list_images(images)
     if not names:
         raise UserError(f"no PNG, JPEG or DICOM images under {images}")

@@ -71,7 +71,8 @@ def run_cv(dataset: str, model: str, out: str, *, eval_every: Optional[int] = No
     checkpoint, augment, overrides, tiny, ...). Returns the metrics.json dict.
     """
     from .config import render, write_config
-    from ..inference.detect import detect
+    from ..inference.detect import DetectOutputs, detect
+    from ..inference.predictor import PredictOptions
     from ..evaluation.metrics import evaluate_all, read_detections_csv, read_ground_truth
     from ..data import manifest
     from ..odapi.export import export
@@ -101,7 +102,7 @@ def run_cv(dataset: str, model: str, out: str, *, eval_every: Optional[int] = No
         exported = os.path.join(fold_dir, "exported")
         export(config_path, model_dir, exported, verbose=verbose)
         detections = os.path.join(fold_dir, "detections")
-        detect(exported, None, detections, min_score=0.0, dataset=dataset, split=fold, draw=False, quiet=quiet)
+        detect(exported, detections, dataset=dataset, split=fold, options=PredictOptions(min_score=0.0), outputs=DetectOutputs(draw=False, quiet=quiet))
         gt = read_ground_truth(dataset, fold)
         dets = read_detections_csv(os.path.join(detections, "detections.csv"))
         metrics = evaluate_all(gt, dets, patients=data.patients(fold), bootstrap=0,

@@ -1,0 +1,182 @@
+"""`ExportedModel`: a `medtfod export` folder as one object.
+
+It knows its own layout, so no caller joins these onto a path again:
+
+    EXPORT/saved_model/          the SavedModel (`exporter_lib_v2`)
+    EXPORT/label_map.pbtxt       the classes the model was trained on
+    EXPORT/pipeline.config       the config it was trained with (family, input size, NMS IoU)
+    EXPORT/export.json           what was exported (step, checkpoint)
+    EXPORT/operating_point.json  the score threshold `medtfod calibrate` chose (optional)
+
+`predict` runs the model on images and returns `Prediction`s whose boxes are pixel `Box`es
+(float xmin, ymin, xmax, ymax, origin at the top-left corner).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ..core.errors import UserError
+from ..core.labelmap import LabelMap, read_label_map
+
+DEFAULT_MIN_SCORE = 0.5
+
+
+def saved_model_dir(model: str) -> str:
+    """The SavedModel folder of `model` (an export folder or its saved_model/)."""
+    for candidate in (os.path.join(model, "saved_model"), model):
+        if os.path.isfile(os.path.join(candidate, "saved_model.pb")):
+            return candidate
+    raise UserError(f"no SavedModel in {model} (expected saved_model/saved_model.pb); run medtfod export")
+
+
+def export_dir(model: str) -> str:
+    """The export folder of `model` (the folder or its saved_model/), where the label map and
+    the operating point live."""
+    return os.path.dirname(saved_model_dir(model).rstrip("/\\"))
+
+
+def model_input(detect_fn, batch_size: int) -> Tuple[int, type]:
+    """(images per model call, pixel dtype) for a loaded SavedModel: `batch_size` float32 images
+    for a `float_image_tensor` export (signature `[None, H, W, 3]`), one uint8 image for the
+    default `image_tensor` export (fixed at `[1, H, W, 3]`).
+
+    Raises UserError for exports that take encoded strings or tf.Examples.
+    """
+    signature = getattr(detect_fn, "signatures", {}).get("serving_default")
+    if signature is None:  # a plain function (tests): one uint8 image at a time
+        return 1, np.uint8
+    spec = next(iter(signature.structured_input_signature[1].values()))
+    if spec.shape.rank != 4 or spec.dtype.name not in ("uint8", "float32"):
+        raise UserError(f"detect runs image_tensor or float_image_tensor exports; this one takes {spec.dtype.name} "
+                        f"{spec.shape} (export again without --input-type, or with float_image_tensor)")
+    dtype = np.float32 if spec.dtype.name == "float32" else np.uint8
+    return (max(1, batch_size) if spec.shape[0] is None else 1), dtype
+
+
+class ExportedModel:
+    """An export folder (`medtfod export` output).
+
+    Args:
+      path: the export folder or its `saved_model/`.
+
+    Raises:
+      UserError: no SavedModel there.
+    """
+
+    def __init__(self, path: str):
+        self.saved_model_dir = saved_model_dir(os.fspath(path))
+        self.path = export_dir(os.fspath(path))
+        self._label_map: Optional[LabelMap] = None
+        self._detect_fn = None
+
+    def __repr__(self) -> str:
+        return f"ExportedModel({self.path!r})"
+
+    @property
+    def label_map_path(self) -> str:
+        return os.path.join(self.path, "label_map.pbtxt")
+
+    @property
+    def pipeline_config_path(self) -> str:
+        return os.path.join(self.path, "pipeline.config")
+
+    @property
+    def label_map(self) -> LabelMap:
+        if self._label_map is None:
+            self._label_map = read_label_map(self.label_map_path)
+        return self._label_map
+
+    @property
+    def info(self) -> dict:
+        """{'family': e.g. 'ssd (ssd_mobilenet_v2_fpn_keras)', 'input': e.g. '320x320 px',
+        'step': the exported checkpoint's step}, 'unknown'/None where the folder does not say."""
+        info = {"family": "unknown", "input": "unknown", "step": None}
+        if os.path.isfile(self.pipeline_config_path):
+            from ..odapi.protos import read_pipeline_config
+            model = read_pipeline_config(self.pipeline_config_path).model
+            kind = model.WhichOneof("model")
+            arch = getattr(model, kind)
+            info["family"] = f"{kind} ({arch.feature_extractor.type})"
+            resizer = arch.image_resizer
+            which = resizer.WhichOneof("image_resizer_oneof")
+            if which == "fixed_shape_resizer":
+                info["input"] = f"{resizer.fixed_shape_resizer.width}x{resizer.fixed_shape_resizer.height} px"
+            elif which == "keep_aspect_ratio_resizer":
+                r = resizer.keep_aspect_ratio_resizer
+                info["input"] = f"keep aspect, {r.min_dimension}-{r.max_dimension} px"
+        record = os.path.join(self.path, "export.json")  # written by medtfod export: the exported step
+        if os.path.isfile(record):
+            with open(record, encoding="utf-8") as f:
+                info["step"] = json.load(f).get("step")
+        return info
+
+    @property
+    def family(self) -> str:
+        return self.info["family"]
+
+    @property
+    def nms_iou(self) -> Optional[float]:
+        """The IoU threshold of the model's own (second-stage) NMS, from its pipeline.config."""
+        from .ensemble import nms_iou
+        return nms_iou(self.path)
+
+    @property
+    def operating_point(self) -> Optional[dict]:
+        """The threshold `medtfod calibrate` stored (with the sensitivity and FP/image it gave), or None."""
+        from ..evaluation.calibrate import read_operating_point
+        return read_operating_point(self.path)
+
+    def min_score(self, min_score: Optional[float] = None, fused: bool = False) -> Tuple[float, str]:
+        """The threshold to use and where it came from: `min_score` when given, else the operating
+        point `medtfod calibrate` stored here, else DEFAULT_MIN_SCORE. A `fused` score (several
+        models or TTA views) has no operating point: a calibration belongs to one model's own scores."""
+        from ..evaluation.calibrate import describe
+        if min_score is not None:
+            return min_score, "--min-score"
+        if fused:
+            return DEFAULT_MIN_SCORE, "the default (a fused score has no calibration yet)"
+        point = self.operating_point
+        if point:
+            return float(point["min_score"]), f"the calibrated operating point ({describe(point)})"
+        return DEFAULT_MIN_SCORE, "the default (run medtfod calibrate to choose one for your data)"
+
+    def load(self):
+        """The loaded SavedModel (`tf.saved_model.load`), loaded once and kept."""
+        if self._detect_fn is None:
+            from ..odapi.runtime import import_tensorflow
+            tf = import_tensorflow(verbose=False)
+            self._detect_fn = tf.saved_model.load(self.saved_model_dir)
+        return self._detect_fn
+
+    def predict(self, images, split: Optional[str] = None, min_score: Optional[float] = None, batch_size: int = 8,
+                *, options=None):
+        """Run the model on `images` and return one `Prediction` per image, in input order.
+
+        Args:
+          images: an image file or folder path, a list of paths, numpy arrays (H, W) or (H, W, 3)
+            uint8, or PIL images; or a `medtfod.Dataset`, with `split` naming the split.
+          split: the dataset split, when `images` is a Dataset.
+          min_score: the score threshold; default: the calibrated operating point, else 0.5.
+          batch_size: images per model call (a float_image_tensor export takes batches).
+          options: a `medtfod.inference.predictor.PredictOptions` for everything else (classes,
+            max_per_image, tta, and more models to fuse with this one); its min_score and
+            batch_size are overridden by the arguments above when those are given.
+
+        Returns:
+          a `Predictions` list: each item's `detections` are `Detection(image, label, score, Box)`;
+          `to_rows()`, `save(folder)` and each prediction's `draw()` / `save(path)` write them out.
+        """
+        from .predictor import PredictOptions, Predictor, Predictions, named_inputs
+        import dataclasses
+        options = options or PredictOptions()
+        changes = {"batch_size": batch_size}
+        if min_score is not None:
+            changes["min_score"] = min_score
+        options = dataclasses.replace(options, **changes)
+        inputs, ground_truth, _ = named_inputs(images, split)
+        predictor = Predictor([self, *options.models], options)
+        return Predictions(predictor.run(inputs), predictor, ground_truth)
