@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from medtfod.inference.detect import DetectOutputs, detect
-from medtfod.inference.model import model_input
+from medtfod.inference.predictor import model_input
 from medtfod.inference.predictor import PredictOptions
 from medtfod.core.errors import UserError
 

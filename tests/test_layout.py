@@ -4,8 +4,6 @@ besides keyword-only options grouped in a dataclass."""
 import ast
 import os
 
-import pytest
-
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "medtfod")
 MAX_LINES = 400
 MAX_PARAMETERS = 8

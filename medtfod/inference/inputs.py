@@ -3,8 +3,11 @@ converted dataset, each image given a safe relative output name."""
 from __future__ import annotations
 
 import functools
+import io
 import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
+
+import numpy as np
 
 from ..core.errors import UserError
 from ..core.fence import safe_names
@@ -50,3 +53,30 @@ def resolve_inputs(images: Optional[str], dataset: Optional[str] = None, split: 
     if not images:
         raise UserError("give --images (a folder or a .txt list) or --dataset with --split")
     return [(name, os.path.join(images, name)) for name in list_images(images)], None, {"--images": images}
+
+
+def load_image(source) -> Tuple[Optional[object], Optional[str]]:
+    """(PIL RGB image, None) of a PNG/JPEG/DICOM path, the bytes a loader returns, a numpy array
+    or a PIL image; (None, the error message) when it cannot be read. The image's `info['channels']`
+    is 1 for a grayscale source (as labelImg's depth), else 3."""
+    from PIL import Image
+    try:
+        if isinstance(source, np.ndarray):
+            if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] != 3):
+                raise ValueError(f"an image array must be uint8 (H, W) or (H, W, 3), not {source.dtype} {source.shape}")
+            source = Image.fromarray(source)
+        if isinstance(source, Image.Image):
+            rgb = source.convert("RGB")
+            rgb.info["channels"] = 1 if source.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+            return rgb, None
+        if callable(source):
+            source = io.BytesIO(source())
+        elif source.lower().endswith(".dcm"):
+            from ..core.dicom import dicom_to_png
+            source = io.BytesIO(dicom_to_png(source)[0])
+        with Image.open(source) as im:
+            rgb = im.convert("RGB")
+            rgb.info["channels"] = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3  # as labelImg's depth
+            return rgb, None
+    except Exception as e:  # any unreadable file is reported, never ends the batch
+        return None, f"{type(e).__name__}: {e}"

@@ -17,8 +17,6 @@ import json
 import os
 from typing import Optional, Tuple
 
-import numpy as np
-
 from ..core.errors import UserError
 from ..core.labelmap import LabelMap, read_label_map
 
@@ -37,24 +35,6 @@ def export_dir(model: str) -> str:
     """The export folder of `model` (the folder or its saved_model/), where the label map and
     the operating point live."""
     return os.path.dirname(saved_model_dir(model).rstrip("/\\"))
-
-
-def model_input(detect_fn, batch_size: int) -> Tuple[int, type]:
-    """(images per model call, pixel dtype) for a loaded SavedModel: `batch_size` float32 images
-    for a `float_image_tensor` export (signature `[None, H, W, 3]`), one uint8 image for the
-    default `image_tensor` export (fixed at `[1, H, W, 3]`).
-
-    Raises UserError for exports that take encoded strings or tf.Examples.
-    """
-    signature = getattr(detect_fn, "signatures", {}).get("serving_default")
-    if signature is None:  # a plain function (tests): one uint8 image at a time
-        return 1, np.uint8
-    spec = next(iter(signature.structured_input_signature[1].values()))
-    if spec.shape.rank != 4 or spec.dtype.name not in ("uint8", "float32"):
-        raise UserError(f"detect runs image_tensor or float_image_tensor exports; this one takes {spec.dtype.name} "
-                        f"{spec.shape} (export again without --input-type, or with float_image_tensor)")
-    dtype = np.float32 if spec.dtype.name == "float32" else np.uint8
-    return (max(1, batch_size) if spec.shape[0] is None else 1), dtype
 
 
 class ExportedModel:

@@ -22,6 +22,7 @@ from ..core.errors import UserError
 from ..core.masks import Mask, paste_box_mask
 from ..data.readers.detections import CSV_COLUMNS
 from .draw import colour, draw_boxes
+from .inputs import load_image
 
 
 def drawn_name(name: str, draw_format: Optional[str] = None) -> str:
@@ -94,7 +95,6 @@ def save_predictions(predictions, out: str, label_map, ground_truth=None, draw: 
             per_image.append((p.name, None, p.error))
             continue
         if p.image is None:
-            from .predictor import load_image
             p.image = load_image(p.source)[0]
         gt_boxes = list(ground_truth.get(p.name, [])) if ground_truth else None
         rles = finish(p, gt_boxes, out if draw else None, label_map.ids, draw_format)

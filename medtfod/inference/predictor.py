@@ -19,7 +19,7 @@ from ..core.boxes import Box
 from ..core.errors import UserError
 from ..core.labelmap import read_label_map
 from . import ensemble
-from .model import ExportedModel, model_input
+from .inputs import load_image
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class PredictOptions:
     tta: Sequence[str] = ()
     fuse: Optional[str] = None
     fuse_iou: Optional[float] = None
-    models: Sequence[ExportedModel] = ()
+    models: Sequence = ()  # of medtfod.inference.model.ExportedModel
     label_map: Optional[str] = None
 
 
@@ -134,31 +134,22 @@ class Prediction:
         return path
 
 
-def load_image(source) -> Tuple[Optional[object], Optional[str]]:
-    """(PIL RGB image, None) of a PNG/JPEG/DICOM path, the bytes a loader returns, a numpy array
-    or a PIL image; (None, the error message) when it cannot be read. The image's `info['channels']`
-    is 1 for a grayscale source (as labelImg's depth), else 3."""
-    from PIL import Image
-    try:
-        if isinstance(source, np.ndarray):
-            if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] != 3):
-                raise ValueError(f"an image array must be uint8 (H, W) or (H, W, 3), not {source.dtype} {source.shape}")
-            source = Image.fromarray(source)
-        if isinstance(source, Image.Image):
-            rgb = source.convert("RGB")
-            rgb.info["channels"] = 1 if source.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
-            return rgb, None
-        if callable(source):
-            source = io.BytesIO(source())
-        elif source.lower().endswith(".dcm"):
-            from ..core.dicom import dicom_to_png
-            source = io.BytesIO(dicom_to_png(source)[0])
-        with Image.open(source) as im:
-            rgb = im.convert("RGB")
-            rgb.info["channels"] = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3  # as labelImg's depth
-            return rgb, None
-    except Exception as e:  # any unreadable file is reported, never ends the batch
-        return None, f"{type(e).__name__}: {e}"
+def model_input(detect_fn, batch_size: int) -> Tuple[int, type]:
+    """(images per model call, pixel dtype) for a loaded SavedModel: `batch_size` float32 images
+    for a `float_image_tensor` export (signature `[None, H, W, 3]`), one uint8 image for the
+    default `image_tensor` export (fixed at `[1, H, W, 3]`).
+
+    Raises UserError for exports that take encoded strings or tf.Examples.
+    """
+    signature = getattr(detect_fn, "signatures", {}).get("serving_default")
+    if signature is None:  # a plain function (tests): one uint8 image at a time
+        return 1, np.uint8
+    spec = next(iter(signature.structured_input_signature[1].values()))
+    if spec.shape.rank != 4 or spec.dtype.name not in ("uint8", "float32"):
+        raise UserError(f"detect runs image_tensor or float_image_tensor exports; this one takes {spec.dtype.name} "
+                        f"{spec.shape} (export again without --input-type, or with float_image_tensor)")
+    dtype = np.float32 if spec.dtype.name == "float32" else np.uint8
+    return (max(1, batch_size) if spec.shape[0] is None else 1), dtype
 
 
 class Predictor:
@@ -171,7 +162,7 @@ class Predictor:
         each model's `load()`.
     """
 
-    def __init__(self, models: Sequence[ExportedModel], options: PredictOptions, detect_fns=None):
+    def __init__(self, models: Sequence, options: PredictOptions, detect_fns=None):
         self.models = list(models)
         self.options = options
         self.views = len(self.models) * (1 + len(options.tta))
