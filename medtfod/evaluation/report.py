@@ -65,8 +65,10 @@ class ReportOptions:
     quiet: bool = False
 
 
-def build_report(model: str, dataset_dir: str, split: str, out: str, options: Optional[ReportOptions] = None) -> dict:
-    """Write the report to `out`; returns {'path', 'seconds' (building, without detect), 'images'}."""
+def build_report(model, dataset_dir, split: str, out: str, options: Optional[ReportOptions] = None) -> dict:
+    """Write the report to `out`; returns {'path', 'seconds' (building, without detect), 'images'}.
+
+    `model` is an export folder or an `ExportedModel`, `dataset_dir` a dataset folder or a `Dataset`."""
     from ..data.dataset import Dataset
     from ..inference.detect import split_detections
     from ..inference.model import ExportedModel
@@ -75,9 +77,10 @@ def build_report(model: str, dataset_dir: str, split: str, out: str, options: Op
 
     o = options or ReportOptions()
     model_dir, iou = o.model_dir, o.iou
-    exported = ExportedModel(model)
+    exported = model if isinstance(model, ExportedModel) else ExportedModel(model)
     export = exported.path
-    dataset = Dataset(dataset_dir)
+    dataset = dataset_dir if isinstance(dataset_dir, Dataset) else Dataset(dataset_dir)
+    dataset_dir = dataset.path
     data = dataset.manifest
     dataset_map = dataset.label_map
     export_map_path = exported.label_map_path

@@ -56,6 +56,24 @@ class ExportedModel:
     def __repr__(self) -> str:
         return f"ExportedModel({self.path!r})"
 
+    @classmethod
+    def export(cls, config: str, model_dir: str, out: str, *, checkpoint: Optional[str] = None,
+               input_type: str = "image_tensor", tflite: bool = False, verbose: bool = False) -> "ExportedModel":
+        """Export a training run (`medtfod export`: the OD API's `exporter_lib_v2`) and open the result.
+
+        Args:
+          config: the run's pipeline.config.
+          model_dir: the training folder.
+          out: the export folder to write (assembled aside, moved into place when complete).
+          checkpoint: 'best' (the default when the run kept one), 'latest' or a checkpoint prefix.
+          input_type: 'image_tensor' (uint8, one image per call) or 'float_image_tensor' (batches).
+          tflite: also write a TFLite model (SSD only).
+          verbose: show TensorFlow's own output.
+        """
+        from ..odapi.export import export
+        export(config, model_dir, out, input_type=input_type, verbose=verbose, tflite=tflite, checkpoint=checkpoint)
+        return cls(out)
+
     @property
     def label_map_path(self) -> str:
         return os.path.join(self.path, "label_map.pbtxt")
