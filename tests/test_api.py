@@ -1,0 +1,138 @@
+"""The public Python API: `Dataset`, `ExportedModel.predict`, `evaluate`, against what the
+commands write for the same data."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medtfod import Dataset, ExportedModel, UserError, evaluate
+from medtfod.cli import main
+
+
+def test_importing_medtfod_is_light_and_exports_the_api():
+    code = ("import sys, medtfod; heavy = [m for m in ('numpy', 'PIL', 'tensorflow') if m in sys.modules]; "
+            "from medtfod import Dataset, ExportedModel, evaluate; print(heavy, Dataset.__name__, ExportedModel.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] Dataset ExportedModel"
+    import medtfod
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        medtfod.Nope
+
+
+def test_dataset_knows_its_layout(tiny_dataset, tmp_path, monkeypatch):
+    from medtfod.data import manifest
+    from medtfod.data.readers.detections import read_ground_truth
+    data = Dataset(tiny_dataset)
+    assert sorted(data.splits) == ["train", "val"]
+    assert data.label_map.names == data.label_names and len(data.label_names) == 2
+    val = data.images("val")
+    assert [e.name for e in val] == sorted(e.name for e in manifest.load(tiny_dataset).split("val"))
+    assert data.ground_truth("val") == read_ground_truth(tiny_dataset, "val")
+    assert set(data.patients("val")) == {e.name for e in val}
+    first = val[0]
+    assert data.image(first.name).size == (first.width, first.height)
+    assert data.image_bytes(first.name)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data.tfrecords("val") and all(os.path.isfile(p) for p in data.tfrecords("val"))
+    with pytest.raises(UserError, match="has no split 'test'; its splits: train, val"):
+        data.images("test")
+    with pytest.raises(UserError, match="dataset folder not found"):
+        Dataset(tmp_path / "nowhere")
+    moved = tmp_path / "moved"  # a relocated dataset reads its images from its own records
+    shutil.copytree(tiny_dataset, moved)
+    monkeypatch.chdir(tmp_path)
+    again = Dataset("moved")
+    assert again.image_bytes(first.name) == data.image_bytes(first.name)
+    assert again.ground_truth("val") == data.ground_truth("val")
+
+
+@pytest.fixture(scope="module")
+def blob_model(tmp_path_factory):
+    """A stand-in export (`test_ensemble.blob_finder`: one box around the bright pixels, score
+    0.9) and three images."""
+    from medtfod.odapi.runtime import import_tensorflow
+    from test_ensemble import blob_finder
+    tf = import_tensorflow(verbose=False)
+    root = tmp_path_factory.mktemp("api_model")
+    module = blob_finder(tf)
+    tf.saved_model.save(module, str(root / "export" / "saved_model"), signatures=module.__call__.get_concrete_function())
+    (root / "export" / "label_map.pbtxt").write_text('item { id: 1 name: "Mass" }\n')
+    images = root / "images"
+    images.mkdir()
+    arrays = {}
+    for name, (y0, y1, x0, x1) in {"a.png": (30, 60, 70, 130), "b.png": (20, 50, 10, 60), "c.png": (5, 90, 150, 190)}.items():
+        pixels = np.zeros((100, 200), np.uint8)
+        pixels[y0:y1, x0:x1] = 255
+        Image.fromarray(pixels).save(images / name)
+        arrays[name] = pixels
+    return {"export": str(root / "export"), "images": str(images), "arrays": arrays}
+
+
+@pytest.mark.tf
+def test_predict_on_paths_arrays_and_pil_gives_detects_boxes(blob_model, tmp_path):
+    model = ExportedModel(os.path.join(blob_model["export"], "saved_model"))  # the SavedModel folder works too
+    assert model.path == blob_model["export"] and model.label_map.names == ["Mass"]
+    assert model.min_score() == (0.5, "the default (run medtfod calibrate to choose one for your data)")
+    assert model.info == {"family": "unknown", "input": "unknown", "step": None}
+    assert main(["detect", "--model", blob_model["export"], "--images", blob_model["images"], "--out",
+                 str(tmp_path / "cli"), "--min-score", "0", "-q"]) == 0
+    with open(tmp_path / "cli" / "detections.csv", newline="") as f:
+        rows = [(r["image"], r["label"], float(r["score"]), *(float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")))
+                for r in csv.DictReader(f)]
+    from_folder = model.predict(blob_model["images"], min_score=0)
+    assert len(from_folder) == 3 and [p.name for p in from_folder] == ["a.png", "b.png", "c.png"]
+    np.testing.assert_allclose([r[2:] for r in from_folder.to_rows()], [r[2:] for r in rows], atol=1e-4)
+    assert [r[:2] for r in from_folder.to_rows()] == [r[:2] for r in rows]
+    np.testing.assert_allclose(from_folder[0].boxes, [[70, 30, 130, 60]], atol=1e-4)
+    assert from_folder[0].labels == ["Mass"]
+    paths = [os.path.join(blob_model["images"], n) for n in ("a.png", "b.png", "c.png")]
+    arrays = list(blob_model["arrays"].values())
+    pil = [Image.fromarray(a) for a in arrays]
+    for other in (model.predict(paths, min_score=0), model.predict(arrays, min_score=0), model.predict(pil)):
+        np.testing.assert_allclose([r[2:] for r in other.to_rows()], [r[2:] for r in rows], atol=1e-4)
+    assert model.predict(arrays, min_score=0.95).to_rows() == []  # the stand-in scores 0.9
+    drawn = np.asarray(from_folder[0].draw())
+    assert drawn.shape == (100, 200, 3) and (drawn[30, 70:130] != drawn[30, 0]).any()  # the box outline is drawn
+    # save() writes what detect writes, byte for byte
+    from_folder.save(str(tmp_path / "api"))
+    for name in ("detections.csv", "detections.json", "coco_results.json", "images.csv", "a.png", "b.png"):
+        assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
+
+
+@pytest.mark.tf
+def test_predict_reports_bad_input_per_image(blob_model, tiny_dataset):
+    model = ExportedModel(blob_model["export"])
+    bad = model.predict([np.zeros((10, 10), np.float32), blob_model["arrays"]["a.png"]], min_score=0)
+    assert "must be uint8" in bad[0].error and bad[0].detections == [] and bad[1].error is None
+    with pytest.raises(UserError, match="needs split="):
+        model.predict(Dataset(tiny_dataset))
+    with pytest.raises(UserError, match="no SavedModel"):
+        ExportedModel(blob_model["images"])
+
+
+def test_evaluate_equals_the_metrics_command(tiny_nih, tiny_dataset, tmp_path):
+    val = {e.name for e in Dataset(tiny_dataset).images("val")}
+    rows = [r for r in list(csv.reader(open(tiny_nih["bbox_csv"])))[1:] if r[0] in val]
+    dets = tmp_path / "detections.csv"
+    rng = np.random.default_rng(0)
+    with open(dets, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "label", "score", "xmin", "ymin", "xmax", "ymax"])
+        for image, label, x, y, bw, bh in rows:  # a noisy detector: shifted boxes, random scores, a miss or two
+            x, y, bw, bh = map(float, (x, y, bw, bh))
+            dx = float(rng.normal(0, min(3, bw / 4)))
+            w.writerow([image, label, f"{rng.uniform(0.2, 1):.6f}", f"{x + dx:.2f}", f"{y:.2f}", f"{x + bw + dx:.2f}",
+                        f"{y + bh:.2f}"])
+    out = tmp_path / "m.json"
+    assert main(["metrics", "--detections", str(dets), "--ground-truth", tiny_dataset, "--split", "val",
+                 "--out", str(out), "--bootstrap", "20"]) == 0
+    expected = json.loads(out.read_text())
+    assert json.loads(json.dumps(evaluate(tiny_dataset, "val", str(dets), bootstrap=20))) == expected
+    from medtfod.data.readers.detections import read_detections_csv
+    assert json.loads(json.dumps(evaluate(Dataset(tiny_dataset), "val", read_detections_csv(str(dets)),
+                                          bootstrap=20))) == expected
