@@ -18,7 +18,12 @@ _EXPORTS = {
     "ExportedModel": ("medtfod.inference.model", "ExportedModel"),
     "PredictOptions": ("medtfod.inference.predictor", "PredictOptions"),
     "Prediction": ("medtfod.inference.predictor", "Prediction"),
+    "detect": ("medtfod.inference.detect", "detect"),
+    "DetectOutputs": ("medtfod.inference.detect", "DetectOutputs"),
     "evaluate": ("medtfod.evaluation.metrics", "evaluate"),
+    "calibrate": ("medtfod.evaluation.calibrate", "calibrate"),
+    "report": ("medtfod.evaluation.report", "build_report"),
+    "ReportOptions": ("medtfod.evaluation.report", "ReportOptions"),
     "Box": ("medtfod.core.boxes", "Box"),
     "UserError": ("medtfod.core.errors", "UserError"),
 }

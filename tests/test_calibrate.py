@@ -6,7 +6,8 @@ import pytest
 
 from medtfod.core.annotations import Detection as Det
 from medtfod.core.boxes import Box
-from medtfod.evaluation.calibrate import OPERATING_POINT, choose_threshold, read_operating_point
+from medtfod.evaluation.calibrate import choose_threshold
+from medtfod.inference.operating_point import OPERATING_POINT, read_operating_point
 from medtfod.cli import main
 from medtfod.inference.model import DEFAULT_MIN_SCORE, ExportedModel
 

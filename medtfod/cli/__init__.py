@@ -240,23 +240,22 @@ def cmd_detect(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from ..evaluation.calibrate import choose_threshold, describe, write_operating_point
     from ..core.fence import check_outputs
     from ..data.dataset import Dataset
+    from ..evaluation.calibrate import calibrate
     from ..inference.detect import split_detections
     from ..inference.model import ExportedModel
-    export_dir = ExportedModel(args.model).path
-    check_outputs({"--model": export_dir}, {"--dataset": args.dataset, "--detections": args.detections})
-    gt = Dataset(args.dataset).ground_truth(args.split)
-    with _library_log(export_dir, args):
-        dets = split_detections(export_dir, args.dataset, args.split, gt, args.detections, quiet=args.quiet)
-    point = choose_threshold(gt, dets, sensitivity=args.sensitivity, fp_per_image=args.fp_per_image, iou=args.iou)
-    path, record = write_operating_point(export_dir, point, target_sensitivity=args.sensitivity,
-                                         target_fp_per_image=args.fp_per_image, iou=args.iou,
-                                         dataset=os.path.abspath(args.dataset), split=args.split, images=len(gt),
-                                         boxes=sum(len(v) for v in gt.values()))
+    from ..inference.operating_point import describe
+    model = ExportedModel(args.model)
+    check_outputs({"--model": model.path}, {"--dataset": args.dataset, "--detections": args.detections})
+    data = Dataset(args.dataset)
+    with _library_log(model.path, args):  # TensorFlow's output while the model runs, if it does
+        detections = split_detections(model.path, data.path, args.split, data.ground_truth(args.split),
+                                      args.detections, quiet=args.quiet)
+    path, record = calibrate(model, data, args.split, sensitivity=args.sensitivity, fp_per_image=args.fp_per_image,
+                             iou=args.iou, detections=detections)
     print(f"operating point: {describe(record)}")
-    print(f"written to {path}; medtfod detect --model {export_dir} now uses it unless --min-score is given")
+    print(f"written to {path}; medtfod detect --model {model.path} now uses it unless --min-score is given")
     return 0
 
 

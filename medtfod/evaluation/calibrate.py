@@ -8,19 +8,12 @@ image counting negatives too), so it means what the FROC table in `medtfod metri
 """
 from __future__ import annotations
 
-import datetime
-import json
-import os
 from typing import Optional, Sequence, Tuple
 
-from ..core import atomic
 from ..core.annotations import Detection
 from ..core.errors import UserError
 from .metrics import froc_curve
 from ..data.readers.detections import GroundTruth
-
-OPERATING_POINT = "operating_point.json"
-
 
 def choose_threshold(gt: GroundTruth, dets: Sequence[Detection], sensitivity: Optional[float] = None,
                      fp_per_image: Optional[float] = None, iou: float = 0.1) -> dict:
@@ -63,34 +56,35 @@ def choose_threshold(gt: GroundTruth, dets: Sequence[Detection], sensitivity: Op
     return {"min_score": threshold, "sensitivity": sens, "avg_fp": fp}
 
 
-def write_operating_point(export_dir: str, point: dict, **context) -> Tuple[str, dict]:
-    """Store `point` (and where it came from: target, split, counts) in export_dir; returns
-    the file's path and the record written."""
-    path = os.path.join(export_dir, OPERATING_POINT)
-    record = {**point, **context, "created": datetime.datetime.now().isoformat(timespec="seconds")}
-    atomic.write_file(path, json.dumps(record, indent=2, allow_nan=False) + "\n")
-    return path, record
+def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float] = None,
+              fp_per_image: Optional[float] = None, iou: float = 0.1, detections=None,
+              quiet: bool = True) -> Tuple[str, dict]:
+    """Choose the export's operating point on a labelled split (`medtfod calibrate`) and store it
+    in the export folder, where `detect` and `ExportedModel.predict` find it.
 
+    Args:
+      model: an export folder or an `ExportedModel`.
+      dataset: a dataset folder or a `Dataset`; `split` the split to calibrate on (not the one to report on).
+      sensitivity / fp_per_image: the target (one of the two).
+      iou: the IoU of a hit.
+      detections: a detections.csv of the split made with --min-score 0, or the split's
+        `Detection`s (`inference.detect.split_detections`); else the model runs now.
+      quiet: no progress bar.
 
-def read_operating_point(export_dir: str) -> Optional[dict]:
-    """The stored operating point of an export folder, or None when it was never calibrated."""
-    path = os.path.join(export_dir, OPERATING_POINT)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-        score = float(record["min_score"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: not a valid operating point ({e}); run medtfod calibrate again or delete it") from None
-    if not 0 <= score <= 1:
-        raise UserError(f"{path}: min_score {score} is not in [0, 1]; run medtfod calibrate again")
-    return record
+    Returns (the operating_point.json path, the record written).
+    """
+    import os
 
-
-def describe(record: dict) -> str:
-    target = (f"sensitivity >= {record['target_sensitivity']:g}" if record.get("target_sensitivity") is not None
-              else f"<= {record['target_fp_per_image']:g} FP/image")
-    return (f"min score {record['min_score']:.4f}: sensitivity {record['sensitivity']:.3f} at "
-            f"{record['avg_fp']:.2f} FP/image on {record.get('images', '?')} {record.get('split', '')} images "
-            f"(target {target}, IoU >= {record.get('iou', 0.1):g})")
+    from ..data.dataset import Dataset
+    from ..inference.detect import split_detections
+    from ..inference.model import ExportedModel
+    from ..inference.operating_point import write_operating_point
+    exported = model if isinstance(model, ExportedModel) else ExportedModel(model)
+    data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    gt = data.ground_truth(split)
+    dets = (list(detections) if detections is not None and not isinstance(detections, (str, os.PathLike))
+            else split_detections(exported.path, data.path, split, gt, detections, quiet=quiet))
+    point = choose_threshold(gt, dets, sensitivity=sensitivity, fp_per_image=fp_per_image, iou=iou)
+    return write_operating_point(exported.path, point, target_sensitivity=sensitivity,
+                                 target_fp_per_image=fp_per_image, iou=iou, dataset=os.path.abspath(data.path),
+                                 split=split, images=len(gt), boxes=sum(len(v) for v in gt.values()))

@@ -29,27 +29,12 @@ TTA = ("hflip",)
 DEFAULT_IOU = 0.55  # the WBF paper's, when an export's own NMS threshold cannot be read
 
 
-def nms_iou(export: str) -> Optional[float]:
-    """The IoU threshold of the export's own (second-stage) NMS, from its pipeline.config."""
-    import os
-    from ..odapi import protos
-    path = os.path.join(export, "pipeline.config")
-    if not os.path.isfile(path):
-        return None
-    model = protos.read_pipeline_config(path).model
-    kind = model.WhichOneof("model")
-    if kind == "ssd":
-        return model.ssd.post_processing.batch_non_max_suppression.iou_threshold or None
-    if kind == "faster_rcnn":
-        return model.faster_rcnn.second_stage_post_processing.batch_non_max_suppression.iou_threshold or None
-    return None
-
-
-def default_iou(exports: Sequence[str]) -> float:
-    """Fusion IoU when none is given: the models' own NMS threshold (the highest of them). Boxes a
-    model keeps apart then stay apart, so a model fused with itself is itself; boxes of different
-    views that overlap more than any model allows for two findings are one finding."""
-    found = [v for v in (nms_iou(e) for e in exports) if v]
+def default_iou(nms_ious: Sequence[Optional[float]]) -> float:
+    """Fusion IoU when none is given: the models' own NMS thresholds (`ExportedModel.nms_iou`; the
+    highest of them). Boxes a model keeps apart then stay apart, so a model fused with itself is
+    itself; boxes of different views that overlap more than any model allows for two findings are
+    one finding."""
+    found = [v for v in nms_ious if v]
     return max(found) if found else DEFAULT_IOU
 
 

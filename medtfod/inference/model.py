@@ -118,21 +118,30 @@ class ExportedModel:
 
     @property
     def nms_iou(self) -> Optional[float]:
-        """The IoU threshold of the model's own (second-stage) NMS, from its pipeline.config."""
-        from .ensemble import nms_iou
-        return nms_iou(self.path)
+        """The IoU threshold of the model's own (second-stage) NMS, from its pipeline.config (None
+        when the folder has none, or for a family without one)."""
+        if not os.path.isfile(self.pipeline_config_path):
+            return None
+        from ..odapi import protos
+        model = protos.read_pipeline_config(self.pipeline_config_path).model
+        kind = model.WhichOneof("model")
+        if kind == "ssd":
+            return model.ssd.post_processing.batch_non_max_suppression.iou_threshold or None
+        if kind == "faster_rcnn":
+            return model.faster_rcnn.second_stage_post_processing.batch_non_max_suppression.iou_threshold or None
+        return None
 
     @property
     def operating_point(self) -> Optional[dict]:
         """The threshold `medtfod calibrate` stored (with the sensitivity and FP/image it gave), or None."""
-        from ..evaluation.calibrate import read_operating_point
+        from .operating_point import read_operating_point
         return read_operating_point(self.path)
 
     def min_score(self, min_score: Optional[float] = None, fused: bool = False) -> Tuple[float, str]:
         """The threshold to use and where it came from: `min_score` when given, else the operating
         point `medtfod calibrate` stored here, else DEFAULT_MIN_SCORE. A `fused` score (several
         models or TTA views) has no operating point: a calibration belongs to one model's own scores."""
-        from ..evaluation.calibrate import describe
+        from .operating_point import describe
         if min_score is not None:
             return min_score, "--min-score"
         if fused:

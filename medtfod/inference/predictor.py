@@ -172,7 +172,7 @@ class Predictor:
         self.fuse, self.fuse_iou = options.fuse, options.fuse_iou
         if self.views > 1:
             self.fuse = self.fuse or "wbf"
-            self.fuse_iou = self.fuse_iou or ensemble.default_iou([m.path for m in self.models])
+            self.fuse_iou = self.fuse_iou or ensemble.default_iou([m.nms_iou for m in self.models])
         self.min_score, self.min_score_source = self.models[0].min_score(options.min_score, fused=self.views > 1)
         self.label_map = read_label_map(options.label_map) if options.label_map else self.models[0].label_map
         if len(self.models) > 1:
