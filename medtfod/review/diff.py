@@ -24,9 +24,8 @@ import difflib
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..core.boxes import Box
+from ..core.boxes import Box, iou as box_iou
 from ..core.errors import UserError
-from ..evaluation.metrics import iou as box_iou
 from ..inference.preannotate import annotation_stem, read_classes
 from ..core.problems import Problems
 from ..data.readers.voc import VocFile, _xml_files, read_voc_file
