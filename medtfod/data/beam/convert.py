@@ -28,7 +28,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence
 
 from ...core.errors import UserError
 
-# base64, difflib, hashlib, io, logging, pickle, struct, uuid and .atomic are imported where they
+# base64, difflib, hashlib, io, logging, pickle, uuid and .atomic are imported where they
 # are used: the CLI imports this module for RUNNERS at every start-up.
 
 INSTALL_HINT = ("apache-beam is not installed in this environment; install it with "
@@ -375,28 +375,26 @@ def _scan_shard(path: str) -> Iterator[tuple]:
     """(byte offset, sha256 of the data) of every record in a TFRecord file.
 
     Framing: uint64 length, masked CRC32C of the length, data, masked CRC32C of the data
-    (all little-endian); both CRCs are checked."""
-    import struct
-
+    (all little-endian; `tfrecord_framing`); both CRCs are checked."""
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    from ..writers.tfrecord import _masked_crc  # noqa: PLC2701 (the writer's own CRC)
+    from ..tfrecord_framing import CRC_BYTES, HEADER_BYTES, data_intact, record_length
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         offset = 0
         while True:
-            head = f.read(12)
+            head = f.read(HEADER_BYTES)
             if not head:
                 return
-            if len(head) < 12 or _masked_crc(head[:8]) != head[8:12]:
+            length = record_length(head)
+            if length is None:
                 raise UserError(f"{path}: damaged TFRecord header at byte {offset}")
-            (length,) = struct.unpack("<Q", head[:8])
             data = f.read(length)
-            crc = f.read(4)
-            if len(data) != length or _masked_crc(data) != crc:
+            crc = f.read(CRC_BYTES)
+            if not data_intact(data, length, crc):
                 raise UserError(f"{path}: damaged TFRecord data at byte {offset}")
             yield offset, _digest(data)
-            offset += 12 + length + 4
+            offset += HEADER_BYTES + length + CRC_BYTES
 
 
 def convert_table_beam(table, images_dir: str, out_dir: str, label_map, opts, problems, runner: str,
