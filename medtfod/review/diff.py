@@ -28,7 +28,7 @@ from ..core.boxes import Box, iou as box_iou
 from ..core.errors import UserError
 from ..inference.preannotate import annotation_stem, read_classes
 from ..core.problems import Problems
-from ..data.readers.voc import VocFile, _xml_files, read_voc_file
+from ..data.readers.voc import VocFile, xml_files, read_voc_file
 
 OUTCOMES = ("kept", "moved", "relabelled", "deleted", "added")
 MOVE_PX = 1.0
@@ -40,7 +40,7 @@ def _read_folder(folder: str, what: str, problems: Problems, labels: Optional[Se
         raise UserError(f"{what} folder not found: {folder}")
     files: Dict[str, Optional[VocFile]] = {}  # by file stem: labelImg names each file after its image
     broken = set()
-    for path in _xml_files(os.path.abspath(folder)):
+    for path in xml_files(os.path.abspath(folder)):
         found = read_voc_file(path, problems)
         key = annotation_stem(path).lower()
         if found is None:
