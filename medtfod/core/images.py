@@ -15,7 +15,7 @@ import zlib
 from typing import Dict, Iterable, List, Tuple
 
 from .errors import UserError
-from .image_info import MAX_PIXELS, MAX_SIDE, ImageError, ImageInfo, check_size  # noqa: F401 (MAX_*: still images.MAX_SIDE)
+from .image_info import MAX_PIXELS, MAX_SIDE, ImageError, ImageInfo, check_size  # noqa: F401 (images.MAX_*)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")

@@ -5,7 +5,8 @@ shard, so `detect --dataset` and the report read an image's encoded bytes from t
 itself: a dataset folder moved to another place or machine keeps working.
 
 TFRecord framing (uint64 length, masked crc32c of the length, data, masked crc32c of the data,
-all little-endian) is `medtfod.data.tfrecord_framing`'s. The Example's wire format is the one `medtfod.data.writers.tfexample` writes.
+all little-endian) is `medtfod.data.tfrecord_framing`'s. The Example's wire format is the one
+`medtfod.data.writers.tfexample` writes.
 """
 from __future__ import annotations
 
