@@ -11,14 +11,13 @@ so results serialize to strict JSON. Thresholds are JSON keys written with `'%g'
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..core.boxes import iobb, iou  # noqa: F401 (metrics.iou: the overlap functions live beside Box)
-from ..core.errors import UserError
+from ..core.errors import UserError, did_you_mean
 from ..data.readers.detections import Detection, GroundTruth, read_detections_csv, read_ground_truth  # noqa: F401
 from .bootstrap import detection_cis
 from .matching import FROC_RATES, by_image, match_detections, threshold_key
@@ -190,9 +189,8 @@ def coco_dicts(gt: GroundTruth, dets: Sequence[Detection], label_names: Sequence
     category = {name: i for i, name in enumerate(label_names, start=1)}
     for label in sorted({name for objects in gt.values() for name, _ in objects} | {d.label for d in dets}):
         if label not in category:
-            hint = difflib.get_close_matches(label, list(category), n=1)
             raise UserError(f"label {label!r} is not among the classes ({', '.join(label_names)})"
-                            + (f"; did you mean {hint[0]!r}?" if hint else ""))
+                            + did_you_mean(label, category))
     image_id = {name: i for i, name in enumerate(sorted(gt), start=1)}
     boxes = [(image, label, box) for image in sorted(gt) for label, box in gt[image]]
     annotations = [{"id": k, "image_id": image_id[image], "category_id": category[label], "bbox": list(box.to_xywh()),

@@ -26,9 +26,9 @@ import os
 import re
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence
 
-from ...core.errors import UserError
+from ...core.errors import UserError, did_you_mean
 
-# base64, difflib, hashlib, io, logging, pickle, uuid and .atomic are imported where they
+# base64, hashlib, io, logging, pickle, uuid and .atomic are imported where they
 # are used: the CLI imports this module for RUNNERS at every start-up.
 
 INSTALL_HINT = ("apache-beam is not installed in this environment; install it with "
@@ -137,8 +137,6 @@ def _runner(name: str):
 def pipeline_options(name: str, options: Dict[str, str]):
     """Beam `PipelineOptions` from {K: V}, each K checked against every option Beam knows once
     the runner's module is imported (a mistyped name is an error with the nearest one)."""
-    import difflib
-
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
     parser = _BeamArgumentParser(allow_abbrev=False)
@@ -157,10 +155,8 @@ def pipeline_options(name: str, options: Dict[str, str]):
     for key, value in options.items():
         action = flags_of.get(key)
         if action is None:
-            near = difflib.get_close_matches(key, flags_of, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
             raise UserError(f"--pipeline-option {key}={value}: {key!r} is not an option Beam knows for "
-                            f"--runner {name}{hint}")
+                            f"--runner {name}{did_you_mean(key, flags_of)}")
         if action.nargs == 0:  # a switch (store_true): K=true turns it on
             if value.lower() not in ("true", "false", "1", "0", ""):
                 raise UserError(f"--pipeline-option {key}={value}: {key} is a switch; give {key}=true or {key}=false")
