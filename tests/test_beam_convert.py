@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from support import REPO
 from medtfod.cli import main
 from medtfod.core.errors import UserError
 
@@ -321,7 +321,7 @@ def test_beam_strict_and_options(beam_path, nih_with_problems, tmp_path):
 def test_detect_and_metrics_read_a_beam_dataset(beam_path, trained, tmp_path):
     """`detect --dataset` and `metrics` on the trained fixture's tables converted with Beam read
     the images by the manifest's shard and offset, and give what they give on the local dataset."""
-    from conftest import medtfod
+    from support.cli import medtfod
     beam = tmp_path / "beam"
     beam_medtfod(beam_path, "convert", "nih", "--bbox-csv", trained["bbox_csv"], "--images", trained["images"],
                  "--data-entry", trained["data_entry"], "--label-map", trained["label_map"], "--out", beam, "-q",

@@ -20,7 +20,7 @@ from medtfod.core.labelmap import LabelMap
 from medtfod.evaluation.plots import format_table, write_plots
 from medtfod.data.writers.coco import coco_json
 
-from conftest import write
+from support import write
 
 # The worked example. Three images: a.png (two nodules), b.png (one mass), c.png (negative).
 G1, G2, G3 = Box(0, 0, 10, 10), Box(20, 0, 30, 10), Box(0, 0, 10, 10)
