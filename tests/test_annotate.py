@@ -18,7 +18,7 @@ from medtfod.core.annotations import Detection
 from medtfod.core.boxes import Box
 from medtfod.core.labelmap import LabelMap
 
-from conftest import medtfod
+from support.cli import medtfod
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "labelimg_driver.py")
 labelimg = pytest.importorskip("labelImg", reason="labelImg is not installed (scripts/bootstrap.py test installs it)")
@@ -183,7 +183,7 @@ def test_annotate_opens_labelimg_on_the_first_queued_image_under_xvfb(tmp_path):
         deadline = time.time() + 10
         while not os.path.exists(f"/tmp/.X11-unix/X{number}") and time.time() < deadline:
             time.sleep(0.05)
-        from conftest import medtfod_script
+        from support.cli import medtfod_script
         app = subprocess.Popen([medtfod_script(), "annotate", "--images", str(images), "--annotations",
                                 str(tmp_path / "corrected"), "--predicted", str(tmp_path / "pre"), "--order",
                                 "uncertainty"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

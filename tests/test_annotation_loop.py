@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import fenced
+from support.cli import fenced
 
 
 @pytest.mark.slow

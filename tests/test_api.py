@@ -56,7 +56,7 @@ def blob_model(tmp_path_factory):
     """A stand-in export (`test_ensemble.blob_finder`: one box around the bright pixels, score
     0.9) and three images."""
     from medtfod.odapi.runtime import import_tensorflow
-    from test_ensemble import blob_finder
+    from support.inference import blob_finder
     tf = import_tensorflow(verbose=False)
     root = tmp_path_factory.mktemp("api_model")
     module = blob_finder(tf)

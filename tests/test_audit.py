@@ -3,7 +3,7 @@ import shutil
 
 from medtfod.cli import main
 
-from conftest import write
+from support import write
 
 
 def test_clean_converted_split(tiny_nih, tmp_path, capsys):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from medtfod.cli import main
 
-from conftest import write
+from support import write
 
 SIZE = 64
 

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from support import REPO
 from medtfod.cli import main
 from medtfod.core.errors import UserError
 
@@ -29,7 +29,7 @@ NETWORK = re.compile(r"NewConnectionError|Max retries|Temporary failure in name 
 # --- fast: no Beam needed ------------------------------------------------------------------------
 
 def test_pipeline_options_are_checked_for_form():
-    from medtfod.data.beam.convert import parse_pipeline_options
+    from medtfod.data.beam.options import parse_pipeline_options
     assert parse_pipeline_options(["project=p", "temp_location=gs://b/t", "--region=europe-west4", "x="]) == {
         "project": "p", "temp_location": "gs://b/t", "region": "europe-west4", "x": ""}
     assert parse_pipeline_options(None) == {}
@@ -43,7 +43,7 @@ def test_pipeline_options_are_checked_for_form():
 
 def test_runner_names_map_to_beam_runners():
     """`direct` is the in-process FnApiRunner (Beam's DirectRunner would first try to download Prism)."""
-    from medtfod.data.beam.convert import RUNNERS
+    from medtfod.data.beam.options import RUNNERS
     assert {name: r.name for name, r in RUNNERS.items()} == {
         "direct": "FnApiRunner", "prism": "PrismRunner", "flink": "FlinkRunner", "spark": "SparkRunner",
         "dataflow": "DataflowRunner"}
@@ -51,7 +51,7 @@ def test_runner_names_map_to_beam_runners():
 
 
 def test_known_runner_failures_become_user_errors():
-    from medtfod.data.beam.convert import explain_failure
+    from medtfod.data.beam.options import explain_failure
     prism = RuntimeError("Unable to fetch remote prism binary at https://github.com/apache/beam/releases/"
                          "download/v2.77.0/apache_beam-v2.77.0-prism-linux-amd64.zip: <urlopen error>")
     assert "prism_location=PATH" in str(explain_failure("prism", prism))
@@ -321,7 +321,7 @@ def test_beam_strict_and_options(beam_path, nih_with_problems, tmp_path):
 def test_detect_and_metrics_read_a_beam_dataset(beam_path, trained, tmp_path):
     """`detect --dataset` and `metrics` on the trained fixture's tables converted with Beam read
     the images by the manifest's shard and offset, and give what they give on the local dataset."""
-    from conftest import medtfod
+    from support.cli import medtfod
     beam = tmp_path / "beam"
     beam_medtfod(beam_path, "convert", "nih", "--bbox-csv", trained["bbox_csv"], "--images", trained["images"],
                  "--data-entry", trained["data_entry"], "--label-map", trained["label_map"], "--out", beam, "-q",

@@ -136,7 +136,7 @@ def test_sharding_by_example_gives_each_worker_a_disjoint_share_of_every_file(tm
 
     from medtfod.odapi import multiworker
     from medtfod.odapi.runtime import import_tensorflow
-    from medtfod.data.writers.tfrecord import write_record
+    from medtfod.data.tfrecord_framing import write_record
     tf = import_tensorflow(verbose=False)  # with the compatibility fixes the OD API needs
     from object_detection.builders import dataset_builder
     from object_detection.protos import input_reader_pb2

@@ -18,7 +18,7 @@ from medtfod.core.problems import Problems
 from medtfod.data.readers.coco import compressed_runs, read_coco
 from medtfod.data.writers.coco import coco_json
 
-from conftest import write
+from support import write
 
 W, H = 20, 10
 

@@ -6,7 +6,7 @@ import os
 
 from medtfod.cli import main
 
-from conftest import write
+from support import write
 
 
 def convert_args(data, out, *extra):

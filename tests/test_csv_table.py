@@ -6,7 +6,7 @@ from medtfod.core.errors import UserError
 from medtfod.core.problems import Problems
 from medtfod.data.readers.csv_table import parse_columns, read_csv_table
 
-from conftest import write
+from support import write
 
 
 def test_xywh_and_negatives(tmp_path):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import medtfod, medtfod_script
+from support.cli import medtfod, medtfod_script
 
 
 @pytest.mark.slow

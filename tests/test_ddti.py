@@ -10,7 +10,7 @@ from medtfod.core.masks import Mask
 from medtfod.core.problems import Problems
 from medtfod.data.readers.ddti import read_ddti
 
-from conftest import write
+from support import write
 
 HEAD = ("<case><number>{n}</number><age></age><sex>F</sex><composition></composition><echogenicity>"
         "</echogenicity><margins></margins><calcifications></calcifications><tirads>4a</tirads>"

@@ -156,7 +156,8 @@ def test_demo_command(tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO, medtfod
+    from support import REPO
+    from support.cli import medtfod
     from medtfod.demo import MODEL_DIR_NAME
     workspace = str(tmp_path / "ws")
     if os.path.isfile(os.path.join(sys.prefix, "medtfod-install.sha256")):

@@ -8,6 +8,7 @@ from PIL import Image
 
 from medtfod.inference import ensemble
 from medtfod.core.errors import UserError
+from support.inference import blob_finder
 from medtfod.core.labelmap import LabelMap
 
 
@@ -55,23 +56,6 @@ def test_label_maps_must_agree():
         ensemble.check_label_maps(["a", "b"], [LabelMap({"Nodule": 1, "Mass": 2}), LabelMap({"Nodule": 1, "Tumor": 2})])
     with pytest.raises(UserError, match="choose one of wbf, nms, mean"):
         ensemble.fuse([ONE, ONE], "vote")
-
-
-def blob_finder(tf, shift=0.0):
-    """A SavedModel-like module: one box around the pixels brighter than 128 (class 1, score
-    0.9), moved right by `shift` (normalized): a detector whose answer we know."""
-    class Module(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
-        def __call__(self, images):
-            bright = tf.reduce_max(images, axis=3) > 128
-            rows, cols = tf.reduce_any(bright, axis=2)[0], tf.reduce_any(bright, axis=1)[0]
-            h, w = tf.cast(tf.shape(rows)[0], tf.float32), tf.cast(tf.shape(cols)[0], tf.float32)
-            first = lambda v: tf.cast(tf.argmax(tf.cast(v, tf.int32)), tf.float32)  # noqa: E731
-            box = tf.stack([first(rows) / h, first(cols) / w + shift,
-                            (h - first(tf.reverse(rows, [0]))) / h, (w - first(tf.reverse(cols, [0]))) / w + shift])
-            return {"detection_boxes": box[None, None], "detection_scores": tf.constant([[0.9]]),
-                    "detection_classes": tf.constant([[1.0]]), "num_detections": tf.constant([1.0])}
-    return Module()
 
 
 @pytest.fixture(scope="module")

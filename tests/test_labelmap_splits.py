@@ -7,7 +7,7 @@ from medtfod.core.errors import UserError
 from medtfod.core.labelmap import LabelMap, read_label_map, shipped_path
 from medtfod.data.splits import assign_patients, parse_fractions
 
-from conftest import write
+from support import write
 
 
 def test_shipped_nih_map():

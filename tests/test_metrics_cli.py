@@ -36,7 +36,7 @@ def test_bootstrap_resamples_the_csv_tables_patients(tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
-    from conftest import write
+    from support import write
     images = tmp_path / "images"
     images.mkdir()
     for i in range(6):

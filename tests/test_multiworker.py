@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import medtfod, medtfod_script, saved_step
+from support.cli import medtfod, medtfod_script
+from support.training import saved_step
 
 pytestmark = pytest.mark.slow
 

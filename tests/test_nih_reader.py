@@ -4,7 +4,7 @@ from medtfod.core.errors import UserError
 from medtfod.core.problems import Problems
 from medtfod.data.readers import nih
 
-from conftest import write
+from support import write
 
 CANONICAL = ("Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
              "00013118_008.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,79.1864406779661\n")

@@ -136,7 +136,7 @@ def label_studio_sdk(tmp_path_factory):
     (requirements/labelstudio-check.txt, ~190 MB, 7-11 s with pip), or a skip with pip's reason."""
     import subprocess
     import sys
-    from conftest import REPO
+    from support import REPO
     target = tmp_path_factory.mktemp("label-studio-sdk")
     result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
                              "--disable-pip-version-check", "--target", str(target),

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import MASKED_SIZE, REPO, saved_step
+from support import REPO
+from support.data import MASKED_SIZE
+from support.training import saved_step
 from medtfod.cli import main
 from medtfod.training.models import TINY_MASK_SIZE, TINY_PROPOSALS
 

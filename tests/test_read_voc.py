@@ -11,7 +11,7 @@ from medtfod.core.problems import Problems
 from medtfod.data.readers.voc import read_voc, voc_box
 from medtfod.data.writers.voc import voc_xml
 
-from conftest import write
+from support import write
 
 VOC = """<annotation>
 \t<filename>{filename}</filename>

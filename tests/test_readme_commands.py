@@ -1,5 +1,5 @@
 """Every command the README shows runs for real, in a fresh process, through the installed
-`medtfod` console script (conftest.medtfod), not only through the in-process `main()`.
+`medtfod` console script (support.cli.medtfod), not only through the in-process `main()`.
 
 README command -> the test that runs it (test_every_readme_command_is_listed keeps this list
 complete: a README command missing here, or a test named here that does not exist, fails it):
@@ -49,7 +49,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, fenced, medtfod, medtfod_script, write
+from support import REPO, write
+from support.cli import fenced, medtfod, medtfod_script
 
 THIS = os.path.abspath(__file__)
 TESTS = os.path.dirname(THIS)
@@ -229,7 +230,7 @@ def test_pretrained_get_and_import(tmp_path):
 @pytest.mark.tf
 def test_audit_metrics_calibrate(trained, tmp_path):
     """detect --dataset at score 0, then metrics and calibrate on its table, and audit of the split;
-    each writes only its declared outputs and changes no input (conftest.fenced)."""
+    each writes only its declared outputs and changes no input (support.cli.fenced)."""
     import shutil
     root = tmp_path / "root"
     for name in ("dataset", "exported", "images"):

@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, medtfod
+from support import REPO
+from support.cli import medtfod
 
 
 def python_blocks() -> list:

@@ -11,7 +11,7 @@ import pytest
 
 from medtfod.cli import main
 
-from conftest import medtfod
+from support.cli import medtfod
 
 
 def cells(page):

@@ -9,7 +9,7 @@ from medtfod.core.errors import UserError
 from medtfod.core.problems import Problems
 from medtfod.data.readers.siim import decode_rle, image_name, read_siim
 
-from conftest import write
+from support import write
 
 SAMPLE = os.path.join("siim_acr_pneumothorax", "train-rle-sample.kaggle_stage1_sample__JonnoFTW.csv")
 

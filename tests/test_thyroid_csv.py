@@ -6,7 +6,7 @@ from medtfod.core.masks import Mask
 from medtfod.core.problems import Problems
 from medtfod.data.readers.thyroid_csv import parse_points, patient_of, read_thyroid_csv
 
-from conftest import write
+from support import write
 
 
 def read(tmp_path, text, problems=None):

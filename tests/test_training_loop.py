@@ -9,7 +9,7 @@ import signal
 import numpy as np
 import pytest
 
-from conftest import saved_step, train_killed_and_resumed
+from support.training import saved_step, train_killed_and_resumed
 from medtfod.core.errors import UserError
 from medtfod.odapi.train import NanLossWatch, NonFiniteLoss, segment_ends, train
 

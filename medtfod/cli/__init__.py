@@ -39,7 +39,7 @@ def cmd_convert(args) -> int:
     opts = ConvertOptions(fractions=fractions, seed=args.seed, max_bad=args.max_bad,
                           clip_tolerance=args.clip_tolerance, shard_size=args.shard_size,
                           workers=args.workers or ConvertOptions().workers, folds=args.folds or 0)
-    from ..data.beam.convert import check_paths, parse_pipeline_options
+    from ..data.beam.options import check_paths, parse_pipeline_options
     from ..core.fence import check_outputs
     from ..data.sources import SOURCES
     beam_options = parse_pipeline_options(args.pipeline_option)
@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--shard-size", type=POSITIVE, default=256, help="images per TFRecord shard (default 256)")
     common.add_argument("--workers", type=POSITIVE, help="processes reading images (default: all cores; "
                                                           "the local converter only)")
-    from ..data.beam.convert import RUNNERS
+    from ..data.beam.options import RUNNERS
     common.add_argument("--runner", choices=list(RUNNERS),
                         help="run the per-image work on Apache Beam (needs apache-beam: bootstrap.py install --beam): "
                              "direct (in this process), prism, flink, spark or dataflow; --images and --out may "

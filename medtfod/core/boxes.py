@@ -90,3 +90,20 @@ class Box:
                         f"{width}x{height} image by more than {tolerance:g} px (--clip-tolerance; is the table "
                         "for images of another size?)")
         return None
+
+
+def _intersection(a: Box, b: Box) -> float:
+    return max(0.0, min(a.xmax, b.xmax) - max(a.xmin, b.xmin)) * max(0.0, min(a.ymax, b.ymax) - max(a.ymin, b.ymin))
+
+
+def iou(gt_box: Box, det_box: Box) -> float:
+    """Intersection over union of the two boxes' areas (0 when both are empty)."""
+    inter = _intersection(gt_box, det_box)
+    union = gt_box.area + det_box.area - inter
+    return inter / union if union > 0 else 0.0
+
+
+def iobb(gt_box: Box, det_box: Box) -> float:
+    """Intersection over the detected box's area (Wang et al., CVPR 2017); 1 when the detection
+    lies inside the GT box."""
+    return _intersection(gt_box, det_box) / det_box.area if det_box.area > 0 else 0.0

@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 
-from .images import ImageError, ImageInfo, _check_size
+from .image_info import ImageError, ImageInfo, check_size
 
 
 def dicom_to_png(path: str):
@@ -33,7 +33,7 @@ def dicom_to_png(path: str):
     if "PixelData" not in ds:
         raise ImageError("DICOM file has no pixel data")
     rows, cols = int(ds.Rows), int(ds.Columns)
-    _check_size(cols, rows)
+    check_size(cols, rows)
     if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
         raise ImageError(f"multi-frame DICOM ({ds.NumberOfFrames} frames); export single frames first")
     try:

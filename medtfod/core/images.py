@@ -12,15 +12,13 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from dataclasses import dataclass
 from typing import Dict, Iterable, List, Tuple
 
 from .errors import UserError
+from .image_info import MAX_PIXELS, MAX_SIDE, ImageError, ImageInfo, check_size  # noqa: F401 (images.MAX_*)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
-MAX_SIDE = 65535          # larger than any radiograph or ultrasound frame we expect
-MAX_PIXELS = 1 << 28      # 268 M pixels: above that a file is treated as a decompression bomb
 
 # PNG colour type -> number of channels
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
@@ -28,30 +26,11 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-class ImageError(ValueError):
-    """The file is not a usable PNG/JPEG; the message says why."""
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What the header says: format ('png' or 'jpeg'), size in pixels, channels."""
-
-    format: str
-    width: int
-    height: int
-    channels: int
-
-
-def _check_size(width: int, height: int) -> None:
-    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE) or width * height > MAX_PIXELS:
-        raise ImageError(f"implausible image size {width}x{height}")
-
-
 def _png_info(data: bytes, verify: bool) -> ImageInfo:
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise ImageError("PNG without an IHDR header (truncated?)")
     width, height, _depth, colour = struct.unpack(">IIBB", data[16:26])
-    _check_size(width, height)
+    check_size(width, height)
     if colour not in _PNG_CHANNELS:
         raise ImageError(f"PNG with unknown colour type {colour}")
     if verify:
@@ -94,7 +73,7 @@ def _jpeg_info(data: bytes, verify: bool) -> ImageInfo:
             if pos + 10 > end:
                 break
             height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            _check_size(width, height)
+            check_size(width, height)
             return ImageInfo("jpeg", width, height, data[pos + 9])
         pos += 2 + length
     raise ImageError("JPEG without a start-of-frame header (truncated or not a JPEG)")

@@ -5,12 +5,11 @@ Reading goes through `string_int_label_map_pb2`, so every syntax the OD API acce
 """
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from .errors import UserError
+from .errors import UserError, did_you_mean, nearest
 
 def shipped_path(name: str) -> str:
     """Path of a label map shipped in `label_maps/` (e.g. 'nih_chestxray14')."""
@@ -45,16 +44,11 @@ class LabelMap:
 
     def suggest(self, name: str) -> Optional[str]:
         """The nearest valid name, for 'did you mean' messages (never applied silently)."""
-        lowered = {n.lower(): n for n in self.ids}
-        if name.lower() in lowered:
-            return lowered[name.lower()]
-        match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
-        return lowered[match[0]] if match else None
+        return nearest(name, self.ids, ignore_case=True)
 
     def unknown_message(self, name: str) -> str:
-        hint = self.suggest(name)
-        did_you_mean = f"; did you mean {hint!r}?" if hint else ""
-        return f"label {name!r} is not in the label map ({', '.join(self.names)}){did_you_mean}"
+        hint = did_you_mean(name, self.ids, ignore_case=True)
+        return f"label {name!r} is not in the label map ({', '.join(self.names)}){hint}"
 
     def to_pbtxt(self) -> str:
         """The label map in the OD API's text format (single-quoted names, id first)."""

@@ -35,6 +35,7 @@ from .manifest import MANIFEST, ImageEntry, manifest_json
 from .plan import ConvertOptions, ImageItem, Plan, plan_conversion  # noqa: F401 - ConvertOptions: the API
 from ..core.problems import Problems
 from ..core.progress import progress
+from .tfrecord_framing import write_record
 from .writers import tfrecord, voc
 
 
@@ -175,7 +176,7 @@ def _write_shard(job):
             placed = None
             if done.record is not None:
                 placed = Placed("tfrecords/" + os.path.basename(shard_path), shard.tell())
-                tfrecord.write_record(shard, done.example)
+                write_record(shard, done.example)
                 with open(os.path.join(out_dir, *voc_name(done.record.image_id).split("/")), "wb") as f:
                     f.write(done.voc)
             results.append((Converted(done.record, done.issues), placed))

@@ -25,7 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core.errors import UserError
-from .metrics import FROC_RATES, Detection, GroundTruth, _by_image, _key, match_detections
+from ..data.readers.detections import Detection, GroundTruth
+from .matching import FROC_RATES, by_image, match_detections, threshold_key
 
 Interval = Tuple[Optional[float], Optional[float]]
 BLOCK_CELLS = 4_000_000  # replicates x detections per block (float64: 32 MB)
@@ -59,7 +60,7 @@ def bootstrap_ci(gt: GroundTruth, dets: Sequence[Detection], metric_fn: Callable
     97.5th percentiles (numpy's linear interpolation), or (None, None) when every replicate
     was None.
     """
-    index = _by_image(gt, dets)
+    index = by_image(gt, dets)
     images, patient_of, n_patients = _groups(gt, patients)
     images_of: Dict[int, List[str]] = defaultdict(list)
     for image, p in zip(images, patient_of):
@@ -126,7 +127,7 @@ def detection_cis(gt: GroundTruth, dets: Sequence[Detection], patients: Dict[str
     """The intervals of `metrics.evaluate_all`'s "ci95": "ap50_mean" (mean AP at `iou_ap` over
     the classes with GT boxes in the replicate), "froc_mean", "froc@<rate>" for each rate, and
     "auc" (image level, all classes), over the replicates `bootstrap_ci(..., n, seed)` draws."""
-    index = _by_image(gt, dets)
+    index = by_image(gt, dets)
     images, patient_of, n_patients = _groups(gt, patients)
     row = {image: k for k, image in enumerate(images)}
     det_image = np.array([row[d.image] for d in dets], int)
@@ -144,7 +145,7 @@ def detection_cis(gt: GroundTruth, dets: Sequence[Detection], patients: Dict[str
     positive = gt_count.sum(axis=1) > 0
 
     w_all = _weights(patient_of, n_patients, n, seed)
-    keys = ["ap50_mean", "froc_mean", "auc"] + [f"froc@{_key(r)}" for r in rates]
+    keys = ["ap50_mean", "froc_mean", "auc"] + [f"froc@{threshold_key(r)}" for r in rates]
     values: Dict[str, List[np.ndarray]] = {key: [] for key in keys}
     block = max(1, BLOCK_CELLS // max(1, len(dets)))
     for start in range(0, n, block):
@@ -170,7 +171,7 @@ def detection_cis(gt: GroundTruth, dets: Sequence[Detection], patients: Dict[str
         for r in rates:  # the curve's last point with avg_fp <= r (both only grow along it)
             last = (avg_fp <= r).sum(axis=1) - 1
             at_rate.append(np.where(total_gt > 0, sensitivity[np.arange(len(w_img)), last], np.nan))
-            values[f"froc@{_key(r)}"].append(at_rate[-1])
+            values[f"froc@{threshold_key(r)}"].append(at_rate[-1])
         values["froc_mean"].append(np.mean(at_rate, axis=0))
         values["auc"].append(_auc(w_img, image_score, positive))
     out = {}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..core.annotations import Detection
-from .metrics import iou as box_iou
+from ..core.boxes import iou as box_iou
 from ..data.readers.detections import GroundTruth
 
 BACKGROUND = "background"

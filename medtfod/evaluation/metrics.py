@@ -11,92 +11,24 @@ so results serialize to strict JSON. Thresholds are JSON keys written with `'%g'
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
-from collections import defaultdict
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core.boxes import Box
-from ..core.errors import UserError
+from ..core.boxes import iobb, iou  # noqa: F401 (metrics.iou: the overlap functions live beside Box)
+from ..core.errors import UserError, did_you_mean
 from ..data.readers.detections import Detection, GroundTruth, read_detections_csv, read_ground_truth  # noqa: F401
+from .bootstrap import detection_cis
+from .matching import FROC_RATES, by_image, match_detections, threshold_key
+
 AP_IOUS = (0.1, 0.25, 0.5)
-FROC_RATES = (0.125, 0.25, 0.5, 1, 2, 4, 8)
 IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
 COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def _key(value: float) -> str:
-    return f"{value:g}"
-
-
-def _intersection(a: Box, b: Box) -> float:
-    return max(0.0, min(a.xmax, b.xmax) - max(a.xmin, b.xmin)) * max(0.0, min(a.ymax, b.ymax) - max(a.ymin, b.ymin))
-
-
-def iou(gt_box: Box, det_box: Box) -> float:
-    """Intersection over union of the two boxes' areas (0 when both are empty)."""
-    inter = _intersection(gt_box, det_box)
-    union = gt_box.area + det_box.area - inter
-    return inter / union if union > 0 else 0.0
-
-
-def iobb(gt_box: Box, det_box: Box) -> float:
-    """Intersection over the detected box's area (Wang et al., CVPR 2017); 1 when the detection
-    lies inside the GT box."""
-    return _intersection(gt_box, det_box) / det_box.area if det_box.area > 0 else 0.0
-
-
-def _by_image(gt: GroundTruth, dets: Sequence[Detection]) -> Dict[str, List[int]]:
-    """Indices of `dets` per image; refuses an empty `gt` and detections on images not in `gt`."""
-    if not gt:
-        raise UserError("no ground-truth images to evaluate against")
-    index: Dict[str, List[int]] = defaultdict(list)
-    for i, det in enumerate(dets):
-        index[det.image].append(i)
-    unknown = sorted(set(index) - set(gt))
-    if unknown:
-        raise UserError(f"{sum(len(index[u]) for u in unknown)} detections are on {len(unknown)} images that have no "
-                        f"ground truth (first: {unknown[0]!r}); evaluate on the split the detections were run on")
-    return index
-
-
 def _classes(gt: GroundTruth) -> List[str]:
     return sorted({label for objects in gt.values() for label, _ in objects})
-
-
-def match_detections(gt: GroundTruth, dets: Sequence[Detection], threshold: float,
-                     overlap: Callable[[Box, Box], float] = iou) -> List[Optional[int]]:
-    """Greedy one-to-one matching of detections to ground-truth boxes.
-
-    Per image and class, detections are taken by score, highest first (equal scores in input
-    order); each one matches the still-unmatched GT box of the same class with the highest
-    `overlap(gt_box, det_box)` that is >= `threshold` (equal overlaps: the GT box listed first
-    in `gt[image]`). A detection that matches nothing is a false positive, including a second
-    detection on an already-matched box. As in COCOeval, a lower-scored detection never takes
-    a box from a higher-scored one, so keeping only detections above any score cut-off gives
-    the same matches as matching those alone.
-
-    Returns:
-      For each detection, in input order, the index of its GT box in `gt[image]`, or None.
-    """
-    index = _by_image(gt, dets)
-    matched: List[Optional[int]] = [None] * len(dets)
-    for image, det_ids in index.items():
-        taken = set()
-        for i in sorted(det_ids, key=lambda i: (-dets[i].score, i)):
-            best, best_j = threshold, None
-            for j, (label, box) in enumerate(gt[image]):
-                if label != dets[i].label or j in taken:
-                    continue
-                value = overlap(box, dets[i].box)
-                if value >= threshold and (best_j is None or value > best):
-                    best, best_j = value, j
-            if best_j is not None:
-                taken.add(best_j)
-                matched[i] = best_j
-    return matched
 
 
 def pr_curve(gt: GroundTruth, dets: Sequence[Detection], label: str, iou_threshold: float = 0.5,
@@ -176,9 +108,9 @@ def froc(gt: GroundTruth, dets: Sequence[Detection], iou_threshold: float = 0.1,
     """
     curve = froc_curve(gt, dets, iou_threshold, matched)
     if curve["sensitivity"][0] is None:
-        return {**{_key(r): None for r in fps}, "mean": None}
+        return {**{threshold_key(r): None for r in fps}, "mean": None}
     points = list(zip(curve["avg_fp"], curve["sensitivity"]))
-    result = {_key(r): max(s for f, s in points if f <= r) for r in fps}
+    result = {threshold_key(r): max(s for f, s in points if f <= r) for r in fps}
     return {**result, "mean": float(np.mean(list(result.values())))}
 
 
@@ -196,7 +128,7 @@ def iobb_localization(gt: GroundTruth, dets: Sequence[Detection],
     apply the score cut-off first. False positives on other images are left to FROC and the
     image-level metrics.
     """
-    index = _by_image(gt, dets)
+    index = by_image(gt, dets)
     result: Dict[str, Dict[str, Dict[str, float]]] = {}
     for label in _classes(gt):
         images = [image for image, objects in gt.items() if any(name == label for name, _ in objects)]
@@ -209,7 +141,7 @@ def iobb_localization(gt: GroundTruth, dets: Sequence[Detection],
                 hit += sum(any(iobb(g, d) >= t for d in found) for g in boxes)
                 fp += sum(not any(iobb(g, d) >= t for g in boxes) for d in found)
                 total += len(boxes)
-            result[label][_key(t)] = {"accuracy": hit / total, "avg_fp": fp / len(images)}
+            result[label][threshold_key(t)] = {"accuracy": hit / total, "avg_fp": fp / len(images)}
     return result
 
 
@@ -226,7 +158,7 @@ def image_level(gt: GroundTruth, dets: Sequence[Detection], classes: Optional[Se
     image scores; ties: the highest threshold), which is optimistic on the data it is chosen on.
     Values are None when undefined (no positive or no negative image).
     """
-    index = _by_image(gt, dets)
+    index = by_image(gt, dets)
     wanted = set(classes) if classes is not None else None
     scores, positive = [], []
     for image, objects in gt.items():
@@ -253,13 +185,12 @@ def image_level(gt: GroundTruth, dets: Sequence[Detection], classes: Optional[Se
 def coco_dicts(gt: GroundTruth, dets: Sequence[Detection], label_names: Sequence[str]) -> Tuple[dict, list]:
     """The COCO ground-truth dataset and result list, bbox `[x, y, w, h]` in pixels (image ids
     1.. in sorted name order, category ids 1.. in `label_names` order)."""
-    _by_image(gt, dets)
+    by_image(gt, dets)
     category = {name: i for i, name in enumerate(label_names, start=1)}
     for label in sorted({name for objects in gt.values() for name, _ in objects} | {d.label for d in dets}):
         if label not in category:
-            hint = difflib.get_close_matches(label, list(category), n=1)
             raise UserError(f"label {label!r} is not among the classes ({', '.join(label_names)})"
-                            + (f"; did you mean {hint[0]!r}?" if hint else ""))
+                            + did_you_mean(label, category))
     image_id = {name: i for i, name in enumerate(sorted(gt), start=1)}
     boxes = [(image, label, box) for image in sorted(gt) for label, box in gt[image]]
     annotations = [{"id": k, "image_id": image_id[image], "category_id": category[label], "bbox": list(box.to_xywh()),
@@ -322,7 +253,7 @@ def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], patients: Optional[
     ("froc": {rate: [low, high]}, the band of the report's FROC plot).
     """
     result = {
-        "ap": {_key(t): average_precision(gt, dets, t) for t in AP_IOUS},
+        "ap": {threshold_key(t): average_precision(gt, dets, t) for t in AP_IOUS},
         "froc": froc(gt, dets, iou_froc),
         "iobb": iobb_localization(gt, dets),
         "image_level": image_level(gt, dets),
@@ -334,20 +265,11 @@ def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], patients: Optional[
         patients = patients if patients is not None else {image: image for image in gt}
         result["ci95"] = {"unit": unit, "groups": len({patients[image] for image in gt if image in patients}),
                           "replicates": bootstrap}
-        from .bootstrap import detection_cis
         intervals = detection_cis(gt, dets, patients, n=bootstrap, iou_ap=0.5, iou_froc=iou_froc)
         for name in ("ap50_mean", "froc_mean", "auc"):
             result["ci95"][name] = list(intervals[name])
-        result["ci95"]["froc"] = {_key(r): list(intervals[f"froc@{_key(r)}"]) for r in FROC_RATES}
+        result["ci95"]["froc"] = {threshold_key(r): list(intervals[f"froc@{threshold_key(r)}"]) for r in FROC_RATES}
     return result
-
-
-def __getattr__(name: str):
-    """`format_table` and `write_plots` live in `metrics_plots` (matplotlib stays unimported until used)."""
-    if name in ("format_table", "write_plots"):
-        from . import plots as metrics_plots
-        return getattr(metrics_plots, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def evaluate(dataset, split: Optional[str], detections, iou_froc: float = 0.1, bootstrap: int = 200) -> dict:

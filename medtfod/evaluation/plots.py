@@ -11,7 +11,9 @@ import re
 from typing import List, Optional, Sequence
 
 from ..core import atomic
-from .metrics import Detection, GroundTruth, froc_curve, match_detections, pr_curve
+from ..data.readers.detections import Detection, GroundTruth
+from .matching import match_detections
+from .metrics import froc_curve, pr_curve
 
 
 def _fmt(value: Optional[float], digits: int = 3) -> str:

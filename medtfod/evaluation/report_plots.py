@@ -9,7 +9,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .metrics import FROC_RATES, froc_curve, match_detections, pr_curve
+from .matching import FROC_RATES, match_detections
+from .metrics import froc_curve, pr_curve
 
 
 def _figure(width=5.0, height=3.6):

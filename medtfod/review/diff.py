@@ -20,16 +20,14 @@ are reported with file, line and value, and their images left out as unreadable.
 """
 from __future__ import annotations
 
-import difflib
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..core.boxes import Box
-from ..core.errors import UserError
-from ..evaluation.metrics import iou as box_iou
+from ..core.boxes import Box, iou as box_iou
+from ..core.errors import UserError, did_you_mean
 from ..inference.preannotate import annotation_stem, read_classes
 from ..core.problems import Problems
-from ..data.readers.voc import VocFile, _xml_files, read_voc_file
+from ..data.readers.voc import VocFile, xml_files, read_voc_file
 
 OUTCOMES = ("kept", "moved", "relabelled", "deleted", "added")
 MOVE_PX = 1.0
@@ -41,7 +39,7 @@ def _read_folder(folder: str, what: str, problems: Problems, labels: Optional[Se
         raise UserError(f"{what} folder not found: {folder}")
     files: Dict[str, Optional[VocFile]] = {}  # by file stem: labelImg names each file after its image
     broken = set()
-    for path in _xml_files(os.path.abspath(folder)):
+    for path in xml_files(os.path.abspath(folder)):
         found = read_voc_file(path, problems)
         key = annotation_stem(path).lower()
         if found is None:
@@ -50,9 +48,8 @@ def _read_folder(folder: str, what: str, problems: Problems, labels: Optional[Se
         bad = False
         for label, box, line in found.objects:
             if labels is not None and label not in labels:
-                hint = difflib.get_close_matches(label, list(labels), n=1)
                 problems.add(path, line, "unknown_label", label, f"{found.image}: label {label!r} is not among the "
-                             f"classes ({', '.join(labels)})" + (f"; did you mean {hint[0]!r}?" if hint else ""),
+                             f"classes ({', '.join(labels)})" + did_you_mean(label, labels),
                              image=found.image)
                 bad = True
             outside = box.xmin < 0 or box.ymin < 0 or (found.width and found.height and (

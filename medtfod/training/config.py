@@ -6,7 +6,6 @@ with the valid names, rather than an hour into training.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -14,7 +13,7 @@ from glob import glob
 from typing import Dict, Optional, Sequence, Union
 
 from ..core import atomic
-from ..core.errors import UserError
+from ..core.errors import UserError, did_you_mean
 from ..core.labelmap import read_label_map
 from .models import MODELS, ModelSpec, apply_tiny, enable_masks, model_spec, set_image_size
 from ..core.resources import resource_path
@@ -59,9 +58,7 @@ _INDEXED = re.compile(r"^(\w+)\[(\d+)\]$")
 def _field(message, name: str, key: str):
     fields = message.DESCRIPTOR.fields_by_name
     if name not in fields:
-        close = difflib.get_close_matches(name, list(fields), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UserError(f"--set {key}: {message.DESCRIPTOR.name} has no field {name!r}{hint}")
+        raise UserError(f"--set {key}: {message.DESCRIPTOR.name} has no field {name!r}{did_you_mean(name, fields)}")
     return fields[name]
 
 
@@ -236,8 +233,7 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
         valid = protos.PreprocessingStep.DESCRIPTOR.fields_by_name
         for name in augment:
             if name not in valid:
-                close = difflib.get_close_matches(name, list(valid), n=1)
-                raise UserError(f"unknown augmentation {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+                raise UserError(f"unknown augmentation {name!r}" + did_you_mean(name, valid))
             getattr(train.data_augmentation_options.add(), name).SetInParent()
 
     for reader, splits in ((config.train_input_reader, train_splits), (config.eval_input_reader[0], [eval_split])):

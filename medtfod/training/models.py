@@ -6,13 +6,12 @@ Everything here edits a parsed `TrainEvalPipelineConfig`; nothing imports Tensor
 """
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from dataclasses import dataclass
 from typing import Dict, Optional
 
-from ..core.errors import UserError
+from ..core.errors import UserError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -47,9 +46,7 @@ MASK_SOURCES = "ddti, coco (with segmentations), siim, or thyroid-csv with outli
 
 def model_spec(name: str) -> ModelSpec:
     if name not in MODELS:
-        close = difflib.get_close_matches(name, list(MODELS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UserError(f"unknown model {name!r}; available: {', '.join(MODELS)}{hint}")
+        raise UserError(f"unknown model {name!r}; available: {', '.join(MODELS)}{did_you_mean(name, MODELS)}")
     return MODELS[name]
 
 

@@ -7,7 +7,6 @@ the best checkpoint (see `save_best`), safe from the OD API's `max_to_keep`.
 """
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ..core import atomic
-from ..core.errors import UserError
+from ..core.errors import UserError, did_you_mean
 
 # --select-by name -> the key of the metric in an evaluation's metric set. The Medical/*
 # values come from medtfod.evaluation.metrics (the same code as `medtfod metrics`), computed on the eval
@@ -35,9 +34,7 @@ BEST = "best"
 def metric_key(name: str) -> str:
     """The metric-set key of --select-by `name`; a `UserError` listing the valid names."""
     if name not in METRICS:
-        close = difflib.get_close_matches(name, list(METRICS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UserError(f"--select-by {name!r} is not a metric medtfod selects by{hint} "
+        raise UserError(f"--select-by {name!r} is not a metric medtfod selects by{did_you_mean(name, METRICS)} "
                         f"(valid: {', '.join(METRICS)})")
     return METRICS[name]
 

@@ -26,7 +26,7 @@ from ...core.boxes import Box
 from ...core.errors import UserError
 from ...core.masks import Mask
 from ...core.problems import Problems
-from .nih import read_text
+from .text import read_text
 
 
 def _hashable(value) -> bool:

@@ -21,7 +21,7 @@ from ...core.annotations import Table, TableRow
 from ...core.boxes import Box, parse_coordinate
 from ...core.errors import UserError
 from ...core.problems import Problems
-from .nih import read_text
+from .text import read_text
 
 XYWH = ("x", "y", "w", "h")
 CORNERS = ("xmin", "ymin", "xmax", "ymax")

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional
 from ...core.boxes import Box, parse_coordinate
 from ...core.errors import UserError
 from ...core.problems import Problems
+from .text import header_key, read_text
 
 BOX_COLUMNS = ("x", "y", "w", "h")
 _PATIENT_FROM_NAME = re.compile(r"^(\d+)_\d+\.\w+$")
@@ -39,29 +40,6 @@ class BoxRow:
     box: Box
 
 
-def read_text(path: str) -> str:
-    """A table's text, UTF-8 (BOM allowed); other encodings are a clear error."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise UserError(f"file not found: {path}") from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a folder; expected a table file (CSV)") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
-                        "save the table as UTF-8 CSV") from None
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
 def read_bbox_list(path: str, problems: Problems) -> List[BoxRow]:
     """Parse `BBox_List_2017.csv` into box rows; bad rows go to `problems`, with their image
     (convert leaves such an image out whole).
@@ -74,7 +52,7 @@ def read_bbox_list(path: str, problems: Problems) -> List[BoxRow]:
     if not rows:
         raise UserError(f"{path}: the file is empty; expected the BBox_List_2017.csv header")
     header = rows[0]
-    if len(header) < 3 or _norm(header[0]) != "imageindex" or _norm(header[1]) != "findinglabel":
+    if len(header) < 3 or header_key(header[0]) != "imageindex" or header_key(header[1]) != "findinglabel":
         raise UserError(
             f"{path}:1: header {','.join(header)!r} is not a BBox_List_2017.csv header; expected "
             "'Image Index,Finding Label,Bbox [x,y,w,h],,,'")
@@ -144,7 +122,7 @@ def read_data_entry(path: str, problems: Problems) -> DataEntry:
     rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
     if not rows:
         raise UserError(f"{path}: the file is empty; expected the Data_Entry_2017.csv header")
-    header = [_norm(h) for h in rows[0]]
+    header = [header_key(h) for h in rows[0]]
     try:
         image_col, patient_col = header.index("imageindex"), header.index("patientid")
     except ValueError:

@@ -34,7 +34,7 @@ from ...core.boxes import Box
 from ...core.errors import UserError
 from ...core.masks import Mask
 from ...core.problems import Problems
-from .nih import read_text
+from .text import read_text
 
 IMAGE_EXTENSIONS = (".png", ".dcm", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 

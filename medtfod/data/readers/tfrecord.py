@@ -4,16 +4,16 @@ The dataset manifest (`medtfod.data.manifest`) records where each image's tf.Exa
 shard, so `detect --dataset` and the report read an image's encoded bytes from the dataset
 itself: a dataset folder moved to another place or machine keeps working.
 
-TFRecord framing: uint64 length, masked crc32c of the length, data, masked crc32c of the data
-(all little-endian). The Example's wire format is the one `medtfod.data.writers.tfexample` writes.
+TFRecord framing (uint64 length, masked crc32c of the length, data, masked crc32c of the data,
+all little-endian) is `medtfod.data.tfrecord_framing`'s. The Example's wire format is the one
+`medtfod.data.writers.tfexample` writes.
 """
 from __future__ import annotations
 
-import struct
 from typing import Iterator, Tuple
 
 from ...core.errors import UserError
-from ..writers.tfrecord import _masked_crc
+from ..tfrecord_framing import CRC_BYTES, HEADER_BYTES, data_intact, record_length
 
 
 def read_record(path: str, offset: int) -> bytes:
@@ -25,18 +25,17 @@ def read_record(path: str, offset: int) -> bytes:
     try:
         with open(path, "rb") as f:
             f.seek(offset)
-            head = f.read(12)
-            if len(head) < 12:
+            head = f.read(HEADER_BYTES)
+            if len(head) < HEADER_BYTES:
                 raise UserError(f"{path}: no record at byte {offset} (file ends first)")
-            length = head[:8]
-            if _masked_crc(length) != head[8:]:
+            size = record_length(head)
+            if size is None:
                 raise UserError(f"{path}: the record at byte {offset} is corrupt (length checksum)")
-            size = struct.unpack("<Q", length)[0]
             data = f.read(size)
-            crc = f.read(4)
+            crc = f.read(CRC_BYTES)
     except OSError as e:
         raise UserError(f"cannot read {path}: {e}") from None
-    if len(data) < size or _masked_crc(data) != crc:
+    if not data_intact(data, size, crc):
         raise UserError(f"{path}: the record at byte {offset} is corrupt or cut short (data checksum)")
     return data
 

@@ -36,7 +36,7 @@ from ...core.boxes import Box, parse_coordinate
 from ...core.errors import UserError
 from ...core.masks import Mask
 from ...core.problems import Problems
-from .nih import read_text
+from .text import header_key, read_text
 
 SOURCE = "thyroid-csv"
 ALIASES: Dict[str, Tuple[str, ...]] = {
@@ -49,10 +49,6 @@ ALIASES: Dict[str, Tuple[str, ...]] = {
     "points": ("segmentation", "points", "polygon"),
 }
 BOX_KEYS = ("x", "y", "w", "h")
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
 def _expected() -> str:
@@ -68,8 +64,8 @@ def _columns(path: str, header: List[str]) -> Dict[str, int]:
     """
     found: Dict[str, int] = {}
     for key, names in ALIASES.items():
-        wanted = {_norm(n) for n in names}
-        hits = [i for i, h in enumerate(header) if _norm(h) in wanted]
+        wanted = {header_key(n) for n in names}
+        hits = [i for i, h in enumerate(header) if header_key(h) in wanted]
         if len(hits) > 1:
             raise UserError(f"{path}:1: columns {', '.join(repr(header[i]) for i in hits)} all mean {key!r}; "
                             "rename or remove all but one")

@@ -71,7 +71,8 @@ def _parse(path: str) -> Tuple[Element, Dict[int, int]]:
     return root, builder.lines
 
 
-def _xml_files(xml_dir: str) -> List[str]:
+def xml_files(xml_dir: str) -> List[str]:
+    """The `.xml` files under `xml_dir` (any case of the extension), folders and names in sorted order."""
     files = []
     for dirpath, dirnames, filenames in os.walk(xml_dir):
         dirnames.sort()
@@ -185,7 +186,7 @@ def read_voc(xml_dir: str, problems: Problems):
     """
     if not os.path.isdir(xml_dir):
         raise UserError(f"VOC folder not found: {xml_dir}")
-    files = _xml_files(xml_dir)
+    files = xml_files(xml_dir)
     if not files:
         raise UserError(f"no .xml files under {xml_dir}; expected Pascal VOC annotations (labelImg)")
     table = Table("voc", [], inputs={"xml_dir": xml_dir})

@@ -1,37 +1,18 @@
 """Sharded TFRecord files of OD API examples (`image/...` features, as the OD API's
 `create_pascal_tf_record.py` writes them and its `TfExampleDecoder` reads them).
 
-TFRecord framing: uint64 length, masked CRC32C of the length, data, masked CRC32C of the
-data (all little-endian). Boxes go in as the OD API expects: normalized to [0, 1],
+TFRecord framing (uint64 length, masked CRC32C of the length, data, masked CRC32C of the
+data, all little-endian) is `medtfod.data.tfrecord_framing`'s. Boxes go in as the OD API expects: normalized to [0, 1],
 stored per coordinate (`image/object/bbox/xmin` ...).
 """
 from __future__ import annotations
 
 import os
-import struct
-from typing import BinaryIO, List
-
-import google_crc32c
+from typing import List
 
 from ...core.annotations import ImageRecord
 from ...core.labelmap import LabelMap
 from .tfexample import BytesFeature, FloatFeature, Int64Feature, encode_example
-
-_MASK_DELTA = 0xA282EAD8
-
-
-def _masked_crc(data: bytes) -> bytes:
-    crc = google_crc32c.value(data)
-    masked = (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
-    return struct.pack("<I", masked)
-
-
-def write_record(f: BinaryIO, data: bytes) -> None:
-    length = struct.pack("<Q", len(data))
-    f.write(length + _masked_crc(length))
-    f.write(data)  # not concatenated: records hold whole images
-    f.write(_masked_crc(data))
-
 
 def shard_paths(folder: str, split: str, num_shards: int) -> List[str]:
     """`<folder>/<split>.record-00000-of-00004` ..., the OD API's sharded naming."""
