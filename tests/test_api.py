@@ -136,3 +136,17 @@ def test_evaluate_equals_the_metrics_command(tiny_nih, tiny_dataset, tmp_path):
     from medtfod.data.readers.detections import read_detections_csv
     assert json.loads(json.dumps(evaluate(Dataset(tiny_dataset), "val", read_detections_csv(str(dets)),
                                           bootstrap=20))) == expected
+
+
+def test_dataset_convert_writes_what_the_convert_command_writes(tiny_nih, tiny_dataset, tmp_path):
+    data = Dataset.convert("nih", tiny_nih["images"], str(tmp_path / "data"), bbox_csv=tiny_nih["bbox_csv"],
+                           data_entry=tiny_nih["data_entry"], label_map=tiny_nih["label_map"])
+    assert isinstance(data, Dataset) and data.path == str(tmp_path / "data")
+    ours = sorted(os.path.relpath(os.path.join(d, f), data.path) for d, _, fs in os.walk(data.path) for f in fs)
+    theirs = sorted(os.path.relpath(os.path.join(d, f), tiny_dataset) for d, _, fs in os.walk(tiny_dataset) for f in fs)
+    assert ours == theirs and len(ours) > 10
+    for rel in ours:
+        with open(os.path.join(data.path, rel), "rb") as a, open(os.path.join(tiny_dataset, rel), "rb") as b:
+            assert a.read() == b.read(), rel
+    with pytest.raises(UserError, match="never writes over its inputs"):
+        Dataset.convert("nih", tiny_nih["images"], tiny_nih["images"], bbox_csv=tiny_nih["bbox_csv"])
