@@ -53,14 +53,15 @@ def cmd_convert(args) -> int:
     check_paths({k: v for k, v in tables.items() if v}, args.images, args.out, args.runner)
     check_outputs({"--out": args.out}, {"--label-map": args.label_map})
     problems = Problems(strict=args.strict)
-    table, label_map = read_source(args.source, args, problems)
+    table, label_map = read_source(args.source, problems, images=args.images, label_map=args.label_map,
+                                   **{name: getattr(args, name) for name in args.source_inputs})
     if args.runner:
-        from ..data.beam.convert import convert_table_beam
+        from ..data.beam.convert import BeamRun, convert_table_beam
         # Beam's own output (and its worker processes') goes to a log kept only on failure.
         try:
             with library_log_temp(args, whose="Apache Beam's", keep_on_user_error=False):
-                report = convert_table_beam(table, args.images, args.out, label_map, opts, problems, args.runner,
-                                            beam_options, verbose=args.verbose)
+                report = convert_table_beam(table, args.images, args.out, label_map, opts, problems,
+                                            BeamRun(args.runner, beam_options), verbose=args.verbose)
         except KeyboardInterrupt:
             # The output in progress is already removed and the runner's workers stopped
             # (beam_local.stoppable); Beam's daemon threads may still be winding down, and
@@ -91,13 +92,13 @@ def cmd_audit(args) -> int:
     return 1 if result["leaks"] else 0
 
 
-def render_options(args) -> dict:
-    """`config.render`'s keyword arguments from the options `config` and `cv` share."""
-    from ..training.config import parse_overrides
-    return dict(batch_size=args.batch_size, steps=args.steps, image_size=args.image_size,
-                learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, checkpoint=args.checkpoint,
-                augment=args.augment.split(",") if args.augment else None, overrides=parse_overrides(args.set),
-                tiny=args.tiny)
+def render_options(args):
+    """`config.render`'s `RenderOptions` from the options `config` and `cv` share."""
+    from ..training.config import RenderOptions, parse_overrides
+    return RenderOptions(batch_size=args.batch_size, steps=args.steps, image_size=args.image_size,
+                         learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+                         checkpoint=args.checkpoint, augment=args.augment.split(",") if args.augment else None,
+                         overrides=parse_overrides(args.set), tiny=args.tiny)
 
 
 def cmd_config(args) -> int:
@@ -105,7 +106,7 @@ def cmd_config(args) -> int:
     from ..core.fence import check_outputs
     from ..training.schedule import base_rate, schedule_of
     check_outputs({"--out": args.out}, {"--data": args.data, "--checkpoint": args.checkpoint})
-    config = render(args.model, args.data, **render_options(args))
+    config = render(args.model, args.data, options=render_options(args))
     write_config(config, args.out)
     print(f"wrote {args.out} ({args.model}, {config.model.WhichOneof('model')}, "
           f"batch {config.train_config.batch_size}, {config.train_config.num_steps} steps, "
@@ -159,6 +160,7 @@ def cmd_eval(args) -> int:
     from ..training.config import data_inputs
     from ..core.fence import check_outputs
     from ..odapi.evaluate import evaluate, evaluate_all_checkpoints, select_best, summary_line
+    from ..training.selection import format_metrics
     check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
     if args.select_by and not args.all:
         raise UserError("--select-by ranks the checkpoints of a run: use it with --all")
@@ -184,14 +186,6 @@ def cmd_eval(args) -> int:
     print(format_metrics(result))
     print(f"metrics written to {os.path.join(args.model_dir, 'metrics.json')} (and metrics-<step>.json)")
     return 0
-
-
-def format_metrics(result: dict) -> str:
-    lines = [f"evaluation of {result['checkpoint']} (step {result['step']}):"]
-    for name, value in result["metrics"].items():
-        if name.startswith("DetectionBoxes_") or name.startswith("DetectionMasks_"):
-            lines.append(f"  {name:<45} {value:.4f}")
-    return "\n".join(lines)
 
 
 def cmd_export(args) -> int:
@@ -408,17 +402,21 @@ def build_parser() -> argparse.ArgumentParser:
     from ..data.sources import SOURCES
     for name, source in SOURCES.items():
         p = sources.add_parser(name, parents=[common], help=source.help, description=source.help)
-        for option, text in source.inputs:
-            p.add_argument(option, required=True, help=text)
+        own = [p.add_argument(option, required=True, help=text) for option, text in source.inputs]
         if name == "nih":
-            p.add_argument("--data-entry", help="Data_Entry_2017*.csv: patient ids and images without findings")
+            own += [p.add_argument("--data-entry",
+                                   help="Data_Entry_2017*.csv: patient ids and images without findings")]
         if name == "csv":
-            p.add_argument("--label", help="class of every row, for tables without a label column")
+            own += [p.add_argument("--label", help="class of every row, for tables without a label column")]
         if name == "siim":
-            p.add_argument("--width", type=POSITIVE, default=1024, help="width the RLE refers to (default 1024)")
-            p.add_argument("--height", type=POSITIVE, default=1024, help="height the RLE refers to (default 1024)")
-            p.add_argument("--extension", default=".png", help="image file extension, e.g. .dcm (default .png)")
-        p.set_defaults(func=cmd_convert)
+            own += [p.add_argument("--width", type=POSITIVE, default=1024,
+                                   help="width the RLE refers to (default 1024)"),
+                    p.add_argument("--height", type=POSITIVE, default=1024,
+                                   help="height the RLE refers to (default 1024)"),
+                    p.add_argument("--extension", default=".png",
+                                   help="image file extension, e.g. .dcm (default .png)")]
+        # source_inputs: the source's own options, which `cmd_convert` passes to `read_source` by name
+        p.set_defaults(func=cmd_convert, source_inputs=tuple(action.dest for action in own))
 
     audit = sub.add_parser("audit", help="check a split for patients or identical images in two splits")
     audit.add_argument("--splits", required=True, help="folder of <split>.txt lists (or a converted dataset)")

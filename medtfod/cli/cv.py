@@ -6,15 +6,15 @@ def cmd_cv(args) -> int:
     import os
 
     from . import render_options
-    from ..training.cv import format_cv, run_cv
+    from ..training.cv import CvOptions, format_cv, run_cv
     from ..core.fence import check_outputs
     from ..odapi.runtime import LOG_NAME, library_log
     check_outputs({"--out": args.out}, {"--data": args.data, "--checkpoint": args.checkpoint})
     os.makedirs(args.out, exist_ok=True)
     with library_log(os.path.join(args.out, LOG_NAME), verbose=args.verbose):
-        result = run_cv(args.data, args.model, args.out, eval_every=args.eval_every, select_by=args.select_by,
-                        render_options=render_options(args), bootstrap=args.bootstrap, quiet=args.quiet,
-                        verbose=args.verbose)
+        result = run_cv(args.data, args.model, args.out, render_options=render_options(args),
+                        options=CvOptions(eval_every=args.eval_every, select_by=args.select_by,
+                                          bootstrap=args.bootstrap), quiet=args.quiet, verbose=args.verbose)
     print(format_cv(result))
     print(f"out-of-fold detections and metrics in {args.out} (detections.csv, metrics.json)")
     return 0
