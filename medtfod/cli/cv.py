@@ -1,11 +1,12 @@
 """`medtfod cv`, registered on the `medtfod` parser by `cli.build_parser`; thin, like the rest of the CLI."""
 from __future__ import annotations
 
+from .common import NON_NEGATIVE_INT, POSITIVE, quiet_options, render_options, rendering_options
+
 
 def cmd_cv(args) -> int:
     import os
 
-    from . import render_options
     from ..training.cv import CvOptions, format_cv, run_cv
     from ..core.fence import check_outputs
     from ..odapi.runtime import LOG_NAME, library_log
@@ -20,12 +21,12 @@ def cmd_cv(args) -> int:
     return 0
 
 
-def register(sub, quiet, rendering) -> None:
-    from . import NON_NEGATIVE_INT, POSITIVE
+def add_parsers(subparsers) -> None:
+    """`cv`."""
     from ..training.models import MODELS
     from ..training.selection import METRICS
-    cv = sub.add_parser("cv", parents=[quiet, rendering],
-                        help="K-fold cross-validation on a `convert --folds K` dataset (out-of-fold metrics)")
+    cv = subparsers.add_parser("cv", parents=[quiet_options(), rendering_options()],
+                               help="K-fold cross-validation on a `convert --folds K` dataset (out-of-fold metrics)")
     cv.add_argument("--data", required=True, help="a `medtfod convert --folds K` output folder")
     cv.add_argument("--model", required=True, choices=sorted(MODELS), help="model family")
     cv.add_argument("--out", required=True, help="folder for the folds' runs, exports and detections")
