@@ -19,7 +19,8 @@ def cmd_convert(args) -> int:
     opts = ConvertOptions(fractions=fractions, seed=args.seed, max_bad=args.max_bad,
                           clip_tolerance=args.clip_tolerance, shard_size=args.shard_size,
                           workers=args.workers or ConvertOptions().workers, folds=args.folds or 0)
-    from ..data.beam.convert import check_paths, parse_pipeline_options
+    from ..data.beam.convert import parse_pipeline_options
+    from ..data.beam.files import check_paths
     from ..core.fence import check_outputs
     from ..data.sources import SOURCES
     beam_options = parse_pipeline_options(args.pipeline_option)

@@ -14,7 +14,8 @@ are scanned (TFRecord framing) and each record is matched to its image by that d
 gives the manifest's `tfrecord` and `offset`. Problems are replayed in the plan's order, so
 report.json is the local path's. With --strict the per-image step raises at the first problem,
 which fails the pipeline; that failure becomes the usual `UserError`. What the run does on
-this machine beside the pipeline (its temporary folder, Ctrl-C) is `beam_local`'s.
+this machine beside the pipeline (its temporary folder, Ctrl-C) is `beam_local`'s; reading and
+writing files wherever Beam's FileSystems reach is `beam.files`'.
 
 `apache_beam` is imported only here and only when a pipeline runs (the import takes ~1 s);
 the runner table and the option parsing below need no Beam, so the CLI checks them cheaply.
@@ -25,12 +26,13 @@ import contextlib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence
 
 from ...core.errors import UserError
+from .files import example_digest, files_under, index_any, is_remote, read_any, scan_shard, staged_remote, write_any
 
-# base64, difflib, hashlib, io, logging, pickle, struct, uuid and .atomic are imported where they
-# are used: the CLI imports this module for RUNNERS at every start-up.
+# base64, difflib, logging, pickle and .atomic are imported where they are used: the CLI
+# imports this module for RUNNERS at every start-up.
 
 INSTALL_HINT = ("apache-beam is not installed in this environment; install it with "
                 "`python3 scripts/bootstrap.py install --beam` (the hash-pinned requirements/beam.txt) "
@@ -91,24 +93,6 @@ def parse_pipeline_options(pairs: Optional[Sequence[str]]) -> Dict[str, str]:
             raise UserError(f"--pipeline-option {key} is given twice ({options[key]!r} and {value!r})")
         options[key] = value
     return options
-
-
-def is_remote(path: Optional[str]) -> bool:
-    """A URL (gs://, s3://, ...) rather than a local path."""
-    return bool(path) and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+://", path) is not None
-
-
-def check_paths(tables: Dict[str, str], images: str, out: str, runner: Optional[str]) -> None:
-    """Tables are read here, so they must be local; images and output may be remote on Beam."""
-    for option, path in tables.items():
-        if is_remote(path):
-            raise UserError(f"{option} {path}: tables and label maps are read on this machine and must be local "
-                            "files; copy it here first (e.g. gsutil cp / aws s3 cp). Only --images and --out "
-                            "may be remote, with --runner")
-    for option, path in (("--images", images), ("--out", out)):
-        if is_remote(path) and not runner:
-            raise UserError(f"{option} {path} is remote: that needs the Beam path (--runner direct|dataflow|...; "
-                            "see README 'Beyond one machine'); the local converter reads and writes local paths")
 
 
 def import_beam():
@@ -236,103 +220,7 @@ def explain_failure(name: str, error: BaseException) -> Optional[UserError]:
     return None
 
 
-# --- files anywhere Beam's FileSystems reach (local paths too) -------------------------------
-
-def _read_any(path: str):
-    """`images.read_and_probe` for any FileSystems path."""
-    from ...core.images import probe_bytes, read_and_probe
-    if not is_remote(path):
-        return read_and_probe(path)
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        data = f.read()
-    if path.lower().endswith(".dcm"):
-        import io
-
-        from ...core.dicom import dicom_to_png
-        return dicom_to_png(io.BytesIO(data))
-    return data, probe_bytes(data)
-
-
-def _index_any(root: str):
-    """`images.index_images` for any FileSystems folder (a remote one is listed with `**`)."""
-    from ...core.images import IMAGE_EXTENSIONS, index_images
-    if not is_remote(root):
-        return index_images(root)
-    from apache_beam.io.filesystems import FileSystems
-    try:
-        found = FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list
-    except Exception as e:  # BeamIOError, a missing extra (ValueError), credentials
-        raise UserError(f"--images {root}: cannot list it ({type(e).__name__}: {e})") from None
-    index: Dict[str, str] = {}
-    duplicates = []
-    for path in sorted(m.path for m in found if m.path.lower().endswith(IMAGE_EXTENSIONS)):
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        if name in index:
-            duplicates.append((name, path))
-        else:
-            index[name] = path
-    if not index:
-        raise UserError(f"image folder not found or empty: {root}")
-    return index, duplicates
-
-
-def _write_any(path: str, data: bytes) -> None:
-    from apache_beam.io.filesystems import FileSystems
-    with FileSystems.create(path) as f:
-        f.write(data)
-
-
-def _files_under(folder: str) -> List[str]:
-    from apache_beam.io.filesystems import FileSystems
-    found = FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list
-    return sorted(m.path for m in found)
-
-
-@contextlib.contextmanager
-def _staged_remote(final: str) -> Iterator[str]:
-    """`atomic.staged_directory` for an object store: the output is written under a sibling
-    prefix `.NAME.partial-XXXX` and moved into place only when complete. Object stores have
-    no atomic rename: the move is file by file (after the old output is deleted), so a crash in
-    that last step can leave a partial `final` (it has no .medtfod marker until the end)."""
-    import uuid
-
-    from apache_beam.io.filesystems import FileSystems
-
-    from ...core import atomic
-    final = final.rstrip("/")
-    parent, base = final.rsplit("/", 1)
-    old = _files_under(final) if FileSystems.exists(final) or _exists_prefix(final) else []
-    if old and FileSystems.join(final, atomic.MARKER) not in old:
-        raise UserError(f"output {final} is not empty and was not written by medtfod; choose a new --out "
-                        "(medtfod replaces only its own outputs)")
-    tmp = FileSystems.join(parent, f".{base}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        staged = _files_under(tmp)
-        if old:
-            FileSystems.delete(old)
-        FileSystems.rename(staged, [final + s[len(tmp):] for s in staged])
-        _write_any(FileSystems.join(final, atomic.MARKER), b"written by medtfod; safe for medtfod to replace\n")
-    except BaseException:
-        with contextlib.suppress(Exception):
-            FileSystems.delete(_files_under(tmp))
-        raise
-
-
-def _exists_prefix(path: str) -> bool:
-    with contextlib.suppress(Exception):
-        return bool(_files_under(path))
-    return False
-
-
 # --- the pipeline -----------------------------------------------------------------------------
-
-def _digest(example: bytes) -> str:
-    import hashlib
-    return hashlib.sha256(example).hexdigest()
-
 
 class _Summary(NamedTuple):
     """What the driver gets back per image: the image, its `Converted` without bytes, and the
@@ -360,44 +248,16 @@ def _convert_fn(stage: str, opts, label_map, with_masks: bool, strict: bool):
             return
         with beam_local.RUNNING:
             split, item = element
-            done = convert_image(item, opts, label_map, with_masks, strict, read=_read_any)
+            done = convert_image(item, opts, label_map, with_masks, strict, read=read_any)
             digest = None
             if done.record is not None:
-                _write_any(f"{stage}/{voc_name(done.record.image_id)}", done.voc)
-                digest = _digest(done.example)
+                write_any(f"{stage}/{voc_name(done.record.image_id)}", done.voc)
+                digest = example_digest(done.example)
                 yield beam.pvalue.TaggedOutput(split, done.example)
             summary = _Summary(item.image, Converted(done.record, done.issues), digest)
             yield base64.b64encode(pickle.dumps(summary, protocol=4)).decode("ascii")
 
     return process
-
-
-def _scan_shard(path: str) -> Iterator[tuple]:
-    """(byte offset, sha256 of the data) of every record in a TFRecord file.
-
-    Framing: uint64 length, masked CRC32C of the length, data, masked CRC32C of the data
-    (all little-endian); both CRCs are checked."""
-    import struct
-
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
-    from ..writers.tfrecord import _masked_crc  # noqa: PLC2701 (the writer's own CRC)
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        offset = 0
-        while True:
-            head = f.read(12)
-            if not head:
-                return
-            if len(head) < 12 or _masked_crc(head[:8]) != head[8:12]:
-                raise UserError(f"{path}: damaged TFRecord header at byte {offset}")
-            (length,) = struct.unpack("<Q", head[:8])
-            data = f.read(length)
-            crc = f.read(4)
-            if len(data) != length or _masked_crc(data) != crc:
-                raise UserError(f"{path}: damaged TFRecord data at byte {offset}")
-            yield offset, _digest(data)
-            offset += 12 + length + 4
 
 
 @dataclass(frozen=True)
@@ -466,8 +326,8 @@ def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, op
     beam_runner = _runner(runner)
     beam_options = pipeline_options(runner, options)
     FileSystems.set_options(beam_options)  # s3_region_name= etc. for the files read and written here too
-    plan = plan_conversion(table, images_dir, label_map, opts, problems, index_images=_index_any)
-    staged = _staged_remote(out_dir) if is_remote(out_dir) else atomic.staged_directory(out_dir)
+    plan = plan_conversion(table, images_dir, label_map, opts, problems, index_images=index_any)
+    staged = staged_remote(out_dir) if is_remote(out_dir) else atomic.staged_directory(out_dir)
     with staged as stage:
         if not is_remote(stage):
             for sub in ("voc", "splits", "tfrecords", "coco"):
@@ -486,8 +346,8 @@ def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, op
                     shard_name_template="-SSSSS-of-NNNNN"))
             _ = converted.summaries | "summaries" >> beam.io.WriteToText(FileSystems.join(work, "summary"))
         results = _collect(plan, stage, work, Placed, tfrecord)
-        report = finish(plan, results, problems, lambda name, data: _write_any(f"{stage}/{name}", data))
-        FileSystems.delete([work] if not is_remote(work) else _files_under(work))
+        report = finish(plan, results, problems, lambda name, data: write_any(f"{stage}/{name}", data))
+        FileSystems.delete([work] if not is_remote(work) else files_under(work))
     return report
 
 
@@ -509,7 +369,7 @@ def _collect(plan, stage: str, work: str, placed_type, tfrecord) -> dict:
     for split in plan.by_split:
         for shard in tfrecord.shard_paths("tfrecords", split, plan.shard_count(split)):
             name = shard.replace(os.sep, "/")
-            for offset, digest in _scan_shard(f"{stage}/{name}"):
+            for offset, digest in scan_shard(f"{stage}/{name}"):
                 where[digest] = placed_type(name, offset)
     results = {}
     for split in plan.by_split:
