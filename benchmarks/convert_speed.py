@@ -131,28 +131,25 @@ def medtfod_convert(folder: str, out: str, workers: int) -> dict:
     from medtfod.data.sources import SOURCES
     from medtfod.data.convert import convert_table
     from medtfod.core.problems import Problems
-    from types import SimpleNamespace
     problems = Problems()
-    args = SimpleNamespace(bbox_csv=os.path.join(folder, "BBox_List_2017.csv"), images=os.path.join(folder, "images"))
-    table = SOURCES["nih"].read(args, problems)
-    return convert_table(table, args.images, out, LabelMap.from_names(["Mass", "Nodule"]),
+    images = os.path.join(folder, "images")
+    table = SOURCES["nih"].read(problems, images, bbox_csv=os.path.join(folder, "BBox_List_2017.csv"))
+    return convert_table(table, images, out, LabelMap.from_names(["Mass", "Nodule"]),
                          ConvertOptions(workers=workers), problems, quiet=True)
 
 
 def beam_convert(folder: str, out: str, workers: int) -> dict:
-    from types import SimpleNamespace
-
-    from medtfod.data.beam.convert import convert_table_beam
+    from medtfod.data.beam.convert import BeamRun, convert_table_beam
     from medtfod.data.convert import ConvertOptions
     from medtfod.core.labelmap import LabelMap
     from medtfod.core.problems import Problems
     from medtfod.data.sources import SOURCES
     problems = Problems()
-    args = SimpleNamespace(bbox_csv=os.path.join(folder, "BBox_List_2017.csv"), images=os.path.join(folder, "images"))
-    table = SOURCES["nih"].read(args, problems)
+    images = os.path.join(folder, "images")
+    table = SOURCES["nih"].read(problems, images, bbox_csv=os.path.join(folder, "BBox_List_2017.csv"))
     options = {"direct_num_workers": str(workers), "direct_running_mode": "multi_processing"} if workers > 1 else {}
-    return convert_table_beam(table, args.images, out, LabelMap.from_names(["Mass", "Nodule"]),
-                              ConvertOptions(workers=workers), problems, "direct", options)
+    return convert_table_beam(table, images, out, LabelMap.from_names(["Mass", "Nodule"]),
+                              ConvertOptions(workers=workers), problems, BeamRun("direct", options))
 
 
 def main() -> int:

@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 
-from .cli import format_metrics
+from .training.selection import format_metrics
 
 MODEL = "ssd_mobilenet_v2_fpnlite_320"
 MODEL_DIR_NAME = "ssd_mobilenet_v2_fpnlite"
@@ -89,11 +89,11 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
     t = _stage("3/7 config + train")
     model_dir = os.path.join(ws, "models", MODEL_DIR_NAME)
     pipeline = os.path.join(model_dir, "pipeline.config")
-    cfg = config_mod.render(MODEL, dataset, batch_size=DEMO_TRAINING["batch_size"], steps=steps,
-                            image_size=DEMO_TRAINING["image_size"],
-                            learning_rate=DEMO_TRAINING["learning_rate"],
-                            warmup_steps=max(1, int(steps * DEMO_TRAINING["warmup_fraction"])),
-                            augment=["random_horizontal_flip"], overrides=DEMO_OVERRIDES)
+    cfg = config_mod.render(MODEL, dataset, options=config_mod.RenderOptions(
+        batch_size=DEMO_TRAINING["batch_size"], steps=steps, image_size=DEMO_TRAINING["image_size"],
+        learning_rate=DEMO_TRAINING["learning_rate"],
+        warmup_steps=max(1, int(steps * DEMO_TRAINING["warmup_fraction"])),
+        augment=["random_horizontal_flip"], overrides=DEMO_OVERRIDES))
     config_mod.write_config(cfg, pipeline)
     print(f"config: {pipeline}")
     # Evaluated on the held-out split every third of the run, keeping the best by AP@0.5 (best/).

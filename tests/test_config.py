@@ -2,7 +2,7 @@
 import pytest
 
 from medtfod.cli import main
-from medtfod.training.config import render
+from medtfod.training.config import RenderOptions, render
 from medtfod.core.errors import UserError
 from medtfod.odapi import protos
 
@@ -13,8 +13,9 @@ def dataset(tiny_dataset):
 
 
 def test_render_sets_dataset_fields(dataset):
-    c = render("ssd_mobilenet_v2_fpnlite_320", dataset, batch_size=4, steps=500, image_size=128,
-               learning_rate=0.02, augment=["random_horizontal_flip", "random_adjust_contrast"])
+    c = render("ssd_mobilenet_v2_fpnlite_320", dataset, options=RenderOptions(
+        batch_size=4, steps=500, image_size=128, learning_rate=0.02,
+        augment=["random_horizontal_flip", "random_adjust_contrast"]))
     assert c.model.ssd.num_classes == 2
     assert c.model.ssd.image_resizer.fixed_shape_resizer.height == 128
     assert c.train_config.batch_size == 4 and c.train_config.num_steps == 500
@@ -42,20 +43,21 @@ def test_batch_size_scales_the_zoo_learning_rate(dataset, model, zoo_batch, zoo_
     zoo = sched(render(model, dataset))
     assert (zoo.learning_rate_base, render(model, dataset).train_config.batch_size) == \
         (pytest.approx(zoo_rate), zoo_batch)
-    small = sched(render(model, dataset, batch_size=4))
+    small = sched(render(model, dataset, options=RenderOptions(batch_size=4)))
     assert small.learning_rate_base == pytest.approx(zoo_rate * 4 / zoo_batch)
     assert small.warmup_learning_rate / small.learning_rate_base == \
         pytest.approx(zoo.warmup_learning_rate / zoo.learning_rate_base)
     # a rate given by the user is kept as given
-    assert sched(render(model, dataset, batch_size=4, learning_rate=0.01)).learning_rate_base == pytest.approx(0.01)
+    assert sched(render(model, dataset, options=RenderOptions(batch_size=4, learning_rate=0.01))).learning_rate_base \
+        == pytest.approx(0.01)
 
 
 def test_overrides(dataset):
-    c = render("ssd_mobilenet_v2_fpnlite_320", dataset, overrides={
+    c = render("ssd_mobilenet_v2_fpnlite_320", dataset, options=RenderOptions(overrides={
         "train_config.batch_size": "3", "model.ssd.feature_extractor.conv_hyperparams.batch_norm.decay": "0.9",
         "train_config.data_augmentation_options[0].random_horizontal_flip.probability": "0.25",
         "model.ssd.anchor_generator.multiscale_anchor_generator.aspect_ratios": "1.0,2.0",
-        "model.ssd.post_processing.score_converter": "SOFTMAX"})
+        "model.ssd.post_processing.score_converter": "SOFTMAX"}))
     assert c.train_config.batch_size == 3
     assert c.model.ssd.feature_extractor.conv_hyperparams.batch_norm.decay == pytest.approx(0.9)
     assert c.train_config.data_augmentation_options[0].random_horizontal_flip.probability == 0.25
@@ -70,14 +72,14 @@ def test_overrides(dataset):
 ])
 def test_bad_override(dataset, key, value, message):
     with pytest.raises(UserError, match=message):
-        render("ssd_mobilenet_v2_fpnlite_320", dataset, overrides={key: value})
+        render("ssd_mobilenet_v2_fpnlite_320", dataset, options=RenderOptions(overrides={key: value}))
 
 
 def test_unknown_model_and_missing_checkpoint(dataset, tmp_path):
     with pytest.raises(UserError, match="did you mean 'ssd_mobilenet_v2_fpnlite_320'"):
         render("ssd_mobilenet_v2_fpnlite", dataset)
     with pytest.raises(UserError, match="fine-tune checkpoint"):
-        render("ssd_mobilenet_v2_fpnlite_320", dataset, checkpoint=str(tmp_path / "ckpt-0"))
+        render("ssd_mobilenet_v2_fpnlite_320", dataset, options=RenderOptions(checkpoint=str(tmp_path / "ckpt-0")))
 
 
 def test_cli_config(dataset, tmp_path, capsys):
@@ -102,15 +104,15 @@ MANUAL = ("momentum_optimizer { learning_rate { manual_step_learning_rate { init
 def test_any_optimizer_and_schedule_is_rescaled_in_its_own_kind(dataset):
     """Adam + exponential decay and momentum + manual steps keep their kind; steps and rates
     follow --steps and --learning-rate (the SSD template's num_steps is 50000)."""
-    config = render("ssd_mobilenet_v2_fpnlite_320", dataset, steps=5000, learning_rate=0.002,
-                    overrides={"train_config.optimizer": ADAM_EXPONENTIAL})
+    config = render("ssd_mobilenet_v2_fpnlite_320", dataset, options=RenderOptions(
+        steps=5000, learning_rate=0.002, overrides={"train_config.optimizer": ADAM_EXPONENTIAL}))
     optimizer = config.train_config.optimizer
     assert optimizer.WhichOneof("optimizer") == "adam_optimizer"
     s = optimizer.adam_optimizer.learning_rate.exponential_decay_learning_rate
     assert (s.decay_steps, s.burnin_steps, config.train_config.num_steps) == (100, 10, 5000)
     assert (s.initial_learning_rate, s.burnin_learning_rate, s.min_learning_rate) == pytest.approx((0.002, 2e-4, 2e-5))
-    config = render("ssd_mobilenet_v2_fpnlite_320", dataset, steps=500, learning_rate=0.02,
-                    overrides={"train_config.optimizer": MANUAL})
+    config = render("ssd_mobilenet_v2_fpnlite_320", dataset, options=RenderOptions(
+        steps=500, learning_rate=0.02, overrides={"train_config.optimizer": MANUAL}))
     s = config.train_config.optimizer.momentum_optimizer.learning_rate.manual_step_learning_rate
     assert [p.step for p in s.schedule] == [400, 450]
     assert [p.learning_rate for p in s.schedule] == pytest.approx([0.002, 0.0002])
@@ -120,12 +122,15 @@ def test_any_optimizer_and_schedule_is_rescaled_in_its_own_kind(dataset):
 def test_a_schedule_that_cannot_take_the_request_is_an_error(dataset):
     constant = "momentum_optimizer { learning_rate { constant_learning_rate { learning_rate: 0.01 } } }"
     with pytest.raises(UserError, match="constant_learning_rate has no warm-up"):
-        render("ssd_mobilenet_v2_fpnlite_320", dataset, warmup_steps=10, overrides={"train_config.optimizer": constant})
-    config = render("ssd_mobilenet_v2_fpnlite_320", dataset, steps=10, learning_rate=0.5,
-                    overrides={"train_config.optimizer": constant})
+        render("ssd_mobilenet_v2_fpnlite_320", dataset,
+               options=RenderOptions(warmup_steps=10, overrides={"train_config.optimizer": constant}))
+    config = render("ssd_mobilenet_v2_fpnlite_320", dataset, options=RenderOptions(
+        steps=10, learning_rate=0.5, overrides={"train_config.optimizer": constant}))
     rate = config.train_config.optimizer.momentum_optimizer.learning_rate
     assert rate.WhichOneof("learning_rate") == "constant_learning_rate" and rate.constant_learning_rate.learning_rate == 0.5
     with pytest.raises(UserError, match="manual_step_learning_rate has no warm-up length"):
-        render("ssd_mobilenet_v2_fpnlite_320", dataset, warmup_steps=10, overrides={"train_config.optimizer": MANUAL})
+        render("ssd_mobilenet_v2_fpnlite_320", dataset,
+               options=RenderOptions(warmup_steps=10, overrides={"train_config.optimizer": MANUAL}))
     with pytest.raises(UserError, match="sets no optimizer"):
-        render("ssd_mobilenet_v2_fpnlite_320", dataset, steps=10, overrides={"train_config.optimizer": "use_moving_average: false"})
+        render("ssd_mobilenet_v2_fpnlite_320", dataset,
+               options=RenderOptions(steps=10, overrides={"train_config.optimizer": "use_moving_average: false"}))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from medtfod.cli import main
-from medtfod.training.config import MODELS, render, write_config
+from medtfod.training.config import MODELS, RenderOptions, render, write_config
 from medtfod.core.errors import UserError
 from medtfod.training.models import TINY_IMAGE_SIZE, TINY_MASK_SIZE, TINY_PROPOSALS
 from medtfod.odapi import protos
@@ -50,7 +50,7 @@ def test_template_parses_and_matches_registry(model):
 
 @pytest.mark.parametrize("model", ["faster_rcnn_resnet50_v1_640", *MASK_MODELS])
 def test_render_faster_rcnn_family(model, masked_dataset):
-    c = render(model, masked_dataset, batch_size=2, steps=300, image_size=256)
+    c = render(model, masked_dataset, options=RenderOptions(batch_size=2, steps=300, image_size=256))
     frcnn = c.model.faster_rcnn
     assert frcnn.num_classes == 2 and not c.model.HasField("ssd")
     resizer = frcnn.image_resizer
@@ -114,10 +114,10 @@ def test_box_models_leave_masks_off(model, masked_dataset):
 
 
 def test_tiny_variants(masked_dataset):
-    ssd = render("ssd_mobilenet_v2_fpnlite_320", masked_dataset, tiny=True)
+    ssd = render("ssd_mobilenet_v2_fpnlite_320", masked_dataset, options=RenderOptions(tiny=True))
     assert ssd.model.ssd.image_resizer.fixed_shape_resizer.height == TINY_IMAGE_SIZE
     for model in ("faster_rcnn_resnet50_v1_640", *MASK_MODELS):
-        frcnn = render(model, masked_dataset, tiny=True).model.faster_rcnn
+        frcnn = render(model, masked_dataset, options=RenderOptions(tiny=True)).model.faster_rcnn
         assert frcnn.first_stage_max_proposals == TINY_PROPOSALS
         assert frcnn.second_stage_batch_size <= frcnn.first_stage_max_proposals
         assert frcnn.second_stage_post_processing.batch_non_max_suppression.max_total_detections <= TINY_PROPOSALS
@@ -125,7 +125,7 @@ def test_tiny_variants(masked_dataset):
             predictor = frcnn.second_stage_box_predictor.mask_rcnn_box_predictor
             assert (predictor.mask_height, predictor.mask_width) == (TINY_MASK_SIZE, TINY_MASK_SIZE)
     # an explicit image size wins over the tiny one
-    c = render("faster_rcnn_resnet50_v1_640", masked_dataset, tiny=True, image_size=160)
+    c = render("faster_rcnn_resnet50_v1_640", masked_dataset, options=RenderOptions(tiny=True, image_size=160))
     assert c.model.faster_rcnn.image_resizer.keep_aspect_ratio_resizer.max_dimension == 160
 
 
@@ -138,7 +138,7 @@ def test_tiny_model_builds_and_runs(model, masked_dataset):
     tf = import_tensorflow(verbose=False)
     from object_detection.builders import model_builder
 
-    config = render(model, masked_dataset, tiny=True)
+    config = render(model, masked_dataset, options=RenderOptions(tiny=True))
     masks = MODELS[model].masks
     image = tf.zeros([1, SIZE, SIZE, 3])
 
@@ -172,24 +172,25 @@ def test_fine_tuning_from_our_own_model_restores_it_whole(box_dataset, tmp_path)
     """A checkpoint beside (or one folder below) a pipeline.config of the same architecture
     and classes is a model of ours (a run's best/, an export's checkpoint/): restored whole
     ('full'). A zoo checkpoint (90 COCO classes) or an unknown one: 'detection' (heads fresh)."""
-    from medtfod.training.config import render, write_config
+    from medtfod.training.config import RenderOptions, render, write_config
     model = "ssd_mobilenet_v2_fpnlite_320"
     ours = render(model, str(box_dataset))
     export = tmp_path / "export"
     (export / "checkpoint").mkdir(parents=True)
     write_config(ours, str(export / "pipeline.config"))
     (export / "checkpoint" / "ckpt-0.index").write_bytes(b"")
-    again = render(model, str(box_dataset), checkpoint=str(export / "checkpoint" / "ckpt-0"))
+    again = render(model, str(box_dataset), options=RenderOptions(checkpoint=str(export / "checkpoint" / "ckpt-0")))
     assert again.train_config.fine_tune_checkpoint_type == "full"
     zoo = tmp_path / "zoo"
     (zoo / "checkpoint").mkdir(parents=True)
-    coco = render(model, str(box_dataset), overrides={"model.ssd.num_classes": "90"})
+    coco = render(model, str(box_dataset), options=RenderOptions(overrides={"model.ssd.num_classes": "90"}))
     write_config(coco, str(zoo / "pipeline.config"))
     (zoo / "checkpoint" / "ckpt-0.index").write_bytes(b"")
-    assert render(model, str(box_dataset), checkpoint=str(zoo / "checkpoint" / "ckpt-0")) \
+    assert render(model, str(box_dataset), options=RenderOptions(checkpoint=str(zoo / "checkpoint" / "ckpt-0"))) \
         .train_config.fine_tune_checkpoint_type == "detection"
     (tmp_path / "bare.index").write_bytes(b"")
-    assert render(model, str(box_dataset), checkpoint=str(tmp_path / "bare")).train_config \
+    assert render(model, str(box_dataset), options=RenderOptions(checkpoint=str(tmp_path / "bare"))).train_config \
         .fine_tune_checkpoint_type == "detection"
-    assert render(model, str(box_dataset), checkpoint=str(tmp_path / "bare"), checkpoint_type="full") \
+    assert render(model, str(box_dataset),
+                  options=RenderOptions(checkpoint=str(tmp_path / "bare"), checkpoint_type="full")) \
         .train_config.fine_tune_checkpoint_type == "full"

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from medtfod.cli import main
-from medtfod.training.config import render, write_config
+from medtfod.training.config import RenderOptions, render, write_config
 from medtfod.odapi.tflite import _name_outputs, compare
 
 
 def test_tflite_refuses_a_faster_rcnn_before_any_work(tiny_dataset, tmp_path, capsys):
     config = str(tmp_path / "frcnn.config")
-    write_config(render("faster_rcnn_resnet50_v1_640", tiny_dataset, tiny=True), config)
+    write_config(render("faster_rcnn_resnet50_v1_640", tiny_dataset, options=RenderOptions(tiny=True)), config)
     out = tmp_path / "exported"
     assert main(["export", "--config", config, "--model-dir", str(tmp_path / "none"), "--out", str(out),
                  "--tflite"]) == 1

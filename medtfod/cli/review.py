@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from .common import OPEN_FRACTION
+
 
 def cmd_review_diff(args) -> int:
     from ..core import atomic
@@ -34,9 +36,10 @@ def cmd_annotate(args) -> int:
                     order=args.order, check_only=args.check)
 
 
-def register(sub, quiet) -> None:
-    from . import OPEN_FRACTION
-    ann = sub.add_parser("annotate", help="correct boxes in labelImg: pre-annotations shown, corrections saved apart")
+def add_parsers(subparsers) -> None:
+    """`annotate` and `review-diff`."""
+    ann = subparsers.add_parser("annotate",
+                                help="correct boxes in labelImg: pre-annotations shown, corrections saved apart")
     ann.add_argument("--images", required=True, help="the image folder (read only)")
     ann.add_argument("--annotations", required=True,
                      help="folder where labelImg saves the corrected VOC XML (created; the save dir)")
@@ -48,7 +51,8 @@ def register(sub, quiet) -> None:
     ann.add_argument("--check", action="store_true", help="check that labelImg can start here, then stop")
     ann.set_defaults(func=cmd_annotate)
 
-    diff = sub.add_parser("review-diff", help="what a reader changed: pre-annotations vs corrected VOC files")
+    diff = subparsers.add_parser("review-diff",
+                                 help="what a reader changed: pre-annotations vs corrected VOC files")
     diff.add_argument("--predicted", required=True, help="`detect --annotations voc` output folder")
     diff.add_argument("--corrected", required=True, help="the corrected VOC folder (e.g. annotate's --annotations)")
     diff.add_argument("--iou", type=OPEN_FRACTION, default=0.5,

@@ -6,7 +6,6 @@ turns the input into a `Table`; `convert_table` does the rest the same way for a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Callable, Dict, Optional, Tuple
 
 from ..core.annotations import Table, TableRow
@@ -18,17 +17,17 @@ from ..core.problems import Problems
 class Source:
     help: str
     inputs: Tuple[Tuple[str, str], ...]       # (--option, help) of the source's own required inputs
-    read: Callable                             # (args, problems) -> Table
+    read: Callable                             # (problems, images, **the source's inputs) -> Table
     default_label_map: Optional[str] = None    # a shipped map name; None = the classes found
 
 
-def _nih(args, problems):
+def _nih(problems, images, *, bbox_csv, data_entry=None):
     from .readers import nih
-    rows = nih.read_bbox_list(args.bbox_csv, problems)
-    table = Table("nih", [TableRow(r.image, r.label, r.box, args.bbox_csv, r.line) for r in rows],
-                  inputs={"bbox_csv": args.bbox_csv, "images": args.images})
-    if getattr(args, "data_entry", None):
-        entry = nih.read_data_entry(args.data_entry, problems)
+    rows = nih.read_bbox_list(bbox_csv, problems)
+    table = Table("nih", [TableRow(r.image, r.label, r.box, bbox_csv, r.line) for r in rows],
+                  inputs={"bbox_csv": bbox_csv, "images": images})
+    if data_entry:
+        entry = nih.read_data_entry(data_entry, problems)
         table.patients = entry.patients
         with_boxes = {r.image for r in rows}
         for image in entry.patients:
@@ -37,43 +36,44 @@ def _nih(args, problems):
             if entry.without_findings(image):
                 table.negatives.append(image)
             else:  # a finding without a box: neither an object to train on nor a negative
-                problems.add(args.data_entry, None, "skipped_unlocalized", image,
+                problems.add(data_entry, None, "skipped_unlocalized", image,
                              f"{image}: Data_Entry lists {entry.findings[image]!r} but BBox_List has no box for it; "
                              "left out (as an image without findings it would teach the finding as background)",
                              image=image)
-        table.inputs["data_entry"] = args.data_entry
+        table.inputs["data_entry"] = data_entry
     return table
 
 
-def _thyroid_csv(args, problems):
+# The readers below take `images` like every source's; only NIH's table records it itself.
+
+def _thyroid_csv(problems, images, *, table):
     from .readers.thyroid_csv import read_thyroid_csv
-    return read_thyroid_csv(args.table, problems)
+    return read_thyroid_csv(table, problems)
 
 
-def _ddti(args, problems):
+def _ddti(problems, images, *, xml_dir):
     from .readers.ddti import read_ddti
-    return read_ddti(args.xml_dir, problems)
+    return read_ddti(xml_dir, problems)
 
 
-def _siim(args, problems):
+def _siim(problems, images, *, rle_csv, width=1024, height=1024, extension=".png"):
     from .readers.siim import read_siim
-    return read_siim(args.rle_csv, problems, width=getattr(args, "width", 1024),
-                     height=getattr(args, "height", 1024), extension=getattr(args, "extension", ".png"))
+    return read_siim(rle_csv, problems, width=width, height=height, extension=extension)
 
 
-def _csv(args, problems):
+def _csv(problems, images, *, table, columns, label=None):
     from .readers.csv_table import parse_columns, read_csv_table
-    return read_csv_table(args.table, parse_columns(args.columns), problems, label=args.label)
+    return read_csv_table(table, parse_columns(columns), problems, label=label)
 
 
-def _voc(args, problems):
+def _voc(problems, images, *, xml_dir):
     from .readers.voc import read_voc
-    return read_voc(args.xml_dir, problems)
+    return read_voc(xml_dir, problems)
 
 
-def _coco(args, problems):
+def _coco(problems, images, *, json):
     from .readers.coco import read_coco
-    return read_coco(args.json, problems)
+    return read_coco(json, problems)
 
 
 SOURCES: Dict[str, Source] = {
@@ -94,19 +94,28 @@ SOURCES: Dict[str, Source] = {
 }
 
 
-def read_source(name: str, args, problems: Problems):
-    """(table, label map) for source `name`; `args` carries the source's inputs and --label-map."""
+def read_source(name: str, problems: Problems, *, images: str, label_map: Optional[str] = None, **inputs):
+    """(table, label map) for source `name`.
+
+    Args:
+      images: the image folder.
+      label_map: a label map .pbtxt (--label-map); None: the source's shipped map, or the
+        classes found.
+      inputs: the source's own options by their Python names (its `inputs` and extras such as
+        NIH's data_entry, SIIM's width), e.g. `read_source('nih', problems, images=...,
+        bbox_csv=..., data_entry=...)`.
+    """
     source = SOURCES[name]
-    table = source.read(args, problems)
-    if getattr(args, "label_map", None):
-        label_map = read_label_map(args.label_map)
+    table = source.read(problems, images, **inputs)
+    if label_map:
+        labels = read_label_map(label_map)
     elif source.default_label_map:
-        label_map = read_label_map(shipped_path(source.default_label_map))
+        labels = read_label_map(shipped_path(source.default_label_map))
     else:
-        label_map = LabelMap.from_names(sorted({row.label for row in table.rows}))
+        labels = LabelMap.from_names(sorted({row.label for row in table.rows}))
     if not table.inputs.get("images"):
-        table.inputs["images"] = args.images
-    return table, label_map
+        table.inputs["images"] = images
+    return table, labels
 
 
 def convert(name: str, images: str, out: str, label_map: Optional[str] = None, opts=None,
@@ -118,6 +127,5 @@ def convert(name: str, images: str, out: str, label_map: Optional[str] = None, o
     """
     from .convert import convert_table
     problems = Problems(strict=strict)
-    args = SimpleNamespace(images=images, label_map=label_map, **inputs)
-    table, labels = read_source(name, args, problems)
+    table, labels = read_source(name, problems, images=images, label_map=label_map, **inputs)
     return convert_table(table, images, out, labels, opts, problems, quiet=quiet)

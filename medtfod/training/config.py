@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from glob import glob
 from typing import Dict, Optional, Sequence, Union
 
@@ -20,8 +21,8 @@ from ..core.resources import resource_path
 from .schedule import base_rate, rescale
 
 # The model registry lives in `models`; re-exported here, where the CLI looks for it.
-__all__ = ["MODELS", "ModelSpec", "model_spec", "render", "write_config", "set_override", "parse_overrides",
-           "record_pattern"]
+__all__ = ["MODELS", "ModelSpec", "model_spec", "RenderOptions", "render", "write_config", "set_override",
+           "parse_overrides", "record_pattern"]
 
 
 def _posix(path: str) -> str:
@@ -159,12 +160,44 @@ def restore_type(checkpoint: str, config) -> str:
     return "detection"
 
 
-def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps: Optional[int] = None,
-           image_size: Optional[int] = None, learning_rate: Optional[float] = None,
-           warmup_steps: Optional[int] = None, checkpoint: Optional[str] = None,
-           checkpoint_type: Optional[str] = None, augment: Optional[Sequence[str]] = None,
-           overrides: Optional[Dict[str, str]] = None, train_split: Union[str, Sequence[str]] = "train",
-           eval_split: str = "val", tiny: bool = False):
+@dataclass(frozen=True)
+class RenderOptions:
+    """What `render` changes in a model's template; every field left at its default keeps the
+    template's value.
+
+    Fields:
+      batch_size, steps, image_size, learning_rate: replace the template's values (image_size
+        sets a fixed shape's height and width, or a keep-aspect-ratio resizer's min and max
+        dimension); the schedule, whatever its kind, follows `steps` and `learning_rate` (see
+        `schedule.rescale`). A new batch_size without a learning_rate scales the template's rate
+        linearly with the batch (the zoo's rate belongs to the zoo's batch size).
+      warmup_steps: the schedule's warm-up in steps (cosine `warmup_steps`, exponential
+        `burnin_steps`; see `schedule.rescale`).
+      checkpoint: fine-tune checkpoint prefix (e.g. '.../checkpoint/ckpt-0'); None trains
+        from scratch (the template's fine_tune_checkpoint is removed).
+      checkpoint_type: the OD API's fine_tune_checkpoint_type; None chooses (`restore_type`):
+        'full' for a model of this architecture and these classes, else 'detection'.
+      augment: names of `PreprocessingStep` fields (e.g. ['random_horizontal_flip'])
+        replacing the template's data augmentation; None keeps the template's.
+      overrides: dotted field -> value, applied last (see `set_override`); those under
+        `train_config.optimizer` first, so the other options rescale the schedule they set.
+      tiny: the model's tiny variant for CPU tests (see `models.apply_tiny`); the other
+        options still apply on top of it.
+    """
+    batch_size: Optional[int] = None
+    steps: Optional[int] = None
+    image_size: Optional[int] = None
+    learning_rate: Optional[float] = None
+    warmup_steps: Optional[int] = None
+    checkpoint: Optional[str] = None
+    checkpoint_type: Optional[str] = None
+    augment: Optional[Sequence[str]] = None
+    overrides: Optional[Dict[str, str]] = None
+    tiny: bool = False
+
+
+def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None,
+           train_split: Union[str, Sequence[str]] = "train", eval_split: str = "val"):
     """A `TrainEvalPipelineConfig` for `model` on the converted dataset in `data_dir`.
 
     num_classes is set in the model's own oneof (`model.ssd` or `model.faster_rcnn`). A Mask
@@ -173,21 +206,9 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
     has them.
 
     Args:
-      batch_size, steps, image_size, learning_rate: replace the template's values (image_size
-        sets a fixed shape's height and width, or a keep-aspect-ratio resizer's min and max
-        dimension); the schedule, whatever its kind, follows `steps` and `learning_rate` (see
-        `schedule.rescale`). A new batch_size without a learning_rate scales the template's rate
-        linearly with the batch (the zoo's rate belongs to the zoo's batch size).
-      checkpoint: fine-tune checkpoint prefix (e.g. '.../checkpoint/ckpt-0'); None trains
-        from scratch (the template's fine_tune_checkpoint is removed).
-      checkpoint_type: the OD API's fine_tune_checkpoint_type; None chooses (`restore_type`):
-        'full' for a model of this architecture and these classes, else 'detection'.
-      augment: names of `PreprocessingStep` fields (e.g. ['random_horizontal_flip'])
-        replacing the template's data augmentation; None keeps the template's.
-      overrides: dotted field -> value, applied last (see `set_override`); those under
-        `train_config.optimizer` first, so the other arguments rescale the schedule they set.
-      tiny: the model's tiny variant for CPU tests (see `models.apply_tiny`); the other
-        arguments still apply on top of it.
+      options: what changes in the template (see `RenderOptions`); None keeps it as it is.
+      train_split, eval_split: the dataset's splits the train input reads (one or several)
+        and the eval input reads.
 
     Raises:
       UserError: unknown model, bad override, missing checkpoint, or a Mask R-CNN model on a
@@ -195,6 +216,7 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
     """
     from ..odapi import protos
 
+    opts = options or RenderOptions()
     train_splits = [train_split] if isinstance(train_split, str) else list(train_split)
     spec = model_spec(model)
     config = protos.read_pipeline_config(resource_path("pipeline_configs", spec.template))
@@ -202,36 +224,38 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
     label_map = read_label_map(label_map_path)
     arch = getattr(config.model, spec.meta_arch)
     arch.num_classes = label_map.num_classes
-    if tiny:
+    if opts.tiny:
         apply_tiny(config, spec)
-    if image_size:
-        set_image_size(arch, image_size)
+    if opts.image_size:
+        set_image_size(arch, opts.image_size)
     if spec.masks:
         enable_masks(config, model, data_dir, (*train_splits, eval_split))
 
-    for key, value in (overrides or {}).items():  # an optimizer override defines the schedule rescaled below
+    for key, value in (opts.overrides or {}).items():  # an optimizer override defines the schedule rescaled below
         if key.startswith("train_config.optimizer"):
             set_override(config, key, value)
     train = config.train_config
-    if batch_size and batch_size != train.batch_size and not learning_rate:
+    learning_rate = opts.learning_rate
+    if opts.batch_size and opts.batch_size != train.batch_size and not learning_rate:
         # The linear scaling rule (Goyal et al. 2017): the zoo's rate belongs to the zoo's batch
         # (SSD: 0.08 at 128). Kept as is at batch 4, fine-tuning diverges to NaN.
-        learning_rate = base_rate(train) * batch_size / train.batch_size
-    if batch_size:
-        train.batch_size = batch_size
-    rescale(train, steps=steps, learning_rate=learning_rate, warmup_steps=warmup_steps)
+        learning_rate = base_rate(train) * opts.batch_size / train.batch_size
+    if opts.batch_size:
+        train.batch_size = opts.batch_size
+    rescale(train, steps=opts.steps, learning_rate=learning_rate, warmup_steps=opts.warmup_steps)
+    checkpoint = opts.checkpoint
     if checkpoint:
         if not os.path.exists(checkpoint + ".index"):
             raise UserError(f"fine-tune checkpoint {checkpoint!r} not found (expected {checkpoint}.index)")
         train.fine_tune_checkpoint = _posix(checkpoint)
-        train.fine_tune_checkpoint_type = checkpoint_type or restore_type(checkpoint, config)
+        train.fine_tune_checkpoint_type = opts.checkpoint_type or restore_type(checkpoint, config)
     else:
         train.ClearField("fine_tune_checkpoint")
         train.ClearField("fine_tune_checkpoint_type")
-    if augment is not None:
+    if opts.augment is not None:
         del train.data_augmentation_options[:]
         valid = protos.PreprocessingStep.DESCRIPTOR.fields_by_name
-        for name in augment:
+        for name in opts.augment:
             if name not in valid:
                 raise UserError(f"unknown augmentation {name!r}" + did_you_mean(name, valid))
             getattr(train.data_augmentation_options.add(), name).SetInParent()
@@ -241,7 +265,7 @@ def render(model: str, data_dir: str, *, batch_size: Optional[int] = None, steps
         del reader.tf_record_input_reader.input_path[:]
         reader.tf_record_input_reader.input_path.extend(record_pattern(data_dir, split) for split in splits)
 
-    for key, value in (overrides or {}).items():
+    for key, value in (opts.overrides or {}).items():
         if not key.startswith("train_config.optimizer"):
             set_override(config, key, value)
     return config

@@ -24,10 +24,12 @@ import json
 import os
 import re
 import statistics
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from ..core import atomic
 from ..core.errors import UserError
+from .config import RenderOptions
 
 SUMMARY = {"ap50_mean": ("ap", "0.5", "mean"), "ap10_mean": ("ap", "0.1", "mean"), "froc_mean": ("froc", "mean"),
            "auc": ("image_level", "auc"), "coco_ap": ("coco", "AP")}
@@ -63,12 +65,29 @@ def mean_sd(folds: Dict[str, dict]) -> Dict[str, dict]:
     return out
 
 
-def run_cv(dataset: str, model: str, out: str, *, eval_every: Optional[int] = None, select_by: Optional[str] = None, render_options: Optional[dict] = None, bootstrap: int = 200,
-           quiet: bool = False, verbose: bool = False) -> dict:
+@dataclass(frozen=True)
+class CvOptions:
+    """How each fold is trained and the folds are scored.
+
+    Fields:
+      eval_every: evaluate every N steps while training (a multiple of 100; None: not while
+        training); also the checkpoint interval (1000 when None).
+      select_by: with eval_every, keep and export each fold's best checkpoint by this metric
+        (see `selection.METRICS`).
+      bootstrap: patient-bootstrap resamples for the out-of-fold 95% CIs (0 = none).
+    """
+    eval_every: Optional[int] = None
+    select_by: Optional[str] = None
+    bootstrap: int = 200
+
+
+def run_cv(dataset: str, model: str, out: str, *, render_options: Optional[RenderOptions] = None,
+           options: Optional[CvOptions] = None, quiet: bool = False, verbose: bool = False) -> dict:
     """Cross-validate `model` over the folds of `dataset` into `out` (see the module docstring).
 
-    `render_options` go to `config.render` (steps, batch_size, image_size, learning_rate,
-    checkpoint, augment, overrides, tiny, ...). Returns the metrics.json dict.
+    `render_options` (a `config.RenderOptions`: steps, batch_size, image_size, learning_rate,
+    checkpoint, augment, overrides, tiny, ...) go to `config.render`; `options` say how the
+    folds are trained and scored (`CvOptions`). Returns the metrics.json dict.
     """
     from .config import render, write_config
     from ..inference.detect import DetectOutputs, detect
@@ -78,6 +97,7 @@ def run_cv(dataset: str, model: str, out: str, *, eval_every: Optional[int] = No
     from ..odapi.export import export
     from ..odapi.train import train
 
+    cv = options or CvOptions()
     folds = fold_splits(dataset)
     data = manifest.load(dataset)
     os.makedirs(out, exist_ok=True)
@@ -94,11 +114,11 @@ def run_cv(dataset: str, model: str, out: str, *, eval_every: Optional[int] = No
         model_dir = os.path.join(fold_dir, "model")
         config_path = os.path.join(model_dir, "pipeline.config")
         if not os.path.isfile(config_path):  # a resumed fold keeps the config it started with
-            write_config(render(model, dataset, train_split=others, eval_split=fold, **(render_options or {})),
+            write_config(render(model, dataset, options=render_options, train_split=others, eval_split=fold),
                          config_path)
         print(f"\n== fold {k}/{len(folds)}: train on {', '.join(others)}, evaluate on {fold} ==", flush=True)
-        train(config_path, model_dir, checkpoint_every_n=eval_every or 1000, verbose=verbose, quiet=quiet,
-              eval_every=eval_every, select_by=select_by, desc=f"fold {k}/{len(folds)} train")
+        train(config_path, model_dir, checkpoint_every_n=cv.eval_every or 1000, verbose=verbose, quiet=quiet,
+              eval_every=cv.eval_every, select_by=cv.select_by, desc=f"fold {k}/{len(folds)} train")
         exported = os.path.join(fold_dir, "exported")
         export(config_path, model_dir, exported, verbose=verbose)
         detections = os.path.join(fold_dir, "detections")
@@ -113,7 +133,7 @@ def run_cv(dataset: str, model: str, out: str, *, eval_every: Optional[int] = No
                          "summary": summary(metrics), "metrics": metrics}
         atomic.write_file(done_path, json.dumps(results[fold], indent=1) + "\n")
         print(f"fold {k}/{len(folds)} ({fold}): " + _line(results[fold]["summary"]), flush=True)
-    return _aggregate(dataset, out, folds, results, bootstrap)
+    return _aggregate(dataset, out, folds, results, cv.bootstrap)
 
 
 def _label_names(dataset: str) -> List[str]:

@@ -45,6 +45,16 @@ def default_metric(images_with_boxes: int, images: int) -> str:
     return "froc_mean" if images_with_boxes < images else "ap50"
 
 
+def format_metrics(result: dict) -> str:
+    """An evaluation's COCO metrics (`DetectionBoxes_*`, `DetectionMasks_*`), one per line under
+    the checkpoint and step it evaluated, as `medtfod eval` and the demo print them."""
+    lines = [f"evaluation of {result['checkpoint']} (step {result['step']}):"]
+    for name, value in result["metrics"].items():
+        if name.startswith("DetectionBoxes_") or name.startswith("DetectionMasks_"):
+            lines.append(f"  {name:<45} {value:.4f}")
+    return "\n".join(lines)
+
+
 def _finite(value) -> Optional[float]:
     try:
         value = float(value)

@@ -24,6 +24,7 @@ and the option parsing need no Beam, so the CLI checks them cheaply.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Dict, Iterator, NamedTuple, Optional
 
 from ...core.errors import UserError
@@ -103,14 +104,23 @@ def _scan_shard(path: str) -> Iterator[tuple]:
             offset += HEADER_BYTES + length + CRC_BYTES
 
 
-def convert_table_beam(table, images_dir: str, out_dir: str, label_map, opts, problems, runner: str,
-                       options: Optional[Dict[str, str]] = None, verbose: bool = False) -> dict:
-    """`convert.convert_table` with the per-image work on Beam runner `runner` (see RUNNERS).
+@dataclass(frozen=True)
+class BeamRun:
+    """Where `convert_table_beam` runs the per-image work: `runner`, a --runner choice (see
+    RUNNERS), with Beam pipeline `options` {name: value} (`parse_pipeline_options`)."""
+
+    runner: str
+    options: Dict[str, str] = field(default_factory=dict)
+
+
+def convert_table_beam(table, images_dir: str, out_dir: str, label_map, opts, problems, run: BeamRun,
+                       verbose: bool = False) -> dict:
+    """`convert.convert_table` with the per-image work on Beam runner `run.runner` (see RUNNERS).
 
     Args:
       images_dir, out_dir: local paths or anything Beam's FileSystems handle (gs://, s3://
         with apache-beam[gcp]/[aws]); the tables in `table` were read locally.
-      options: Beam pipeline options {name: value} (`parse_pipeline_options`).
+      run: the runner and its Beam pipeline options (`BeamRun`).
 
     Returns:
       The report, as `convert_table`'s.
@@ -122,6 +132,7 @@ def convert_table_beam(table, images_dir: str, out_dir: str, label_map, opts, pr
     from ..convert import input_paths
     from ...core.fence import check_outputs
 
+    runner = run.runner
     if runner not in RUNNERS:
         raise UserError(f"--runner {runner!r}: choose one of {', '.join(RUNNERS)}")
     local = {k: v for k, v in input_paths(table, images_dir).items() if v and not is_remote(v)}
@@ -132,7 +143,7 @@ def convert_table_beam(table, images_dir: str, out_dir: str, label_map, opts, pr
     from .local import own_temp
     try:
         with own_temp():
-            return _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, options or {})
+            return _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, run.options or {})
     except SystemExit as e:  # Beam's own option parser, on a value medtfod did not check
         raise UserError(f"--pipeline-option: Beam refused an option value (exit status {e.code}); "
                         "the line above names it") from None

@@ -1,0 +1,121 @@
+"""`medtfod calibrate`, `metrics` and `report`: the evaluation commands; thin, like the rest of the CLI."""
+from __future__ import annotations
+
+import json
+
+from .common import FRACTION, NON_NEGATIVE, NON_NEGATIVE_INT, OPEN_FRACTION, POSITIVE, library_log_in, quiet_options
+
+
+def cmd_calibrate(args) -> int:
+    from ..core.fence import check_outputs
+    from ..data.dataset import Dataset
+    from ..evaluation.calibrate import calibrate
+    from ..inference.detect import split_detections
+    from ..inference.model import ExportedModel
+    from ..inference.operating_point import describe
+    model = ExportedModel(args.model)
+    check_outputs({"--model": model.path}, {"--dataset": args.dataset, "--detections": args.detections})
+    data = Dataset(args.dataset)
+    with library_log_in(model.path, args):  # TensorFlow's output while the model runs, if it does
+        detections = split_detections(model.path, data.path, args.split, data.ground_truth(args.split),
+                                      args.detections, quiet=args.quiet)
+    path, record = calibrate(model, data, args.split, sensitivity=args.sensitivity, fp_per_image=args.fp_per_image,
+                             iou=args.iou, detections=detections)
+    print(f"operating point: {describe(record)}")
+    print(f"written to {path}; medtfod detect --model {model.path} now uses it unless --min-score is given")
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    from ..core import atomic
+    from ..core.fence import check_outputs
+    from ..data.dataset import Dataset
+    from ..evaluation.metrics import evaluate
+    from ..evaluation.plots import format_table, write_plots
+    check_outputs({"--out": args.out, "--plots": args.plots},
+                  {"--detections": args.detections, "--ground-truth": args.ground_truth})
+    dataset = Dataset(args.ground_truth)
+    result = evaluate(dataset, args.split, args.detections, iou_froc=args.iou_froc, bootstrap=args.bootstrap)
+    atomic.write_file(args.out, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    print(format_table(result))
+    if args.plots:
+        from ..data.readers.detections import read_detections_csv
+        gt, dets = dataset.ground_truth(args.split), read_detections_csv(args.detections)
+        for path in write_plots(gt, dets, args.plots, iou_froc=args.iou_froc):
+            print(f"plot: {path}")
+    print(f"metrics written to {args.out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..core.fence import check_outputs
+    from ..evaluation.report import ReportOptions, build_report
+    check_outputs({"--out": args.out}, {"--model": args.model, "--dataset": args.dataset,
+                                        "--model-dir": args.model_dir, "--detections": args.detections})
+    from ..odapi.runtime import library_log
+    # the export is an input here: TensorFlow's log is kept (and named) only when the report fails
+    with library_log(None, verbose=args.verbose):
+        done = build_report(args.model, args.dataset, args.split, args.out,
+                            ReportOptions(model_dir=args.model_dir, detections=args.detections,
+                                          min_score=args.min_score, max_images=args.max_images, iou=args.iou,
+                                          bootstrap=args.bootstrap, quiet=args.quiet))
+    print(f"report of {done['images']} {args.split} images written to {args.out} "
+          f"(built in {done['seconds']:.1f} s, detect not included)")
+    return 0
+
+
+def _add_calibrate(subparsers) -> None:
+    calibrate = subparsers.add_parser("calibrate", parents=[quiet_options()],
+                                      help="choose the score threshold for a target sensitivity or FP/image on a split")
+    calibrate.add_argument("--model", required=True, help="export folder; operating_point.json is written there")
+    calibrate.add_argument("--dataset", required=True, help="a `medtfod convert` folder")
+    calibrate.add_argument("--split", default="val", help="labelled split to calibrate on (default val)")
+    target = calibrate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--sensitivity", type=OPEN_FRACTION, help="lesion-level sensitivity to reach, e.g. 0.9")
+    target.add_argument("--fp-per-image", type=NON_NEGATIVE, help="false positives per image allowed, e.g. 0.5")
+    calibrate.add_argument("--iou", type=OPEN_FRACTION, default=0.1, help="IoU that counts as a hit (default 0.1, as FROC)")
+    calibrate.add_argument("--detections", help="a detections.csv of the split made with --min-score 0 "
+                                                "(default: run the model now)")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+
+def _add_metrics(subparsers) -> None:
+    met = subparsers.add_parser("metrics",
+                                help="AP@0.1/0.25/0.5, FROC, IoBB, image-level AUC and COCO from detections.csv")
+    met.add_argument("--detections", required=True, help="detections.csv as `medtfod detect` writes it")
+    met.add_argument("--ground-truth", required=True, help="a `medtfod convert` output folder")
+    met.add_argument("--split", help="only this split's images (default: all)")
+    met.add_argument("--out", required=True, help="metrics JSON to write")
+    met.add_argument("--plots", help="folder for froc.png and pr_<class>.png")
+    met.add_argument("--iou-froc", type=OPEN_FRACTION, default=0.1, help="IoU a FROC hit needs (default 0.1)")
+    met.add_argument("--bootstrap", type=NON_NEGATIVE_INT, default=200,
+                     help="patient-level bootstrap resamples for the 95%% CIs (0 = none; default 200)")
+    met.set_defaults(func=cmd_metrics)
+
+
+def _add_report(subparsers) -> None:
+    rep = subparsers.add_parser("report", parents=[quiet_options()],
+                                help="one self-contained HTML page to review a model on a split")
+    rep.add_argument("--model", required=True, help="export folder")
+    rep.add_argument("--dataset", required=True, help="a `medtfod convert` folder")
+    rep.add_argument("--split", default="val", help="the split to report on (default val)")
+    rep.add_argument("--out", required=True, help="the .html file to write")
+    rep.add_argument("--model-dir", help="the training folder: adds the training history (TensorBoard events)")
+    rep.add_argument("--detections", help="a detections.csv of the split made with --min-score 0 "
+                                          "(default: run the model now)")
+    rep.add_argument("--min-score", type=FRACTION, help="threshold for the confusion matrix and gallery "
+                                                        "(default: the calibrated operating point, else 0.5)")
+    rep.add_argument("--max-images", type=POSITIVE, default=200, help="gallery size; the worst cases are kept")
+    rep.add_argument("--iou", type=OPEN_FRACTION, default=0.1, help="IoU a hit needs in the review (default 0.1)")
+    rep.add_argument("--bootstrap", type=NON_NEGATIVE_INT, default=200,
+                     help="patient bootstrap replicates for the CIs (default 200, as medtfod metrics)")
+    rep.set_defaults(func=cmd_report)
+
+
+_PARSERS = {"calibrate": _add_calibrate, "metrics": _add_metrics, "report": _add_report}
+
+
+def add_parsers(subparsers, *names: str) -> None:
+    """This group's subcommands, `names` only when given (see `training.add_parsers`)."""
+    for name in names or _PARSERS:
+        _PARSERS[name](subparsers)
