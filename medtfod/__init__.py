@@ -23,6 +23,8 @@ _EXPORTS = {
     "evaluate": ("medtfod.evaluation.metrics", "evaluate"),
     "calibrate": ("medtfod.evaluation.calibrate", "calibrate"),
     "report": ("medtfod.evaluation.report", "build_report"),
+    "render_config": ("medtfod.training.config", "render_config"),
+    "RenderOptions": ("medtfod.training.config", "RenderOptions"),
     "ReportOptions": ("medtfod.evaluation.report", "ReportOptions"),
     "Box": ("medtfod.core.boxes", "Box"),
     "UserError": ("medtfod.core.errors", "UserError"),

@@ -292,3 +292,11 @@ def data_inputs(config_path: str) -> Dict[str, str]:
 def write_config(config, out: str) -> None:
     from ..odapi import protos
     atomic.write_file(out, protos.to_text(config))
+
+
+def render_config(model: str, dataset, out: str, options: Optional[RenderOptions] = None) -> str:
+    """`medtfod config` as a function: render `model`'s template for `dataset` (a `Dataset` or its
+    folder) with `options` and write it to `out`; returns `out`, the path to give `train`."""
+    config = render(model, getattr(dataset, "path", dataset), options=options)
+    write_config(config, out)
+    return out
