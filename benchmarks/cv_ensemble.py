@@ -69,7 +69,9 @@ def main() -> int:
     for name, models, tta in runs:
         out = os.path.join(root, "test_detections", name.replace(" ", "_").replace("(", "").replace(")", ""))
         t = time.time()
-        detect(models if len(models) > 1 else models[0], out, dataset=data_dir, split="test", options=PredictOptions(min_score=0.0, tta=tta, fuse="wbf" if len(models) > 1 or tta else None), outputs=DetectOutputs(draw=False, quiet=True))
+        detect(models if len(models) > 1 else models[0], out, dataset=data_dir, split="test",
+               options=PredictOptions(min_score=0.0, tta=tta, fuse="wbf" if len(models) > 1 or tta else None),
+               outputs=DetectOutputs(draw=False, quiet=True))
         seconds = time.time() - t
         metrics = evaluate_all(gt, read_detections_csv(os.path.join(out, "detections.csv")), patients=patients,
                                bootstrap=200)

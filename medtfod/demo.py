@@ -119,7 +119,9 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
 
     t = _stage("6/7 detect")
     detections = os.path.join(ws, "detections")
-    found = detect(exported, detections, images=val_images, options=PredictOptions(min_score=DEMO_MIN_SCORE), outputs=DetectOutputs(quiet=quiet))
+    found = detect(exported, detections, images=val_images,
+                   options=PredictOptions(min_score=DEMO_MIN_SCORE),
+                   outputs=DetectOutputs(quiet=quiet))
     timings["detect"] = time.time() - t
 
     t = _stage("7/7 report")

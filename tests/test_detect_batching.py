@@ -91,7 +91,10 @@ def test_batched_detect_equals_one_image_per_call(models, images, tmp_path):
         model_fn = lambda x, original=original, calls=calls: (calls.append(int(x.shape[0])), original(x))[1]
         model_fn.signatures = model.signatures
         out = tmp_path / f"{name}{batch}"
-        summary = detect(paths[name], str(out), images=str(images), options=PredictOptions(min_score=0.0, batch_size=batch), outputs=DetectOutputs(quiet=True), detect_fns=[model_fn])
+        summary = detect(paths[name], str(out), images=str(images),
+                         options=PredictOptions(min_score=0.0, batch_size=batch),
+                         outputs=DetectOutputs(quiet=True),
+                         detect_fns=[model_fn])
         assert summary["images"] == 11 and summary["detections"] == 10 and len(summary["skipped"]) == 1
         outs[(name, batch)] = ((out / "detections.csv").read_text(), (out / "images.csv").read_text(), calls)
     assert outs[("image", 8)][2] == [1] * 10
@@ -106,7 +109,9 @@ def test_batched_detect_equals_one_image_per_call(models, images, tmp_path):
 def test_no_draw_writes_the_tables_only(models, images, tmp_path):
     tf, paths = models
     out = tmp_path / "tables"
-    detect(paths["float"], str(out), images=str(images), options=PredictOptions(min_score=0.0), outputs=DetectOutputs(quiet=True, draw=False))
+    detect(paths["float"], str(out), images=str(images),
+           options=PredictOptions(min_score=0.0),
+           outputs=DetectOutputs(quiet=True, draw=False))
     assert sorted(p.name for p in out.iterdir()) == ["coco_results.json", "detections.csv", "detections.json",
                                                      "images.csv"]
     assert len((out / "detections.csv").read_text().splitlines()) == 11  # header + 10 readable images

@@ -90,24 +90,33 @@ def boxes_of(path):
 def test_detect_with_flip_tta_and_a_two_model_ensemble(stand_ins, tmp_path):
     from medtfod.inference.detect import DetectOutputs, detect
     from medtfod.inference.predictor import PredictOptions
-    detect(stand_ins["exact"], str(tmp_path / "plain"), images=stand_ins["images"], options=PredictOptions(min_score=0.1), outputs=DetectOutputs(quiet=True, draw=False))
-    detect(stand_ins["exact"], str(tmp_path / "tta"), images=stand_ins["images"], options=PredictOptions(min_score=0.1, tta=["hflip"]), outputs=DetectOutputs(quiet=True, draw=False))
+    detect(stand_ins["exact"], str(tmp_path / "plain"), images=stand_ins["images"],
+           options=PredictOptions(min_score=0.1),
+           outputs=DetectOutputs(quiet=True, draw=False))
+    detect(stand_ins["exact"], str(tmp_path / "tta"), images=stand_ins["images"],
+           options=PredictOptions(min_score=0.1, tta=["hflip"]),
+           outputs=DetectOutputs(quiet=True, draw=False))
     plain, tta = boxes_of(tmp_path / "plain" / "detections.csv"), boxes_of(tmp_path / "tta" / "detections.csv")
     assert plain["symmetric.png"] == [70, 30, 130, 60] and plain["left.png"] == [10, 20, 60, 50]
     for image in plain:  # the flipped view, flipped back, agrees with the plain one within a pixel
         assert np.abs(np.subtract(tta[image], plain[image])).max() <= 1.0, (image, tta[image])
-    detect([stand_ins["exact"], stand_ins["shifted"]], str(tmp_path / "ens"), images=stand_ins["images"], options=PredictOptions(min_score=0.1, fuse="wbf", fuse_iou=0.5), outputs=DetectOutputs(quiet=True, draw=False))
+    detect([stand_ins["exact"], stand_ins["shifted"]], str(tmp_path / "ens"), images=stand_ins["images"],
+           options=PredictOptions(min_score=0.1, fuse="wbf", fuse_iou=0.5),
+           outputs=DetectOutputs(quiet=True, draw=False))
     fused = boxes_of(tmp_path / "ens" / "detections.csv")
     assert fused["left.png"] == pytest.approx([12, 20, 62, 50], abs=0.01)  # the mean of x and x + 4 px
     with pytest.raises(UserError, match="label maps differ"):
-        detect([stand_ins["exact"], stand_ins["other"]], str(tmp_path / "bad"), images=stand_ins["images"], outputs=DetectOutputs(quiet=True))
+        detect([stand_ins["exact"], stand_ins["other"]], str(tmp_path / "bad"), images=stand_ins["images"],
+               outputs=DetectOutputs(quiet=True))
 
 
 @pytest.mark.tf
 def test_draw_format_jpg_and_colliding_drawn_names(stand_ins, tmp_path):
     from medtfod.inference.detect import DetectOutputs, detect
     from medtfod.inference.predictor import PredictOptions
-    detect(stand_ins["exact"], str(tmp_path / "jpg"), images=stand_ins["images"], options=PredictOptions(min_score=0.1), outputs=DetectOutputs(quiet=True, draw_format="jpg"))
+    detect(stand_ins["exact"], str(tmp_path / "jpg"), images=stand_ins["images"],
+           options=PredictOptions(min_score=0.1),
+           outputs=DetectOutputs(quiet=True, draw_format="jpg"))
     for name in ("symmetric.jpg", "left.jpg"):
         assert (tmp_path / "jpg" / name).read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
     assert not list((tmp_path / "jpg").glob("*.png"))
@@ -116,7 +125,10 @@ def test_draw_format_jpg_and_colliding_drawn_names(stand_ins, tmp_path):
     Image.new("RGB", (40, 30), (200, 200, 200)).save(images / "x.png")
     Image.new("RGB", (40, 30), (200, 200, 200)).save(images / "x.jpg")
     with pytest.raises(UserError, match=r"x\.jpg and x\.png would both be drawn to x\.jpg"):
-        detect(stand_ins["exact"], str(tmp_path / "clash"), images=str(images), outputs=DetectOutputs(quiet=True, draw_format="jpg"))
+        detect(stand_ins["exact"], str(tmp_path / "clash"), images=str(images),
+               outputs=DetectOutputs(quiet=True, draw_format="jpg"))
     assert not (tmp_path / "clash").exists()  # refused before any work
-    detect(stand_ins["exact"], str(tmp_path / "ok"), images=str(images), options=PredictOptions(min_score=0.0), outputs=DetectOutputs(quiet=True))  # default: x.png, x.jpg
+    detect(stand_ins["exact"], str(tmp_path / "ok"), images=str(images),
+           options=PredictOptions(min_score=0.0),
+           outputs=DetectOutputs(quiet=True))  # default: x.png, x.jpg
     assert sorted(p.name for p in (tmp_path / "ok").glob("x.*")) == ["x.jpg", "x.png"]

@@ -203,7 +203,10 @@ def test_detect_draws_masks_inside_their_boxes(family, tmp_path):
         return {k: tf.constant(v) for k, v in result.items()}
 
     out = str(tmp_path / "drawn")
-    detect(family["exported"], out, dataset=family["dataset"], split="val", options=PredictOptions(min_score=0.0, max_per_image=1), outputs=DetectOutputs(quiet=True), detect_fns=[edited])
+    detect(family["exported"], out, dataset=family["dataset"], split="val",
+           options=PredictOptions(min_score=0.0, max_per_image=1),
+           outputs=DetectOutputs(quiet=True),
+           detect_fns=[edited])
     label_map = read_label_map(os.path.join(family["exported"], "label_map.pbtxt"))
     rows = {row["image"]: row for row in read_rows(out)}
     ymin, xmin, ymax, xmax = box

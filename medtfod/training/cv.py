@@ -122,7 +122,9 @@ def run_cv(dataset: str, model: str, out: str, *, render_options: Optional[Rende
         exported = os.path.join(fold_dir, "exported")
         export(config_path, model_dir, exported, verbose=verbose)
         detections = os.path.join(fold_dir, "detections")
-        detect(exported, detections, dataset=dataset, split=fold, options=PredictOptions(min_score=0.0), outputs=DetectOutputs(draw=False, quiet=quiet))
+        detect(exported, detections, dataset=dataset, split=fold,
+               options=PredictOptions(min_score=0.0),
+               outputs=DetectOutputs(draw=False, quiet=quiet))
         gt = read_ground_truth(dataset, fold)
         dets = read_detections_csv(os.path.join(detections, "detections.csv"))
         metrics = evaluate_all(gt, dets, patients=data.patients(fold), bootstrap=0,
