@@ -52,7 +52,8 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
     from .inference.predictor import PredictOptions
     from .odapi.evaluate import evaluate
     from .odapi.export import export
-    from .odapi.train import train
+    from .evaluation.medical import medical_metrics
+    from .training.trainer import TrainOptions, train
     from .training.selection import read_best, read_history
 
     ws = os.path.abspath(workspace)
@@ -99,13 +100,14 @@ def run_demo(workspace: str, num_images: int = 300, steps: int = 600, image_px: 
     # Evaluated on the held-out split every third of the run, keeping the best by AP@0.5 (best/).
     eval_every = max(100, round(steps / 3 / 100) * 100)
     print(f"training {steps} steps, evaluating every {eval_every} on the held-out split; best kept by {DEMO_SELECT_BY}")
-    results = train(pipeline, model_dir, checkpoint_every_n=eval_every, verbose=verbose, quiet=quiet,
-                    eval_every=eval_every, select_by=DEMO_SELECT_BY)
+    results = train(pipeline, model_dir, options=TrainOptions(checkpoint_every_n=eval_every, verbose=verbose,
+                                                              quiet=quiet, eval_every=eval_every,
+                                                              select_by=DEMO_SELECT_BY))
     timings["train"] = time.time() - t
 
     t = _stage("4/7 evaluate (held-out split)")
     # the run's last evaluation is the final step's; a rerun with nothing left to train evaluates again
-    result = results[-1] if results else evaluate(pipeline, model_dir, verbose=verbose)
+    result = results[-1] if results else evaluate(pipeline, model_dir, verbose=verbose, score=medical_metrics)
     best = read_best(model_dir)
     if best:
         print(f"best checkpoint: step {best['step']}, {best['metric']} {best['value']:.4f} "

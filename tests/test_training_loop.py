@@ -11,7 +11,8 @@ import pytest
 
 from support.training import saved_step, train_killed_and_resumed
 from medtfod.core.errors import UserError
-from medtfod.odapi.train import NanLossWatch, NonFiniteLoss, segment_ends, train
+from medtfod.odapi.train import NanLossWatch, NonFiniteLoss
+from medtfod.training.trainer import TrainOptions, segment_ends, train
 
 
 # --- fast: no TensorFlow ------------------------------------------------------------------
@@ -54,7 +55,7 @@ def test_eval_every_must_be_a_multiple_of_100(tmp_path):
     config = tmp_path / "pipeline.config"
     config.write_text("")
     with pytest.raises(UserError, match="use --eval-every 200"):
-        train(str(config), str(tmp_path / "model"), steps=400, eval_every=150)
+        train(str(config), str(tmp_path / "model"), options=TrainOptions(steps=400, eval_every=150))
 
 
 def test_selection_flags_are_checked_before_training(tmp_path, capsys):
@@ -181,14 +182,16 @@ def eval_event_steps(model_dir, tag="DetectionBoxes_Precision/mAP"):
 @pytest.mark.tf
 @pytest.mark.slow
 def test_evaluate_all_checkpoints(data, evaluated):
+    from medtfod.evaluation.medical import medical_metrics
     from medtfod.odapi.evaluate import evaluate_all_checkpoints
     model_dir = evaluated["model_dir"]
     during_training = {s: json.load(open(os.path.join(model_dir, f"metrics-{s}.json"))) for s in (100, 200)}
     # the OD API also saved the untrained step 0 (skipped by default): three checkpoints, two evaluated
-    results = evaluate_all_checkpoints(data["config"], model_dir, verbose=False)
+    results = evaluate_all_checkpoints(data["config"], model_dir, verbose=False, score=medical_metrics)
     assert [r["step"] for r in results] == [100, 200]
     for result in results:
         before = during_training[result["step"]]["metrics"]
+        assert set(result["metrics"]) == set(before)  # the Medical/* ones too
         for key in ("DetectionBoxes_Precision/mAP", "DetectionBoxes_Precision/mAP@.50IOU"):
             assert result["metrics"][key] == pytest.approx(before[key], abs=1e-4)
     assert json.load(open(os.path.join(model_dir, "metrics.json")))["step"] == 200
@@ -201,7 +204,7 @@ def test_nan_loss_stops_training(data, tmp_path):
     config = make_config(data["dataset"], str(tmp_path / "pipeline.config"), "1e6")
     model_dir = str(tmp_path / "model")
     with pytest.raises(UserError, match=r"loss became NaN at step 100") as info:
-        train(config, model_dir, steps=300, checkpoint_every_n=100, verbose=False)
+        train(config, model_dir, options=TrainOptions(steps=300, checkpoint_every_n=100, verbose=False))
     message = str(info.value)
     assert "--learning-rate" in message and "--strict" in message and "report.json" in message
     assert saved_step(model_dir) == 0  # stopped before saving the step-100 checkpoint

@@ -31,7 +31,7 @@ def cmd_config(args) -> int:
 def cmd_train(args) -> int:
     from ..training.config import data_inputs
     from ..core.fence import check_outputs
-    from ..odapi.train import train
+    from ..training.trainer import TrainOptions, train
     check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
     from ..training.cluster import exit_on_interrupt, role_from_flags
     role = role_from_flags(args.cluster, args.task_index, args.num_workers)
@@ -47,10 +47,10 @@ def cmd_train(args) -> int:
                 "again with the same command to resume from the chief's latest checkpoint in " + args.model_dir)
     try:
         with exit_on_interrupt(interrupted) if multi else contextlib.nullcontext(), log:
-            train(args.config, args.model_dir, steps=args.steps, checkpoint_every_n=args.checkpoint_every_n,
-                  role=role, cluster_timeout=args.cluster_timeout, verbose=args.verbose, quiet=args.quiet,
-                  eval_every=args.eval_every, select_by=args.select_by, patience=args.patience,
-                  min_delta=args.min_delta)
+            train(args.config, args.model_dir, options=TrainOptions(
+                steps=args.steps, checkpoint_every_n=args.checkpoint_every_n, role=role,
+                cluster_timeout=args.cluster_timeout, verbose=args.verbose, quiet=args.quiet, eval_every=args.eval_every,
+                select_by=args.select_by, patience=args.patience, min_delta=args.min_delta))
     except UserError as e:
         if not multi:
             raise
@@ -69,7 +69,9 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from ..training.config import data_inputs
     from ..core.fence import check_outputs
-    from ..odapi.evaluate import evaluate, evaluate_all_checkpoints, select_best, summary_line
+    from ..odapi.evaluate import evaluate, evaluate_all_checkpoints, summary_line
+    from ..evaluation.medical import medical_metrics
+    from ..training.selection import select_best
     from ..training.selection import format_metrics
     check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
     if args.select_by and not args.all:
@@ -81,7 +83,7 @@ def cmd_eval(args) -> int:
             from ..training.selection import metric_key
             metric_key(args.select_by)
         with library_log_in(args.model_dir, args):
-            results = evaluate_all_checkpoints(args.config, args.model_dir, verbose=False)
+            results = evaluate_all_checkpoints(args.config, args.model_dir, verbose=False, score=medical_metrics)
         for result in results:
             print(summary_line(result), flush=True)
         if args.select_by:
@@ -92,7 +94,8 @@ def cmd_eval(args) -> int:
         print(f"metrics-<step>.json per checkpoint and metrics.json (latest) in {args.model_dir}")
         return 0
     with library_log_in(args.model_dir, args):
-        result = evaluate(args.config, args.model_dir, checkpoint=args.checkpoint, verbose=args.verbose)
+        result = evaluate(args.config, args.model_dir, checkpoint=args.checkpoint, verbose=args.verbose,
+                          score=medical_metrics)
     print(format_metrics(result))
     print(f"metrics written to {os.path.join(args.model_dir, 'metrics.json')} (and metrics-<step>.json)")
     return 0

@@ -1,5 +1,6 @@
-"""Evaluation: checkpoints through the OD API's `eager_eval_loop` (COCO metrics, and the
-medical ones of `medtfod.evaluation.metrics` in the same pass: see `medical_eval`), then exit.
+"""Evaluation: checkpoints through the OD API's `eager_eval_loop` (COCO metrics, and those a
+`score` callable computes from the same pass's ground truth and detections: see `collect`;
+`medtfod.evaluation.medical.medical_metrics` gives the Medical/* ones), then exit.
 
 `model_main_tf2 --checkpoint_dir` waits for new checkpoints (300 s, then its timeout);
 this builds the model once, restores the requested checkpoints into it exactly as
@@ -9,6 +10,7 @@ TensorBoard (`<model_dir>/eval/<eval input name>`, at the checkpoint's step).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,7 +18,7 @@ from typing import List, Optional
 
 from ..core import atomic
 from ..core.errors import UserError
-from .medical_eval import medical_metrics
+from .collect import Score, collect_detections
 from .runtime import import_tensorflow, quiet_stdout, tidy_logging
 
 MAP_50 = "DetectionBoxes_Precision/mAP@.50IOU"
@@ -51,10 +53,12 @@ class Evaluator:
 
     `evaluate(prefix)` restores a checkpoint into the same model and evaluates it, so a
     series of checkpoints costs one model build (as in `model_lib_v2.eval_continuously`).
+    `score`, when given, is called once per evaluation with the ground truth and detections of
+    the OD API's pass, and the metrics it returns join the COCO ones (see `collect`).
     """
 
-    def __init__(self, config_path: str, model_dir: str, verbose: bool = True, iou_froc: float = 0.1):
-        self.iou_froc = iou_froc
+    def __init__(self, config_path: str, model_dir: str, verbose: bool = True, score: Optional[Score] = None):
+        self.score = score
         if not os.path.isfile(config_path):
             raise UserError(f"pipeline config not found: {config_path}")
         tf = import_tensorflow(verbose)
@@ -101,8 +105,9 @@ class Evaluator:
         self.ckpt.restore(checkpoint).expect_partial()
         if self.eval_config.use_moving_averages:
             self.optimizer.swap_weights()
-        # medical_metrics: the OD API's own pass also computes AP@0.1/0.5, FROC and AUC (Medical/*)
-        with self.writer.as_default(), quiet_stdout(), medical_metrics(self.iou_froc):  # pycocotools prints
+        # score: the OD API's own pass also computes its metrics (e.g. AP@0.1/0.5, FROC and AUC, Medical/*)
+        collect = collect_detections(self.score) if self.score is not None else contextlib.nullcontext()
+        with self.writer.as_default(), quiet_stdout(), collect:  # pycocotools prints
             metrics = model_lib_v2.eager_eval_loop(self.model, self.configs, self.eval_input, use_tpu=False,
                                                    postprocess_on_cpu=False, global_step=self.global_step)
         self.writer.flush()
@@ -119,8 +124,9 @@ class Evaluator:
 
 
 def evaluate(config_path: str, model_dir: str, checkpoint: Optional[str] = None,
-             verbose: bool = True) -> dict:
-    """Evaluate `checkpoint` (default: the latest in `model_dir`) on the config's eval input.
+             verbose: bool = True, score: Optional[Score] = None) -> dict:
+    """Evaluate `checkpoint` (default: the latest in `model_dir`) on the config's eval input,
+    with the metrics of `score` besides the COCO ones (see `Evaluator`).
 
     Returns:
       {'checkpoint': name, 'step': int, 'eval_input': [paths], 'metrics': {name: float}}
@@ -132,11 +138,11 @@ def evaluate(config_path: str, model_dir: str, checkpoint: Optional[str] = None,
     checkpoint = checkpoint or tf.train.latest_checkpoint(model_dir)
     if not checkpoint:
         raise UserError(f"no checkpoint in {model_dir}; train first (medtfod train)")
-    return Evaluator(config_path, model_dir, verbose).evaluate(checkpoint)
+    return Evaluator(config_path, model_dir, verbose, score).evaluate(checkpoint)
 
 
 def evaluate_all_checkpoints(config_path: str, model_dir: str, verbose: bool = True,
-                             min_step: int = 1) -> List[dict]:
+                             min_step: int = 1, score: Optional[Score] = None) -> List[dict]:
     """Evaluate every checkpoint the `checkpoint` file of `model_dir` lists, oldest first, then exit.
 
     The model is built once and each checkpoint restored into it. Writes metrics-<step>.json
@@ -146,6 +152,7 @@ def evaluate_all_checkpoints(config_path: str, model_dir: str, verbose: bool = T
       min_step: checkpoints of earlier steps are skipped. The OD API saves an untrained
         step-0 checkpoint when training starts; evaluating it costs as much as any other
         and measures nothing, so the default skips it (min_step=0 keeps it).
+      score: computes metrics besides the COCO ones (see `Evaluator`).
 
     Returns:
       One result per evaluated checkpoint (as `evaluate` returns), in increasing step order.
@@ -175,7 +182,7 @@ def evaluate_all_checkpoints(config_path: str, model_dir: str, verbose: bool = T
     if skipped and verbose:
         print(f"skipping {len(skipped)} checkpoint(s) before step {min_step} "
               f"(step {', '.join(str(s) for s, _ in skipped)})", flush=True)
-    evaluator = Evaluator(config_path, model_dir, verbose)
+    evaluator = Evaluator(config_path, model_dir, verbose, score)
     results = []
     for step, prefix in sorted(todo):
         result = evaluator.evaluate(prefix)
@@ -185,17 +192,3 @@ def evaluate_all_checkpoints(config_path: str, model_dir: str, verbose: bool = T
     # metrics.json holds the last evaluated, which is the latest step (sorted above)
     return results
 
-
-def select_best(model_dir: str, results: List[dict], metric: str) -> Optional[dict]:
-    """Rank evaluated checkpoints by `metric` (see `medtfod.training.selection`) and copy the best into
-    MODEL_DIR/best/. Returns the best result (None when the metric is undefined for every one)."""
-    from ..training.selection import Selection, metric_key, save_best
-    selection, best = Selection(metric), None
-    for result in sorted(results, key=lambda r: r["step"]):
-        if selection.update(result["step"], result["metrics"]):
-            best = result
-    if best is not None:
-        save_best(model_dir, os.path.join(model_dir, best["checkpoint"]),
-                  {"step": best["step"], "metric": metric, "value": best["metrics"][metric_key(metric)],
-                   "metrics": best["metrics"]})
-    return best

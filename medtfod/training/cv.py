@@ -1,7 +1,7 @@
 """`medtfod cv`: K-fold cross-validation on a dataset converted with `convert --folds K`.
 
 For fold k of K, in order: a config that trains on the other K-1 folds and evaluates on fold k
-(`config.render`), training (`odapi.train`, evaluating every `eval_every` steps and keeping the
+(`config.render`), training (`training.trainer`, evaluating every `eval_every` steps and keeping the
 best by `select_by` when given), export (the best checkpoint when there is one), and detection on
 fold k at score 0 (`detect --dataset --split foldk --no-draw`): every image gets out-of-fold
 detections from the one model that never saw it. Then:
@@ -95,7 +95,7 @@ def run_cv(dataset: str, model: str, out: str, *, render_options: Optional[Rende
     from ..evaluation.metrics import evaluate_all, read_detections_csv, read_ground_truth
     from ..data import manifest
     from ..odapi.export import export
-    from ..odapi.train import train
+    from .trainer import TrainOptions, train
 
     cv = options or CvOptions()
     folds = fold_splits(dataset)
@@ -117,8 +117,9 @@ def run_cv(dataset: str, model: str, out: str, *, render_options: Optional[Rende
             write_config(render(model, dataset, options=render_options, train_split=others, eval_split=fold),
                          config_path)
         print(f"\n== fold {k}/{len(folds)}: train on {', '.join(others)}, evaluate on {fold} ==", flush=True)
-        train(config_path, model_dir, checkpoint_every_n=cv.eval_every or 1000, verbose=verbose, quiet=quiet,
-              eval_every=cv.eval_every, select_by=cv.select_by, desc=f"fold {k}/{len(folds)} train")
+        train(config_path, model_dir, options=TrainOptions(
+            checkpoint_every_n=cv.eval_every or 1000, verbose=verbose, quiet=quiet, eval_every=cv.eval_every,
+            select_by=cv.select_by, desc=f"fold {k}/{len(folds)} train"))
         exported = os.path.join(fold_dir, "exported")
         export(config_path, model_dir, exported, verbose=verbose)
         detections = os.path.join(fold_dir, "detections")

@@ -158,3 +158,17 @@ def save_best(model_dir: str, checkpoint: str, record: dict) -> str:
         if f.startswith("ckpt-") and not f.startswith(name + "."):
             os.unlink(os.path.join(best_dir, f))
     return os.path.join(best_dir, name)
+
+
+def select_best(model_dir: str, results: List[dict], metric: str) -> Optional[dict]:
+    """Rank evaluated checkpoints (results of `medtfod eval --all`) by `metric` and copy the best
+    into MODEL_DIR/best/. Returns the best result (None when the metric is undefined for every one)."""
+    selection, best = Selection(metric), None
+    for result in sorted(results, key=lambda r: r["step"]):
+        if selection.update(result["step"], result["metrics"]):
+            best = result
+    if best is not None:
+        save_best(model_dir, os.path.join(model_dir, best["checkpoint"]),
+                  {"step": best["step"], "metric": metric, "value": best["metrics"][metric_key(metric)],
+                   "metrics": best["metrics"]})
+    return best

@@ -1,11 +1,12 @@
-"""The medical metrics inside the OD API's own evaluation pass.
+"""The ground truth and detections of the OD API's own evaluation pass, handed to a callable.
 
 `eager_eval_loop` feeds every evaluated batch to the evaluators `eval_util.get_evaluators`
 returns and logs whatever their `evaluate()` returns (TensorBoard and the returned metric set).
-`medical_metrics()` adds one more evaluator to that list for the duration of a block: it
-collects each image's ground truth and detections and computes AP@0.1/0.5, the FROC mean and
-the image-level AUC with `medtfod.evaluation.metrics`, the same code as `medtfod metrics`. One pass over
-the eval split gives the COCO numbers and these; no second process, no second inference.
+`collect_detections(score)` adds one more evaluator to that list for the duration of a block:
+it collects each image's ground truth and detections, and its `evaluate()` returns
+`score(ground_truth, detections)` (e.g. `medtfod.evaluation.medical.medical_metrics`: AP@0.1/0.5,
+the FROC mean and the image-level AUC, the same code as `medtfod metrics`). One pass over the
+eval split gives the COCO numbers and these; no second process, no second inference.
 
 Boxes arrive as the OD API's absolute `(ymin, xmin, ymax, xmax)` (`scale_to_absolute=True`,
 in the original image's pixels when the eval input keeps it, else the resized image's: the
@@ -14,15 +15,15 @@ ground truth is scaled the same way, and IoU does not change with the scale).
 from __future__ import annotations
 
 import contextlib
-import math
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import numpy as np
 
 from ..core.annotations import Detection
 from ..core.boxes import Box
+from ..data.readers.detections import GroundTruth
 
-PREFIX = "Medical/"
+Score = Callable[[GroundTruth, List[Detection]], Dict[str, float]]  # -> {metric name: value}
 
 
 def _box(yxyx) -> Box:
@@ -30,16 +31,16 @@ def _box(yxyx) -> Box:
     return Box(xmin, ymin, xmax, ymax)
 
 
-class MedicalEvaluator:
+class DetectionCollector:
     """Duck-types the OD API's `DetectionEvaluator` (`add_eval_dict`, `evaluate`, `clear`)."""
 
-    def __init__(self, categories: List[dict], iou_froc: float = 0.1):
+    def __init__(self, categories: List[dict], score: Score):
         self.names = {int(c["id"]): str(c["name"]) for c in categories}
-        self.iou_froc = iou_froc
+        self.score = score
         self.clear()
 
     def clear(self) -> None:
-        self.gt: Dict[str, list] = {}
+        self.gt: GroundTruth = {}
         self.dets: List[Detection] = []
 
     def add_eval_dict(self, eval_dict) -> None:
@@ -65,28 +66,20 @@ class MedicalEvaluator:
                     self.dets.append(Detection(key, self.names.get(int(c), str(int(c))), float(score), _box(yxyx)))
 
     def evaluate(self) -> Dict[str, float]:
-        from ..evaluation import metrics
-        if not self.gt:
-            return {}
-        values = {
-            "ap50": metrics.average_precision(self.gt, self.dets, 0.5)["mean"],
-            "ap10": metrics.average_precision(self.gt, self.dets, 0.1)["mean"],
-            "froc_mean": metrics.froc(self.gt, self.dets, self.iou_froc)["mean"],
-            "auc": metrics.image_level(self.gt, self.dets)["auc"],
-        }
-        return {PREFIX + k: (math.nan if v is None else float(v)) for k, v in values.items()}
+        return self.score(self.gt, self.dets)
 
 
 @contextlib.contextmanager
-def medical_metrics(iou_froc: float = 0.1):
-    """Within the block, every evaluator list the OD API builds also holds a `MedicalEvaluator`."""
+def collect_detections(score: Score):
+    """Within the block, every evaluator list the OD API builds also holds a `DetectionCollector`
+    that hands what it collected to `score`."""
     from object_detection import eval_util
     original = eval_util.get_evaluators
 
-    def with_medical(eval_config, categories, evaluator_options=None):
-        return list(original(eval_config, categories, evaluator_options)) + [MedicalEvaluator(categories, iou_froc)]
+    def with_collector(eval_config, categories, evaluator_options=None):
+        return list(original(eval_config, categories, evaluator_options)) + [DetectionCollector(categories, score)]
 
-    eval_util.get_evaluators = with_medical
+    eval_util.get_evaluators = with_collector
     try:
         yield
     finally:
