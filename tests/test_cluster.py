@@ -195,7 +195,7 @@ def test_a_lost_peer_and_a_missing_peer_are_named():
 
 INTERRUPTED = r"""
 import signal, sys, time
-from medtfod.cluster import exit_on_interrupt
+from medtfod.training.cluster import exit_on_interrupt
 with exit_on_interrupt(lambda: "stopped here"):
     # The main thread cannot take the signal (as when it is inside TensorFlow's C++, its
     # Python handler would wait for the call to return): only the watcher can end the process.
