@@ -150,3 +150,57 @@ def test_dataset_convert_writes_what_the_convert_command_writes(tiny_nih, tiny_d
             assert a.read() == b.read(), rel
     with pytest.raises(UserError, match="never writes over its inputs"):
         Dataset.convert("nih", tiny_nih["images"], tiny_nih["images"], bbox_csv=tiny_nih["bbox_csv"])
+
+
+@pytest.mark.tf
+def test_predict_takes_single_images_and_16_bit_ones(blob_model, tmp_path):
+    model = ExportedModel(blob_model["export"])
+    gray = blob_model["arrays"]["a.png"]
+    expected = [[70, 30, 130, 60]]
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "a16.png")  # a 16-bit PNG (mode I;16)
+    with open(os.path.join(blob_model["images"], "a.png"), "rb") as f:
+        encoded = f.read()
+    singles = [gray, np.stack([gray] * 3, -1), Image.fromarray(gray), encoded, gray.astype(np.uint16) * 257,
+               str(tmp_path / "a16.png")]
+    for single in singles:
+        found = model.predict(single, min_score=0)
+        assert len(found) == 1 and found[0].error is None, type(single)
+        np.testing.assert_allclose(found[0].boxes, expected, atol=1e-4)
+    batch = model.predict(np.stack([np.stack([gray] * 3, -1)] * 2), min_score=0)  # [N, H, W, 3]
+    assert len(batch) == 2 and [p.name for p in batch] == ["image0.png", "image1.png"]
+
+
+@pytest.mark.tf
+def test_api_outputs_never_touch_inputs_and_bad_options_are_named(blob_model, tmp_path):
+    import medtfod
+    images = tmp_path / "images"
+    shutil.copytree(blob_model["images"], images)
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    model = ExportedModel(blob_model["export"])
+    found = model.predict(str(images), min_score=0)
+    with pytest.raises(UserError, match="is the input images"):
+        found.save(str(images))
+    with pytest.raises(UserError, match="inside the input folder images"):
+        found[0].save(str(images / "a.png"))
+    with pytest.raises(UserError, match="give a .png or .jpg"):
+        found[0].save(str(tmp_path / "a.bmp"))
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
+    found[:2].save(str(tmp_path / "out"))  # a slice is still Predictions
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png", "coco_results.json", "detections.csv",
+                                                    "detections.json", "images.csv"]
+    for bad, message in ((dict(min_score=1.5), "min_score=1.5"), (dict(min_score="0.3"), "min_score='0.3'"),
+                         (dict(batch_size=0), "batch_size=0"), (dict(fuse="vote"), "fuse='vote'")):
+        with pytest.raises(UserError, match=message):
+            medtfod.PredictOptions(**bad)
+    assert medtfod.PredictOptions(tta="hflip", classes="Mass").tta == ("hflip",)
+    with pytest.raises(UserError, match="options must be a medtfod.PredictOptions"):
+        model.predict(str(images), options={"min_score": 0.3})
+    with pytest.raises(UserError, match="no such image file or folder"):
+        model.predict(str(tmp_path / "nope.png"))
+    with pytest.raises(UserError, match="split='val' is for a dataset"):
+        model.predict(str(images), split="val")
+    with pytest.raises(UserError, match=r"source 'ddti' takes no 'xml' .*did you mean 'xml_dir'"):
+        Dataset.convert("ddti", str(images), str(tmp_path / "d"), xml="x")
+    with pytest.raises(UserError, match="unknown source 'dicom'"):
+        Dataset.convert("dicom", str(images), str(tmp_path / "d"))
+    assert not (tmp_path / "d").exists()

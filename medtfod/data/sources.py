@@ -10,6 +10,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 from ..core.annotations import Table, TableRow
 from ..core.labelmap import LabelMap, read_label_map, shipped_path
+from ..core.errors import UserError
 from ..core.problems import Problems
 
 
@@ -94,6 +95,27 @@ SOURCES: Dict[str, Source] = {
 }
 
 
+def source_of(name: str, inputs: Dict[str, object]) -> Source:
+    """The source `name`, once `inputs` are known to be the ones its reader takes (else a
+    `UserError` naming the sources, or the reader's inputs, with the nearest name)."""
+    import inspect
+
+    from ..core.errors import did_you_mean
+    if name not in SOURCES:
+        raise UserError(f"unknown source {name!r} (the sources: {', '.join(SOURCES)}){did_you_mean(name, SOURCES)}")
+    source = SOURCES[name]
+    params = [p for p in inspect.signature(source.read).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    accepted = [p.name for p in params]
+    for given in inputs:
+        if given not in accepted:
+            raise UserError(f"source {name!r} takes no {given!r} (its inputs: {', '.join(accepted)})"
+                            f"{did_you_mean(given, accepted)}")
+    missing = [p.name for p in params if p.default is p.empty and inputs.get(p.name) is None]
+    if missing:
+        raise UserError(f"source {name!r} needs {', '.join(missing)} (its inputs: {', '.join(accepted)})")
+    return source
+
+
 def read_source(name: str, problems: Problems, *, images: str, label_map: Optional[str] = None, **inputs):
     """(table, label map) for source `name`.
 
@@ -105,7 +127,7 @@ def read_source(name: str, problems: Problems, *, images: str, label_map: Option
         NIH's data_entry, SIIM's width), e.g. `read_source('nih', problems, images=...,
         bbox_csv=..., data_entry=...)`.
     """
-    source = SOURCES[name]
+    source = source_of(name, inputs)
     table = source.read(problems, images, **inputs)
     if label_map:
         labels = read_label_map(label_map)

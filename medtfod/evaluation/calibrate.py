@@ -68,7 +68,8 @@ def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float
       sensitivity / fp_per_image: the target (one of the two).
       iou: the IoU of a hit.
       detections: a detections.csv of the split made with --min-score 0, or the split's
-        `Detection`s (`inference.detect.split_detections`); else the model runs now.
+        `Detection`s or predictions (`ExportedModel.predict(dataset, split, min_score=0)`);
+        else the model runs now.
       quiet: no progress bar.
 
     Returns (the operating_point.json path, the record written).
@@ -82,8 +83,15 @@ def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float
     exported = model if isinstance(model, ExportedModel) else ExportedModel(model)
     data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     gt = data.ground_truth(split)
-    dets = (list(detections) if detections is not None and not isinstance(detections, (str, os.PathLike))
-            else split_detections(exported.path, data.path, split, gt, detections, quiet=quiet))
+    if detections is None or isinstance(detections, (str, os.PathLike)):
+        dets = split_detections(exported.path, data.path, split, gt, detections, quiet=quiet)
+    else:
+        from ..data.readers.detections import as_csv_detections
+        dets = as_csv_detections(detections)
+        unknown = sorted({d.image for d in dets} - set(gt))
+        if unknown:
+            raise UserError(f"{len(unknown)} images in the detections are not in the {split} split of "
+                            f"{data.path}, e.g. {unknown[0]!r}")
     point = choose_threshold(gt, dets, sensitivity=sensitivity, fp_per_image=fp_per_image, iou=iou)
     return write_operating_point(exported.path, point, target_sensitivity=sensitivity,
                                  target_fp_per_image=fp_per_image, iou=iou, dataset=os.path.abspath(data.path),

@@ -280,18 +280,15 @@ def evaluate(dataset, split: Optional[str], detections, iou_froc: float = 0.1, b
       dataset: a `medtfod.Dataset` or its folder.
       split: the split the detections are of ('val', 'test', ...; None: every image).
       detections: a detections.csv path (as `medtfod detect` writes it, best made with
-        --min-score 0), or `Detection`s, or the `Predictions` of `ExportedModel.predict`.
+        --min-score 0), or `Detection`s, or the predictions of `ExportedModel.predict` (taken
+        as detections.csv would hold them: `as_csv_detections`).
       iou_froc: the IoU of a FROC hit.
       bootstrap: patient-bootstrap replicates for "ci95" (0: none).
     """
-    import os
-
     from ..data.dataset import Dataset
+    from ..data.readers.detections import as_csv_detections
     data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     gt = data.ground_truth(split)
-    if isinstance(detections, (str, os.PathLike)):
-        dets = read_detections_csv(os.fspath(detections))
-    else:
-        dets = [d for item in detections for d in (item.detections if hasattr(item, "detections") else [item])]
+    dets = as_csv_detections(detections)
     return evaluate_all(gt, dets, patients=data.patients(split), iou_froc=iou_froc, bootstrap=bootstrap,
                         label_names=data.label_names)

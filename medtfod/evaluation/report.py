@@ -89,6 +89,10 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
         raise UserError(f"the label maps disagree: {dataset.label_map_path} has "
                         f"{dataset_map.ids}, {export_map_path} has {export_map.ids}; report on the dataset the "
                         "model was trained for")
+    from ..core.fence import check_outputs, need_file
+    need_file("out", out)
+    check_outputs({"out": out}, {"model": export, "dataset": dataset_dir, "model_dir": model_dir,
+                                 "detections": o.detections})
     entries = {e.name: e for e in data.split(split)}
     gt = dataset.ground_truth(split)
     threshold, threshold_source = exported.min_score(o.min_score)

@@ -55,18 +55,35 @@ def resolve_inputs(images: Optional[str], dataset: Optional[str] = None, split: 
     return [(name, os.path.join(images, name)) for name in list_images(images)], None, {"--images": images}
 
 
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")
+
+
+def to_8bit(image):
+    """A 16-bit grayscale PIL image as 8-bit ('L'), keeping each value's high byte, as the OD API
+    reads the same PNG for training (TensorFlow's decode_png strips 16-bit samples to 8 bits);
+    other images unchanged. PIL's own convert('RGB') would clip every value above 255 to white."""
+    from PIL import Image
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    values = np.asarray(image).astype(np.int64)
+    return Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), "L")
+
+
 def load_image(source) -> Tuple[Optional[object], Optional[str]]:
     """(PIL RGB image, None) of a PNG/JPEG/DICOM path, the bytes a loader returns, a numpy array
     or a PIL image; (None, the error message) when it cannot be read. The image's `info['channels']`
-    is 1 for a grayscale source (as labelImg's depth), else 3."""
+    is 1 for a grayscale source (as labelImg's depth), else 3. 16-bit grayscale keeps its high
+    byte (`to_8bit`)."""
     from PIL import Image
     try:
         if isinstance(source, np.ndarray):
-            if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] != 3):
-                raise ValueError(f"an image array must be uint8 (H, W) or (H, W, 3), not {source.dtype} {source.shape}")
+            if source.dtype not in (np.uint8, np.uint16) or source.ndim not in (2, 3) or (
+                    source.ndim == 3 and (source.shape[2] != 3 or source.dtype != np.uint8)):
+                raise ValueError(f"an image array must be uint8 (H, W) or (H, W, 3), or uint16 (H, W), not "
+                                 f"{source.dtype} {source.shape}")
             source = Image.fromarray(source)
         if isinstance(source, Image.Image):
-            rgb = source.convert("RGB")
+            rgb = to_8bit(source).convert("RGB")
             rgb.info["channels"] = 1 if source.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
             return rgb, None
         if callable(source):
@@ -75,8 +92,59 @@ def load_image(source) -> Tuple[Optional[object], Optional[str]]:
             from ..core.dicom import dicom_to_png
             source = io.BytesIO(dicom_to_png(source)[0])
         with Image.open(source) as im:
-            rgb = im.convert("RGB")
+            rgb = to_8bit(im).convert("RGB")
             rgb.info["channels"] = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3  # as labelImg's depth
             return rgb, None
     except Exception as e:  # any unreadable file is reported, never ends the batch
         return None, f"{type(e).__name__}: {e}"
+
+
+def predict_inputs(images, split: Optional[str] = None):
+    """([(name, source)], ground truth or None, {what: input path} that outputs must stay clear of)
+    for what `ExportedModel.predict` accepts: a Dataset (or a dataset folder) with a split; an
+    image file, a folder (recursive) or a .txt list; one numpy array, PIL image or encoded bytes;
+    or a list of those. Paths in a list are named as a .txt list's are (`fence.safe_names`),
+    arrays and PIL images `image<k>.png`.
+
+    Raises:
+      UserError: a split for something that is not a dataset, a dataset without one, a path that
+        does not exist.
+    """
+    from PIL import Image
+
+    from ..data.dataset import Dataset
+    from ..data.manifest import MANIFEST
+    if isinstance(images, (str, os.PathLike)) and os.path.isfile(os.path.join(os.fspath(images), MANIFEST)):
+        images = Dataset(os.fspath(images))
+    if isinstance(images, Dataset):
+        if split is None:
+            raise UserError(f"predict on a dataset needs split= (one of {', '.join(images.splits)})")
+        return resolve_inputs(None, images.path, split)
+    if split is not None:
+        raise UserError(f"split={split!r} is for a dataset (medtfod.Dataset or a `medtfod convert` folder); "
+                        f"{images!r} is not one" if isinstance(images, (str, os.PathLike)) else
+                        f"split={split!r} is for a dataset (medtfod.Dataset), not for images")
+    if isinstance(images, (str, os.PathLike)):
+        path = os.fspath(images)
+        if not os.path.exists(path):
+            raise UserError(f"no such image file or folder: {path}")
+        if os.path.isfile(path) and not path.lower().endswith(".txt"):
+            return [(os.path.basename(path), path)], None, {"the image": path}
+        names, _, fenced = resolve_inputs(path)
+        return names, None, {k.lstrip("-"): v for k, v in fenced.items()}
+    if isinstance(images, np.ndarray) and images.ndim == 4:  # a batch [N, H, W, C]
+        images = list(images)
+    if isinstance(images, (np.ndarray, Image.Image, bytes)):
+        images = [images]
+    items = [item if not isinstance(item, bytes) else (lambda data=item: data) for item in images]
+    paths = [os.fspath(i) for i in items if isinstance(i, (str, os.PathLike))]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise UserError(f"no such image file: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1
+                                                               else ""))
+    if paths and len(paths) == len(items):
+        return list(zip(safe_names(paths), paths)), None, {f"image {p}": p for p in paths}
+    names = [os.path.basename(os.fspath(i)) if isinstance(i, (str, os.PathLike)) else f"image{k}.png"
+             for k, i in enumerate(items)]
+    return list(zip(safe_names(names), [os.fspath(i) if isinstance(i, os.PathLike) else i for i in items])), None, \
+        {f"image {p}": p for p in paths}

@@ -70,7 +70,10 @@ class ExportedModel:
           tflite: also write a TFLite model (SSD only).
           verbose: show TensorFlow's own output.
         """
+        from ..core.fence import check_outputs
         from ..odapi.export import export
+        from ..training.config import data_inputs
+        check_outputs({"out": out}, dict(data_inputs(config), config=config, model_dir=model_dir))
         export(config, model_dir, out, input_type=input_type, verbose=verbose, tflite=tflite, checkpoint=checkpoint)
         return cls(out)
 
@@ -164,26 +167,35 @@ class ExportedModel:
         """Run the model on `images` and return one `Prediction` per image, in input order.
 
         Args:
-          images: an image file or folder path, a list of paths, numpy arrays (H, W) or (H, W, 3)
-            uint8, or PIL images; or a `medtfod.Dataset`, with `split` naming the split.
-          split: the dataset split, when `images` is a Dataset.
+          images: an image file, a folder (recursive) or a .txt list of paths; a numpy array (H, W)
+            or (H, W, 3) uint8, or (H, W) uint16, a batch [N, H, W, 3], a PIL image or a file's
+            bytes; a list of any of these; or a `medtfod.Dataset` (or its folder) with `split`.
+          split: the dataset split, when `images` is a dataset.
           min_score: the score threshold; default: the calibrated operating point, else 0.5.
           batch_size: images per model call (a float_image_tensor export takes batches).
           options: a `medtfod.inference.predictor.PredictOptions` for everything else (classes,
-            max_per_image, tta, and more models to fuse with this one); its min_score and
+            max_per_image, tta, and more models, exports or their folders, to fuse with this
+            one); its min_score and
             batch_size are overridden by the arguments above when those are given.
 
         Returns:
           a `Predictions` list: each item's `detections` are `Detection(image, label, score, Box)`;
           `to_rows()`, `save(folder)` and each prediction's `draw()` / `save(path)` write them out.
         """
-        from .predictor import PredictOptions, Predictor, Predictions, named_inputs
         import dataclasses
-        options = options or PredictOptions()
+
+        from .inputs import predict_inputs
+        from .prediction import Predictions
+        from .predictor import PredictOptions, Predictor
+        options = options if options is not None else PredictOptions()
+        if not isinstance(options, PredictOptions):
+            raise UserError(f"options must be a medtfod.PredictOptions(...), not {type(options).__name__}")
         changes = {"batch_size": batch_size}
         if min_score is not None:
             changes["min_score"] = min_score
         options = dataclasses.replace(options, **changes)
-        inputs, ground_truth, _ = named_inputs(images, split)
-        predictor = Predictor([self, *options.models], options)
-        return Predictions(predictor.run(inputs), predictor, ground_truth)
+        inputs, ground_truth, fenced = predict_inputs(images, split)
+        models = [self, *(m if isinstance(m, ExportedModel) else ExportedModel(m) for m in options.models)]
+        predictor = Predictor(models, options)
+        return Predictions(predictor.run(inputs), predictor.label_map, ground_truth,
+                           {**fenced, **{f"model {m.path}": m.path for m in models}})

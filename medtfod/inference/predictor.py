@@ -7,10 +7,9 @@ replicated to three channels, as in training. Its boxes are the OD API's normali
 """
 from __future__ import annotations
 
-import io
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from ..core.errors import UserError
 from ..core.labelmap import read_label_map
 from . import ensemble
 from .inputs import load_image
+from .prediction import Prediction
 
 
 @dataclass(frozen=True)
@@ -49,89 +49,29 @@ class PredictOptions:
     tta: Sequence[str] = ()
     fuse: Optional[str] = None
     fuse_iou: Optional[float] = None
-    models: Sequence = ()  # of medtfod.inference.model.ExportedModel
+    models: Sequence = ()  # of medtfod.inference.model.ExportedModel, or export folders
     label_map: Optional[str] = None
 
-
-@dataclass
-class Prediction:
-    """One image's result.
-
-    Attributes:
-      index: its position in the input.
-      name: its output name (a relative path, a dataset image name, or `image<k>.png` for arrays).
-      source: where its pixels came from (a path, a bytes loader, an array or a PIL image).
-      width, height: pixels (0 when unreadable).
-      detections: `Detection(image, label, score, Box)` that passed the threshold, best first.
-      box_masks: Mask R-CNN's box-relative masks [N, h, w] (float, 0..1) for those detections, or None.
-      error: why the image could not be read, else None.
-      top_score: the highest score before the threshold (only when the predictor was asked for it).
-      channels: 1 for a grayscale source, 3 for colour.
-      image: the decoded RGB image while `detect` still needs it; None afterwards.
-      class_ids: label -> id of the label map that named the detections (their drawing colours).
-    """
-
-    index: int
-    name: str
-    source: object
-    width: int = 0
-    height: int = 0
-    detections: List[Detection] = field(default_factory=list)
-    box_masks: Optional[np.ndarray] = None
-    error: Optional[str] = None
-    top_score: Optional[float] = None
-    channels: int = 3
-    image: object = None
-    class_ids: Optional[dict] = None
-
-    @property
-    def boxes(self) -> np.ndarray:
-        """[N, 4] float pixel (xmin, ymin, xmax, ymax)."""
-        return np.array([[d.box.xmin, d.box.ymin, d.box.xmax, d.box.ymax] for d in self.detections],
-                        np.float64).reshape(-1, 4)
-
-    @property
-    def labels(self) -> List[str]:
-        return [d.label for d in self.detections]
-
-    @property
-    def scores(self) -> np.ndarray:
-        return np.array([d.score for d in self.detections], np.float64)
-
-    @property
-    def masks(self) -> Optional[List[np.ndarray]]:
-        """Whole-image boolean [H, W] masks, one per detection (Mask R-CNN), else None."""
-        if self.box_masks is None:
-            return None
-        from ..core.masks import paste_box_mask
-        return [paste_box_mask(m, d.box, self.width, self.height) for m, d in zip(self.box_masks, self.detections)]
-
-    def to_rows(self) -> List[Tuple[str, str, float, float, float, float, float]]:
-        """(image, label, score, xmin, ymin, xmax, ymax) per detection, as detections.csv holds them."""
-        return [(d.image, d.label, round(d.score, 6), *(round(v, 2) for v in (d.box.xmin, d.box.ymin, d.box.xmax,
-                                                                             d.box.ymax)))
-                for d in self.detections]
-
-    def draw(self, ground_truth=None, class_ids=None):
-        """A PIL copy of the image with its detections drawn (masks blended in; `ground_truth`
-        [(label, Box)] outlined in white)."""
-        from .outputs import render
-        image = self.image if self.image is not None else load_image(self.source)[0]
-        if image is None:
-            raise UserError(f"{self.name}: cannot be drawn ({self.error})")
-        class_ids = class_ids or self.class_ids or {label: i + 1 for i, label in enumerate(dict.fromkeys(self.labels))}
-        bitmaps = self.masks or []
-        return render(image, self.detections, ground_truth, bitmaps, class_ids)
-
-    def save(self, path: str, ground_truth=None, class_ids=None) -> str:
-        """Write the drawn copy to `path` (PNG, or JPEG for a .jpg/.jpeg path); returns the path."""
-        from ..core import atomic
-        drawn = self.draw(ground_truth, class_ids)
-        buffer = io.BytesIO()
-        is_jpeg = path.lower().endswith((".jpg", ".jpeg"))
-        drawn.save(buffer, format="JPEG" if is_jpeg else "PNG", **({"quality": 90} if is_jpeg else {}))
-        atomic.write_file(path, buffer.getvalue())
-        return path
+    def __post_init__(self):
+        def number(name, value, low, high, low_open=False):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or \
+                    value < low or value > high or (low_open and value == low):
+                raise UserError(f"{name}={value!r}: give a number from {low:g} ({'exclusive' if low_open else 'inclusive'})"
+                                f" to {high:g}")
+        if self.min_score is not None:
+            number("min_score", self.min_score, 0, 1)
+        if self.fuse_iou is not None:
+            number("fuse_iou", self.fuse_iou, 0, 1, low_open=True)
+        for name in ("max_per_image", "batch_size", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{name}={value!r}: give a whole number, 1 or more")
+        if self.fuse is not None and self.fuse not in ensemble.METHODS:
+            raise UserError(f"fuse={self.fuse!r}: choose one of {', '.join(ensemble.METHODS)}")
+        for name in ("tta", "classes"):  # a lone name is a one-item list, not its letters
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, (value,))
 
 
 def model_input(detect_fn, batch_size: int) -> Tuple[int, type]:
@@ -278,48 +218,3 @@ class Predictor:
                                                                 result["detection_classes"][j][:n])
                   if not classes or self.label_map.name_of(int(cls)) in classes]
         return max(scores, default=0.0)
-
-
-class Predictions(list):
-    """The predictions of `ExportedModel.predict`, in input order, with the ways to write them out."""
-
-    def __init__(self, predictions: Iterable[Prediction], predictor: Predictor, ground_truth=None):
-        super().__init__(sorted(predictions, key=lambda p: p.index))
-        self.predictor = predictor
-        self.ground_truth = ground_truth
-
-    def to_rows(self) -> list:
-        """Every detection as (image, label, score, xmin, ymin, xmax, ymax), detections.csv's columns."""
-        return [row for p in self for row in p.to_rows()]
-
-    def save(self, out: str, draw: bool = True, draw_format: Optional[str] = None) -> str:
-        """Write `out/detections.csv`, `detections.json`, `coco_results.json`, `images.csv` and (with
-        `draw`) the drawn copies, exactly as `medtfod detect` writes them; returns `out`."""
-        from .outputs import save_predictions
-        save_predictions(self, out, self.predictor.label_map, self.ground_truth, draw=draw, draw_format=draw_format)
-        return out
-
-
-def named_inputs(images, split: Optional[str] = None):
-    """([(name, source)], ground truth or None, {option: input} outputs must stay clear of) for
-    what `predict` accepts: a path (file, folder or .txt list), paths, arrays, PIL images, or a
-    Dataset with a split."""
-    import os
-
-    from ..data.dataset import Dataset
-    from .inputs import resolve_inputs
-    if isinstance(images, Dataset):
-        if split is None:
-            raise UserError(f"predict on a Dataset needs split= (one of {', '.join(images.splits)})")
-        return resolve_inputs(None, images.path, split)
-    if isinstance(images, (str, os.PathLike)):
-        path = os.fspath(images)
-        if os.path.isfile(path) and not path.lower().endswith(".txt"):
-            return [(os.path.basename(path), path)], None, {"images": path}
-        return resolve_inputs(path)
-    items = list(images)
-    if all(isinstance(i, (str, os.PathLike)) for i in items):
-        from ..core.fence import safe_names
-        paths = [os.fspath(i) for i in items]
-        return list(zip(safe_names(paths), paths)), None, {}
-    return [(f"image{k}.png", item) for k, item in enumerate(items)], None, {}

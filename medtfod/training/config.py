@@ -297,6 +297,8 @@ def write_config(config, out: str) -> None:
 def render_config(model: str, dataset, out: str, options: Optional[RenderOptions] = None) -> str:
     """`medtfod config` as a function: render `model`'s template for `dataset` (a `Dataset` or its
     folder) with `options` and write it to `out`; returns `out`, the path to give `train`."""
-    config = render(model, getattr(dataset, "path", dataset), options=options)
-    write_config(config, out)
+    from ..core.fence import check_outputs
+    data_dir = getattr(dataset, "path", dataset)
+    check_outputs({"out": out}, {"dataset": data_dir, "checkpoint": options.checkpoint if options else None})
+    write_config(render(model, data_dir, options=options), out)
     return out

@@ -273,7 +273,10 @@ def train(config_path: str, model_dir: str, *, options: Optional[TrainOptions] =
       UserError: bad options, or the total loss became NaN or infinite (training stops at the
         OD API's next loss report, before that block's checkpoint is saved).
     """
+    from ..core.fence import check_outputs
+    from .config import data_inputs
     options = options or TrainOptions()
+    check_outputs({"model_dir": model_dir}, data_inputs(config_path))
     options = replace(options, steps=check_options(config_path, options))
     metric = (options.select_by or default_select_by(config_path)) if options.eval_every is not None else None
     loop = TrainLoop(config_path, model_dir, role=options.role, cluster_timeout=options.cluster_timeout,

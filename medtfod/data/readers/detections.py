@@ -62,6 +62,25 @@ def read_detections_csv(path: str) -> List[Detection]:
     return dets
 
 
+def as_csv_detections(detections) -> List[Detection]:
+    """Detections as detections.csv holds them, whatever they came as: a detections.csv path (read),
+    `Detection`s, or predictions (objects with `.detections`: `ExportedModel.predict`'s result,
+    one `Prediction` or a list), with scores rounded to 6 decimals and box corners to 0.01 px
+    as detect writes them, so the metrics of predictions equal `medtfod metrics` on their CSV."""
+    if isinstance(detections, (str, os.PathLike)):
+        return read_detections_csv(os.fspath(detections))
+    items = [detections] if hasattr(detections, "detections") else list(detections)
+    found = []
+    for item in items:
+        for d in (item.detections if hasattr(item, "detections") else [item]):
+            if not isinstance(d, Detection):
+                raise UserError(f"not a detection: {d!r} (give a detections.csv path, Detection(image, label, score, "
+                                "Box)s, or the predictions of ExportedModel.predict)")
+            box = Box(*(round(v, 2) for v in (d.box.xmin, d.box.ymin, d.box.xmax, d.box.ymax)))
+            found.append(Detection(d.image, d.label, round(d.score, 6), box))
+    return found
+
+
 def read_ground_truth(dataset_dir: str, split: Optional[str] = None) -> GroundTruth:
     """Ground truth from a `medtfod convert` output folder: `coco/<split>.json` (all splits when None).
 
