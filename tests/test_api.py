@@ -204,3 +204,14 @@ def test_api_outputs_never_touch_inputs_and_bad_options_are_named(blob_model, tm
     with pytest.raises(UserError, match="unknown source 'dicom'"):
         Dataset.convert("dicom", str(images), str(tmp_path / "d"))
     assert not (tmp_path / "d").exists()
+
+
+def test_convert_options_made_in_code_get_the_command_lines_checks():
+    from medtfod import ConvertOptions
+    assert ConvertOptions(folds=3).fractions == {f"fold{k}": pytest.approx(1 / 3) for k in (1, 2, 3)}
+    with pytest.raises(UserError, match="add up to 1.8, expected 1"):
+        ConvertOptions(fractions={"train": 0.9, "val": 0.9})
+    with pytest.raises(UserError, match=r"each must be in \(0, 1\]"):
+        ConvertOptions(fractions={"train": 1.2})
+    with pytest.raises(UserError, match="folds=3 needs the fractions of fold1, fold2, fold3"):
+        ConvertOptions(folds=3, fractions={"train": 0.5, "test": 0.5})

@@ -17,7 +17,7 @@ from ..core.errors import UserError
 from ..core.images import index_images
 from ..core.labelmap import LabelMap
 from ..core.problems import Problems
-from .splits import DEFAULT_FRACTIONS, assign_folds, assign_patients, fold_names
+from .splits import DEFAULT_FRACTIONS, assign_folds, assign_patients, fold_fractions, fold_names
 
 
 @dataclass
@@ -29,7 +29,21 @@ class ConvertOptions:
     shard_size: int = 256          # images per TFRecord shard (at least one per split); shards
                                    # are the unit of parallel work here and in training input
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes reading images
-    folds: int = 0                 # K > 1: patient folds fold1..foldK (`splits.assign_folds`) instead of
+    folds: int = 0                 # K > 1: patient folds fold1..foldK (`splits.assign_folds`) instead of train/val
+
+    def __post_init__(self):
+        """The checks `--split` and `--folds` get on the command line, for options made in code:
+        with `folds` and the default fractions, the folds share everything (`splits.fold_fractions`)."""
+        if self.folds and dict(self.fractions) == DEFAULT_FRACTIONS:
+            self.fractions = fold_fractions(self.folds)
+        bad = {k: v for k, v in self.fractions.items() if not 0 < v <= 1}
+        if bad:
+            raise UserError(f"fractions {dict(self.fractions)}: each must be in (0, 1]")
+        if abs(sum(self.fractions.values()) - 1) > 1e-6:
+            raise UserError(f"fractions {dict(self.fractions)} add up to {sum(self.fractions.values()):g}, expected 1")
+        if self.folds and not set(fold_names(self.folds)) <= set(self.fractions):
+            raise UserError(f"folds={self.folds} needs the fractions of {', '.join(fold_names(self.folds))} "
+                            "(leave fractions at the default, or use splits.fold_fractions)")
 
 
 def _default_patient(image: str, source: str) -> str:
