@@ -29,7 +29,7 @@ def test_dataset_knows_its_layout(tiny_dataset, tmp_path, monkeypatch):
     from medtfod.data import manifest
     from medtfod.data.readers.detections import read_ground_truth
     data = Dataset(tiny_dataset)
-    assert sorted(data.splits) == ["train", "val"]
+    assert data.splits == ["train", "val"]
     assert data.label_map.names == data.label_names and len(data.label_names) == 2
     val = data.images("val")
     assert [e.name for e in val] == sorted(e.name for e in manifest.load(tiny_dataset).split("val"))

@@ -67,8 +67,8 @@ class Dataset:
 
     @property
     def splits(self) -> List[str]:
-        """The split names, in the order their first image appears in the manifest."""
-        return list(dict.fromkeys(e.split for e in self.manifest.images))
+        """The split names, sorted."""
+        return sorted({e.split for e in self.manifest.images})
 
     @property
     def label_map_path(self) -> str:
