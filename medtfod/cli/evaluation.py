@@ -30,17 +30,18 @@ def cmd_metrics(args) -> int:
     from ..core import atomic
     from ..core.fence import check_outputs
     from ..data.dataset import Dataset
+    from ..data.readers.detections import read_detections_csv
     from ..evaluation.metrics import evaluate
     from ..evaluation.plots import format_table, write_plots
     check_outputs({"--out": args.out, "--plots": args.plots},
                   {"--detections": args.detections, "--ground-truth": args.ground_truth})
     dataset = Dataset(args.ground_truth)
-    result = evaluate(dataset, args.split, args.detections, iou_froc=args.iou_froc, bootstrap=args.bootstrap)
+    gt = dataset.ground_truth(args.split)  # read first, as before: its errors come before the table's
+    dets = read_detections_csv(args.detections)
+    result = evaluate(dataset, args.split, dets, iou_froc=args.iou_froc, bootstrap=args.bootstrap)
     atomic.write_file(args.out, json.dumps(result, indent=2, allow_nan=False) + "\n")
     print(format_table(result))
     if args.plots:
-        from ..data.readers.detections import read_detections_csv
-        gt, dets = dataset.ground_truth(args.split), read_detections_csv(args.detections)
         for path in write_plots(gt, dets, args.plots, iou_froc=args.iou_froc):
             print(f"plot: {path}")
     print(f"metrics written to {args.out}")

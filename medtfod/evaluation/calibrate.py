@@ -77,7 +77,7 @@ def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float
     import os
 
     from ..data.dataset import Dataset
-    from ..inference.detect import split_detections
+    from ..inference.detect import check_on_split, split_detections
     from ..inference.model import ExportedModel
     from ..inference.operating_point import write_operating_point
     exported = model if isinstance(model, ExportedModel) else ExportedModel(model)
@@ -88,10 +88,7 @@ def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float
     else:
         from ..data.readers.detections import as_csv_detections
         dets = as_csv_detections(detections)
-        unknown = sorted({d.image for d in dets} - set(gt))
-        if unknown:
-            raise UserError(f"{len(unknown)} images in the detections are not in the {split} split of "
-                            f"{data.path}, e.g. {unknown[0]!r}")
+        check_on_split(dets, gt, split, data.path)
     point = choose_threshold(gt, dets, sensitivity=sensitivity, fp_per_image=fp_per_image, iou=iou)
     return write_operating_point(exported.path, point, target_sensitivity=sensitivity,
                                  target_fp_per_image=fp_per_image, iou=iou, dataset=os.path.abspath(data.path),

@@ -7,7 +7,7 @@ model is never waiting for a file; a corrupt image is reported and skipped. The 
 listed in `outputs`.
 
 The score threshold is the caller's, else the operating point `medtfod calibrate` stored in
-the export folder, else DEFAULT_MIN_SCORE.
+the export folder, else `model.DEFAULT_MIN_SCORE`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from ..core import fence
 from ..core.errors import UserError
 from ..core.progress import progress
 from .inputs import resolve_inputs
-from .model import DEFAULT_MIN_SCORE, ExportedModel  # noqa: F401  (DEFAULT_MIN_SCORE: detect's default)
+from .model import ExportedModel
 from .outputs import check_drawn_names, finish, write_tables
 from .predictor import PredictOptions, Predictor
 
@@ -127,6 +127,14 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
             "batch": predictor.batch}
 
 
+def check_on_split(dets, gt, split: str, dataset: str) -> None:
+    """A `UserError` when a detection is on an image outside the split's ground truth `gt`."""
+    unknown = sorted({d.image for d in dets} - set(gt))
+    if unknown:
+        raise UserError(f"{len(unknown)} images in the detections are not in the {split} split of "
+                        f"{dataset}, e.g. {unknown[0]!r}")
+
+
 def split_detections(model: str, dataset: str, split: str, gt, detections: Optional[str] = None,
                      quiet: bool = False) -> list:
     """Every detection the model makes on a dataset split (score >= 0), read from `detections`
@@ -142,10 +150,7 @@ def split_detections(model: str, dataset: str, split: str, gt, detections: Optio
                    outputs=DetectOutputs(draw=False, quiet=quiet))
             csv_path = os.path.join(tmp, "detections.csv")
         dets = read_detections_csv(csv_path)
-    unknown = sorted({d.image for d in dets} - set(gt))
-    if unknown:
-        raise UserError(f"{len(unknown)} images in the detections are not in the {split} split of "
-                        f"{dataset}, e.g. {unknown[0]!r}")
+    check_on_split(dets, gt, split, dataset)
     lowest = min((d.score for d in dets), default=0.0)
     if detections and lowest >= THRESHOLDED_BELOW:
         print(f"warning: {detections}: its lowest score is {lowest:g}; a table made with a threshold (--min-score "

@@ -74,14 +74,20 @@ def finish(prediction, gt_boxes, out: Optional[str], class_ids, draw_format=None
     if out is not None:
         drawn = render(image, found, gt_boxes, bitmaps, class_ids)
         target = drawn_name(prediction.name, draw_format)
-        is_jpeg = target.lower().endswith((".jpg", ".jpeg"))
-        buffer = io.BytesIO()
         # JPEG q90 encodes a 256-px copy in ~0.25 ms; PNG at compression level 1 (a few % larger than
         # the default 6, several times faster) still takes ~4 ms, most of detect's non-model work
-        drawn.save(buffer, format="JPEG" if is_jpeg else "PNG",
-                   **({"quality": 90} if is_jpeg else {"compress_level": 1}))
-        atomic.write_file(fence.inside(out, target), buffer.getvalue())
+        atomic.write_file(fence.inside(out, target), encoded(drawn, target, png_level=1))
     return rles or [None] * len(found)
+
+
+def encoded(drawn, name: str, png_level: int = 6) -> bytes:
+    """`drawn` as the bytes of `name`'s format: JPEG (quality 90) for .jpg/.jpeg, else PNG at
+    compression `png_level`."""
+    is_jpeg = name.lower().endswith((".jpg", ".jpeg"))
+    buffer = io.BytesIO()
+    drawn.save(buffer, format="JPEG" if is_jpeg else "PNG",
+               **({"quality": 90} if is_jpeg else {"compress_level": png_level}))
+    return buffer.getvalue()
 
 
 def save_predictions(predictions, out: str, label_map, ground_truth=None, draw: bool = True,

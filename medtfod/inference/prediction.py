@@ -3,7 +3,6 @@ that writes them out as `medtfod detect` does. Boxes are pixel `Box`es (float xm
 xmax, ymax, origin at the top-left corner)."""
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Tuple
@@ -102,11 +101,8 @@ class Prediction:
         fence.check_outputs({"save": path}, {**(self.inputs or {}), **({"the image": os.fspath(self.source)}
                                                                       if isinstance(self.source, (str, os.PathLike))
                                                                       else {})})
-        drawn = self.draw(ground_truth, class_ids)
-        buffer = io.BytesIO()
-        is_jpeg = ext != ".png"
-        drawn.save(buffer, format="JPEG" if is_jpeg else "PNG", **({"quality": 90} if is_jpeg else {}))
-        atomic.write_file(path, buffer.getvalue())
+        from .outputs import encoded
+        atomic.write_file(path, encoded(self.draw(ground_truth, class_ids), path))
         return path
 
 
