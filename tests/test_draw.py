@@ -26,6 +26,13 @@ def test_most_confident_box_is_on_top():
     assert tuple(out[60, 20]) == colour(1)
 
 
+def test_boxes_under_a_pixel_wide_are_drawn():
+    gray = Image.new("L", (100, 100), 128)
+    thin = Box(10.3, 20.2, 10.8, 20.6)   # an untrained model's: xmax - 1 < xmin
+    out = np.asarray(draw_boxes(gray, [Detection("x.png", "Mass", 0.9, thin)], IDS, [("Nodule", thin)]))
+    assert tuple(out[20, 10]) == colour(1)
+
+
 def test_box_mask_pasted_onto_the_image():
     import numpy as np
     from medtfod.core.boxes import Box

@@ -28,6 +28,12 @@ def colour(class_id: int) -> Tuple[int, int, int]:
 GROUND_TRUTH = (255, 255, 255)  # ground truth is drawn in white, under the detections
 
 
+def _outline(box: Box) -> Tuple[float, float, float, float]:
+    """The corners Pillow outlines for `box` (its last pixel is xmax - 1); a box under a pixel
+    wide or high (an untrained model's, or a rounded one) is drawn as one pixel, not refused."""
+    return box.xmin, box.ymin, max(box.xmin, box.xmax - 1), max(box.ymin, box.ymax - 1)
+
+
 def draw_boxes(image: Image.Image, detections: Sequence[Detection], class_ids: Mapping[str, int],
                ground_truth: Optional[Sequence[Tuple[str, Box]]] = None) -> Image.Image:
     """An RGB copy of `image` with each `Detection` drawn and captioned in its class's colour
@@ -44,13 +50,13 @@ def draw_boxes(image: Image.Image, detections: Sequence[Detection], class_ids: M
     width = max(1, side // 200)
     font = _font(max(10, side // 28))
     for label, box in ground_truth or ():
-        draw.rectangle([box.xmin, box.ymin, box.xmax - 1, box.ymax - 1], outline=GROUND_TRUTH, width=width)
+        draw.rectangle(_outline(box), outline=GROUND_TRUTH, width=width)
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         draw.text((box.xmin + width - left, box.ymax - (bottom - top) - 2 * width - top), label,
                   fill=GROUND_TRUTH, font=font)
     for _image, label, score, box in sorted(detections, key=lambda d: d.score):
         c = colour(class_ids[label])
-        draw.rectangle([box.xmin, box.ymin, box.xmax - 1, box.ymax - 1], outline=c, width=width)
+        draw.rectangle(_outline(box), outline=c, width=width)
         text = f"{label} {score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left, bottom - top
