@@ -36,7 +36,8 @@ def main() -> int:
     from medtfod.demo import DEMO_OVERRIDES, DEMO_TRAINING, MODEL
     from medtfod.inference.detect import DetectOutputs, detect
     from medtfod.inference.predictor import PredictOptions
-    from medtfod.evaluation.metrics import evaluate_all, read_detections_csv, read_ground_truth
+    from medtfod.data.readers.detections import read_detections_csv, read_ground_truth
+    from medtfod.evaluation.evaluate import MetricsOptions, evaluate_all
 
     root = os.path.join(BENCH, f"{args.images}img_{args.folds}folds_{args.steps}steps")
     data_dir, cv_dir = os.path.join(root, "data"), os.path.join(root, "cv")
@@ -74,7 +75,7 @@ def main() -> int:
                outputs=DetectOutputs(draw=False, quiet=True))
         seconds = time.time() - t
         metrics = evaluate_all(gt, read_detections_csv(os.path.join(out, "detections.csv")), patients=patients,
-                               bootstrap=200)
+                               options=MetricsOptions(bootstrap=200))
         rows.append((name, metrics, seconds))
     baseline = next(r for r in rows if "best out-of-fold" in r[0])
 

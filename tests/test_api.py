@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medtfod import Dataset, ExportedModel, UserError, evaluate
+from medtfod import Dataset, ExportedModel, MetricsOptions, UserError, evaluate
 from medtfod.cli import main
 
 
@@ -132,10 +132,10 @@ def test_evaluate_equals_the_metrics_command(tiny_nih, tiny_dataset, tmp_path):
     assert main(["metrics", "--detections", str(dets), "--ground-truth", tiny_dataset, "--split", "val",
                  "--out", str(out), "--bootstrap", "20"]) == 0
     expected = json.loads(out.read_text())
-    assert json.loads(json.dumps(evaluate(tiny_dataset, "val", str(dets), bootstrap=20))) == expected
+    assert json.loads(json.dumps(evaluate(tiny_dataset, "val", str(dets), options=MetricsOptions(bootstrap=20)))) == expected
     from medtfod.data.readers.detections import read_detections_csv
     assert json.loads(json.dumps(evaluate(Dataset(tiny_dataset), "val", read_detections_csv(str(dets)),
-                                          bootstrap=20))) == expected
+                                          options=MetricsOptions(bootstrap=20)))) == expected
 
 
 def test_dataset_convert_writes_what_the_convert_command_writes(tiny_nih, tiny_dataset, tmp_path):

@@ -12,6 +12,7 @@ from pycocotools.cocoeval import COCOeval
 
 from medtfod.core.annotations import Detection as Det
 from medtfod.evaluation import metrics
+from medtfod.evaluation.evaluate import MetricsOptions, evaluate_all
 from medtfod.evaluation.bootstrap import bootstrap_ci, detection_cis
 from medtfod.core.annotations import ImageRecord, Object
 from medtfod.core.boxes import Box
@@ -326,18 +327,19 @@ def test_vectorized_bootstrap_equals_the_replicate_loop(seed):
 
 
 def test_evaluate_all_layout_table_and_plots(tmp_path):
-    result = metrics.evaluate_all(GT, DETS, bootstrap=20)
-    assert list(result) == ["ap", "froc", "iobb", "image_level", "coco", "ci95"]
+    result = evaluate_all(GT, DETS, options=MetricsOptions(bootstrap=20))
+    assert list(result) == ["format", "threshold", "ap", "froc", "image_level", "coco", "at_threshold", "iobb",
+                            "confusion", "strata", "ci95", "nulls"]
     assert list(result["ap"]) == ["0.1", "0.25", "0.5"]
     assert result["ap"]["0.25"]["mean"] == pytest.approx(1 / 3)
     assert result["froc"]["mean"] == pytest.approx(2 / 3)
     assert list(result["ci95"]) == ["unit", "groups", "replicates", "ap50_mean", "froc_mean", "auc", "froc"]
     assert list(result["ci95"]["froc"]) == ["0.125", "0.25", "0.5", "1", "2", "4", "8"]
     assert result["ci95"]["unit"] == "image" and result["ci95"]["groups"] == len(GT)  # no patients given
-    by_patient = metrics.evaluate_all(GT, DETS, patients={image: "p" for image in GT}, bootstrap=5)["ci95"]
+    by_patient = evaluate_all(GT, DETS, patients={image: "p" for image in GT}, options=MetricsOptions(bootstrap=5))["ci95"]
     assert (by_patient["unit"], by_patient["groups"], by_patient["replicates"]) == ("patient", 1, 5)
     json.dumps(result, allow_nan=False)  # strict JSON: undefined values are None, not NaN
-    assert metrics.evaluate_all(GT, DETS, bootstrap=0)["ci95"] == {}
+    assert evaluate_all(GT, DETS, options=MetricsOptions(bootstrap=0))["ci95"] == {}
     table = format_table(result)
     assert "FROC" in table and "nodule" in table and "n/a" in table  # APm is None
     paths = write_plots(GT, DETS, str(tmp_path / "plots"))

@@ -20,8 +20,15 @@ def cells(page):
 
 
 def expected_cells(metrics):
-    """metrics.json flattened to the report's keys, formatted as the page prints them."""
+    """metrics.json flattened to the report's keys, formatted as the page prints them: the
+    threshold-free tables, the IoBB and image-level tables, the numbers at the threshold and
+    every stratum."""
+    import html
+    from medtfod.evaluation.report_plots import strata_rows
     out = {}
+
+    def text(value):
+        return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
     def walk(prefix, value):
         if isinstance(value, dict):
@@ -33,8 +40,17 @@ def expected_cells(metrics):
             for i, v in enumerate(value):
                 walk(f"{prefix}/{i}", v)
         elif isinstance(value, float) or value is None:
-            out[prefix] = "n/a" if value is None else f"{value:.3f}"
-    walk("", metrics)
+            out[prefix] = text(value)
+    walk("", {k: metrics[k] for k in ("ap", "froc", "iobb", "image_level", "coco", "ci95")})
+    for k in ("lesions", "hits", "false_positives", "sensitivity", "fp_per_image", "mean_iou", "median_iou",
+              "mean_iobb"):
+        out[f"at_threshold/{k}"] = text(metrics["at_threshold"][k])
+    for group, stratum in strata_rows(metrics["strata"]):
+        key = html.escape(f"strata/{group}/{stratum['name']}")
+        for k in ("lesions", "images", "patients", "ap50", "sensitivity", "mean_iou"):
+            out[f"{key}/{k}"] = text(stratum[k])
+        for r, v in stratum["froc"].items():
+            out[f"{key}/froc/{r}"] = text(v)
     return out
 
 

@@ -31,16 +31,30 @@ def cmd_metrics(args) -> int:
     from ..core.fence import check_outputs
     from ..data.dataset import Dataset
     from ..data.readers.detections import read_detections_csv
-    from ..evaluation.metrics import evaluate
+    from ..evaluation.evaluate import MetricsOptions, check_metrics_out, dataset_meta, evaluate_all, operating_threshold
     from ..evaluation.plots import format_table, write_plots
+    from ..evaluation.stratify import parse_bins
     check_outputs({"--out": args.out, "--plots": args.plots},
-                  {"--detections": args.detections, "--ground-truth": args.ground_truth})
+                  {"--detections": args.detections, "--ground-truth": args.ground_truth, "--model": args.model})
+    check_metrics_out(args.out)
     dataset = Dataset(args.ground_truth)
     gt = dataset.ground_truth(args.split)  # read first, as before: its errors come before the table's
-    dets = read_detections_csv(args.detections)
-    result = evaluate(dataset, args.split, dets, iou_froc=args.iou_froc, bootstrap=args.bootstrap)
+    dets = read_detections_csv(args.detections, labels=dataset.label_names, images=gt)
+    threshold = operating_threshold(args.min_score, args.model)
+    options = MetricsOptions(min_score=threshold["min_score"], iou_froc=args.iou_froc, bootstrap=args.bootstrap,
+                             size_bins=parse_bins(args.size_bins, "--size-bins") if args.size_bins else None,
+                             size_unit=args.size_unit, by=args.by or ())
+    result = evaluate_all(gt, dets, patients=dataset.patients(args.split), label_names=dataset.label_names,
+                          threshold=threshold, options=options, meta=dataset_meta(dataset, args.split))
     atomic.write_file(args.out, json.dumps(result, indent=2, allow_nan=False) + "\n")
     print(format_table(result))
+    lowest, t = result["threshold"]["lowest_score"], result["threshold"]["min_score"]
+    if lowest is not None and lowest > t:
+        print(f"warning: no detection in {args.detections} scores below {lowest:g}, above the threshold {t:g}: "
+              "detect kept less than the metrics need; run detect with --min-score 0")
+    elif lowest is not None and lowest >= 0.05:
+        print(f"note: the lowest score in {args.detections} is {lowest:g}: AP, FROC and AUC rank only the "
+              "detections kept by detect; run detect with --min-score 0 for them to cover every detection")
     if args.plots:
         for path in write_plots(gt, dets, args.plots, iou_froc=args.iou_froc):
             print(f"plot: {path}")
@@ -82,7 +96,8 @@ def _add_calibrate(subparsers) -> None:
 
 def _add_metrics(subparsers) -> None:
     met = subparsers.add_parser("metrics",
-                                help="AP@0.1/0.25/0.5, FROC, IoBB, image-level AUC and COCO from detections.csv")
+                                help="AP, FROC, AUC and COCO on all detections; IoBB, sensitivity, FP/image, per-lesion IoU at "
+                                     "one threshold; strata by lesion size and image fields")
     met.add_argument("--detections", required=True, help="detections.csv as `medtfod detect` writes it")
     met.add_argument("--ground-truth", required=True, help="a `medtfod convert` output folder")
     met.add_argument("--split", help="only this split's images (default: all)")
@@ -91,6 +106,19 @@ def _add_metrics(subparsers) -> None:
     met.add_argument("--iou-froc", type=OPEN_FRACTION, default=0.1, help="IoU a FROC hit needs (default 0.1)")
     met.add_argument("--bootstrap", type=NON_NEGATIVE_INT, default=200,
                      help="patient-level bootstrap resamples for the 95%% CIs (0 = none; default 200)")
+    met.add_argument("--min-score", type=FRACTION,
+                     help="the operating threshold of the threshold-dependent metrics (IoBB, image-level "
+                          "sensitivity/specificity, confusion, sensitivity and FP/image, per-lesion IoU); "
+                          "default: --model's calibrated operating point, else 0.5")
+    met.add_argument("--model", help="the export the detections came from: its operating_point.json "
+                                     "(medtfod calibrate) is the threshold when --min-score is not given")
+    met.add_argument("--size-bins", help="lesion-size strata: bin edges of the longer GT side, e.g. 0,16,32,64,inf "
+                                         "(default: tertiles of the split's GT sizes)")
+    met.add_argument("--size-unit", choices=("px", "mm"), default="px",
+                     help="size in pixels, or in mm from the images' pixel spacing (DICOM, NIH Data_Entry)")
+    met.add_argument("--by", action="append", metavar="FIELD[:BINS]",
+                     help="strata of an image field of the manifest, e.g. --by sex --by age:0,40,60,120 "
+                          "(repeat for several; `medtfod audit` lists the fields)")
     met.set_defaults(func=cmd_metrics)
 
 

@@ -43,7 +43,7 @@ def _groups(gt: GroundTruth, patients: Dict[str, str]) -> Tuple[List[str], np.nd
     return images, np.array([number[patients[image]] for image in images], int), len(ids)
 
 
-def _interval(found: Sequence[float]) -> Interval:
+def percentile_interval(found: Sequence[float]) -> Interval:
     if not len(found):
         return None, None
     low, high = np.percentile(found, [2.5, 97.5])
@@ -77,10 +77,10 @@ def bootstrap_ci(gt: GroundTruth, dets: Sequence[Detection], metric_fn: Callable
         value = metric_fn(sample_gt, sample_dets)
         if value is not None:
             found.append(value)
-    return _interval(found)
+    return percentile_interval(found)
 
 
-def _weights(patient_of: np.ndarray, n_patients: int, n: int, seed: int) -> np.ndarray:
+def replicate_weights(patient_of: np.ndarray, n_patients: int, n: int, seed: int) -> np.ndarray:
     """(n, images): how many times each image is in each replicate (the draws of `bootstrap_ci`)."""
     rng = np.random.default_rng(seed)
     counts = np.stack([np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients)
@@ -88,12 +88,12 @@ def _weights(patient_of: np.ndarray, n_patients: int, n: int, seed: int) -> np.n
     return counts[:, patient_of].astype(float)
 
 
-def _last_of_runs(values: np.ndarray) -> np.ndarray:
+def last_of_runs(values: np.ndarray) -> np.ndarray:
     """Positions of the last element of each run of equal values in `values`."""
     return np.flatnonzero(np.append(values[1:] != values[:-1], True)) if len(values) else np.zeros(0, int)
 
 
-def _average_precision(w: np.ndarray, hit: np.ndarray, n_gt: np.ndarray) -> np.ndarray:
+def weighted_ap(w: np.ndarray, hit: np.ndarray, n_gt: np.ndarray) -> np.ndarray:
     """AP per replicate of one class: `w` (R, D) detection weights in rank order, `hit` (D,),
     `n_gt` (R,) > 0. The exact area under the precision envelope, as `metrics.average_precision`."""
     tp = np.cumsum(w * hit, axis=1)
@@ -107,7 +107,26 @@ def _average_precision(w: np.ndarray, hit: np.ndarray, n_gt: np.ndarray) -> np.n
     return (np.diff(rec, axis=1) * envelope[:, 1:]).sum(axis=1)
 
 
-def _auc(w: np.ndarray, score: np.ndarray, positive: np.ndarray) -> np.ndarray:
+def weighted_froc(w_sorted: np.ndarray, hits: np.ndarray, points: np.ndarray, total_gt: np.ndarray,
+                  total_images: np.ndarray, rates: Sequence[float]) -> List[np.ndarray]:
+    """FROC sensitivity at each rate, per replicate (NaN without GT), as `metrics.froc`:
+    `w_sorted` (R, D) detection weights by descending score, `hits` (D,) 1 for a hit, `points`
+    the positions of the last detection of each distinct score, `total_gt` and `total_images`
+    (R,) the weighted GT boxes and images. A detection of weight 0 is left out."""
+    tp = np.cumsum(w_sorted * hits, axis=1)[:, points]
+    fp = np.cumsum(w_sorted * (1 - hits), axis=1)[:, points]
+    rows = len(w_sorted)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sensitivity = np.hstack([np.zeros((rows, 1)), tp / total_gt[:, None]])
+        avg_fp = np.hstack([np.zeros((rows, 1)), fp / total_images[:, None]])
+    at_rate = []
+    for r in rates:  # the curve's last point with avg_fp <= r (both only grow along it)
+        last = (avg_fp <= r).sum(axis=1) - 1
+        at_rate.append(np.where(total_gt > 0, sensitivity[np.arange(rows), last], np.nan))
+    return at_rate
+
+
+def weighted_auc(w: np.ndarray, score: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """Image-level Mann-Whitney AUC per replicate (NaN where it is undefined); `w` (R, images)."""
     distinct, level = np.unique(score, return_inverse=True)
     out = np.full(len(w), np.nan)
@@ -140,11 +159,11 @@ def detection_cis(gt: GroundTruth, dets: Sequence[Detection], patients: Dict[str
     ranked = {c: np.array(sorted((i for i, d in enumerate(dets) if d.label == c), key=lambda i: (-dets[i].score, i)),
                           int) for c in classes}
     froc_order = np.argsort(-score, kind="stable")
-    froc_points = _last_of_runs(score[froc_order])  # one FROC point per distinct score
+    froc_points = last_of_runs(score[froc_order])  # one FROC point per distinct score
     image_score = np.array([max((dets[i].score for i in index.get(image, [])), default=0.0) for image in images])
     positive = gt_count.sum(axis=1) > 0
 
-    w_all = _weights(patient_of, n_patients, n, seed)
+    w_all = replicate_weights(patient_of, n_patients, n, seed)
     keys = ["ap50_mean", "froc_mean", "auc"] + [f"froc@{threshold_key(r)}" for r in rates]
     values: Dict[str, List[np.ndarray]] = {key: [] for key in keys}
     block = max(1, BLOCK_CELLS // max(1, len(dets)))
@@ -156,26 +175,18 @@ def detection_cis(gt: GroundTruth, dets: Sequence[Detection], patients: Dict[str
         for k, c in enumerate(classes):
             has = n_gt[:, k] > 0
             if has.any():
-                aps[has, k] = _average_precision(w_det[has][:, ranked[c]], hit_ap[ranked[c]], n_gt[has, k])
+                aps[has, k] = weighted_ap(w_det[has][:, ranked[c]], hit_ap[ranked[c]], n_gt[has, k])
         counted = (~np.isnan(aps)).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             values["ap50_mean"].append(np.nansum(aps, axis=1) / counted)  # NaN when no class has GT
-        total_gt, total_images = n_gt.sum(axis=1), w_img.sum(axis=1)
-        w_sorted, hits = w_det[:, froc_order], hit_froc[froc_order]
-        tp = np.cumsum(w_sorted * hits, axis=1)[:, froc_points]
-        fp = np.cumsum(w_sorted * (1 - hits), axis=1)[:, froc_points]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sensitivity = np.hstack([np.zeros((len(w_img), 1)), tp / total_gt[:, None]])
-            avg_fp = np.hstack([np.zeros((len(w_img), 1)), fp / total_images[:, None]])
-        at_rate = []
-        for r in rates:  # the curve's last point with avg_fp <= r (both only grow along it)
-            last = (avg_fp <= r).sum(axis=1) - 1
-            at_rate.append(np.where(total_gt > 0, sensitivity[np.arange(len(w_img)), last], np.nan))
-            values[f"froc@{threshold_key(r)}"].append(at_rate[-1])
+        at_rate = weighted_froc(w_det[:, froc_order], hit_froc[froc_order], froc_points, n_gt.sum(axis=1),
+                                w_img.sum(axis=1), rates)
+        for r, found in zip(rates, at_rate):
+            values[f"froc@{threshold_key(r)}"].append(found)
         values["froc_mean"].append(np.mean(at_rate, axis=0))
-        values["auc"].append(_auc(w_img, image_score, positive))
+        values["auc"].append(weighted_auc(w_img, image_score, positive))
     out = {}
     for key in keys:
         found = np.concatenate(values[key]) if values[key] else np.zeros(0)
-        out[key] = _interval(found[~np.isnan(found)])
+        out[key] = percentile_interval(found[~np.isnan(found)])
     return out

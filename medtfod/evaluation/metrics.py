@@ -19,8 +19,7 @@ import numpy as np
 from ..core.boxes import iobb, iou  # noqa: F401 (metrics.iou: the overlap functions live beside Box)
 from ..core.errors import UserError, did_you_mean
 from ..data.readers.detections import Detection, GroundTruth, read_detections_csv, read_ground_truth  # noqa: F401
-from .bootstrap import detection_cis
-from .matching import FROC_RATES, by_image, match_detections, threshold_key
+from .matching import FROC_RATES, by_image, match_detections, threshold_key  # noqa: F401
 
 AP_IOUS = (0.1, 0.25, 0.5)
 IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -239,56 +238,3 @@ def coco_metrics(gt: GroundTruth, dets: Sequence[Detection], label_names: Option
         p = precision[:, :, k, 0, -1]
         result["per_class"][name] = float(p[p > -1].mean()) if (p > -1).any() else None
     return result
-
-
-def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], patients: Optional[Dict[str, str]] = None,
-                 iou_froc: float = 0.1, bootstrap: int = 200, label_names: Optional[Sequence[str]] = None) -> dict:
-    """Every metric, in the layout of metrics.json (see the functions for each definition).
-
-    `patients` (image -> patient id, from the dataset manifest) are the units the bootstrap
-    resamples; without them each image is its own unit. `bootstrap` is the number of replicates
-    for "ci95" (AP@0.5 mean, FROC mean, image-level AUC; seed 0), 0 to skip it ("ci95": {}).
-    "ci95" also states the resampling unit ('patient' or 'image'), how many units there were
-    and the number of replicates, and holds the FROC sensitivity's interval at each rate
-    ("froc": {rate: [low, high]}, the band of the report's FROC plot).
-    """
-    result = {
-        "ap": {threshold_key(t): average_precision(gt, dets, t) for t in AP_IOUS},
-        "froc": froc(gt, dets, iou_froc),
-        "iobb": iobb_localization(gt, dets),
-        "image_level": image_level(gt, dets),
-        "coco": coco_metrics(gt, dets, label_names),
-        "ci95": {},
-    }
-    if bootstrap:
-        unit = "patient" if patients is not None else "image"
-        patients = patients if patients is not None else {image: image for image in gt}
-        result["ci95"] = {"unit": unit, "groups": len({patients[image] for image in gt if image in patients}),
-                          "replicates": bootstrap}
-        intervals = detection_cis(gt, dets, patients, n=bootstrap, iou_ap=0.5, iou_froc=iou_froc)
-        for name in ("ap50_mean", "froc_mean", "auc"):
-            result["ci95"][name] = list(intervals[name])
-        result["ci95"]["froc"] = {threshold_key(r): list(intervals[f"froc@{threshold_key(r)}"]) for r in FROC_RATES}
-    return result
-
-
-def evaluate(dataset, split: Optional[str], detections, iou_froc: float = 0.1, bootstrap: int = 200) -> dict:
-    """The metrics of `detections` on a split of `dataset`, in the layout of metrics.json (what
-    `medtfod metrics` writes): see `evaluate_all`.
-
-    Args:
-      dataset: a `medtfod.Dataset` or its folder.
-      split: the split the detections are of ('val', 'test', ...; None: every image).
-      detections: a detections.csv path (as `medtfod detect` writes it, best made with
-        --min-score 0), or `Detection`s, or the predictions of `ExportedModel.predict` (taken
-        as detections.csv would hold them: `as_csv_detections`).
-      iou_froc: the IoU of a FROC hit.
-      bootstrap: patient-bootstrap replicates for "ci95" (0: none).
-    """
-    from ..data.dataset import Dataset
-    from ..data.readers.detections import as_csv_detections
-    data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
-    gt = data.ground_truth(split)
-    dets = as_csv_detections(detections)
-    return evaluate_all(gt, dets, patients=data.patients(split), iou_froc=iou_froc, bootstrap=bootstrap,
-                        label_names=data.label_names)

@@ -23,6 +23,11 @@ def _fmt(value: Optional[float], digits: int = 3) -> str:
 def format_table(result: dict) -> str:
     """A plain-text summary of `evaluate_all`'s result (None printed as 'n/a')."""
     lines: List[str] = []
+    t = result.get("threshold")
+    if t:
+        lines += [f"Threshold score >= {t['min_score']:g} ({t['detail']}): IoBB, image-level sensitivity/specificity, "
+                  f"confusion, sensitivity, FP/image and per-lesion IoU; {t['kept']} of {t['detections']} detections "
+                  "kept. AP, FROC, AUC and COCO use all detections.", ""]
     ious = list(result["ap"])
     classes = [c for c in result["ap"][ious[0]] if c != "mean"] + ["mean"]
     width = max([len(c) for c in classes] + [12])
@@ -42,6 +47,17 @@ def format_table(result: dict) -> str:
     il = result["image_level"]
     lines += ["", f"Image level: AUC {_fmt(il['auc'])}, sensitivity {_fmt(il['sensitivity'])}, "
                   f"specificity {_fmt(il['specificity'])} at score >= {_fmt(il['threshold'])}"]
+    at = result.get("at_threshold")
+    if at:
+        ci = at.get("ci95", {})
+
+        def with_ci(key):
+            low, high = ci.get(key, (None, None))
+            return _fmt(at[key]) + (f" [{_fmt(low)}, {_fmt(high)}]" if key in ci else "")
+        lines += ["", f"At the threshold: sensitivity {with_ci('sensitivity')} ({at['hits']} of {at['lesions']} "
+                      f"lesions), FP/image {with_ci('fp_per_image')}, mean best IoU per lesion {with_ci('mean_iou')} "
+                      f"(median {_fmt(at['median_iou'])}), mean best IoBB {_fmt(at['mean_iobb'])}"]
+    lines += _strata_lines(result.get("strata") or {})
     coco = result["coco"]
     lines += ["", "COCO: " + ", ".join(f"{k} {_fmt(v)}" for k, v in coco.items() if k != "per_class")]
     ci = result.get("ci95")
@@ -50,6 +66,24 @@ def format_table(result: dict) -> str:
         lines += ["", f"95% CI ({ci['unit']} bootstrap, {ci['groups']} {ci['unit']}s, {ci['replicates']} "
                   "replicates): " + ", ".join(f"{k} [{_fmt(lo)}, {_fmt(hi)}]" for k, (lo, hi) in intervals.items())]
     return "\n".join(lines) + "\n"
+
+
+def _strata_lines(strata: dict) -> List[str]:
+    from .report_plots import strata_rows
+    rows = strata_rows(strata)
+    if not rows:
+        return []
+    rates = strata["rates"]
+    lines = ["", f"{'Strata':<28} {'lesions':>7} {'images':>6} {'AP@0.5':>7} " + " ".join(f"{f'FROC@{r:g}':>8}" for r in rates)
+             + f" {'sensitivity [95% CI]':>24} {'mean IoU':>8}"]
+    for group, s in rows:
+        low, high = (s.get("ci95") or {}).get("sensitivity", (None, None))
+        sens = _fmt(s["sensitivity"]) + (f" [{_fmt(low)}, {_fmt(high)}]" if s.get("ci95") else "")
+        name = f"{group}: {s['name']}"[:28]
+        lines.append(f"{name:<28} {s['lesions']:>7} {s['images']:>6} {_fmt(s['ap50']):>7} "
+                     + " ".join(f"{_fmt(s['froc'][f'{r:g}']):>8}" for r in rates)
+                     + f" {sens:>24} {_fmt(s['mean_iou']):>8}" + ("  (too few lesions)" if s["too_small"] else ""))
+    return lines
 
 
 def _save(figure, path: str) -> str:

@@ -1,7 +1,8 @@
 """`medtfod report`: one self-contained HTML page a radiologist can review.
 
-The metrics are `medtfod.evaluation.metrics.evaluate_all` on the split's detections (the same numbers as
-`medtfod metrics` on the same detections.csv), with the manifest's patients for the bootstrap;
+The metrics are `medtfod.evaluation.evaluate.evaluate_all` on the split's detections (the same numbers as
+`medtfod metrics --min-score T --by ...` on the same detections.csv at the report's threshold T),
+with the manifest's patients for the bootstrap and its fields for the strata;
 the confusion matrix and the gallery are `medtfod.evaluation.gallery` at the report's IoU and score
 threshold; the history is read from the TensorBoard event files (`medtfod.training.history`). Images
 and plots are embedded as `data:` URIs (gallery images as JPEG thumbnails): the file opens
@@ -14,7 +15,7 @@ import io
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from ..core import atomic
 from ..core.errors import UserError
@@ -53,6 +54,7 @@ class ReportOptions:
       max_images: the gallery keeps the worst this many images.
       iou: the IoU of a hit in the gallery and the confusion matrix.
       bootstrap: patient-bootstrap replicates of the intervals (0: none).
+      by: image fields to stratify by besides lesion size, e.g. ('sex', 'age:0,40,60,120').
       quiet: no progress bar.
     """
 
@@ -63,6 +65,7 @@ class ReportOptions:
     iou: float = 0.1
     bootstrap: int = 200
     quiet: bool = False
+    by: Tuple[str, ...] = ()
 
 
 def build_report(model, dataset_dir, split: str, out: str, options: Optional[ReportOptions] = None) -> dict:
@@ -72,7 +75,7 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
     from ..data.dataset import Dataset
     from ..inference.detect import split_detections
     from ..inference.model import ExportedModel
-    from .metrics import evaluate_all
+    from .evaluate import MetricsOptions, dataset_meta, evaluate_all, operating_threshold
     from .gallery import confusion_matrix, gallery_order, review
 
     o = options or ReportOptions()
@@ -95,7 +98,8 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
                                  "detections": o.detections})
     entries = {e.name: e for e in data.split(split)}
     gt = dataset.ground_truth(split)
-    threshold, threshold_source = exported.min_score(o.min_score)
+    record = operating_threshold(o.min_score, exported)
+    threshold, threshold_source = float(record["min_score"]), str(record["detail"])
     dets = split_detections(export, dataset_dir, split, gt, o.detections, quiet=o.quiet)
     started = time.time()
     names = dataset_map.names
@@ -111,11 +115,11 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
     from . import report_plots as plots
     plots_uri = {}
     if boxes:
-        page["metrics"] = evaluate_all(gt, dets, patients=patients, iou_froc=0.1, bootstrap=o.bootstrap,
-                                       label_names=names)
-        from .metrics import froc_curve
-        kept = froc_curve(gt, [d for d in dets if d.score >= threshold], 0.1)
-        point = (kept["avg_fp"][-1], kept["sensitivity"][-1]) if kept["sensitivity"][-1] is not None else None
+        page["metrics"] = evaluate_all(gt, dets, patients=patients, label_names=names, threshold=record,
+                                       options=MetricsOptions(min_score=threshold, bootstrap=o.bootstrap, by=o.by),
+                                       meta=dataset_meta(dataset, split))
+        at = page["metrics"]["at_threshold"]
+        point = (at["fp_per_image"], at["sensitivity"]) if at["sensitivity"] is not None else None
         page["operating_point"] = point
         froc_ci = page["metrics"]["ci95"].get("froc", {})  # the same replicates as the other intervals
         band = {"low": [v[0] for v in froc_ci.values()] or [None], "high": [v[1] for v in froc_ci.values()] or [None]}
@@ -124,6 +128,9 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
             if page["boxes_per_class"][label]:
                 plots_uri[f"precision-recall: {label}"] = _data_uri(plots.pr_plot(gt, dets, label, 0.5))
         roc = plots.roc_plot(gt, dets)
+        forest = plots.forest_plot(page["metrics"]["strata"], at["sensitivity"])
+        if forest:
+            page["strata_plot"] = _data_uri(forest)
         if roc:
             plots_uri["image-level ROC"] = _data_uri(roc)
     reviews = review(gt, dets, iou, threshold)

@@ -63,23 +63,26 @@ def _metrics(m: Dict[str, Any]) -> str:
     ious = list(m["ap"])
     rows = [f"<tr><td>{html.escape(c)}</td>" + "".join(_cell(f"ap/{t}/{c}", m["ap"][t].get(c)) for t in ious) + "</tr>"
             for c in m["ap"][ious[0]]]
-    parts.append("<h3>Average precision (all-point) by IoU</h3>" + _table(["class"] + [f"IoU {t}" for t in ious], rows))
+    threshold = m["threshold"]["min_score"]
+    parts.append("<h3>Average precision (all-point) by IoU, all detections</h3>" + _table(["class"] + [f"IoU {t}" for t in ious], rows))
     rates = list(m["froc"])
-    parts.append("<h3>FROC sensitivity at false positives per image (IoU &ge; 0.1)</h3>" + _table(
+    parts.append("<h3>FROC sensitivity at false positives per image (IoU &ge; 0.1), all detections</h3>" + _table(
         ["FP/image"] + rates, ["<tr><td>sensitivity</td>" + "".join(_cell(f"froc/{r}", m["froc"][r]) for r in rates)
                                + "</tr>"]))
+    parts.append(_at_threshold(m))
     rows = []
     for c, by_t in m["iobb"].items():
         for t, values in by_t.items():
             rows.append(f"<tr><td>{html.escape(c)}</td><td>{t}</td>" + _cell(f"iobb/{c}/{t}/accuracy", values["accuracy"])
                         + _cell(f"iobb/{c}/{t}/avg_fp", values["avg_fp"]) + "</tr>")
-    parts.append("<h3>Localization by IoBB (Wang et al. 2017)</h3>" + _table(["class", "T(IoBB)", "accuracy", "avg FP"], rows))
+    parts.append(f"<h3>Localization by IoBB (Wang et al. 2017), detections at score &ge; {threshold:g}</h3>" + _table(["class", "T(IoBB)", "accuracy", "avg FP"], rows))
     il = m["image_level"]
-    parts.append("<h3>Image level</h3>" + _table(["AUC", "sensitivity", "specificity", "at score \u2265"], [
+    parts.append("<h3>Image level (AUC on all detections; sensitivity and specificity at the threshold)</h3>"
+                 + _table(["AUC", "sensitivity", "specificity", "at score \u2265"], [
         "<tr>" + "".join(_cell(f"image_level/{k}", il[k]) for k in ("auc", "sensitivity", "specificity", "threshold"))
         + "</tr>"]))
     coco = {k: v for k, v in m["coco"].items() if k != "per_class"}
-    parts.append("<h3>COCO (pycocotools)</h3>" + _table(list(coco), [
+    parts.append("<h3>COCO (pycocotools), all detections</h3>" + _table(list(coco), [
         "<tr>" + "".join(_cell(f"coco/{k}", v) for k, v in coco.items()) + "</tr>"]))
     ci = m.get("ci95") or {}
     if ci:
@@ -90,6 +93,46 @@ def _metrics(m: Dict[str, Any]) -> str:
         parts.append(f"<h3>95% confidence intervals ({ci['unit']} bootstrap: {ci['groups']} {ci['unit']}s, "
                      f"{ci['replicates']} replicates)</h3>" + _table(["metric", "low", "high"], rows))
     return "".join(parts)
+
+
+def _at_threshold(m: Dict[str, Any]) -> str:
+    at, t = m["at_threshold"], m["threshold"]["min_score"]
+    ci = at.get("ci95", {})
+    keys = ("sensitivity", "fp_per_image", "mean_iou", "median_iou", "mean_iobb")
+    header = ["lesions", "hits", "false positives", "sensitivity", "FP/image", "mean best IoU", "median best IoU",
+              "mean best IoBB"]
+    row = ("<tr>" + "".join(_cell(f"at_threshold/{k}", at[k]) for k in ("lesions", "hits", "false_positives"))
+           + "".join(_cell(f"at_threshold/{k}", at[k]) for k in keys) + "</tr>")
+    if ci:
+        row += ("<tr><td colspan=3>95% CI</td>" + "".join(
+            f"<td>{_fmt(ci[k][0])}&ndash;{_fmt(ci[k][1])}</td>" if k in ci else "<td></td>" for k in keys) + "</tr>")
+    return (f"<h3>At the operating threshold: score &ge; {t:g} (hits at IoU &ge; {m['strata']['iou']:g}; best IoU "
+            "per lesion of a same-class detection, 0 when none)</h3>" + _table(header, [row]))
+
+
+def _strata(page: Dict[str, Any]) -> str:
+    from .report_plots import strata_rows
+    strata = page["metrics"]["strata"]
+    rates = strata["rates"]
+    header = ["stratum", "value", "lesions", "images", "patients", "AP@0.5"] + [f"FROC@{r}" for r in rates] + [
+        "sensitivity", "95% CI", "mean best IoU"]
+    rows = []
+    for group, s in strata_rows(strata):
+        key = f"strata/{group}/{s['name']}"
+        low, high = (s.get("ci95") or {}).get("sensitivity", [None, None])
+        flag = ' <span class="note">too few lesions to read</span>' if s["too_small"] else ""
+        rows.append(f"<tr><td>{html.escape(group)}</td><td>{html.escape(s['name'])}{flag}</td>"
+                    + "".join(_cell(f"{key}/{k}", s[k]) for k in ("lesions", "images", "patients", "ap50"))
+                    + "".join(_cell(f"{key}/froc/{r:g}", s["froc"][f"{r:g}"]) for r in rates)
+                    + _cell(f"{key}/sensitivity", s["sensitivity"]) + f"<td>{_fmt(low)}&ndash;{_fmt(high)}</td>"
+                    + _cell(f"{key}/mean_iou", s["mean_iou"]) + "</tr>")
+    if not rows:
+        return ""
+    plot = (f'<img id="strata-plot" alt="sensitivity by stratum" src="{page["strata_plot"]}">'
+            if page.get("strata_plot") else "")
+    return (f'<h2>Strata</h2><div id="strata"><p>Sensitivity, FP and IoU at score &ge; {page["threshold"]:g}; AP '
+            f"and FROC on all detections. Strata under {strata['min_lesions']} lesions are shown but too small to "
+            f"read.</p>{_table(header, rows)}{plot}</div>")
 
 
 def _images(plots: Dict[str, str], css: str) -> str:
@@ -141,6 +184,7 @@ def render(page: Dict[str, Any]) -> str:
             f"{html.escape(page['split'])}</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>"
             f"<h1>Detection report: {html.escape(page['split'])} split</h1>{header}"
             f'<h2>Metrics</h2><div id="metrics">{metrics}</div>'
+            f'{_strata(page) if page.get("metrics") else ""}'
             f'<h2>Plots</h2><div id="plots">{_images(page["plots"], "plots")}</div>{history}'
             f'<h2>Review gallery</h2><div id="review">{_gallery(page)}</div>'
             f"<p style=\"color:#888\">built by medtfod in {page['built_seconds']:.1f} s</p></body></html>\n")

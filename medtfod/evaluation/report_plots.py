@@ -109,3 +109,39 @@ def history_plot(series: Dict[str, List[Tuple[int, float]]], title: str, log: bo
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     return _png(figure)
+
+
+def strata_rows(strata: dict) -> List[Tuple[str, dict]]:
+    """(group, stratum) for every stratum of metrics.json's "strata", size first, then each field."""
+    rows = [(f"size ({strata['size']['unit']})", s) for s in strata.get("size", {}).get("strata", [])]
+    for name, part in strata.get("by", {}).items():
+        rows += [(name, s) for s in part["strata"]]
+    return rows
+
+
+def forest_plot(strata: dict, overall: Optional[float]) -> Optional[bytes]:
+    """Sensitivity at the threshold per stratum with its 95% CI (a forest plot), or None without
+    strata. Strata under the minimum lesion count are grey and marked."""
+    rows = [(group, s) for group, s in strata_rows(strata) if s["sensitivity"] is not None]
+    if not rows:
+        return None
+    figure = _figure(6.0, 0.9 + 0.32 * len(rows))
+    ax = figure.add_subplot()
+    for y, (group, s) in enumerate(reversed(rows)):
+        colour = "#999999" if s["too_small"] else "#1f5fa8"
+        low, high = (s.get("ci95") or {}).get("sensitivity", [None, None])
+        if low is not None:
+            ax.plot([low, high], [y, y], color=colour, linewidth=2)
+        ax.plot([s["sensitivity"]], [y], "s", color=colour, markersize=6)
+    labels = [f"{group}: {s['name']}  (n={s['lesions']}{', too few' if s['too_small'] else ''})"
+              for group, s in reversed(rows)]
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=8)
+    if overall is not None:
+        ax.axvline(overall, color="#cc3333", linestyle="--", linewidth=1, label=f"all lesions {overall:.2f}")
+        ax.legend(loc="lower right", fontsize=7)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel(f"sensitivity at the threshold (IoU >= {strata['iou']:g}), 95% CI (patient bootstrap)")
+    ax.set_title("sensitivity by stratum")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(figure)

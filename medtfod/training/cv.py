@@ -92,7 +92,8 @@ def run_cv(dataset: str, model: str, out: str, *, render_options: Optional[Rende
     from .config import render, write_config
     from ..inference.detect import DetectOutputs, detect
     from ..inference.predictor import PredictOptions
-    from ..evaluation.metrics import evaluate_all, read_detections_csv, read_ground_truth
+    from ..evaluation.evaluate import MetricsOptions, evaluate_all
+    from ..data.readers.detections import read_detections_csv, read_ground_truth
     from ..data import manifest
     from ..odapi.export import export
     from .trainer import TrainOptions, train
@@ -128,8 +129,8 @@ def run_cv(dataset: str, model: str, out: str, *, render_options: Optional[Rende
                outputs=DetectOutputs(draw=False, quiet=quiet))
         gt = read_ground_truth(dataset, fold)
         dets = read_detections_csv(os.path.join(detections, "detections.csv"))
-        metrics = evaluate_all(gt, dets, patients=data.patients(fold), bootstrap=0,
-                               label_names=_label_names(dataset))
+        metrics = evaluate_all(gt, dets, patients=data.patients(fold), label_names=_label_names(dataset),
+                               options=MetricsOptions(bootstrap=0))
         with open(os.path.join(exported, "export.json"), encoding="utf-8") as f:
             step = json.load(f).get("step")
         results[fold] = {"fold": fold, "trained_on": others, "step": step, "images": len(gt),
@@ -151,7 +152,8 @@ def _line(values: Dict[str, Optional[float]]) -> str:
 def _aggregate(dataset: str, out: str, folds: Sequence[str], results: Dict[str, dict], bootstrap: int) -> dict:
     """Out-of-fold metrics over every fold image, and the per-fold table; written to OUT."""
     from ..data import manifest
-    from ..evaluation.metrics import evaluate_all, read_ground_truth
+    from ..evaluation.evaluate import MetricsOptions, evaluate_all
+    from ..data.readers.detections import read_detections_csv, read_ground_truth
     gt, patients = {}, {}
     data = manifest.load(dataset)
     for fold in folds:
@@ -163,9 +165,9 @@ def _aggregate(dataset: str, out: str, folds: Sequence[str], results: Dict[str, 
             lines = source.read().splitlines(keepends=True)
         parts.extend(lines if i == 0 else lines[1:])  # one header
     atomic.write_file(os.path.join(out, "detections.csv"), "".join(parts))
-    from ..evaluation.metrics import read_detections_csv
     dets = read_detections_csv(os.path.join(out, "detections.csv"))
-    oof = evaluate_all(gt, dets, patients=patients, bootstrap=bootstrap, label_names=_label_names(dataset))
+    oof = evaluate_all(gt, dets, patients=patients, label_names=_label_names(dataset),
+                       options=MetricsOptions(bootstrap=bootstrap))
     result = {"dataset": os.path.abspath(dataset), "folds": list(folds), "images": len(gt),
               "out_of_fold": oof, "out_of_fold_summary": summary(oof),
               "per_fold": {f: {k: v for k, v in results[f].items() if k != "metrics"} for f in folds},

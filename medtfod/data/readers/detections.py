@@ -9,17 +9,29 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 from ...core.annotations import Detection
 from ...core.boxes import Box, parse_coordinate
-from ...core.errors import UserError
+from ...core.errors import UserError, did_you_mean
 
 GroundTruth = Dict[str, List[Tuple[str, Box]]]   # image name -> [(label, Box)]; [] = no findings
 CSV_COLUMNS = ("image", "label", "score", "xmin", "ymin", "xmax", "ymax")
 
 
-def read_detections_csv(path: str) -> List[Detection]:
+def _check(where: str, image: str, label: str, labels: Optional[Sequence[str]],
+           images: Optional[Collection[str]]) -> None:
+    """A detection whose label is not a class, or whose image is not among `images`: refused."""
+    if labels is not None and label not in labels:
+        raise UserError(f"{where}: label {label!r} is not a class of the dataset ({', '.join(labels)})"
+                        + did_you_mean(label, labels))
+    if images is not None and image not in images:
+        raise UserError(f"{where}: image {image!r} is not among the {len(images)} images evaluated; evaluate "
+                        "on the split the detections were run on (--split)")
+
+
+def read_detections_csv(path: str, labels: Optional[Sequence[str]] = None,
+                        images: Optional[Collection[str]] = None) -> List[Detection]:
     """Detections from `detections.csv` as written by `medtfod detect`.
 
     Header `image,label,score,xmin,ymin,xmax,ymax`; boxes in pixels of the image (float xyxy,
@@ -28,7 +40,8 @@ def read_detections_csv(path: str) -> List[Detection]:
     Raises:
       UserError: missing file or header, or a row with the wrong number of fields, an empty
         image or label, a score or coordinate that is not a finite number, or an empty box;
-        the message names `file:line` and the value.
+        a label not in `labels` or an image not in `images` (when given); the message names
+        `file:line` and the value.
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel's UTF-8 CSV) is fine
@@ -50,6 +63,7 @@ def read_detections_csv(path: str) -> List[Detection]:
         image, label = row[0].strip(), row[1].strip()
         if not image or not label:
             raise UserError(f"{where}: empty {'image' if not image else 'label'} in {row!r}")
+        _check(where, image, label, labels, images)
         values = [parse_coordinate(v) for v in row[2:]]
         for name, text, value in zip(CSV_COLUMNS[2:], row[2:], values):
             if value is None:
@@ -62,13 +76,15 @@ def read_detections_csv(path: str) -> List[Detection]:
     return dets
 
 
-def as_csv_detections(detections) -> List[Detection]:
+def as_csv_detections(detections, labels: Optional[Sequence[str]] = None,
+                      images: Optional[Collection[str]] = None) -> List[Detection]:
     """Detections as detections.csv holds them, whatever they came as: a detections.csv path (read),
     `Detection`s, or predictions (objects with `.detections`: `ExportedModel.predict`'s result,
     one `Prediction` or a list), with scores rounded to 6 decimals and box corners to 0.01 px
-    as detect writes them, so the metrics of predictions equal `medtfod metrics` on their CSV."""
+    as detect writes them, so the metrics of predictions equal `medtfod metrics` on their CSV.
+    `labels` and `images`, when given, are checked as `read_detections_csv` does."""
     if isinstance(detections, (str, os.PathLike)):
-        return read_detections_csv(os.fspath(detections))
+        return read_detections_csv(os.fspath(detections), labels, images)
     items = [detections] if hasattr(detections, "detections") else list(detections)
     found = []
     for item in items:
@@ -76,6 +92,7 @@ def as_csv_detections(detections) -> List[Detection]:
             if not isinstance(d, Detection):
                 raise UserError(f"not a detection: {d!r} (give a detections.csv path, Detection(image, label, score, "
                                 "Box)s, or the predictions of ExportedModel.predict)")
+            _check(f"detection {len(found) + 1}", d.image, d.label, labels, images)
             box = Box(*(round(v, 2) for v in (d.box.xmin, d.box.ymin, d.box.xmax, d.box.ymax)))
             found.append(Detection(d.image, d.label, round(d.score, 6), box))
     return found
