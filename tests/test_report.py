@@ -206,7 +206,7 @@ def test_report_in_headless_chromium(trained, tmp_path):
     taken = chromium(browser, tmp_path / "profile2", f"--screenshot={shot}", out.as_uri())
     assert taken.returncode == 0 and shot.is_file(), taken.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    for region in ("plots", "review"):
+    for region in ("plots", "review", "strata"):  # strata: its table and the forest plot
         x, y, w, h = (int(v) for v in re.search(rf'id="{region}" data-rect="([\d,]+)"', dom.stdout).group(1).split(","))
         assert w > 100 and h > 100, (region, x, y, w, h)
         crop = pixels[y:y + h, x:x + w]

@@ -73,7 +73,7 @@ def cmd_report(args) -> int:
         done = build_report(args.model, args.dataset, args.split, args.out,
                             ReportOptions(model_dir=args.model_dir, detections=args.detections,
                                           min_score=args.min_score, max_images=args.max_images, iou=args.iou,
-                                          bootstrap=args.bootstrap, quiet=args.quiet))
+                                          bootstrap=args.bootstrap, quiet=args.quiet, by=tuple(args.by or ())))
     print(f"report of {done['images']} {args.split} images written to {args.out} "
           f"(built in {done['seconds']:.1f} s, detect not included)")
     return 0
@@ -138,6 +138,8 @@ def _add_report(subparsers) -> None:
     rep.add_argument("--iou", type=OPEN_FRACTION, default=0.1, help="IoU a hit needs in the review (default 0.1)")
     rep.add_argument("--bootstrap", type=NON_NEGATIVE_INT, default=200,
                      help="patient bootstrap replicates for the CIs (default 200, as medtfod metrics)")
+    rep.add_argument("--by", action="append", metavar="FIELD[:BINS]",
+                     help="strata of an image field besides lesion size, e.g. --by sex --by age:0,40,60,120")
     rep.set_defaults(func=cmd_report)
 
 

@@ -34,7 +34,8 @@ function applyFilter(){
 }
 document.addEventListener('DOMContentLoaded',applyFilter);
 // where the plots and the gallery are drawn (page pixels), for checks of a screenshot
-window.addEventListener('load',function(){['plots','review'].forEach(function(id){
+window.addEventListener('load',function(){['plots','review','strata'].forEach(function(id){
+  if(!document.getElementById(id)){return}
   var r=document.getElementById(id).getBoundingClientRect();
   document.getElementById(id).dataset.rect=[r.left+scrollX,r.top+scrollY,r.width,r.height].map(Math.round).join(',');
 })});
