@@ -29,7 +29,7 @@ def _nih(problems, images, *, bbox_csv, data_entry=None):
                   inputs={"bbox_csv": bbox_csv, "images": images})
     if data_entry:
         entry = nih.read_data_entry(data_entry, problems)
-        table.patients = entry.patients
+        table.patients, table.meta, table.spacing = entry.patients, entry.meta, entry.spacing
         with_boxes = {r.image for r in rows}
         for image in entry.patients:
             if image in with_boxes:
