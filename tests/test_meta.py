@@ -33,25 +33,30 @@ def test_nih_data_entry_fields_and_scaled_spacing(tmp_path):
     images = tmp_path / "images"
     png(images, "00000001_000.png", 512, 256)   # resized from 2048 x 1024
     png(images, "00000002_000.png", 64, 64)
+    png(images, "00000003_000.png", 64, 64)
     bbox = write(tmp_path / "bbox.csv", "Image Index,Finding Label,Bbox [x,y,w,h],,,\n00000001_000.png,Mass,1,2,10,10\n")
     entry = write(tmp_path / "entry.csv", ENTRY_HEADER +
                   "00000001_000.png,Mass,0,1,058,M,PA,2048,1024,0.2,0.1\n"
-                  "00000002_000.png,No Finding,0,2,,F, AP ,,,,\n")
+                  "00000002_000.png,No Finding,0,2,,F, AP ,,,,\n"
+                  "00000003_000.png,No Finding,0,3,61,M,PA,64,64,0.1x,0.1\n")
     ds = Dataset.convert("nih", str(images), str(tmp_path / "out"), bbox_csv=bbox, data_entry=entry,
-                         options=_train_only())
+                         options=_train_only(max_bad=0.5))
     assert ds.meta() == {
         # x 0.2 mm on 2048 columns -> 0.8 mm on 512; y 0.1 mm on 1024 rows -> 0.4 mm on 256
         "00000001_000.png": {"age": "058", "sex": "M", "view_position": "PA", "pixel_spacing": "0.4,0.8"},
         "00000002_000.png": {"sex": "F", "view_position": "AP"},  # empty age and spacing stay absent
+        "00000003_000.png": {"age": "61", "sex": "M", "view_position": "PA"},  # kept; its bad spacing reported
     }
     assert ds.fields == ["age", "pixel_spacing", "sex", "view_position"]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["fields"] == {"age": 1, "pixel_spacing": 1, "sex": 2, "view_position": 2}
+    assert report["fields"] == {"age": 2, "pixel_spacing": 1, "sex": 3, "view_position": 3}
+    (bad,) = report["problems"]["items"]
+    assert (bad["line"], bad["kind"], bad["value"]) == (4, "bad_number", "64,64,0.1x,0.1")
 
 
-def _train_only():
+def _train_only(max_bad=0.05):
     from medtfod.data.convert import ConvertOptions
-    return ConvertOptions(fractions={"train": 1.0}, workers=1)
+    return ConvertOptions(fractions={"train": 1.0}, workers=1, max_bad=max_bad)
 
 
 DDTI_CASE = ("<case><number>{n}</number><age>{age}</age><sex>{sex}</sex><composition>solid</composition>"

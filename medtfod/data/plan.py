@@ -103,11 +103,14 @@ def _match_stems(grouped, index, per_image: List[dict]):
         stem = os.path.splitext(name)[0]
         by_stem[stem] = None if stem in by_stem else name  # None: ambiguous stem
     renamed: "OrderedDict[str, list]" = OrderedDict()
+    per_image = [dict(d) for d in per_image]  # copies: the table's own dicts stay as read
     for image, rows in grouped.items():
         target = image if image in index or os.path.splitext(image)[1] else by_stem.get(image) or image
         renamed.setdefault(target, []).extend(rows)
         if target != image:
-            per_image = [dict(d, **{target: d[image]}) if image in d else d for d in per_image]
+            for d in per_image:
+                if image in d:
+                    d[target] = d[image]
     return renamed, per_image
 
 
