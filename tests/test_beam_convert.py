@@ -264,7 +264,9 @@ def test_beam_direct_equals_local(beam_path, nih_with_problems, tmp_path, shard_
     shards = sorted(os.listdir(os.path.join(beam, "tfrecords")))
     if shard_size == 6:
         assert sum(s.startswith("train.") for s in shards) > 1 and sum(s.startswith("val.") for s in shards) > 1, shards
-    assert_same_dataset(local, beam)
+    assert_same_dataset(local, beam)  # the manifests' per-image fields too:
+    from medtfod.data.manifest import load
+    assert {k for e in load(beam).images for k in e.meta} == {"age", "pixel_spacing", "sex", "view_position"}
     assert main(["audit", "--splits", beam, "--out", str(tmp_path / "audit.json")]) == 0  # reads by offset
     assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
 

@@ -110,6 +110,10 @@ def add_parsers(subparsers) -> None:
                                    help="Data_Entry_2017*.csv: patient ids and images without findings")]
         if name == "csv":
             own += [p.add_argument("--label", help="class of every row, for tables without a label column")]
+        if name in ("csv", "coco", "siim"):
+            own += [p.add_argument("--meta", metavar="COL[,COL...]",
+                                   help="columns (for coco: keys of the image entries) kept as per-image fields "
+                                        "in the manifest, named in lower case")]
         if name == "siim":
             own += [p.add_argument("--width", type=POSITIVE, default=1024,
                                    help="width the RLE refers to (default 1024)"),

@@ -35,6 +35,8 @@ class ImageRecord:
       width, height, channels, format: from the file's header.
       patient_id: the patient the image belongs to (splits never separate a patient).
       objects: labelled boxes in pixel coordinates of this image.
+      meta: the source's per-image fields (lower-case name -> value as the source wrote it,
+        stripped; a field the source leaves empty is absent), e.g. {'age': '45', 'sex': 'F'}.
     """
 
     image_id: str
@@ -45,6 +47,7 @@ class ImageRecord:
     format: str
     patient_id: str
     objects: List[Object] = field(default_factory=list)
+    meta: Dict[str, str] = field(default_factory=dict)
 
     @property
     def has_masks(self) -> bool:
@@ -89,6 +92,9 @@ class Table:
       patients: image name -> patient id, where the source knows it.
       negatives: images listed as having no findings (kept as images without boxes).
       inputs: the input files, for the report.
+      meta: image name -> its per-image fields (see `ImageRecord.meta`), where the source has any.
+      spacing: image name -> the pixel spacing the source gives for another frame of the image
+        (NIH's original detector size); convert scales it to the file's own size.
     """
 
     source: str
@@ -96,6 +102,29 @@ class Table:
     patients: Dict[str, str] = field(default_factory=dict)
     negatives: List[str] = field(default_factory=list)
     inputs: Dict[str, str] = field(default_factory=dict)
+    meta: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    spacing: Dict[str, "FrameSpacing"] = field(default_factory=dict)
+
+
+class FrameSpacing(NamedTuple):
+    """A pixel spacing stated for a frame of `width` x `height` pixels: `row` (the vertical
+    distance between pixel centres) and `col` (the horizontal one), in mm.
+
+    NIH's Data_Entry gives the spacing of the detector image (OriginalImage[Width,Height]),
+    while the released PNGs are resized to 1024 x 1024; `at` gives the spacing of the image
+    as converted.
+    """
+
+    row: float
+    col: float
+    width: int
+    height: int
+
+    def at(self, width: int, height: int) -> str:
+        """'row,col' mm per pixel of the same image resized to `width` x `height` pixels
+        (6 significant digits)."""
+        row, col = self.row * self.height / height, self.col * self.width / width
+        return f"{row:.6g},{col:.6g}"
 
 
 class Detection(NamedTuple):

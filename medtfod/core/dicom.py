@@ -5,6 +5,10 @@ LUT or window centre/width, then MONOCHROME1 inversion (so bone is bright, as in
 MONOCHROME2), then a linear scale of the resulting range to 0-255. RGB and palette
 images (ultrasound) become RGB. Boxes stay in the DICOM's pixel frame: the PNG has the
 same rows and columns, and the original size is what the header says.
+
+Per-image fields kept from the header (`header_meta`): PatientSex -> 'sex', PatientAge ->
+'age' (as written, e.g. '045Y'), ViewPosition -> 'view_position', PixelSpacing (else
+ImagerPixelSpacing) -> 'pixel_spacing' as 'row,col' mm; an empty or absent element is left out.
 """
 from __future__ import annotations
 
@@ -62,4 +66,27 @@ def dicom_to_png(path: str):
         channels = 3
     buffer = io.BytesIO()
     out.save(buffer, format="PNG")
-    return buffer.getvalue(), ImageInfo("png", cols, rows, channels)
+    return buffer.getvalue(), ImageInfo("png", cols, rows, channels, header_meta(ds))
+
+
+_FIELDS = (("sex", "PatientSex"), ("age", "PatientAge"), ("view_position", "ViewPosition"))
+
+
+def header_meta(ds) -> dict:
+    """{'sex', 'age', 'view_position', 'pixel_spacing'} from a pydicom dataset's header, the
+    values as written (stripped); 'pixel_spacing' is 'row,col' (DICOM's own order: the
+    spacing between rows first) from PixelSpacing, else ImagerPixelSpacing, in mm per pixel
+    of the image as stored (the PNG keeps its rows and columns)."""
+    meta = {}
+    for key, keyword in _FIELDS:
+        value = str(ds.get(keyword, "") or "").strip()
+        if value:
+            meta[key] = value
+    from pydicom.multival import MultiValue
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        values = [str(v).strip() for v in value] if isinstance(value, MultiValue) else []
+        if len(values) == 2 and all(values):
+            meta["pixel_spacing"] = ",".join(values)
+            break
+    return meta

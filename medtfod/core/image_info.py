@@ -7,7 +7,8 @@ import `images` back.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Dict
 
 MAX_SIDE = 65535          # larger than any radiograph or ultrasound frame we expect
 MAX_PIXELS = 1 << 28      # 268 M pixels: above that a file is treated as a decompression bomb
@@ -19,12 +20,14 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What the header says: format ('png' or 'jpeg'), size in pixels, channels."""
+    """What the header says: format ('png' or 'jpeg'), size in pixels, channels, and for
+    DICOM the per-image fields its header holds (`medtfod.core.dicom.header_meta`)."""
 
     format: str
     width: int
     height: int
     channels: int
+    meta: Dict[str, str] = field(default_factory=dict, compare=False)
 
 
 def check_size(width: int, height: int) -> None:

@@ -10,6 +10,10 @@ needed). Any other folder of split lists (text files with one image name per lin
 VOC's `ImageSets/Main/`; names without extension are matched by stem) is audited against
 `--images`, with patients from Data_Entry when given; without them each image is its own
 patient (nothing is guessed from file names) and only identical images are found.
+
+A dataset's per-image fields (`ImageEntry.meta`: age, sex, tirads, ...) are counted per value
+and split, so a split that holds all of one value shows; an image without the field counts as
+'(empty)'.
 """
 from __future__ import annotations
 
@@ -49,7 +53,8 @@ def audit(splits_dir: str, images_dir: Optional[str] = None, patients: Optional[
 
     Returns:
       {'splits': {name: n}, 'patients_from': where the patient ids came from,
-       'patient_leaks': [...], 'duplicate_images': [...], 'missing_images': [...], 'leaks': n}
+       'patient_leaks': [...], 'duplicate_images': [...], 'missing_images': [...], 'leaks': n,
+       'fields': {field: {value: {split: images}}} (a dataset's per-image fields; {} otherwise)}
     """
     from . import manifest as manifest_mod
     if os.path.isfile(os.path.join(splits_dir, manifest_mod.MANIFEST)):
@@ -63,8 +68,10 @@ def audit(splits_dir: str, images_dir: Optional[str] = None, patients: Optional[
             for entry in entries:
                 patient_splits[entry.patient][split].append(entry.name)
                 digests[hashlib.sha256(dataset.image_bytes(entry)).hexdigest()].append((split, entry.name))
-        return _result({s: len(v) for s, v in listed.items()}, f"{manifest_mod.MANIFEST} ({dataset.source})",
-                       patient_splits, digests, [])
+        result = _result({s: len(v) for s, v in listed.items()}, f"{manifest_mod.MANIFEST} ({dataset.source})",
+                         patient_splits, digests, [])
+        result["fields"] = field_counts(dataset.images)
+        return result
     if not images_dir:
         raise UserError(f"{splits_dir} is not a converted dataset (no {manifest_mod.MANIFEST}); give --images "
                         "to audit its split lists against the image files")
@@ -86,7 +93,45 @@ def audit(splits_dir: str, images_dir: Optional[str] = None, patients: Optional[
             with open(index[name], "rb") as f:
                 digests[hashlib.sha256(f.read()).hexdigest()].append((split, name))
     source = "Data_Entry" if patients else "none given: each image is its own patient"
-    return _result({s: len(v) for s, v in splits.items()}, source, patient_splits, digests, missing)
+    result = _result({s: len(v) for s, v in splits.items()}, source, patient_splits, digests, missing)
+    result["fields"] = {}
+    return result
+
+
+EMPTY = "(empty)"
+
+
+def _natural(text: str):
+    """Sort key: numbers by value ('9' before '10'), '(empty)' last."""
+    return [text == EMPTY] + [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text) if t]
+
+
+def field_counts(entries) -> Dict[str, Dict[str, Dict[str, int]]]:
+    """{field: {value: {split: images}}} over manifest `entries`, every field some image has;
+    an image without it counts under '(empty)'. Values in natural order, splits sorted."""
+    names = sorted({key for e in entries for key in e.meta})
+    out: Dict[str, Dict[str, Dict[str, int]]] = {}
+    for name in names:
+        counts: Dict[str, Dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for e in entries:
+            counts[e.meta.get(name, EMPTY)][e.split] += 1
+        out[name] = {value: dict(sorted(counts[value].items())) for value in sorted(counts, key=_natural)}
+    return out
+
+
+def fields_summary(fields: dict, most: int = 12) -> List[str]:
+    """One line per field: each value with its images per split ('tirads: 2 (train 3, val 1)
+    4a (train 5) ... (empty) (...)'); past `most` values, the most frequent and how many more."""
+    lines = []
+    for name, values in fields.items():
+        shown = list(values)
+        if len(shown) > most:
+            top = sorted(shown, key=lambda v: -sum(values[v].values()))[:most]
+            shown = [v for v in shown if v in top]
+        parts = [f"{v} ({', '.join(f'{s} {n}' for s, n in values[v].items())})" for v in shown]
+        more = f"  ... {len(values) - len(shown)} more values (all in the --out JSON)" if len(shown) < len(values) else ""
+        lines.append(f"  {name}: " + "  ".join(parts) + more)
+    return lines
 
 
 def _result(counts, patients_from, patient_splits, digests, missing) -> dict:
@@ -116,5 +161,8 @@ def summary(result: dict) -> str:
     if result["missing_images"]:
         lines.append(f"  INCOMPLETE: {len(result['missing_images'])} listed images not found under the image folder "
                      f"(e.g. {result['missing_images'][0]['image']!r}), so they could not be checked")
+    if result.get("fields"):
+        lines.append("per-image fields, images per value and split:")
+        lines.extend(fields_summary(result["fields"]))
     lines.append(f"{result['leaks']} leak(s) or unchecked image(s) found" if result["leaks"] else "no leaks found")
     return "\n".join(lines)

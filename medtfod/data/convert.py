@@ -69,7 +69,7 @@ def _build_record(item: ImageItem, opts: ConvertOptions, problems, read=read_and
     would teach the model that a finding is background. `read(path)` returns the file's
     bytes and header (`images.read_and_probe`; Beam passes one that reads any FileSystems path).
     """
-    image, rows, path, patient, where = item
+    image, rows, path, patient, where = item[:5]
     if path is None:
         for row in rows:
             problems.add(row.file, row.line, "missing_image", image,
@@ -98,8 +98,20 @@ def _build_record(item: ImageItem, opts: ConvertOptions, problems, read=read_and
             return None
         objects.append(Object(row.label, box.clipped(info.width, info.height), row.where, row.mask))
     record = ImageRecord(image, _source_path(path), info.width, info.height, info.channels,
-                         info.format, patient, objects)
+                         info.format, patient, objects, image_meta(item, info))
     return record, data
+
+
+def image_meta(item: ImageItem, info) -> Dict[str, str]:
+    """The image's fields: the table's (`Table.meta`), its spacing scaled to the file's size
+    (`Table.spacing`), then what the file's own header adds (DICOM: `ImageInfo.meta`) for
+    fields the table leaves out; the table's value wins where both have one."""
+    meta = dict(item.meta)
+    if item.spacing is not None and "pixel_spacing" not in meta:
+        meta["pixel_spacing"] = item.spacing.at(info.width, info.height)
+    for key, value in info.meta.items():
+        meta.setdefault(key, value)
+    return dict(sorted(meta.items()))
 
 
 @dataclass
@@ -293,7 +305,8 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
                 record = done.record
                 kept.append(record)
                 entries.append(ImageEntry(record.image_id, split, record.patient_id, record.width, record.height,
-                                          len(record.objects), placed.tfrecord, placed.offset, record.path))
+                                          len(record.objects), placed.tfrecord, placed.offset, record.path,
+                                          record.meta))
         kept.sort(key=lambda r: r.image_id)
         write(f"splits/{split}.txt", "".join(r.image_id + "\n" for r in kept).encode("utf-8"))
         write(f"coco/{split}.json", coco_json(kept, plan.label_map))
@@ -322,6 +335,7 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
         "negatives_listed_but_not_found": plan.negatives_missing,
         "problems": problems.to_dict(),
     }
+    report["fields"] = dict(sorted(Counter(k for e in entries for k in e.meta).items()))
     write("report.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     return report
 
@@ -348,6 +362,8 @@ def summary(report: dict, out_dir: str) -> str:
         boxes = ", ".join(f"{k} {v}" for k, v in s["boxes"].items()) or "no boxes"
         lines.append(f"  {split:<6} {s['images']:>6} images ({s['negatives']} without findings, "
                      f"{s['patients']} patients): {boxes}")
+    if report.get("fields"):
+        lines.append("  fields kept: " + ", ".join(f"{k} ({n} images)" for k, n in report["fields"].items()))
     p = report["problems"]
     if p["count"]:
         kinds = ", ".join(f"{k} {v}" for k, v in p["by_kind"].items())

@@ -98,6 +98,17 @@ class Dataset:
         """image name -> patient id (the manifest's), for `split` or every image."""
         return self.manifest.patients(split)
 
+    def meta(self, split: Optional[str] = None) -> Dict[str, Dict[str, str]]:
+        """image name -> its per-image fields from the source (NIH's Data_Entry, DDTI's case, DICOM
+        headers, `--meta` columns: see `ImageEntry.meta`), for `split` or every image. A field
+        the source left empty is absent from an image's dict."""
+        return self.manifest.meta(split)
+
+    @property
+    def fields(self) -> List[str]:
+        """The names of the per-image fields some image has, sorted ('age', 'sex', 'tirads', ...)."""
+        return sorted({key for e in self.manifest.images for key in e.meta})
+
     def ground_truth(self, split: Optional[str] = None) -> GroundTruth:
         """image name -> [(label, Box)] from `coco/<split>.json` (every split for None); images
         without findings map to []."""

@@ -7,17 +7,20 @@ patients from here and never guess them again from file names or absolute paths.
      "images": [{"name": "00000003_000.png", "split": "val", "patient": "3",
                  "width": 1024, "height": 1024, "boxes": 2,
                  "tfrecord": "tfrecords/val.record-00000-of-00001", "offset": 0,
-                 "source_path": "/data/nih/images_001/00000003_000.png"}, ...]}
+                 "source_path": "/data/nih/images_001/00000003_000.png",
+                 "meta": {"age": "81", "sex": "M", "view_position": "PA"}}, ...]}
 
 `tfrecord` (a path relative to the dataset folder, forward slashes) and `offset` (the byte
 where the image's tf.Example starts) say where the image's bytes are; the dataset is
-relocatable because nothing needs `source_path`, which is kept for the record only.
+relocatable because nothing needs `source_path`, which is kept for the record only. `meta`
+holds the source's per-image fields (NIH's Data_Entry, DDTI's case, DICOM headers, `--meta`
+columns); a manifest written before it existed has none, and loads with empty ones.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
 from ..core.errors import UserError
@@ -41,6 +44,11 @@ class ImageEntry:
       tfrecord: the shard holding its tf.Example, relative to the dataset folder.
       offset: byte offset of that record in the shard.
       source_path: where convert read it (absolute; informational, may not exist here).
+      meta: the source's per-image fields, lower-case name -> value as the source wrote it
+        (stripped); a field the source leaves empty is absent, never guessed. Names:
+        'age', 'sex', 'view_position', 'pixel_spacing' ('row,col' mm per pixel of the image
+        as converted) for NIH and DICOM; DDTI's case fields ('tirads', 'composition', ...);
+        the `--meta` columns of csv, coco and siim.
     """
 
     name: str
@@ -52,6 +60,7 @@ class ImageEntry:
     tfrecord: str
     offset: int
     source_path: str
+    meta: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +83,10 @@ class Manifest:
         """image name -> patient id."""
         return {e.name: e.patient for e in self.split(split)}
 
+    def meta(self, split: Optional[str] = None) -> Dict[str, Dict[str, str]]:
+        """image name -> its per-image fields (see `ImageEntry.meta`)."""
+        return {e.name: dict(e.meta) for e in self.split(split)}
+
     def image_bytes(self, entry: ImageEntry) -> bytes:
         """The image's encoded file bytes (PNG/JPEG), read from the dataset's own TFRecord."""
         from .readers.tfrecord import bytes_feature, read_record
@@ -87,6 +100,13 @@ class Manifest:
 def manifest_json(entries: List[ImageEntry], source: str) -> str:
     return json.dumps({"format": FORMAT, "version": VERSION, "source": source,
                        "images": [asdict(e) for e in entries]}, indent=1) + "\n"
+
+
+def _entry(data: dict) -> ImageEntry:
+    entry = ImageEntry(**data)
+    if not (isinstance(entry.meta, dict) and all(isinstance(v, str) for v in entry.meta.values())):
+        raise ValueError(f"image {entry.name!r}: 'meta' must be an object of strings, got {entry.meta!r}")
+    return entry
 
 
 def load(dataset_dir: str) -> Manifest:
@@ -107,7 +127,7 @@ def load(dataset_dir: str) -> Manifest:
             data = json.load(f)
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise ValueError(f"format {data.get('format')!r} version {data.get('version')!r}")
-        images = [ImageEntry(**e) for e in data["images"]]
+        images = [_entry(e) for e in data["images"]]
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} is not a medtfod dataset manifest (version {VERSION}): {e}") from None
     return Manifest(os.path.abspath(dataset_dir), data.get("source", ""), images)

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, NamedTuple, Optional
 
-from ..core.annotations import Table, TableRow
+from ..core.annotations import FrameSpacing, Table, TableRow
 from ..core.errors import UserError
 from ..core.images import index_images
 from ..core.labelmap import LabelMap
@@ -81,30 +81,37 @@ def _group_rows(table: Table, label_map: LabelMap, problems: Problems) -> "Order
 
 class ImageItem(NamedTuple):
     """One image of the plan, as the per-image step gets it: its name, its table rows (none
-    for an image without findings), the file found for it (None: missing), its patient, and
-    the image folder as the user named it (for a missing image's problem)."""
+    for an image without findings), the file found for it (None: missing), its patient, the
+    image folder as the user named it (for a missing image's problem), the source's fields
+    for it (`Table.meta`) and a pixel spacing to scale to the file's size (`Table.spacing`)."""
 
     image: str
     rows: List[TableRow]
     path: Optional[str]
     patient: str
     where: str
+    meta: Dict[str, str] = {}
+    spacing: Optional[FrameSpacing] = None
 
 
-def _match_stems(grouped, index, patients: Dict[str, str]):
+def _match_stems(grouped, index, per_image: List[dict]):
     """Table names without an extension ('case_12') -> the image file with that stem
-    ('case_12.png'), when exactly one file has it. Returns (grouped, patients) re-keyed."""
+    ('case_12.png'), when exactly one file has it. Returns (grouped, per_image) re-keyed:
+    `per_image` are dicts by image name (patients, meta, ...)."""
     by_stem: Dict[str, Optional[str]] = {}
     for name in index:
         stem = os.path.splitext(name)[0]
         by_stem[stem] = None if stem in by_stem else name  # None: ambiguous stem
     renamed: "OrderedDict[str, list]" = OrderedDict()
+    per_image = [dict(d) for d in per_image]  # copies: the table's own dicts stay as read
     for image, rows in grouped.items():
         target = image if image in index or os.path.splitext(image)[1] else by_stem.get(image) or image
         renamed.setdefault(target, []).extend(rows)
-        if target != image and image in patients:
-            patients = dict(patients, **{target: patients[image]})
-    return renamed, patients
+        if target != image:
+            for d in per_image:
+                if image in d:
+                    d[target] = d[image]
+    return renamed, per_image
 
 
 def _split_images(table: Table, grouped, index, opts: ConvertOptions):
@@ -169,7 +176,8 @@ class Plan:
         return [[self.item(image) for image in images[j::n]] for j in range(n)]
 
     def item(self, image: str) -> ImageItem:
-        return ImageItem(image, self.grouped[image], self.index.get(image), self.patients[image], self.where)
+        return ImageItem(image, self.grouped[image], self.index.get(image), self.patients[image], self.where,
+                         self.table.meta.get(image, {}), self.table.spacing.get(image))
 
 
 def plan_conversion(table: Table, images_dir: str, label_map: LabelMap, opts: ConvertOptions,
@@ -189,7 +197,8 @@ def plan_conversion(table: Table, images_dir: str, label_map: LabelMap, opts: Co
             problems.add(path, None, "ambiguous_image", name, f"{name} is found twice under the image folder "
                          f"({index[name]} and {path}); rename one, or point --images at one of them", image=name)
             grouped.pop(name)
-    grouped, table.patients = _match_stems(grouped, index, table.patients)
+    grouped, (table.patients, table.meta, table.spacing) = _match_stems(
+        grouped, index, [table.patients, table.meta, table.spacing])
     patients, by_split, negatives_missing = _split_images(table, grouped, index, opts)
     return Plan(table, label_map, opts, grouped, index, patients, by_split, negatives_missing,
                 table.inputs.get("images", images_dir), any(row.mask is not None for row in table.rows),

@@ -29,7 +29,7 @@ def _nih(problems, images, *, bbox_csv, data_entry=None):
                   inputs={"bbox_csv": bbox_csv, "images": images})
     if data_entry:
         entry = nih.read_data_entry(data_entry, problems)
-        table.patients = entry.patients
+        table.patients, table.meta, table.spacing = entry.patients, entry.meta, entry.spacing
         with_boxes = {r.image for r in rows}
         for image in entry.patients:
             if image in with_boxes:
@@ -57,14 +57,16 @@ def _ddti(problems, images, *, xml_dir):
     return read_ddti(xml_dir, problems)
 
 
-def _siim(problems, images, *, rle_csv, width=1024, height=1024, extension=".png"):
+def _siim(problems, images, *, rle_csv, width=1024, height=1024, extension=".png", meta=None):
+    from .readers.meta import parse_meta
     from .readers.siim import read_siim
-    return read_siim(rle_csv, problems, width=width, height=height, extension=extension)
+    return read_siim(rle_csv, problems, width=width, height=height, extension=extension, meta=parse_meta(meta))
 
 
-def _csv(problems, images, *, table, columns, label=None):
+def _csv(problems, images, *, table, columns, label=None, meta=None):
     from .readers.csv_table import parse_columns, read_csv_table
-    return read_csv_table(table, parse_columns(columns), problems, label=label)
+    from .readers.meta import parse_meta
+    return read_csv_table(table, parse_columns(columns), problems, label=label, meta=parse_meta(meta))
 
 
 def _voc(problems, images, *, xml_dir):
@@ -72,9 +74,10 @@ def _voc(problems, images, *, xml_dir):
     return read_voc(xml_dir, problems)
 
 
-def _coco(problems, images, *, json):
+def _coco(problems, images, *, json, meta=None):
     from .readers.coco import read_coco
-    return read_coco(json, problems)
+    from .readers.meta import parse_meta
+    return read_coco(json, problems, meta=parse_meta(meta))
 
 
 SOURCES: Dict[str, Source] = {

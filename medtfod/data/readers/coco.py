@@ -13,6 +13,7 @@ converted, and each is reported as a `skipped_crowd` problem so the report count
 annotations are images without findings. COCO has no patient ids: the converter's
 default (the name's stem) applies. JSON has no useful line numbers (exports are often one
 line), so problems and rows carry `line=None` and name the annotation id instead.
+`--meta KEY[,KEY...]` keeps those keys of each image entry as per-image fields (`readers.meta`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ...core.boxes import Box
 from ...core.errors import UserError
 from ...core.masks import Mask
 from ...core.problems import Problems
+from .meta import MetaCollector, check_columns
 from .text import read_text
 
 
@@ -149,11 +151,12 @@ def _images(data: dict, json_path: str, problems: Problems) -> Dict[object, Tupl
     return images
 
 
-def read_coco(json_path: str, problems: Problems):
+def read_coco(json_path: str, problems: Problems, meta: Optional[List[str]] = None):
     """Read a COCO JSON into a `Table`.
 
     Args:
       json_path: the COCO JSON file (one file; its 'images', 'annotations', 'categories').
+      meta: keys of the image entries kept as per-image fields (`Table.meta`, lower case).
       problems: where bad entries are reported (`line=None`; the message names the
         annotation id). Each bad annotation is reported with its image, which
         `convert_table` then drops whole. Crowd annotations are reported as
@@ -165,10 +168,14 @@ def read_coco(json_path: str, problems: Problems):
       annotations as negatives; no patient ids.
 
     Raises:
-      UserError: the file is missing, not UTF-8, not JSON, or not COCO-shaped.
+      UserError: the file is missing, not UTF-8, not JSON, or not COCO-shaped; no image entry
+        has a `meta` key, or one's value is a list or an object.
     """
     data = _load(json_path)
     images = _images(data, json_path, problems)
+    entries = [e for e in data["images"] if isinstance(e, dict)]
+    check_columns(json_path, meta or [], (k for e in entries for k in e), what="key")
+    fields = MetaCollector(json_path, meta or [])
     categories: Dict[object, str] = {}
     for c in data.get("categories", []):
         if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not _hashable(c.get("id")):
@@ -220,6 +227,11 @@ def read_coco(json_path: str, problems: Problems):
         box = Box.from_xywh(*(float(v) for v in bbox))
         rows[image_id].append(TableRow(name, categories[category], box, json_path, None, mask))
     table = Table("coco", [], inputs={"json": json_path})
+    for entry in entries:
+        name = images.get(entry.get("id"), (None,))[0] if _hashable(entry.get("id")) else None
+        if name is not None:
+            fields.add(name, None, entry)
+    table.meta = fields.meta
     for image_id, image_rows in rows.items():
         name = images[image_id][0]
         if name is None:

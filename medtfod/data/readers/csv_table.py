@@ -10,17 +10,20 @@ image by its stem.
 
     --columns filename=image,label=finding,x=bx,y=by,w=bw,h=bh[,patient=pid]
     --columns filename=filename,label=class,xmin=xmin,ymin=ymin,xmax=xmax,ymax=ymax
+
+`--meta COL[,COL...]` keeps other columns as per-image fields (see `readers.meta`).
 """
 from __future__ import annotations
 
 import csv
 import io
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from ...core.annotations import Table, TableRow
 from ...core.boxes import Box, parse_coordinate
 from ...core.errors import UserError
 from ...core.problems import Problems
+from .meta import MetaCollector, check_columns
 from .text import read_text
 
 XYWH = ("x", "y", "w", "h")
@@ -46,18 +49,20 @@ def parse_columns(spec: str) -> Dict[str, str]:
     return mapping
 
 
-def read_csv_table(path: str, columns: Dict[str, str], problems: Problems, label: Optional[str] = None):
+def read_csv_table(path: str, columns: Dict[str, str], problems: Problems, label: Optional[str] = None,
+                   meta: Optional[List[str]] = None):
     """Read a box table through `columns` (see `parse_columns`).
 
     Args:
       label: the class of every row, for tables without a label column.
+      meta: columns kept as per-image fields (`Table.meta`, named in lower case).
 
     Returns:
       A `medtfod.core.annotations.Table` (source 'csv').
 
     Raises:
-      UserError: a mapped column is not in the header, or neither a label column nor
-        `label` is given.
+      UserError: a mapped or `meta` column is not in the header, neither a label column nor
+        `label` is given, or two rows of an image disagree on a `meta` column.
     """
 
     if "label" not in columns and not label:
@@ -70,6 +75,8 @@ def read_csv_table(path: str, columns: Dict[str, str], problems: Problems, label
     if missing:
         raise UserError(f"{path}:1: column(s) {', '.join(map(repr, missing))} not in the header; "
                         f"the header has {', '.join(map(repr, header))}")
+    check_columns(path, meta or [], header)
+    fields = MetaCollector(path, meta or [])
     at = {key: header.index(col) for key, col in columns.items()}
     box_keys = XYWH if "x" in at else CORNERS
     table = Table("csv", [], inputs={"table": path})
@@ -83,6 +90,7 @@ def read_csv_table(path: str, columns: Dict[str, str], problems: Problems, label
         if not image:
             problems.add(path, line, "missing_value", ",".join(row), f"empty {columns['filename']!r}")
             continue
+        fields.add(image, line, {c: row[header.index(c)] for c in fields.columns})
         if "patient" in at and row[at["patient"]].strip():
             table.patients[image] = row[at["patient"]].strip()
         texts = [row[at[k]].strip() for k in box_keys]
@@ -108,4 +116,5 @@ def read_csv_table(path: str, columns: Dict[str, str], problems: Problems, label
             table.rows.append(TableRow(image, name, box, path, line))
     with_boxes = {r.image for r in table.rows}
     table.negatives = sorted(set(negatives) - with_boxes)
+    table.meta = fields.meta
     return table

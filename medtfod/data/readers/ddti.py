@@ -14,7 +14,9 @@ which become several objects of the same image; `arrow` regions point at a nodul
 are not outlines. Nothing is skipped silently; each skipped item is a problem of kind
 `skipped_arrow` (expected, not an error), `empty_svg`, `bad_svg` (invalid or truncated
 JSON: 8 real marks end after 2,500 characters), `bad_polygon`, `bad_mark` or `bad_xml`.
-The XML is parsed with defusedxml: DTDs, entity declarations and external references are
+Each image also gets its case's fields `CASE_FIELDS` (`<age>`, `<sex>`, `<tirads>`, ...) as
+per-image metadata, the text as written, stripped; an empty element (most cases leave some
+empty) is left out, never guessed. The XML is parsed with defusedxml: DTDs, entity declarations and external references are
 refused (a `bad_xml` problem), never expanded or fetched.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ...core.masks import Mask, polygon_bounds
 from ...core.problems import Problems
 
 SOURCE = "ddti"
+CASE_FIELDS = ("age", "sex", "composition", "echogenicity", "margins", "calcifications", "tirads")
 
 
 class _MarkLines(TreeBuilder):
@@ -159,7 +162,8 @@ def read_ddti(xml_dir: str, problems: Problems, label: str = "nodule"):
     `mask` the polygon (vertices in integer pixels, top-left origin, used unchanged as
     continuous coordinates), `box` the polygon's vertex bounds, `clip=True` because some
     outlines leave the image. `line` is the line of the `<mark>` start tag (1 for the
-    single-line files). The patient is the case `<number>`.
+    single-line files). The patient is the case `<number>`; the case's non-empty
+    `CASE_FIELDS` are every one of its images' metadata (`Table.meta`).
 
     Args:
       xml_dir: the folder of case files (`1.xml` ... `399.xml`).
@@ -190,6 +194,8 @@ def read_ddti(xml_dir: str, problems: Problems, label: str = "nodule"):
             problems.add(path, 1, "bad_xml", number, "<number> must name the case (e.g. 59); the images are "
                          "'{number}_{N}.jpg'")
             continue
+        fields = {key: (root.findtext(key) or "").strip() for key in CASE_FIELDS}
+        fields = {key: value for key, value in fields.items() if value}
         marks = root.findall("mark")
         if len(lines) != len(marks):  # a <mark> nested elsewhere: line numbers unknown
             lines = [1] * len(marks)
@@ -197,6 +203,7 @@ def read_ddti(xml_dir: str, problems: Problems, label: str = "nodule"):
             rows = _read_mark(mark, number, path, line, label, problems)
             for row in rows:
                 table.patients[row.image] = number
+                table.meta[row.image] = dict(fields)
             table.rows.extend(rows)
     return table
 

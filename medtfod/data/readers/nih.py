@@ -12,6 +12,13 @@ accepted; columns are taken by position after checking the first two header name
 Data_Entry gives patient ids and lists images without boxes (negatives). Its header is
 matched by name, tolerating the space-stripped variant (`PatientID`) and the trailing comma
 of the 2017 Kaggle copy (12 header fields, 11 per row).
+
+Per-image fields kept from Data_Entry, as written (stripped; an empty cell is left out):
+'Patient Age' -> 'age', 'Patient Gender' (or 'Patient Sex') -> 'sex', 'View Position' ->
+'view_position'. `OriginalImagePixelSpacing[x,y]` is the detector's spacing in mm for the
+`OriginalImage[Width,Height]` frame, while the released PNGs are resized to 1024x1024: it is
+kept as a `FrameSpacing`, and convert scales it to each file's own size ('pixel_spacing',
+'row,col' = y * Height / file height, x * Width / file width).
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from ...core.annotations import FrameSpacing
 from ...core.boxes import Box, parse_coordinate
 from ...core.errors import UserError
 from ...core.problems import Problems
@@ -98,12 +106,15 @@ def _parse_box_row(path: str, line: int, row: List[str], problems: Problems, out
 
 @dataclass(frozen=True)
 class DataEntry:
-    """Data_Entry_2017 contents medtfod uses: image name -> patient id, in file order, and
+    """Data_Entry_2017 contents medtfod uses: image name -> patient id, in file order;
     image name -> its 'Finding Labels' text ('No Finding', 'Mass|Nodule', ...) where the file
-    has that column."""
+    has that column; image name -> its fields ('age', 'sex', 'view_position'); image name ->
+    the detector's pixel spacing and size (`FrameSpacing`, not yet scaled to the PNG)."""
 
     patients: Dict[str, str]
     findings: Dict[str, str] = field(default_factory=dict)
+    meta: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    spacing: Dict[str, FrameSpacing] = field(default_factory=dict)
 
     def without_findings(self, image: str) -> bool:
         """True when Data_Entry says 'No Finding' (or, without the column, cannot say otherwise)."""
@@ -129,8 +140,10 @@ def read_data_entry(path: str, problems: Problems) -> DataEntry:
         raise UserError(f"{path}:1: header {','.join(rows[0])!r} has no 'Image Index' and 'Patient ID' "
                         "columns; expected a Data_Entry_2017.csv header") from None
     finding_col = header.index("findinglabels") if "findinglabels" in header else None
-    patients: Dict[str, str] = {}
-    findings: Dict[str, str] = {}
+    meta_cols = {key: header.index(name) for key, names in META_COLUMNS.items() for name in names if name in header}
+    spacing_col = _spacing_columns(header)
+    entry = DataEntry({})
+    patients, findings = entry.patients, entry.findings
     for line, row in enumerate(rows[1:], start=2):
         if not row or all(not f.strip() for f in row):
             continue
@@ -148,7 +161,45 @@ def read_data_entry(path: str, problems: Problems) -> DataEntry:
         patients[image] = patient
         if finding_col is not None and finding_col < len(row):
             findings[image] = row[finding_col]
-    return DataEntry(patients, findings)
+        fields = {key: row[col].strip() for key, col in meta_cols.items() if col < len(row) and row[col].strip()}
+        if fields:
+            entry.meta[image] = fields
+        if spacing_col is not None:
+            _read_spacing(path, line, image, row, spacing_col, entry, problems)
+    return entry
+
+
+# our field -> Data_Entry header names (`header_key` form) that hold it
+META_COLUMNS = {"age": ("patientage",), "sex": ("patientgender", "patientsex"), "view_position": ("viewposition",)}
+
+
+def _spacing_columns(header: List[str]) -> Optional[tuple]:
+    """(width, height, x spacing, y spacing) columns: 'OriginalImage[Width,Height]' and
+    'OriginalImagePixelSpacing[x,y]' are split by the comma into two header fields each."""
+    pairs = []
+    for first, second in (("originalimagewidth", "height"), ("originalimagepixelspacingx", "y")):
+        if first not in header or header.index(first) + 1 >= len(header) or header[header.index(first) + 1] != second:
+            return None
+        pairs += [header.index(first), header.index(first) + 1]
+    return tuple(pairs)
+
+
+def _read_spacing(path, line, image, row, cols, entry: DataEntry, problems: Problems) -> None:
+    """The row's detector size and spacing into `entry.spacing`; a partly empty one is left
+    out, a malformed one is reported (the image is kept, without a spacing)."""
+    texts = [row[c].strip() if c < len(row) else "" for c in cols]
+    if not all(texts):
+        return
+    try:
+        width, height, x, y = int(texts[0]), int(texts[1]), float(texts[2]), float(texts[3])
+        if min(width, height) <= 0 or not (0 < x < float("inf") and 0 < y < float("inf")):
+            raise ValueError
+    except ValueError:
+        problems.add(path, line, "bad_number", ",".join(texts),
+                     f"{image}: OriginalImage[Width,Height] and OriginalImagePixelSpacing[x,y] must be positive "
+                     "whole pixels and mm; the image is kept without a pixel spacing")
+        return
+    entry.spacing[image] = FrameSpacing(row=y, col=x, width=width, height=height)
 
 
 def patient_from_name(image: str) -> Optional[str]:

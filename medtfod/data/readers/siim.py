@@ -19,7 +19,8 @@ Images: SIIM ships DICOM (`<ImageId>.dcm`); most users convert them to PNG, so t
 name is ImageId + `extension` ('.png' by default; '.dcm' for DICOM input) unless ImageId
 already ends with an image extension. ImageIds are DICOM UIDs full of dots, so a 'last dot'
 rule cannot tell whether one has an extension. No patient ids: the converter's default
-(the name's stem) applies.
+(the name's stem) applies. With `--meta COL[,COL...]` the table may have more columns after
+the first two, named in a header; those named are kept as per-image fields (`readers.meta`).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from ...core.boxes import Box
 from ...core.errors import UserError
 from ...core.masks import Mask
 from ...core.problems import Problems
+from .meta import MetaCollector, check_columns
 from .text import read_text
 
 IMAGE_EXTENSIONS = (".png", ".dcm", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -101,22 +103,26 @@ def _is_rle(value: str) -> bool:
     return value == "-1" or (bool(value) and all(t.isdigit() for t in value.split()))
 
 
-def _rows(rle_csv: str) -> Tuple[List[Tuple[int, List[str]]], bool]:
-    """(line, fields) of the data rows, and whether a header line was found."""
+def _rows(rle_csv: str, extra: bool = False) -> Tuple[List[Tuple[int, List[str]]], Optional[List[str]]]:
+    """(line, fields) of the data rows, and the header (None without one). With `extra`,
+    the header must be there and may name more columns after the first two."""
     reader = csv.reader(io.StringIO(read_text(rle_csv), newline=""))
     out = [(reader.line_num, row) for row in reader]
     if not out:
         raise UserError(f"{rle_csv}: the file is empty; expected the header 'ImageId, EncodedPixels'")
     first = out[0][1]
-    has_header = not (len(first) == 2 and _is_rle(first[1]))
-    if has_header and len(first) != 2:
+    has_header = not ((len(first) == 2 or extra and len(first) > 2) and _is_rle(first[1]))
+    if extra and not has_header:
+        raise UserError(f"{rle_csv}:1: --meta needs a header naming the columns, e.g. 'ImageId, EncodedPixels, "
+                        f"Age'; the first line is data: {','.join(first)[:80]!r}")
+    if has_header and len(first) != 2 and not (extra and len(first) > 2):
         raise UserError(f"{rle_csv}:1: header {','.join(first)!r} has {len(first)} columns; expected the "
                         "2 columns 'ImageId, EncodedPixels' (or 'fname,mask')")
-    return (out[1:] if has_header else out), has_header
+    return (out[1:] if has_header else out), ([h.strip() for h in first] if has_header else None)
 
 
 def read_siim(rle_csv: str, problems: Problems, label: str = "Pneumothorax", width: int = 1024,
-              height: int = 1024, extension: str = ".png"):
+              height: int = 1024, extension: str = ".png", meta: Optional[List[str]] = None):
     """Read a SIIM-ACR `train-rle.csv` into a `Table` with one masked object per RLE row.
 
     Args:
@@ -126,6 +132,7 @@ def read_siim(rle_csv: str, problems: Problems, label: str = "Pneumothorax", wid
       label: the class of every mask.
       width, height: the image size the RLE refers to (SIIM: 1024 x 1024).
       extension: appended to ImageId to name the image file ('.png' or '.dcm').
+      meta: columns after the first two kept as per-image fields (`Table.meta`, lower case).
 
     Returns:
       A `medtfod.core.annotations.Table` (source 'siim'): rows with `mask` (COCO RLE of the decoded
@@ -134,15 +141,18 @@ def read_siim(rle_csv: str, problems: Problems, label: str = "Pneumothorax", wid
     Raises:
       UserError: the file is missing, empty, not UTF-8, or its header has not 2 columns.
     """
-    data, _ = _rows(rle_csv)
+    data, header = _rows(rle_csv, extra=bool(meta))
+    size = len(header) if meta else 2
+    check_columns(rle_csv, meta or [], (header or [])[2:])
+    fields = MetaCollector(rle_csv, meta or [])
     rows: "dict[str, list]" = {}
     negatives: "dict[str, int]" = {}
     for line, row in data:
         if not row or all(not f.strip() for f in row):
             continue  # blank line
-        if len(row) != 2:
-            problems.add(rle_csv, line, "missing_column" if len(row) < 2 else "extra_column", ",".join(row),
-                         f"expected 2 fields (ImageId, EncodedPixels), got {len(row)}")
+        if len(row) != size:
+            problems.add(rle_csv, line, "missing_column" if len(row) < size else "extra_column", ",".join(row),
+                         f"expected {size} fields (ImageId, EncodedPixels{', ...' * (size > 2)}), got {len(row)}")
             continue
         image_id, value = row[0].strip(), row[1].strip()
         if not image_id or not value:
@@ -150,6 +160,7 @@ def read_siim(rle_csv: str, problems: Problems, label: str = "Pneumothorax", wid
                          "empty ImageId or EncodedPixels; expected '-1' or run-length pairs")
             continue
         image = image_name(image_id, extension)
+        fields.add(image, line, {c: row[header.index(c)] for c in fields.columns})
         if value == "-1":
             negatives.setdefault(image, line)
             continue
@@ -165,7 +176,7 @@ def read_siim(rle_csv: str, problems: Problems, label: str = "Pneumothorax", wid
                          "expected '-1' for an image without findings; image dropped", image=image)
             continue
         rows.setdefault(image, []).append(TableRow(image, label, box, rle_csv, line, Mask.from_bitmap(bitmap)))
-    table = Table("siim", [], inputs={"rle_csv": rle_csv})
+    table = Table("siim", [], inputs={"rle_csv": rle_csv}, meta=fields.meta)
     for image_rows in rows.values():
         table.rows.extend(image_rows)
     bad = problems.bad_images()
