@@ -237,3 +237,41 @@ def test_real_ddti_fields_match_the_xmls(shared_data, tmp_path):
     assert all(e.meta == {k: v for k, v in cases[e.patient].items() if v and k not in ("number", "reportbacaf",
                                                                                         "reporteco")}
                for e in images)
+
+
+def test_real_ddti_metrics_by_tirads_counts(shared_data, tmp_path, capsys):
+    """`metrics --by tirads` on the real DDTI set with detections made here: every other image's
+    lesions found exactly (score 0.9), one false positive per image in a corner no lesion touches
+    (score 0.6); each TI-RADS stratum's numbers are counted again here from the manifest."""
+    import csv
+    from medtfod.core.boxes import Box, iou
+    ds = Dataset.convert("ddti", os.path.join(shared_data, "thyroid_ddti_full", "images"), str(tmp_path / "out"),
+                         xml_dir=os.path.join(shared_data, "thyroid_ddti", "xml"), options=_train_only())
+    gt = ds.ground_truth("train")
+    corner = Box(0, 0, 4, 4)
+    assert all(iou(box, corner) == 0 for boxes in gt.values() for _, box in boxes)
+    found = {name for k, name in enumerate(sorted(gt)) if k % 2 == 0}
+    path = tmp_path / "detections.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "label", "score", "xmin", "ymin", "xmax", "ymax"])
+        for name in sorted(gt):
+            for label, box in gt[name] if name in found else []:
+                writer.writerow([name, label, "0.9", *(f"{v:.2f}" for v in (box.xmin, box.ymin, box.xmax, box.ymax))])
+            writer.writerow([name, ds.label_names[0], "0.6", "0", "0", "4", "4"])
+    out = tmp_path / "metrics.json"
+    assert main(["metrics", "--detections", str(path), "--ground-truth", ds.path, "--split", "train",
+                 "--out", str(out), "--bootstrap", "0", "--by", "tirads", "--min-score", "0.5"]) == 0
+    strata = {s["name"]: s for s in json.loads(out.read_text())["strata"]["by"]["tirads"]["strata"]}
+    entries = ds.images("train")
+    values = sorted({e.meta.get("tirads", "(empty)") for e in entries})
+    assert sorted(strata) == values and "4a" in strata
+    for value in values:
+        own = [e for e in entries if e.meta.get("tirads", "(empty)") == value]
+        lesions = sum(len(gt[e.name]) for e in own)
+        hits = sum(len(gt[e.name]) for e in own if e.name in found)
+        s = strata[value]
+        assert (s["lesions"], s["images"], s["patients"]) == (lesions, len(own), len({e.patient for e in own})), value
+        assert s["sensitivity"] == pytest.approx(hits / lesions) and s["mean_iou"] == pytest.approx(hits / lesions)
+        assert s["fp_per_image"] == pytest.approx(1.0) and s["too_small"] == (lesions < 10)
+    assert "tirads: 4a" in capsys.readouterr().out

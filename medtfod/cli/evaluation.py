@@ -31,7 +31,7 @@ def cmd_metrics(args) -> int:
     from ..core.fence import check_outputs
     from ..data.dataset import Dataset
     from ..data.readers.detections import read_detections_csv
-    from ..evaluation.evaluate import MetricsOptions, check_metrics_out, dataset_meta, evaluate_all, operating_threshold
+    from ..evaluation.evaluate import MetricsOptions, check_metrics_out, evaluate_all, operating_threshold
     from ..evaluation.plots import format_table, write_plots
     from ..evaluation.stratify import parse_bins
     check_outputs({"--out": args.out, "--plots": args.plots},
@@ -45,7 +45,7 @@ def cmd_metrics(args) -> int:
                              size_bins=parse_bins(args.size_bins, "--size-bins") if args.size_bins else None,
                              size_unit=args.size_unit, by=args.by or ())
     result = evaluate_all(gt, dets, patients=dataset.patients(args.split), label_names=dataset.label_names,
-                          threshold=threshold, options=options, meta=dataset_meta(dataset, args.split))
+                          threshold=threshold, options=options, meta=dataset.meta(args.split))
     atomic.write_file(args.out, json.dumps(result, indent=2, allow_nan=False) + "\n")
     print(format_table(result))
     lowest, t = result["threshold"]["lowest_score"], result["threshold"]["min_score"]

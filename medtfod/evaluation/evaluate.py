@@ -183,10 +183,4 @@ def evaluate(dataset, split: Optional[str], detections, *, model=None, options: 
     gt = data.ground_truth(split)
     dets = as_csv_detections(detections, labels=data.label_names, images=gt)
     return evaluate_all(gt, dets, patients=data.patients(split), label_names=data.label_names,
-                        threshold=operating_threshold(o.min_score, model), options=o, meta=dataset_meta(data, split))
-
-
-def dataset_meta(data, split):
-    """The manifest's per-image fields when this medtfod's datasets have them, else {}."""
-    meta = getattr(data, "meta", None)
-    return meta(split) if callable(meta) else {}
+                        threshold=operating_threshold(o.min_score, model), options=o, meta=data.meta(split))

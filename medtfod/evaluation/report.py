@@ -75,7 +75,7 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
     from ..data.dataset import Dataset
     from ..inference.detect import split_detections
     from ..inference.model import ExportedModel
-    from .evaluate import MetricsOptions, dataset_meta, evaluate_all, operating_threshold
+    from .evaluate import MetricsOptions, evaluate_all, operating_threshold
     from .gallery import confusion_matrix, gallery_order, review
 
     o = options or ReportOptions()
@@ -117,7 +117,7 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
     if boxes:
         page["metrics"] = evaluate_all(gt, dets, patients=patients, label_names=names, threshold=record,
                                        options=MetricsOptions(min_score=threshold, bootstrap=o.bootstrap, by=o.by),
-                                       meta=dataset_meta(dataset, split))
+                                       meta=dataset.meta(split))
         at = page["metrics"]["at_threshold"]
         point = (at["fp_per_image"], at["sensitivity"]) if at["sensitivity"] is not None else None
         page["operating_point"] = point

@@ -17,7 +17,7 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .cards{display:flex;flex-wrap:wrap;gap:10px} .card{border:1px solid #ccc;border-radius:4px;padding:6px;width:390px}
 .card img{max-width:384px;display:block} .card .tags span{display:inline-block;font-size:12px;padding:1px 6px;
 margin:2px;border-radius:8px;background:#eee} .tags .missed{background:#f8c9c9} .tags .fp{background:#fde2b8}
-.tags .tp{background:#cdebd3} .filter label{margin-right:12px}
+.tags .tp{background:#cdebd3} .filter label{margin-right:12px} #strata td{white-space:nowrap}
 """
 
 SCRIPT = """

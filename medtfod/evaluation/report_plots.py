@@ -125,7 +125,7 @@ def forest_plot(strata: dict, overall: Optional[float]) -> Optional[bytes]:
     rows = [(group, s) for group, s in strata_rows(strata) if s["sensitivity"] is not None]
     if not rows:
         return None
-    figure = _figure(6.0, 0.9 + 0.32 * len(rows))
+    figure = _figure(7.0, 1.3 + 0.3 * len(rows))
     ax = figure.add_subplot()
     for y, (group, s) in enumerate(reversed(rows)):
         colour = "#999999" if s["too_small"] else "#1f5fa8"
@@ -137,11 +137,12 @@ def forest_plot(strata: dict, overall: Optional[float]) -> Optional[bytes]:
               for group, s in reversed(rows)]
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(labels, fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
     if overall is not None:
-        ax.axvline(overall, color="#cc3333", linestyle="--", linewidth=1, label=f"all lesions {overall:.2f}")
-        ax.legend(loc="lower right", fontsize=7)
+        ax.axvline(overall, color="#cc3333", linestyle="--", linewidth=1)
     ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel(f"sensitivity at the threshold (IoU >= {strata['iou']:g}), 95% CI (patient bootstrap)")
-    ax.set_title("sensitivity by stratum")
+    ax.set_xlabel("sensitivity with 95% CI (patient bootstrap)"
+                  + (f"; dashed: all lesions, {overall:.2f}" if overall is not None else ""), fontsize=8)
+    ax.set_title(f"sensitivity at the threshold by stratum (hit: IoU >= {strata['iou']:g})", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return _png(figure)
