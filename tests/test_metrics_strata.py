@@ -277,3 +277,22 @@ def test_metrics_input_and_output_errors(tiny_nih, tiny_dataset, tmp_path, capsy
     import json
     strata = json.loads(ours.read_text())["strata"]
     assert strata["by"]["sex"]["strata"]    # the tiny NIH set's Data_Entry has a gender column
+
+
+def test_a_split_without_lesions_and_replicates_in_blocks(monkeypatch):
+    import json
+    from medtfod.evaluation import strata
+    negatives = {"c.png": [], "d.png": []}
+    result = evaluate_all(negatives, [Det("c.png", "n", 0.8, Box(0, 0, 10, 10))], label_names=["n"],
+                          options=MetricsOptions(bootstrap=10))
+    json.dumps(result, allow_nan=False)
+    at = result["at_threshold"]
+    assert (at["lesions"], at["false_positives"], at["fp_per_image"], at["sensitivity"]) == (0, 1, 0.5, None)
+    assert result["strata"]["size"]["strata"] == [] and result["nulls"]["at_threshold.sensitivity"]
+    # the bootstrap in blocks of replicates gives the same intervals as in one block
+    whole = evaluate_all(GT, D, patients=PATIENTS, meta=META, options=MetricsOptions(min_score=0.5, bootstrap=30,
+                                                                                    by=("sex",)))["strata"]
+    monkeypatch.setattr(strata, "BLOCK_CELLS", 7)
+    blocks = evaluate_all(GT, D, patients=PATIENTS, meta=META, options=MetricsOptions(min_score=0.5, bootstrap=30,
+                                                                                     by=("sex",)))["strata"]
+    assert blocks == whole

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..data.readers.detections import Detection, GroundTruth
-from .bootstrap import last_of_runs, percentile_interval, replicate_weights, weighted_ap, weighted_froc
+from .bootstrap import BLOCK_CELLS, last_of_runs, percentile_interval, replicate_weights, weighted_ap, weighted_froc
 from .lesions import Lesion
 from .matching import match_detections, threshold_key
 
@@ -93,14 +93,22 @@ class Stratum:
     shown: Optional[np.ndarray] = None  # the images counted as the stratum's (default `images`)
 
 
+def _owned(matched: np.ndarray, s: Stratum) -> np.ndarray:
+    """Per detection: does it count in `s`? A matched one when its lesion is in `s`, an
+    unmatched one when `s.unmatched` says so."""
+    own = s.unmatched.copy()
+    hit = matched >= 0
+    own[hit] = s.lesions[matched[hit]]
+    return own
+
+
 def _measure(m: Matched, w: np.ndarray, s: Stratum, rates: Sequence[float]) -> Dict[str, np.ndarray]:
     """Each metric of stratum `s` per row of image weights `w` (R, images); NaN when undefined."""
     w_img = w * s.images
     w_les = w_img[:, m.lesion_image] * s.lesions
     w_det = w_img[:, m.det_image]
     lesions, images = w_les.sum(axis=1), w_img.sum(axis=1)
-    own_ap = np.where(m.match_ap >= 0, s.lesions[np.maximum(m.match_ap, 0)], s.unmatched)
-    own_froc = np.where(m.match_froc >= 0, s.lesions[np.maximum(m.match_froc, 0)], s.unmatched)
+    own_ap, own_froc = _owned(m.match_ap, s), _owned(m.match_froc, s)
     kept = m.det_score >= m.threshold
     out: Dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -153,7 +161,10 @@ def measure(m: Matched, s: Stratum, bootstrap: int = 200, seed: int = 0,
         "mean_iou": _value(point["mean_iou"][0]), "too_small": int(point["lesions"][0]) < MIN_LESIONS,
     }
     if bootstrap:
-        found = _measure(m, _stratum_weights(m, s, bootstrap, seed), s, rates)
+        w = _stratum_weights(m, s, bootstrap, seed)
+        block = max(1, BLOCK_CELLS // max(1, len(m.det_score)))   # replicates x detections per block
+        parts = [_measure(m, w[k:k + block], s, rates) for k in range(0, bootstrap, block)]
+        found = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
         def ci(key):
             values = found[key]
