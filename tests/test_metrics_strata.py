@@ -166,7 +166,7 @@ def test_tertiles_numeric_bins_and_field_errors():
     assert stratify.number("045Y") == 45 and stratify.number("006M") == 0.5 and stratify.number("F") is None
     ages = {"a.png": {"age": "34"}, "b.png": {"age": "061Y"}, "c.png": {}}
     names = [s.name for s in stratify.field_strata(m, ages, "age", [0, 40, 60, 120])]
-    assert names == ["0-40", "60-120", "(empty)"]
+    assert names == ["0-40", "40-60", "60-120", "(empty)"]   # every bin shown, empty or not
     with pytest.raises(UserError, match=r"--by sexx: .*did you mean 'sex'"):
         stratify.field_strata(m, META, "sexx", None)
     with pytest.raises(UserError, match=r"image a.png has sex 'F', not a number"):
@@ -296,3 +296,59 @@ def test_a_split_without_lesions_and_replicates_in_blocks(monkeypatch):
     blocks = evaluate_all(GT, D, patients=PATIENTS, meta=META, options=MetricsOptions(min_score=0.5, bootstrap=30,
                                                                                      by=("sex",)))["strata"]
     assert blocks == whole
+
+
+def test_options_are_checked_as_the_flags_are():
+    assert MetricsOptions(size_bins="0,16,inf", by="sex").size_bins == (0, 16, float("inf"))
+    assert MetricsOptions(by="sex").by == ("sex",)
+    for bad, message in ((dict(min_score=1.5), "min_score=1.5: give a number from 0"),
+                         (dict(min_score=float("nan")), "min_score=nan"),
+                         (dict(size_bins=(16, 0)), "increasing"), (dict(size_bins="0,32,"), "numbers"),
+                         (dict(size_bins=""), "numbers"), (dict(size_bins=(-5, 32)), "not below 0"),
+                         (dict(by=("age", "age:0,50,120")), "'age' is given twice"),
+                         (dict(size_unit="cm"), "'px' or 'mm'"), (dict(bootstrap=-1), "bootstrap=-1")):
+        with pytest.raises(UserError, match=message):
+            MetricsOptions(**bad)
+
+
+def test_open_bins_uncovered_sizes_one_patient_and_natural_order():
+    import json
+    meta = {"a.png": {"age": "70", "tirads": "4a"}, "b.png": {"age": "30", "tirads": "5"},
+            "c.png": {"age": "50", "tirads": "3"}}
+    result = evaluate_all(GT, D, patients=PATIENTS, meta=meta, options=MetricsOptions(
+        min_score=0.5, bootstrap=10, size_bins=(9, 20), by=("age:0,50,inf", "tirads")))
+    json.dumps(result, allow_nan=False)
+    age = result["strata"]["by"]["age"]
+    assert age["bins"] == [0, 50, None] and result["nulls"]["strata.by.age.bins[2]"].startswith("an open end")
+    assert [s["name"] for s in result["strata"]["by"]["tirads"]["strata"]] == ["3", "4a", "5"]
+    # one patient in a stratum: no interval, and the reason
+    assert age["strata"][0]["ci95"]["sensitivity"] == [None, None]
+    assert "fewer than 2 patients" in result["nulls"]["strata.by.age.strata[0].ci95.sensitivity"]
+    # sizes outside [9, 20): S2 (8 px), L1 (40) and L2 (30) go to 'outside the bins', not lost
+    size = {s["name"]: s["lesions"] for s in result["strata"]["size"]["strata"]}
+    assert size == {"9-20 px": 1, stratify.OUTSIDE: 3}
+    with pytest.raises(UserError, match="--size-unit mm: no image with a lesion has a pixel_spacing"):
+        evaluate_all(GT, D, meta=META, options=MetricsOptions(bootstrap=0, size_unit="mm"))
+
+
+def test_metrics_warns_and_report_refuses_a_foreign_out(tiny_nih, tiny_dataset, tmp_path, capsys):
+    from medtfod.cli import main
+    full = _noisy_detections(tiny_nih, tiny_dataset, tmp_path / "full.csv")
+    header = tmp_path / "header.csv"
+    header.write_text(open(full).readline())
+    assert main(["metrics", "--detections", str(header), "--ground-truth", tiny_dataset, "--split", "val",
+                 "--out", str(tmp_path / "h.json"), "--bootstrap", "0"]) == 0
+    assert "holds no detection: every lesion counts as missed" in capsys.readouterr().out
+    assert main(["metrics", "--detections", full, "--ground-truth", tiny_dataset, "--out", str(tmp_path / "a.json"),
+                 "--bootstrap", "0"]) == 0
+    assert "no --split: every image of the dataset is evaluated" in capsys.readouterr().out
+    (tmp_path / "plots.png").write_text("x")
+    assert main(["metrics", "--detections", full, "--ground-truth", tiny_dataset, "--split", "val", "--out",
+                 str(tmp_path / "p.json"), "--plots", str(tmp_path / "plots.png")]) == 1
+    assert "is a file; give a folder" in capsys.readouterr().err and not (tmp_path / "p.json").exists()
+    high = tmp_path / "high.csv"
+    lines = open(full).read().splitlines()
+    high.write_text(lines[0] + "\n" + lines[1].replace(lines[1].split(",")[2], "1.5", 1) + "\n")
+    assert main(["metrics", "--detections", str(high), "--ground-truth", tiny_dataset, "--split", "val",
+                 "--out", str(tmp_path / "x.json")]) == 1
+    assert "high.csv:2: score '1.5' is not a score from 0 to 1" in capsys.readouterr().err

@@ -23,7 +23,6 @@ def expected_cells(metrics):
     """metrics.json flattened to the report's keys, formatted as the page prints them: the
     threshold-free tables, the IoBB and image-level tables, the numbers at the threshold and
     every stratum."""
-    import html
     from medtfod.evaluation.report_plots import strata_rows
     out = {}
 
@@ -45,9 +44,8 @@ def expected_cells(metrics):
     for k in ("lesions", "hits", "false_positives", "sensitivity", "fp_per_image", "mean_iou", "median_iou",
               "mean_iobb"):
         out[f"at_threshold/{k}"] = text(metrics["at_threshold"][k])
-    for group, stratum in strata_rows(metrics["strata"]):
-        key = html.escape(f"strata/{group}/{stratum['name']}")
-        for k in ("lesions", "images", "patients", "ap50", "sensitivity", "mean_iou"):
+    for _, key, stratum in strata_rows(metrics["strata"]):   # keys are metrics.json paths
+        for k in ("lesions", "images", "patients", "ap50", "sensitivity", "fp_per_image", "mean_iou"):
             out[f"{key}/{k}"] = text(stratum[k])
         for r, v in stratum["froc"].items():
             out[f"{key}/froc/{r}"] = text(v)
@@ -243,3 +241,17 @@ def test_history_equals_tensorboards_event_accumulator(trained):
                 for run, series in expected.items() if series}
     assert json.dumps(found["runs"], sort_keys=True) == json.dumps(expected, sort_keys=True)  # NaN == NaN here
     assert {"train", "eval"} <= set(expected) and "Loss/total_loss" in expected["train"]
+
+
+def test_report_refuses_to_replace_a_file_it_did_not_write(tiny_dataset, tmp_path, capsys):
+    export = fake_export(tmp_path, tiny_dataset)
+    dets = detections_from_ground_truth(tiny_dataset, tmp_path / "detections.csv")
+    mine = tmp_path / "mine.html"
+    mine.write_text("<html>mine</html>")
+    args = ["report", "--model", str(export), "--dataset", tiny_dataset, "--split", "val", "--detections", str(dets),
+            "--bootstrap", "0", "-q"]
+    assert main(args + ["--out", str(mine)]) == 1
+    assert "is not a report medtfod wrote" in capsys.readouterr().err and mine.read_text() == "<html>mine</html>"
+    ours = tmp_path / "report.html"
+    assert main(args + ["--out", str(ours), "--size-bins", "0,12,inf"]) == 0
+    assert main(args + ["--out", str(ours)]) == 0   # over its own report

@@ -28,33 +28,30 @@ def cmd_calibrate(args) -> int:
 
 def cmd_metrics(args) -> int:
     from ..core import atomic
-    from ..core.fence import check_outputs
+    from ..core.fence import check_outputs, need_file, need_folder
     from ..data.dataset import Dataset
     from ..data.readers.detections import read_detections_csv
-    from ..evaluation.evaluate import MetricsOptions, check_metrics_out, evaluate_all, operating_threshold
+    from ..evaluation.evaluate import (MetricsOptions, check_metrics_out, evaluate_all, metrics_warnings,
+                                       operating_threshold)
     from ..evaluation.plots import format_table, write_plots
-    from ..evaluation.stratify import parse_bins
     check_outputs({"--out": args.out, "--plots": args.plots},
                   {"--detections": args.detections, "--ground-truth": args.ground_truth, "--model": args.model})
+    need_file("--out", args.out)
+    need_folder("--plots", args.plots)
     check_metrics_out(args.out)
     dataset = Dataset(args.ground_truth)
     gt = dataset.ground_truth(args.split)  # read first, as before: its errors come before the table's
     dets = read_detections_csv(args.detections, labels=dataset.label_names, images=gt)
     threshold = operating_threshold(args.min_score, args.model)
     options = MetricsOptions(min_score=threshold["min_score"], iou_froc=args.iou_froc, bootstrap=args.bootstrap,
-                             size_bins=parse_bins(args.size_bins, "--size-bins") if args.size_bins else None,
+                             size_bins=args.size_bins,
                              size_unit=args.size_unit, by=args.by or ())
     result = evaluate_all(gt, dets, patients=dataset.patients(args.split), label_names=dataset.label_names,
                           threshold=threshold, options=options, meta=dataset.meta(args.split))
     atomic.write_file(args.out, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    for line in metrics_warnings(result, args.detections, dataset, args.split, dets):
+        print(line)
     print(format_table(result))
-    lowest, t = result["threshold"]["lowest_score"], result["threshold"]["min_score"]
-    if lowest is not None and lowest > t:
-        print(f"warning: no detection in {args.detections} scores below {lowest:g}, above the threshold {t:g}: "
-              "detect kept less than the metrics need; run detect with --min-score 0")
-    elif lowest is not None and lowest >= 0.05:
-        print(f"note: the lowest score in {args.detections} is {lowest:g}: AP, FROC and AUC rank only the "
-              "detections kept by detect; run detect with --min-score 0 for them to cover every detection")
     if args.plots:
         for path in write_plots(gt, dets, args.plots, iou_froc=args.iou_froc):
             print(f"plot: {path}")
@@ -73,7 +70,8 @@ def cmd_report(args) -> int:
         done = build_report(args.model, args.dataset, args.split, args.out,
                             ReportOptions(model_dir=args.model_dir, detections=args.detections,
                                           min_score=args.min_score, max_images=args.max_images, iou=args.iou,
-                                          bootstrap=args.bootstrap, quiet=args.quiet, by=tuple(args.by or ())))
+                                          bootstrap=args.bootstrap, quiet=args.quiet, by=tuple(args.by or ()),
+                                          size_bins=args.size_bins, size_unit=args.size_unit))
     print(f"report of {done['images']} {args.split} images written to {args.out} "
           f"(built in {done['seconds']:.1f} s, detect not included)")
     return 0
@@ -140,6 +138,8 @@ def _add_report(subparsers) -> None:
                      help="patient bootstrap replicates for the CIs (default 200, as medtfod metrics)")
     rep.add_argument("--by", action="append", metavar="FIELD[:BINS]",
                      help="strata of an image field besides lesion size, e.g. --by sex --by age:0,40,60,120")
+    rep.add_argument("--size-bins", help="lesion-size strata bin edges, as metrics --size-bins")
+    rep.add_argument("--size-unit", choices=("px", "mm"), default="px", help="as metrics --size-unit")
     rep.set_defaults(func=cmd_report)
 
 

@@ -41,6 +41,31 @@ class MetricsOptions:
     size_unit: str = "px"
     by: Sequence[str] = ()
 
+    def __post_init__(self):
+        """Checked as the command checks its flags; `size_bins` may be '0,16,inf', `by` one name."""
+        import math
+
+        from ..core.errors import UserError
+        from .stratify import by_fields, parse_bins
+
+        def fraction(name, value, low_open=False):
+            ok = isinstance(value, (int, float)) and not math.isnan(value) and (0 < value <= 1 if low_open
+                                                                                else 0 <= value <= 1)
+            if not ok:
+                raise UserError(f"{name}={value!r}: give a number from 0 ({'exclusive' if low_open else 'inclusive'}) "
+                                "to 1")
+        if self.min_score is not None:
+            fraction("min_score", self.min_score)
+        fraction("iou_froc", self.iou_froc, low_open=True)
+        if not isinstance(self.bootstrap, int) or self.bootstrap < 0:
+            raise UserError(f"bootstrap={self.bootstrap!r}: give a whole number of replicates, 0 or more")
+        if self.size_unit not in ("px", "mm"):
+            raise UserError(f"size_unit={self.size_unit!r}: expected 'px' or 'mm'")
+        if self.size_bins is not None and (isinstance(self.size_bins, str) or len(self.size_bins)):
+            object.__setattr__(self, "size_bins", tuple(parse_bins(self.size_bins, "--size-bins", sizes=True)))
+        object.__setattr__(self, "by", (self.by,) if isinstance(self.by, str) else tuple(self.by))
+        by_fields(self.by)
+
 
 def operating_threshold(min_score: Optional[float] = None, model=None) -> Dict[str, object]:
     """{'min_score', 'source' ('min_score' | 'operating_point' | 'default'), 'detail'}: the
@@ -55,9 +80,38 @@ def operating_threshold(min_score: Optional[float] = None, model=None) -> Dict[s
         point = exported.operating_point
         if point:
             return {"min_score": float(point["min_score"]), "source": "operating_point",
-                    "detail": f"{exported.path}: {describe(point)}"}
+                    "detail": f"{exported.path}: {describe(point)}", "split": point.get("split")}
     return {"min_score": DEFAULT_MIN_SCORE, "source": "default",
             "detail": f"detect's default {DEFAULT_MIN_SCORE:g} (no --min-score and no calibrated --model)"}
+
+
+def metrics_warnings(result: dict, source: str, dataset, split: Optional[str], dets: Sequence[Detection]) -> list:
+    """Lines that tell a user the numbers may not mean what they think: no detections, a CSV cut
+    above the threshold or far above 0, detections of one split evaluated on all, a threshold
+    calibrated on the split it is evaluated on."""
+    t = result["threshold"]
+    lowest, threshold = t["lowest_score"], t["min_score"]
+    lines = []
+    if not dets:
+        lines.append(f"warning: {source} holds no detection: every lesion counts as missed")
+    elif lowest > threshold:
+        lines.append(f"warning: the lowest score in {source} is {lowest:g}, above the threshold {threshold:g}: "
+                     f"detections scoring from {threshold:g} to {lowest:g} may be missing, so the numbers at the "
+                     "threshold can be too low; run detect with --min-score 0")
+    elif lowest >= 0.05:
+        lines.append(f"note: the lowest score in {source} is {lowest:g}: AP, FROC and AUC rank only the detections "
+                     "detect kept; run detect with --min-score 0 for them to cover every detection")
+    if split is None and dets and len(dataset.splits) > 1:
+        split_of = {e.name: e.split for e in dataset.images()}
+        on = sorted({split_of[d.image] for d in dets})
+        if len(on) < len(dataset.splits):
+            lines.append(f"warning: no --split: every image of the dataset is evaluated, but the detections are on "
+                         f"images of {', '.join(on)} only; the others count as images with nothing found. Give "
+                         f"--split {on[0]}")
+    if t["source"] == "operating_point" and split is not None and t.get("split") == split:
+        lines.append(f"note: the threshold was calibrated on this split ({split}): the numbers at it are "
+                     "optimistic; calibrate on val and evaluate on test")
+    return lines
 
 
 def check_metrics_out(path: str) -> None:
@@ -101,11 +155,11 @@ def _at_threshold(gt, dets, patients, meta, threshold: float, o: MetricsOptions)
                                                  meta, o.size_unit)
         edges, parts = stratify.size_strata(m, lesion_sizes, det_sizes, o.size_bins, o.size_unit)
         strata["size"] = {"unit": o.size_unit, "source": "tertiles" if o.size_bins is None else "given",
-                          "edges": [e if e != float("inf") else None for e in edges],
+                          "edges": stratify.edges_json(edges),
                           "strata": [measure(m, s, o.bootstrap) for s in parts]}
     by = stratify.by_fields(o.by)
     if by:
-        strata["by"] = {name: {"bins": bins, "strata": [measure(m, s, o.bootstrap)
+        strata["by"] = {name: {"bins": stratify.edges_json(bins), "strata": [measure(m, s, o.bootstrap)
                                                          for s in stratify.field_strata(m, meta, name, bins)]}
                         for name, bins in by.items()}
     return section, strata

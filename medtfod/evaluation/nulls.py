@@ -10,17 +10,25 @@ def _leaves(value, path: str = "") -> Iterator[Tuple[str, object]]:
         for key, item in value.items():
             yield from _leaves(item, f"{path}.{key}" if path else str(key))
     elif isinstance(value, list) and value and all(v is None for v in value):
-        yield path, None
+        yield path, None   # an interval nothing defined
     elif isinstance(value, list):
         for k, item in enumerate(value):
             if isinstance(item, dict):
-                yield from _leaves(item, f"{path}[{item.get('name', k)}]")
+                yield from _leaves(item, f"{path}[{k}]")
+            elif item is None:
+                yield f"{path}[{k}]", None
     else:
         yield path, value
 
 
 def _reason(path: str, positives: int, negatives: int) -> str:
     last = path.rsplit(".", 1)[-1]
+    if ".edges[" in path or ".bins[" in path:
+        return "an open end of the bins (infinity)"
+    if path.startswith("strata.by.") and path.endswith(".bins"):
+        return "the field is not binned: each value is a stratum"
+    if path.startswith("strata") and ".ci95." in path:
+        return "no interval: the stratum has fewer than 2 patients, or no replicate defines it"
     if path.startswith("strata"):
         return ("no bootstrap replicate of the stratum defines it" if ".ci95." in path
                 else "the stratum has no lesion" if last in ("sensitivity", "mean_iou", "ap50") or ".froc." in path

@@ -74,15 +74,16 @@ def _strata_lines(strata: dict) -> List[str]:
     if not rows:
         return []
     rates = strata["rates"]
-    lines = ["", f"{'Strata':<28} {'lesions':>7} {'images':>6} {'AP@0.5':>7} " + " ".join(f"{f'FROC@{r:g}':>8}" for r in rates)
-             + f" {'sensitivity [95% CI]':>24} {'mean IoU':>8}"]
-    for group, s in rows:
+    lines = ["", f"{'Strata':<32} {'lesions':>7} {'images':>6} {'AP@0.5':>7} " + " ".join(f"{f'FROC@{r:g}':>8}" for r in rates)
+             + f" {'sensitivity [95% CI]':>24} {'FP/image':>8} {'mean IoU':>8}"]
+    for group, _, s in rows:
         low, high = (s.get("ci95") or {}).get("sensitivity", (None, None))
         sens = _fmt(s["sensitivity"]) + (f" [{_fmt(low)}, {_fmt(high)}]" if s.get("ci95") else "")
-        name = f"{group}: {s['name']}"[:28]
-        lines.append(f"{name:<28} {s['lesions']:>7} {s['images']:>6} {_fmt(s['ap50']):>7} "
+        name = f"{group}: {s['name']}"
+        lines.append(f"{name:<32} {s['lesions']:>7} {s['images']:>6} {_fmt(s['ap50']):>7} "
                      + " ".join(f"{_fmt(s['froc'][f'{r:g}']):>8}" for r in rates)
-                     + f" {sens:>24} {_fmt(s['mean_iou']):>8}" + ("  (too few lesions)" if s["too_small"] else ""))
+                     + f" {sens:>24} {_fmt(s['fp_per_image']):>8} {_fmt(s['mean_iou']):>8}"
+                     + ("  (too few lesions)" if s["too_small"] else ""))
     return lines
 
 

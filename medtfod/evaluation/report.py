@@ -55,6 +55,7 @@ class ReportOptions:
       iou: the IoU of a hit in the gallery and the confusion matrix.
       bootstrap: patient-bootstrap replicates of the intervals (0: none).
       by: image fields to stratify by besides lesion size, e.g. ('sex', 'age:0,40,60,120').
+      size_bins, size_unit: the lesion-size strata, as `MetricsOptions`'.
       quiet: no progress bar.
     """
 
@@ -66,6 +67,8 @@ class ReportOptions:
     bootstrap: int = 200
     quiet: bool = False
     by: Tuple[str, ...] = ()
+    size_bins: Optional[Tuple[float, ...]] = None
+    size_unit: str = "px"
 
 
 def build_report(model, dataset_dir, split: str, out: str, options: Optional[ReportOptions] = None) -> dict:
@@ -94,6 +97,7 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
                         "model was trained for")
     from ..core.fence import check_outputs, need_file
     need_file("out", out)
+    _check_report_out(out)
     check_outputs({"out": out}, {"model": export, "dataset": dataset_dir, "model_dir": model_dir,
                                  "detections": o.detections})
     entries = {e.name: e for e in data.split(split)}
@@ -116,7 +120,8 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
     plots_uri = {}
     if boxes:
         page["metrics"] = evaluate_all(gt, dets, patients=patients, label_names=names, threshold=record,
-                                       options=MetricsOptions(min_score=threshold, bootstrap=o.bootstrap, by=o.by),
+                                       options=MetricsOptions(min_score=threshold, bootstrap=o.bootstrap, by=o.by,
+                                                              size_bins=o.size_bins, size_unit=o.size_unit),
                                        meta=dataset.meta(split))
         at = page["metrics"]["at_threshold"]
         point = (at["fp_per_image"], at["sensitivity"]) if at["sensitivity"] is not None else None
@@ -150,6 +155,20 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
     page["built_seconds"] = time.time() - started
     atomic.write_file(out, render(page))
     return {"path": out, "seconds": time.time() - started, "images": len(gt)}
+
+
+def _check_report_out(path: str) -> None:
+    """Refuse to replace a file at `path` that is not a report medtfod wrote."""
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            ours = "<title>medtfod report" in f.read(4096)
+    except OSError:
+        ours = False
+    if not ours:
+        raise UserError(f"--out {path} exists and is not a report medtfod wrote; it is left as it is: give another "
+                        "--out or move that file")
 
 
 def _history(model_dir: Optional[str], plots):

@@ -17,7 +17,7 @@ th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .cards{display:flex;flex-wrap:wrap;gap:10px} .card{border:1px solid #ccc;border-radius:4px;padding:6px;width:390px}
 .card img{max-width:384px;display:block} .card .tags span{display:inline-block;font-size:12px;padding:1px 6px;
 margin:2px;border-radius:8px;background:#eee} .tags .missed{background:#f8c9c9} .tags .fp{background:#fde2b8}
-.tags .tp{background:#cdebd3} .filter label{margin-right:12px} #strata td{white-space:nowrap}
+.tags .tp{background:#cdebd3} .filter label{margin-right:12px} #strata td{white-space:nowrap} .few{color:#8a5a00;font-weight:bold}
 """
 
 SCRIPT = """
@@ -116,23 +116,24 @@ def _strata(page: Dict[str, Any]) -> str:
     strata = page["metrics"]["strata"]
     rates = strata["rates"]
     header = ["stratum", "value", "lesions", "images", "patients", "AP@0.5"] + [f"FROC@{r}" for r in rates] + [
-        "sensitivity", "95% CI", "mean best IoU"]
+        "sensitivity", "95% CI", "FP/image", "mean best IoU"]
     rows = []
-    for group, s in strata_rows(strata):
-        key = f"strata/{group}/{s['name']}"
+    for group, key, s in strata_rows(strata):
         low, high = (s.get("ci95") or {}).get("sensitivity", [None, None])
-        flag = ' <span class="note">too few lesions to read</span>' if s["too_small"] else ""
+        flag = ' <span class="few" title="too few lesions to read">*</span>' if s["too_small"] else ""
         rows.append(f"<tr><td>{html.escape(group)}</td><td>{html.escape(s['name'])}{flag}</td>"
                     + "".join(_cell(f"{key}/{k}", s[k]) for k in ("lesions", "images", "patients", "ap50"))
                     + "".join(_cell(f"{key}/froc/{r:g}", s["froc"][f"{r:g}"]) for r in rates)
-                    + _cell(f"{key}/sensitivity", s["sensitivity"]) + f"<td>{_fmt(low)}&ndash;{_fmt(high)}</td>"
-                    + _cell(f"{key}/mean_iou", s["mean_iou"]) + "</tr>")
+                    + _cell(f"{key}/sensitivity", s["sensitivity"])
+                    + f'<td><span data-key="{key}/ci95/sensitivity/0">{_fmt(low)}</span>&ndash;'
+                    f'<span data-key="{key}/ci95/sensitivity/1">{_fmt(high)}</span></td>'
+                    + _cell(f"{key}/fp_per_image", s["fp_per_image"]) + _cell(f"{key}/mean_iou", s["mean_iou"]) + "</tr>")
     if not rows:
         return ""
     plot = (f'<img id="strata-plot" alt="sensitivity by stratum" src="{page["strata_plot"]}">'
             if page.get("strata_plot") else "")
     return (f'<h2>Strata</h2><div id="strata"><p>Sensitivity, FP and IoU at score &ge; {page["threshold"]:g}; AP '
-            f"and FROC on all detections. Strata under {strata['min_lesions']} lesions are shown but too small to "
+            f"and FROC on all detections. * under {strata['min_lesions']} lesions: shown, but too few to "
             f"read.</p>{_table(header, rows)}{plot}</div>")
 
 

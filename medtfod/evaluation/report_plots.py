@@ -111,21 +111,23 @@ def history_plot(series: Dict[str, List[Tuple[int, float]]], title: str, log: bo
     return _png(figure)
 
 
-def strata_rows(strata: dict) -> List[Tuple[str, dict]]:
-    """(group, stratum) for every stratum of metrics.json's "strata", size first, then each field."""
-    rows = [(f"size ({strata['size']['unit']})", s) for s in strata.get("size", {}).get("strata", [])]
+def strata_rows(strata: dict) -> List[Tuple[str, str, dict]]:
+    """(group, its path in metrics.json, stratum) for every stratum of metrics.json's "strata",
+    size first, then each field."""
+    rows = [(f"size ({strata['size']['unit']})", f"strata/size/strata/{k}", s)
+            for k, s in enumerate(strata.get("size", {}).get("strata", []))]
     for name, part in strata.get("by", {}).items():
-        rows += [(name, s) for s in part["strata"]]
+        rows += [(name, f"strata/by/{name}/strata/{k}", s) for k, s in enumerate(part["strata"])]
     return rows
 
 
 def forest_plot(strata: dict, overall: Optional[float]) -> Optional[bytes]:
     """Sensitivity at the threshold per stratum with its 95% CI (a forest plot), or None without
     strata. Strata under the minimum lesion count are grey and marked."""
-    rows = [(group, s) for group, s in strata_rows(strata) if s["sensitivity"] is not None]
+    rows = [(group, s) for group, _, s in strata_rows(strata) if s["sensitivity"] is not None]
     if not rows:
         return None
-    figure = _figure(7.0, 1.3 + 0.3 * len(rows))
+    figure = _figure(7.5, 1.4 + 0.32 * len(rows))
     ax = figure.add_subplot()
     for y, (group, s) in enumerate(reversed(rows)):
         colour = "#999999" if s["too_small"] else "#1f5fa8"
@@ -136,13 +138,13 @@ def forest_plot(strata: dict, overall: Optional[float]) -> Optional[bytes]:
     labels = [f"{group}: {s['name']}  (n={s['lesions']}{', too few' if s['too_small'] else ''})"
               for group, s in reversed(rows)]
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_yticklabels(labels, fontsize=9)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     if overall is not None:
         ax.axvline(overall, color="#cc3333", linestyle="--", linewidth=1)
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("sensitivity with 95% CI (patient bootstrap)"
-                  + (f"; dashed: all lesions, {overall:.2f}" if overall is not None else ""), fontsize=8)
+                  + (f"; dashed: all lesions, {overall:.2f}" if overall is not None else ""), fontsize=9)
     ax.set_title(f"sensitivity at the threshold by stratum (hit: IoU >= {strata['iou']:g})", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return _png(figure)

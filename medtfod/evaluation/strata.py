@@ -160,7 +160,10 @@ def measure(m: Matched, s: Stratum, bootstrap: int = 200, seed: int = 0,
         "sensitivity": _value(point["sensitivity"][0]), "fp_per_image": _value(point["fp_per_image"][0]),
         "mean_iou": _value(point["mean_iou"][0]), "too_small": int(point["lesions"][0]) < MIN_LESIONS,
     }
-    if bootstrap:
+    if bootstrap and len(np.unique(m.patient_of[s.resample])) < 2:   # one patient: every replicate is it
+        result["ci95"] = {key: [None, None] for key in ("ap50", "sensitivity", "fp_per_image", "mean_iou")}
+        result["ci95"]["froc"] = {threshold_key(r): [None, None] for r in rates}
+    elif bootstrap:
         w = _stratum_weights(m, s, bootstrap, seed)
         block = max(1, BLOCK_CELLS // max(1, len(m.det_score)))   # replicates x detections per block
         parts = [_measure(m, w[k:k + block], s, rates) for k in range(0, bootstrap, block)]

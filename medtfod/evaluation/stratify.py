@@ -21,19 +21,25 @@ from ..core.errors import UserError, did_you_mean
 from .strata import Matched, Stratum
 
 EMPTY = "(empty)"
+OUTSIDE = "outside the bins"
 NO_SPACING = "(no pixel spacing)"
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([YMWD]?)\s*$", re.IGNORECASE)
 _PER_YEAR = {"": 1.0, "Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}
 
 
-def parse_bins(text: str, what: str) -> List[float]:
-    """'0,16,32,inf' -> [0, 16, 32, inf]: increasing numbers, at least two."""
+def parse_bins(text, what: str, sizes: bool = False) -> List[float]:
+    """'0,16,32,inf' (or a sequence of numbers) -> [0, 16, 32, inf]: at least two increasing
+    numbers; `sizes`: none below 0."""
+    example = "e.g. 0,16,32,inf"
+    items = text.split(",") if isinstance(text, str) else list(text)
     try:
-        edges = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{what} {text!r}: expected increasing numbers separated by commas, e.g. 0,16,32,inf") from None
-    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or any(math.isnan(e) for e in edges):
-        raise UserError(f"{what} {text!r}: expected at least two increasing numbers, e.g. 0,16,32,inf")
+        edges = [float(v) for v in items]
+    except (TypeError, ValueError):
+        raise UserError(f"{what} {text!r}: expected numbers separated by commas, {example}") from None
+    if len(edges) < 2 or any(math.isnan(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise UserError(f"{what} {text!r}: expected at least two increasing numbers, {example}")
+    if sizes and edges[0] < 0:
+        raise UserError(f"{what} {text!r}: a size is not below 0; start at 0, {example}")
     return edges
 
 
@@ -43,6 +49,17 @@ def parse_by(spec: str) -> Tuple[str, Optional[List[float]]]:
     if not name.strip():
         raise UserError(f"--by {spec!r}: expected a field name, e.g. --by sex or --by age:0,40,60,120")
     return name.strip().lower(), parse_bins(bins, f"--by {spec}") if bins else None
+
+
+def edges_json(edges: Optional[Sequence[float]]) -> Optional[list]:
+    """Bin edges for strict JSON: an infinite edge is null (an open end)."""
+    return None if edges is None else [e if math.isfinite(e) else None for e in edges]
+
+
+def natural(value: str):
+    """A sort key that puts '4a' after '3' and before '5', and '10' after '9'."""
+    return [(0, float(part), "") if part[:1].isdigit() else (1, 0.0, part.lower())
+            for part in re.findall(r"\d+(?:\.\d+)?|\D+", value)]
 
 
 def number(value: str) -> Optional[float]:
@@ -73,7 +90,8 @@ def size(box: Box, unit: str, pixel: Optional[Tuple[float, float]]) -> float:
 
 def size_strata(m: Matched, lesion_sizes: np.ndarray, det_sizes: np.ndarray, edges: Optional[Sequence[float]],
                 unit: str) -> Tuple[List[float], List[Stratum]]:
-    """Strata of lesion size; `edges` None: tertiles of the known lesion sizes (rounded to 0.1)."""
+    """Strata of lesion size; `edges` None: tertiles of the known lesion sizes (rounded to 0.1).
+    Lesions outside the given edges, and lesions without a size in mm, get a stratum of their own."""
     known = lesion_sizes[~np.isnan(lesion_sizes)]
     if edges is None:
         if not len(known):
@@ -81,17 +99,18 @@ def size_strata(m: Matched, lesion_sizes: np.ndarray, det_sizes: np.ndarray, edg
         cuts = sorted({round(float(q), 1) for q in np.quantile(known, [1 / 3, 2 / 3])} - {0.0})
         edges = [0.0] + cuts + [math.inf]
     every = np.ones(len(m.images), bool)
-    strata = []
-    for low, high in zip(edges, edges[1:]):
-        lesions = (lesion_sizes >= low) & (lesion_sizes < high)
+
+    def stratum(name, lesions, unmatched):
         shown = np.zeros(len(m.images), bool)
         shown[m.lesion_image[lesions]] = True
-        strata.append(Stratum(_label(low, high, unit), every, lesions, (det_sizes >= low) & (det_sizes < high),
-                              every, shown))
+        return Stratum(name, every, lesions, unmatched, every, shown)
+    strata = [stratum(_label(low, high, unit), (lesion_sizes >= low) & (lesion_sizes < high),
+                      (det_sizes >= low) & (det_sizes < high)) for low, high in zip(edges, edges[1:])]
+    outside = (lesion_sizes < edges[0]) | (lesion_sizes >= edges[-1])
+    if outside.any():
+        strata.append(stratum(OUTSIDE, outside, (det_sizes < edges[0]) | (det_sizes >= edges[-1])))
     if np.isnan(lesion_sizes).any():
-        lesions, shown = np.isnan(lesion_sizes), np.zeros(len(m.images), bool)
-        shown[m.lesion_image[lesions]] = True
-        strata.append(Stratum(NO_SPACING, every, lesions, np.isnan(det_sizes), every, shown))
+        strata.append(stratum(NO_SPACING, np.isnan(lesion_sizes), np.isnan(det_sizes)))
     return list(edges), strata
 
 
@@ -112,16 +131,17 @@ def field_strata(m: Matched, meta: Mapping[str, Mapping[str, str]], field: str,
                                 f"{value!r}, not a number")
             inside = [k for k in range(len(bins) - 1) if x is not None and bins[k] <= x < bins[k + 1]]
             names.append(_label(bins[inside[0]], bins[inside[0] + 1]) if inside else (EMPTY if x is None else
-                                                                                      "outside the bins"))
-        order = [_label(a, b) for a, b in zip(bins, bins[1:])] + [EMPTY, "outside the bins"]
+                                                                                      OUTSIDE))
+        order = [_label(a, b) for a, b in zip(bins, bins[1:])] + [EMPTY, OUTSIDE]
+        always = set(order[:-2])   # every bin is shown, empty or not
     else:
         names = [value or EMPTY for value in values]
-        order = sorted(set(names) - {EMPTY}, key=lambda v: (number(v) is None, number(v) or 0, v)) + [EMPTY]
+        order, always = sorted(set(names) - {EMPTY}, key=natural) + [EMPTY], set()
     names_arr = np.array(names, object)
     strata = []
     for name in order:
         images = names_arr == name
-        if images.any():
+        if images.any() or name in always:
             strata.append(Stratum(name, images, images[m.lesion_image], images[m.det_image], images))
     return strata
 
@@ -137,10 +157,19 @@ def sizes(m: Matched, lesion_boxes: Sequence[Box], det_boxes: Sequence[Box], met
     if unit not in ("px", "mm"):
         raise UserError(f"--size-unit {unit!r}: expected px or mm")
     pixel = [spacing(meta.get(image, {})) for image in m.images]
+    if unit == "mm" and len(m.lesion_image) and not any(pixel[r] for r in set(m.lesion_image.tolist())):
+        raise UserError("--size-unit mm: no image with a lesion has a pixel_spacing field (convert keeps it from "
+                        "DICOM and NIH's Data_Entry; `medtfod audit` lists the fields); use --size-unit px")
     return (np.array([size(b, unit, pixel[r]) for b, r in zip(lesion_boxes, m.lesion_image)], float),
             np.array([size(b, unit, pixel[r]) for b, r in zip(det_boxes, m.det_image)], float))
 
 
 def by_fields(specs: Sequence[str]) -> Dict[str, Optional[List[float]]]:
-    """--by values (each may hold several, comma-free names separated by spaces) -> {field: bins}."""
-    return dict(parse_by(spec) for spec in specs)
+    """--by values -> {field: bins or None}; a field given twice is refused."""
+    fields: Dict[str, Optional[List[float]]] = {}
+    for spec in [specs] if isinstance(specs, str) else specs:
+        name, bins = parse_by(spec)
+        if name in fields:
+            raise UserError(f"--by {spec}: the field {name!r} is given twice; give it once (with bins or without)")
+        fields[name] = bins
+    return fields

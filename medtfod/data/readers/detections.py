@@ -68,6 +68,8 @@ def read_detections_csv(path: str, labels: Optional[Sequence[str]] = None,
         for name, text, value in zip(CSV_COLUMNS[2:], row[2:], values):
             if value is None:
                 raise UserError(f"{where}: {name} {text!r} is not a finite number")
+        if not 0 <= values[0] <= 1:
+            raise UserError(f"{where}: score {row[2].strip()!r} is not a score from 0 to 1")
         box = Box(*values[1:])
         problem = box.problem()
         if problem:
