@@ -51,12 +51,16 @@ def test_readme_python_session_equals_the_commands(tmp_path):
     assert len(api) == len(cli) > 0 and [r[:2] for r in api] == [r[:2] for r in cli]
     np.testing.assert_allclose([r[2:] for r in api], [r[2:] for r in cli], atol=1e-4)
     medtfod("metrics", "--detections", str(tmp_path / "cli_detect" / "detections.csv"), "--ground-truth",
-            str(session / "dataset"), "--split", "val", "--out", str(tmp_path / "cli_metrics.json"), cwd=str(tmp_path))
+            str(session / "dataset"), "--split", "val", "--out", str(tmp_path / "cli_metrics.json"),
+            "--model", str(session / "exported"), "--min-score", "0.3", "--by", "sex", cwd=str(tmp_path))  # as the README
     api_metrics = json.loads((session / "metrics.json").read_text())
     cli_metrics = json.loads((tmp_path / "cli_metrics.json").read_text())
     assert api_metrics.keys() == cli_metrics.keys()
-    flat = lambda d, p="": ({k2: v2 for k, v in d.items() for k2, v2 in flat(v, f"{p}{k}/").items()}  # noqa: E731
-                            if isinstance(d, dict) else {p: d})
+    def flat(d, p=""):
+        if isinstance(d, list) and d and all(isinstance(v, dict) for v in d):   # strata: by position
+            d = {str(k): v for k, v in enumerate(d)}
+        return ({k2: v2 for k, v in d.items() for k2, v2 in flat(v, f"{p}{k}/").items()} if isinstance(d, dict)
+                else {p: d})
     a, c = flat(api_metrics), flat(cli_metrics)
     assert a.keys() == c.keys()
     for key in a:  # the session's boxes are not rounded to the CSV's 0.01 px: equal to 1e-4
