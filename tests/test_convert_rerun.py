@@ -47,3 +47,26 @@ def test_marker_without_a_list_falls_back_to_the_layout():
                "tfrecords/train.record-00000-of-00001", "notes.txt", "splits/train.txt"]
     assert atomic.foreign_files(present, atomic.MARKER_TEXT, LAYOUT) == ["voc/notes.txt", "notes.txt"]
     assert atomic.foreign_files(present, atomic.MARKER_TEXT) == []  # no layout: all medtfod's, as before
+
+
+def _same_stem_inputs(tmp_path):
+    """x.png and x.jpg, each with its own box, in a csv table (and y.png, unrelated)."""
+    from PIL import Image
+    import numpy as np
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("x.png", "x.jpg", "y.png"):
+        Image.fromarray(np.full((32, 32), 90, np.uint8)).save(images / name)
+    table = tmp_path / "t.csv"
+    table.write_text("name,finding,x,y,w,h\nx.png,lesion,1,1,9,9\nx.jpg,lesion,5,5,9,9\ny.png,lesion,2,2,9,9\n")
+    return ["convert", "csv", "--table", str(table), "--columns", "filename=name,label=finding,x=x,y=y,w=w,h=h",
+            "--images", str(images), "--split", "train=1", "-q"]
+
+
+def test_same_stem_images_refused_before_writing(tmp_path, capsys):
+    """x.png and x.jpg would both be voc/x.xml: one annotation would be lost."""
+    out = tmp_path / "out"
+    assert main(_same_stem_inputs(tmp_path) + ["--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "x.png" in err and "x.jpg" in err and "voc/x.xml" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["images", "t.csv"]
