@@ -31,8 +31,11 @@ def cmd_config(args) -> int:
 def cmd_train(args) -> int:
     from ..training.config import data_inputs
     from ..core.fence import check_outputs
+    from ..odapi.checks import check_input_files
     from ..training.trainer import TrainOptions, train
     check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
+    # Before the model folder and its log are made: a glob matching nothing writes nothing.
+    check_input_files(args.config, train=True, evaluation=args.eval_every is not None)
     from ..training.cluster import exit_on_interrupt, role_from_flags
     role = role_from_flags(args.cluster, args.task_index, args.num_workers)
     # A worker that is not the chief writes nothing into MODEL_DIR: its log is kept (and named)
@@ -73,7 +76,9 @@ def cmd_eval(args) -> int:
     from ..evaluation.medical import medical_metrics
     from ..training.selection import select_best
     from ..training.selection import format_metrics
+    from ..odapi.checks import check_input_files
     check_outputs({"--model-dir": args.model_dir}, data_inputs(args.config))
+    check_input_files(args.config, train=False, evaluation=True)
     if args.select_by and not args.all:
         raise UserError("--select-by ranks the checkpoints of a run: use it with --all")
     if args.all:

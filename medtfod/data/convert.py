@@ -37,6 +37,7 @@ from ..core.problems import Problems
 from ..core.progress import progress
 from .tfrecord_framing import write_record
 from .writers import tfrecord, voc
+from .writers.voc import voc_name
 
 
                                    # cutting by `fractions`; `fractions` then holds the folds and held-out splits
@@ -144,9 +145,9 @@ def convert_image(item: ImageItem, opts: ConvertOptions, label_map: LabelMap, wi
                      voc.voc_xml(record))
 
 
-def voc_name(image_id: str) -> str:
-    """The VOC file of an image, relative to the output folder."""
-    return "voc/" + os.path.splitext(image_id)[0] + ".xml"
+# What convert writes (relative to --out), for an earlier output whose marker predates the list
+# of the files it wrote: a rerun refuses to delete any other file there (atomic.foreign_files).
+LAYOUT = (MANIFEST, "label_map.pbtxt", "report.json", "voc/*.xml", "splits/*.txt", "coco/*.json", "tfrecords/*")
 
 
 def _prefetch(path: Optional[str]) -> None:
@@ -248,7 +249,8 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
     problems = problems if problems is not None else Problems()
     check_outputs({"--out": out_dir}, input_paths(table, images_dir))
     plan = plan_conversion(table, images_dir, label_map, opts, problems)
-    with atomic.staged_directory(out_dir) as tmp:
+    voc.check_names(image for images in plan.by_split.values() for image in images if image in plan.index)
+    with atomic.staged_directory(out_dir, owned=LAYOUT) as tmp:
         for sub in ("voc", "splits", "tfrecords", "coco"):
             os.makedirs(os.path.join(tmp, sub))
         bar = progress(total=plan.images, desc="convert", unit="img", quiet=quiet)

@@ -18,6 +18,7 @@ from typing import List, Optional
 
 from ..core import atomic
 from ..core.errors import UserError
+from .checks import check_input_files
 from .collect import Score, collect_detections
 from .runtime import import_tensorflow, quiet_stdout, tidy_logging
 
@@ -61,6 +62,7 @@ class Evaluator:
         self.score = score
         if not os.path.isfile(config_path):
             raise UserError(f"pipeline config not found: {config_path}")
+        check_input_files(config_path, train=False, evaluation=True)
         tf = import_tensorflow(verbose)
         from object_detection import inputs, model_lib_v2
         from object_detection.builders import optimizer_builder
@@ -134,6 +136,7 @@ def evaluate(config_path: str, model_dir: str, checkpoint: Optional[str] = None,
     """
     if not os.path.isfile(config_path):
         raise UserError(f"pipeline config not found: {config_path}")
+    check_input_files(config_path, train=False, evaluation=True)
     tf = import_tensorflow(verbose)
     checkpoint = checkpoint or tf.train.latest_checkpoint(model_dir)
     if not checkpoint:
@@ -162,6 +165,7 @@ def evaluate_all_checkpoints(config_path: str, model_dir: str, verbose: bool = T
     """
     if not os.path.isfile(config_path):
         raise UserError(f"pipeline config not found: {config_path}")
+    check_input_files(config_path, train=False, evaluation=True)
     tf = import_tensorflow(verbose)
     state = tf.train.get_checkpoint_state(model_dir)
     if state is None or not state.all_model_checkpoint_paths:

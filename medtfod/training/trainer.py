@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 from ..core.errors import UserError
 from ..core.progress import progress
 from ..evaluation.medical import medical_metrics
+from ..odapi.checks import check_input_files
 from ..odapi.evaluate import Evaluator
 from ..odapi.train import STEPS_PER_ITERATION, TrainLoop, checkpoint_interval
 from .cluster import Role
@@ -278,6 +279,7 @@ def train(config_path: str, model_dir: str, *, options: Optional[TrainOptions] =
     options = options or TrainOptions()
     check_outputs({"model_dir": model_dir}, data_inputs(config_path))
     options = replace(options, steps=check_options(config_path, options))
+    check_input_files(config_path, train=True, evaluation=options.eval_every is not None)
     metric = (options.select_by or default_select_by(config_path)) if options.eval_every is not None else None
     loop = TrainLoop(config_path, model_dir, role=options.role, cluster_timeout=options.cluster_timeout,
                      record_summaries=options.record_summaries, verbose=options.verbose, quiet=options.quiet,

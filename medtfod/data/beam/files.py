@@ -8,7 +8,7 @@ functions (`images.read_and_probe`, `images.index_images`) where there is one.
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional, Sequence
 
 from ...core.errors import UserError
 from .options import is_remote
@@ -71,11 +71,12 @@ def files_under(folder: str) -> List[str]:
 
 
 @contextlib.contextmanager
-def staged_remote(final: str) -> Iterator[str]:
+def staged_remote(final: str, owned: Optional[Sequence[str]] = None) -> Iterator[str]:
     """`atomic.staged_directory` for an object store: the output is written under a sibling
     prefix `.NAME.partial-XXXX` and moved into place only when complete. Object stores have
     no atomic rename: the move is file by file (after the old output is deleted), so a crash in
-    that last step can leave a partial `final` (it has no .medtfod marker until the end)."""
+    that last step can leave a partial `final` (it has no .medtfod marker until the end). An
+    earlier output holding files medtfod did not write is refused (`atomic.foreign_files`)."""
     import uuid
 
     from apache_beam.io.filesystems import FileSystems
@@ -87,6 +88,12 @@ def staged_remote(final: str) -> Iterator[str]:
     if old and FileSystems.join(final, atomic.MARKER) not in old:
         raise UserError(f"output {final} is not empty and was not written by medtfod; choose a new --out "
                         "(medtfod replaces only its own outputs)")
+    if old and owned is not None:
+        from apache_beam.io.filesystem import CompressionTypes
+        with FileSystems.open(FileSystems.join(final, atomic.MARKER),
+                              compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            marker = f.read().decode("utf-8", "replace")
+        atomic.refuse_foreign(final, atomic.foreign_files([p[len(final) + 1:] for p in old], marker, owned))
     tmp = FileSystems.join(parent, f".{base}.partial-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
@@ -94,7 +101,8 @@ def staged_remote(final: str) -> Iterator[str]:
         if old:
             FileSystems.delete(old)
         FileSystems.rename(staged, [final + s[len(tmp):] for s in staged])
-        write_any(FileSystems.join(final, atomic.MARKER), b"written by medtfod; safe for medtfod to replace\n")
+        listed = atomic.marker_text([s[len(tmp) + 1:] for s in staged]).encode("utf-8")
+        write_any(FileSystems.join(final, atomic.MARKER), listed)
     except BaseException:
         with contextlib.suppress(Exception):
             FileSystems.delete(files_under(tmp))

@@ -6,9 +6,31 @@ xmax=10. Our float boxes are rounded to the nearest pixel edge first.
 """
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
+from typing import Dict, Iterable
 
 from ...core.annotations import ImageRecord
+from ...core.errors import UserError
+
+
+def voc_name(image_id: str) -> str:
+    """The VOC file of an image, relative to the output folder."""
+    return "voc/" + os.path.splitext(image_id)[0] + ".xml"
+
+
+def check_names(images: Iterable[str]) -> None:
+    """Refuse, before anything is written, two images whose VOC files would be one (`x.png` and
+    `x.jpg` -> voc/x.xml; names differing only in case, on Windows and macOS): one image's
+    annotation would be lost."""
+    seen: Dict[str, str] = {}
+    for image in sorted(images):
+        key = voc_name(image).lower()
+        if key in seen:
+            raise UserError(f"images {seen[key]} and {image} would both be written as {voc_name(image)} (VOC files "
+                            "are named by the image's stem), losing one annotation; rename one of the images "
+                            "(and its rows in the table) so that the stems differ")
+        seen[key] = image
 
 
 def _sub(parent: ET.Element, tag: str, text=None) -> ET.Element:
