@@ -6,7 +6,8 @@ A `UserError` prints as `medtfod: error: ...` with exit status 1 and no tracebac
 Each command group is a module with its `cmd_*` functions and its part of the parser
 (`add_parsers`): `data` (convert, audit), `training` (config, train, eval, export, pretrained,
 tensorboard), `inference` (detect), `evaluation` (calibrate, metrics, report), `review`
-(annotate, review-diff), `cv`, `tools` (demo, doctor); what they share is in `common`.
+(annotate, review-diff), `augment` (augment-preview), `cv`, `tools` (demo, doctor); what they
+share is in `common`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import List, Optional
 
 from .. import __version__
 from ..core.errors import UserError
-from . import cv, data, evaluation, inference, review, tools, training
+from . import augment, cv, data, evaluation, inference, review, tools, training
 from .common import INTERRUPTED, Parser
 
 
@@ -27,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # `medtfod --help` lists the subcommands in the workflow's order, which interleaves the groups
     data.add_parsers(sub)
-    training.add_parsers(sub, "config", "train", "eval", "export")
+    training.add_parsers(sub, "config")
+    augment.add_parsers(sub)
+    training.add_parsers(sub, "train", "eval", "export")
     inference.add_parsers(sub)
     evaluation.add_parsers(sub, "calibrate")
     tools.add_parsers(sub, "demo")

@@ -78,6 +78,11 @@ def rendering_options() -> Parser:
     rendering.add_argument("--checkpoint", help="fine-tune checkpoint prefix; omitted = train from scratch")
     rendering.add_argument("--augment", help="comma-separated augmentations replacing the template's, "
                            "e.g. random_horizontal_flip,random_adjust_contrast")
+    from ..training.augment import PRESETS
+    rendering.add_argument("--augment-preset", choices=list(PRESETS),
+                           help="a documented list of augmentation steps (README: Augmentation presets): "
+                           "cxr has no horizontal flip; us adds contrast, brightness and scale jitter; "
+                           "default keeps the template's")
     rendering.add_argument("--tiny", action="store_true",
                            help="a small CPU-friendly variant (128 px, fewer proposals, 15x15 masks) for tests")
     rendering.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -91,4 +96,5 @@ def render_options(args):
     return RenderOptions(batch_size=args.batch_size, steps=args.steps, image_size=args.image_size,
                          learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
                          checkpoint=args.checkpoint, augment=args.augment.split(",") if args.augment else None,
+                         augment_preset=args.augment_preset,
                          overrides=parse_overrides(args.set), tiny=args.tiny)

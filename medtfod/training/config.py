@@ -16,6 +16,7 @@ from typing import Dict, Optional, Sequence, Union
 from ..core import atomic
 from ..core.errors import UserError, did_you_mean
 from ..core.labelmap import read_label_map
+from .augment import apply_preset
 from .models import MODELS, ModelSpec, apply_tiny, enable_masks, model_spec, set_image_size
 from ..core.resources import resource_path
 from .schedule import base_rate, rescale
@@ -179,6 +180,8 @@ class RenderOptions:
         'full' for a model of this architecture and these classes, else 'detection'.
       augment: names of `PreprocessingStep` fields (e.g. ['random_horizontal_flip'])
         replacing the template's data augmentation; None keeps the template's.
+      augment_preset: a named list of steps with their parameters (`augment.PRESETS`: none,
+        cxr, us, default = the template's); not together with `augment`.
       overrides: dotted field -> value, applied last (see `set_override`); those under
         `train_config.optimizer` first, so the other options rescale the schedule they set.
       tiny: the model's tiny variant for CPU tests (see `models.apply_tiny`); the other
@@ -192,6 +195,7 @@ class RenderOptions:
     checkpoint: Optional[str] = None
     checkpoint_type: Optional[str] = None
     augment: Optional[Sequence[str]] = None
+    augment_preset: Optional[str] = None
     overrides: Optional[Dict[str, str]] = None
     tiny: bool = False
 
@@ -259,6 +263,11 @@ def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None
             if name not in valid:
                 raise UserError(f"unknown augmentation {name!r}" + did_you_mean(name, valid))
             getattr(train.data_augmentation_options.add(), name).SetInParent()
+    if opts.augment_preset is not None:
+        if opts.augment is not None:
+            raise UserError("--augment and --augment-preset both replace the augmentation; give one "
+                            "(and adjust a preset's step with --set train_config.data_augmentation_options[I]...)")
+        apply_preset(train, opts.augment_preset)
 
     for reader, splits in ((config.train_input_reader, train_splits), (config.eval_input_reader[0], [eval_split])):
         reader.label_map_path = _posix(label_map_path)
