@@ -139,26 +139,30 @@ def test_cli(by_finding, tmp_path, capsys):
 @pytest.mark.tf
 def test_od_api_train_input_reads_the_positive_fraction(by_finding):
     """The rendered train input, read through the OD API's own `inputs.train_input` (decoding,
-    augmentation, resizing, batching): the share of images with a box is F within 0.05, on a
-    dataset with 10% positives."""
+    resizing, batching): the share of images with a box is F within 0.05, on a dataset with 10%
+    positives. Without --positive-fraction the OD API's `dataset_builder` reads the natural share."""
     from medtfod.odapi.runtime import import_tensorflow
     tf = import_tensorflow(verbose=False)
     from object_detection import inputs
+    from object_detection.builders import dataset_builder
     from object_detection.core import standard_fields as fields
 
     fraction, batch, batches = 0.5, 16, 50
-    for f, images in ((fraction, batch * batches), (None, batch * 10)):
-        config = render(SSD, by_finding, options=RenderOptions(tiny=True, batch_size=batch, positive_fraction=f))
-        tf.random.set_seed(0)
-        dataset = inputs.train_input(config.train_config, config.train_input_reader, config.model)
-        boxes = np.concatenate([labels[fields.InputDataFields.num_groundtruth_boxes].numpy()
-                                for _, labels in dataset.take(images // batch)])
-        measured = float(np.mean(boxes > 0))
-        print(f"positive fraction through inputs.train_input: {measured:.3f} of {len(boxes)} (asked {f})")
-        if f is None:  # without it, the natural share (8 of 80 train images)
-            assert measured < 0.25
-        else:
-            assert abs(measured - f) <= 0.05
+    config = render(SSD, by_finding, options=RenderOptions(tiny=True, image_size=64, augment=[], batch_size=batch,
+                                                           positive_fraction=fraction))
+    tf.random.set_seed(0)
+    dataset = inputs.train_input(config.train_config, config.train_input_reader, config.model)
+    boxes = np.concatenate([labels[fields.InputDataFields.num_groundtruth_boxes].numpy()
+                            for _, labels in dataset.take(batches)])
+    measured = float(np.mean(boxes > 0))
+    print(f"positive fraction through inputs.train_input: {measured:.3f} of {len(boxes)} images (asked {fraction})")
+    assert len(boxes) == batch * batches and abs(measured - fraction) <= 0.05
+
+    plain = render(SSD, by_finding).train_input_reader  # train.record-*: both sets, unweighted
+    decoded = dataset_builder.build(plain, batch_size=None).take(400)
+    natural = float(np.mean([int(tf.size(d[fields.InputDataFields.groundtruth_classes])) > 0 for d in decoded]))
+    print(f"positive fraction without --positive-fraction: {natural:.3f}")
+    assert natural < 0.2  # 8 of the 80 train images
 
 
 @pytest.mark.tf
@@ -177,3 +181,19 @@ def test_od_api_builds_ssd_with_the_hard_example_miner(by_finding):
                                  groundtruth_classes_list=[tf.one_hot([0], 1), tf.zeros([0, 1])])
     losses = detector.loss(detector.predict(images, shapes), shapes)
     assert all(np.isfinite(v.numpy()) for v in losses.values())
+
+
+def test_multi_worker_shards_a_weighted_input_by_example_unless_every_part_splits_evenly(by_finding):
+    """The OD API shards each weighted input's files by itself: with 1 positive file and 2
+    workers, file sharding would leave worker 2 without positives."""
+    import glob
+    from types import SimpleNamespace
+
+    from medtfod.odapi.multiworker import input_sharding
+    tf = SimpleNamespace(io=SimpleNamespace(gfile=SimpleNamespace(glob=glob.glob)))
+    config = render(SSD, by_finding, options=RenderOptions(positive_fraction=0.5))
+    counts = [len(glob.glob(p)) for p in config.train_input_reader.tf_record_input_reader.input_path]
+    assert counts == [1, 9]  # 8 positive and 72 negative train images, 8 a shard
+    assert input_sharding(tf, config, 1) == "file"
+    assert input_sharding(tf, config, 2) == "example"  # 10 files in all would split by file
+    assert input_sharding(tf, render(SSD, by_finding), 2) == "file"
