@@ -250,13 +250,15 @@ def nih_args(data, out, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shard_size", [256, 6])
-def test_beam_direct_equals_local(beam_path, nih_with_problems, tmp_path, shard_size):
+@pytest.mark.parametrize("shard_size, shard_by", [(256, "split"), (6, "split"), (6, "finding")])
+def test_beam_direct_equals_local(beam_path, nih_with_problems, tmp_path, shard_size, shard_by):
     """The same tables through the local pool and Beam's direct runner: same files, same report
-    (problems included), same examples; one shard per split, then several (--shard-size 6)."""
+    (problems included), same examples; one shard per split, then several (--shard-size 6), then
+    several per split and part (--shard-by finding)."""
     local, beam = str(tmp_path / "local"), str(tmp_path / "beam")
-    assert main(nih_args(nih_with_problems, local, "--shard-size", str(shard_size))) == 0
-    beam_medtfod(beam_path, *nih_args(nih_with_problems, beam, "--shard-size", str(shard_size), "--runner", "direct",
+    sharding = ["--shard-size", str(shard_size), "--shard-by", shard_by]
+    assert main(nih_args(nih_with_problems, local, *sharding)) == 0
+    beam_medtfod(beam_path, *nih_args(nih_with_problems, beam, *sharding, "--runner", "direct",
                                       "--pipeline-option", "direct_num_workers=2"))
     report = json.loads(open(os.path.join(beam, "report.json")).read())
     assert set(report["problems"]["by_kind"]) == {"bad_number", "missing_image"}, report["problems"]
@@ -264,6 +266,9 @@ def test_beam_direct_equals_local(beam_path, nih_with_problems, tmp_path, shard_
     shards = sorted(os.listdir(os.path.join(beam, "tfrecords")))
     if shard_size == 6:
         assert sum(s.startswith("train.") for s in shards) > 1 and sum(s.startswith("val.") for s in shards) > 1, shards
+    if shard_by == "finding":
+        assert {s.split("-0")[0] for s in shards} == {f"{split}.record-{part}" for split in ("train", "val")
+                                                     for part in ("positive", "negative")}, shards
     assert_same_dataset(local, beam)  # the manifests' per-image fields too:
     from medtfod.data.manifest import load
     assert {k for e in load(beam).images for k in e.meta} == {"age", "pixel_spacing", "sex", "view_position"}

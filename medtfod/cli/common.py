@@ -85,6 +85,12 @@ def rendering_options() -> Parser:
                            "default keeps the template's")
     rendering.add_argument("--tiny", action="store_true",
                            help="a small CPU-friendly variant (128 px, fewer proposals, 15x15 masks) for tests")
+    rendering.add_argument("--positive-fraction", type=float, metavar="F",
+                           help="train on this share of images with findings, e.g. 0.5 (the OD API's "
+                                "sample_from_datasets_weights; needs `convert --shard-by finding`)")
+    rendering.add_argument("--hard-negatives", action="store_true",
+                           help="SSD: the OD API's hard example miner (3 negatives per positive, >= 3 per image); "
+                                "R-CNN models already sample balanced minibatches")
     rendering.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                            help="set any config field, e.g. train_config.batch_size=4 (repeatable)")
     return rendering
@@ -97,4 +103,5 @@ def render_options(args):
                          learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
                          checkpoint=args.checkpoint, augment=args.augment.split(",") if args.augment else None,
                          augment_preset=args.augment_preset,
-                         overrides=parse_overrides(args.set), tiny=args.tiny)
+                         overrides=parse_overrides(args.set), tiny=args.tiny,
+                         positive_fraction=args.positive_fraction, hard_negatives=args.hard_negatives)

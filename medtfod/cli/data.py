@@ -18,7 +18,8 @@ def cmd_convert(args) -> int:
     fractions = fold_fractions(args.folds, args.split) if args.folds else parse_fractions(args.split or "train=0.8,val=0.2")
     opts = ConvertOptions(fractions=fractions, seed=args.seed, max_bad=args.max_bad,
                           clip_tolerance=args.clip_tolerance, shard_size=args.shard_size,
-                          workers=args.workers or ConvertOptions().workers, folds=args.folds or 0)
+                          workers=args.workers or ConvertOptions().workers, folds=args.folds or 0,
+                          shard_by=args.shard_by)
     from ..data.beam.options import check_paths, parse_pipeline_options
     from ..core.fence import check_outputs
     from ..data.sources import SOURCES
@@ -91,6 +92,10 @@ def add_parsers(subparsers) -> None:
     common.add_argument("--clip-tolerance", type=NON_NEGATIVE, default=2.0,
                         help="pixels a box may extend past the image and be clipped (default 2)")
     common.add_argument("--shard-size", type=POSITIVE, default=256, help="images per TFRecord shard (default 256)")
+    common.add_argument("--shard-by", choices=("split", "finding"), default="split",
+                        help="finding: write each split's images with and without findings to separate shards "
+                             "(<split>.record-positive-*, <split>.record-negative-*), for `config --positive-fraction` "
+                             "(default: split)")
     common.add_argument("--workers", type=POSITIVE, help="processes reading images (default: all cores; "
                                                           "the local converter only)")
     from ..data.beam.options import RUNNERS

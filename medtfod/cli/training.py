@@ -21,6 +21,9 @@ def cmd_config(args) -> int:
     print(f"wrote {args.out} ({args.model}, {config.model.WhichOneof('model')}, "
           f"batch {config.train_config.batch_size}, {config.train_config.num_steps} steps, "
           f"{' + '.join(schedule_of(config.train_config)[:2])}, learning rate {base_rate(config.train_config):g})")
+    from ..training.balance import describe
+    if describe(config):
+        print(describe(config))
     if args.checkpoint:
         print("fine-tuning restores " + ("the whole model (a model of this architecture and these classes)"
                                          if config.train_config.fine_tune_checkpoint_type == "full" else

@@ -7,6 +7,8 @@ Every source reader turns its file into a `Table` (rows of image, label, pixel `
     out/voc/<image stem>.xml
     out/splits/<split>.txt                       image names, one per line
     out/tfrecords/<split>.record-NNNNN-of-MMMMM  OD API tf.Examples, images passed through
+                                                 (--shard-by finding: <split>.record-positive-... and
+                                                 <split>.record-negative-...; see medtfod.data.shard_sets)
     out/report.json                              counts per split and class, every problem
     out/dataset.json                             the manifest: each image's split, patient, size and
                                                  where its bytes are (see medtfod.data.manifest)
@@ -33,6 +35,7 @@ from ..core.images import ImageError, read_and_probe
 from ..core.labelmap import LabelMap
 from .manifest import MANIFEST, ImageEntry, manifest_json
 from .plan import ConvertOptions, ImageItem, Plan, plan_conversion  # noqa: F401 - ConvertOptions: the API
+from .shard_sets import report_fields
 from ..core.problems import Problems
 from ..core.progress import progress
 from .tfrecord_framing import write_record
@@ -256,7 +259,7 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
         bar = progress(total=plan.images, desc="convert", unit="img", quiet=quiet)
         jobs = []
         for split in plan.by_split:
-            paths = tfrecord.shard_paths(os.path.join(tmp, "tfrecords"), split, plan.shard_count(split))
+            paths = [os.path.join(tmp, "tfrecords", name) for s in plan.shard_sets(split) for name in s.files]
             for path, items in zip(paths, plan.shards(split)):
                 jobs.append((path, tmp, items, opts, label_map, plan.with_masks, problems.strict))
         results = {}
@@ -318,7 +321,7 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
             "patients": len({r.patient_id for r in kept}),
             "boxes": dict(sorted(Counter(o.label for r in kept for o in r.objects).items())),
             "masks": sum(1 for r in kept for o in r.objects if o.mask is not None),
-            "tfrecords": tfrecord.shard_pattern(split, plan.shard_count(split)),
+            **report_fields(plan.shard_sets(split)),
         }
     table = plan.table
     items = len(table.rows) + len(table.negatives) + plan.reader_problems

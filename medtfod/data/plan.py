@@ -17,6 +17,7 @@ from ..core.errors import UserError
 from ..core.images import index_images
 from ..core.labelmap import LabelMap
 from ..core.problems import Problems
+from .shard_sets import SHARD_BY, ShardSet, shard_sets
 from .splits import DEFAULT_FRACTIONS, assign_folds, assign_patients, fold_fractions, fold_names
 
 
@@ -30,12 +31,15 @@ class ConvertOptions:
                                    # are the unit of parallel work here and in training input
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes reading images
     folds: int = 0                 # K > 1: patient folds fold1..foldK (`splits.assign_folds`) instead of train/val
+    shard_by: str = "split"        # 'finding': images with and without findings in separate shards (`shard_sets`)
 
     def __post_init__(self):
         """The checks `--split` and `--folds` get on the command line, for options made in code:
         with `folds` and the default fractions, the folds share everything (`splits.fold_fractions`)."""
         if self.folds and dict(self.fractions) == DEFAULT_FRACTIONS:
             self.fractions = fold_fractions(self.folds)
+        if self.shard_by not in SHARD_BY:
+            raise UserError(f"shard_by {self.shard_by!r}: expected one of {', '.join(SHARD_BY)}")
         bad = {k: v for k, v in self.fractions.items() if not 0 < v <= 1}
         if bad:
             raise UserError(f"fractions {dict(self.fractions)}: each must be in (0, 1]")
@@ -164,16 +168,22 @@ class Plan:
     def images(self) -> int:
         return sum(len(v) for v in self.by_split.values())
 
+    def shard_sets(self, split: str) -> List[ShardSet]:
+        """The split's sets of shards: one, or with --shard-by finding a positive and a negative
+        one (`shard_sets.shard_sets`)."""
+        return shard_sets(split, self.by_split[split], lambda image: bool(self.grouped[image]), self.opts.shard_by,
+                          self.opts.shard_size)
+
     def shard_count(self, split: str) -> int:
-        """ceil(images / --shard-size), at least 1 (an empty split still has a shard file)."""
-        return max(1, -(-len(self.by_split[split]) // self.opts.shard_size))
+        """The split's shards: ceil(images / --shard-size) per shard set, at least 1 each (an
+        empty split still has a shard file)."""
+        return sum(s.count for s in self.shard_sets(split))
 
     def shards(self, split: str) -> List[List[ImageItem]]:
-        """The split's images by shard: image i goes to shard i mod n, fixed whatever is dropped.
-        This is also the order in which problems are reported."""
-        n = self.shard_count(split)
-        images = self.by_split[split]
-        return [[self.item(image) for image in images[j::n]] for j in range(n)]
+        """The split's images by shard, set after set (`shard_sets`): image i of a set goes to
+        its shard i mod n, fixed whatever is dropped. This is also the order in which problems
+        are reported."""
+        return [[self.item(image) for image in shard] for s in self.shard_sets(split) for shard in s.shards()]
 
     def item(self, image: str) -> ImageItem:
         return ImageItem(image, self.grouped[image], self.index.get(image), self.patients[image], self.where,

@@ -144,6 +144,19 @@ def sharding(files: int, workers: int) -> str:
     return "file" if files and files % workers == 0 else "example"
 
 
+def input_sharding(tf, config, workers: int) -> str:
+    """`sharding` for the config's train input. With `sample_from_datasets_weights` (`config
+    --positive-fraction`) the OD API reads each input_path entry as its own dataset and shards
+    each one's files by itself, so 'file' needs every entry's file count to be a multiple of the
+    workers; else a worker would get no positive (or no negative) file and silently train on
+    another mix."""
+    reader = config.train_input_reader
+    if not reader.sample_from_datasets_weights:
+        return sharding(len(train_files(tf, config)), workers)
+    counts = [len(tf.io.gfile.glob(p)) for p in reader.tf_record_input_reader.input_path]
+    return "file" if all(sharding(n, workers) == "file" for n in counts) else "example"
+
+
 class _ByExample:
     """Stands in for the OD API's filename shard function; read by `_read_dataset`."""
 

@@ -138,7 +138,7 @@ def _join_cluster(tf, config_path: str, role, wait_seconds: int, quiet: bool, se
     multiworker.check_batch(batch, strategy.num_replicas_in_sync, role.workers)
     multiworker.check_agreement(tf, strategy, dict(settings, **{"train_config.batch_size": batch,
                                                                 "train files": len(files)}), role.describe())
-    how = multiworker.sharding(len(files), role.workers)
+    how = multiworker.input_sharding(tf, config, role.workers)
     per = batch // strategy.num_replicas_in_sync
     if not quiet:
         print(f"{role.describe()}: global batch {batch} = {per} per replica x "

@@ -186,6 +186,9 @@ class RenderOptions:
         `train_config.optimizer` first, so the other options rescale the schedule they set.
       tiny: the model's tiny variant for CPU tests (see `models.apply_tiny`); the other
         options still apply on top of it.
+      positive_fraction: the share of training images with findings, sampled from a dataset
+        converted with --shard-by finding (`balance.apply_positive_fraction`); None: as they come.
+      hard_negatives: SSD's hard example miner (`balance.apply_hard_negatives`; refused for R-CNN).
     """
     batch_size: Optional[int] = None
     steps: Optional[int] = None
@@ -198,6 +201,8 @@ class RenderOptions:
     augment_preset: Optional[str] = None
     overrides: Optional[Dict[str, str]] = None
     tiny: bool = False
+    positive_fraction: Optional[float] = None
+    hard_negatives: bool = False
 
 
 def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None,
@@ -273,6 +278,11 @@ def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None
         reader.label_map_path = _posix(label_map_path)
         del reader.tf_record_input_reader.input_path[:]
         reader.tf_record_input_reader.input_path.extend(record_pattern(data_dir, split) for split in splits)
+    from . import balance
+    if opts.positive_fraction is not None:
+        balance.apply_positive_fraction(config, data_dir, train_splits, opts.positive_fraction)
+    if opts.hard_negatives:
+        balance.apply_hard_negatives(config, model)
 
     for key, value in (opts.overrides or {}).items():
         if not key.startswith("train_config.optimizer"):

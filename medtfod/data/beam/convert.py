@@ -6,7 +6,8 @@ the patient-level split: `plan.plan_conversion`), the per-image check and encodi
 label map, report) are the local path's own code. The pipeline:
 
     Create(plan items) -> convert_image (VOC XML written by the worker)
-        -> per split: WriteToTFRecord(<split>.record, num_shards=n, '-SSSSS-of-NNNNN')
+        -> per split (per part with --shard-by finding; `shard_sets`):
+           WriteToTFRecord(<split>.record[-<part>], num_shards=n, '-SSSSS-of-NNNNN')
         -> summaries (record without pixels, problems, sha256 of the tf.Example) -> _work/
 
 Which example lands in which shard is Beam's choice, so after the pipeline the written shards
@@ -51,7 +52,7 @@ class _Summary(NamedTuple):
 
 def _convert_fn(stage: str, opts, label_map, with_masks: bool, strict: bool):
     """The DoFn body: `convert_image`, VOC XML written to the stage, the example tagged with its
-    split, a summary for the driver."""
+    set of shards ('<split>.record[-<part>]', `ShardSet.prefix`), a summary for the driver."""
     import apache_beam as beam
 
     from ..convert import Converted, convert_image, voc_name
@@ -65,13 +66,13 @@ def _convert_fn(stage: str, opts, label_map, with_masks: bool, strict: bool):
         if beam_local.CANCELLED.is_set():  # Ctrl-C in this process: write nothing more into the stage
             return
         with beam_local.RUNNING:
-            split, item = element
+            shard_set, item = element
             done = convert_image(item, opts, label_map, with_masks, strict, read=read_any)
             digest = None
             if done.record is not None:
                 write_any(f"{stage}/{voc_name(done.record.image_id)}", done.voc)
                 digest = _digest(done.example)
-                yield beam.pvalue.TaggedOutput(split, done.example)
+                yield beam.pvalue.TaggedOutput(shard_set, done.example)
             summary = _Summary(item.image, Converted(done.record, done.issues), digest)
             yield base64.b64encode(pickle.dumps(summary, protocol=4)).decode("ascii")
 
@@ -164,7 +165,7 @@ def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, op
     from .local import CANCELLED, stoppable
     from ..convert import LAYOUT, Placed, finish
     from ..plan import plan_conversion
-    from ..writers import tfrecord, voc
+    from ..writers import voc
 
     CANCELLED.clear()
     beam_runner = make_runner(runner)
@@ -178,25 +179,26 @@ def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, op
             for sub in ("voc", "splits", "tfrecords", "coco"):
                 os.makedirs(os.path.join(stage, sub))
         work = FileSystems.join(stage, "_work")
-        items = [(split, item) for split in plan.by_split for shard in plan.shards(split) for item in shard]
+        sets = [s for split in plan.by_split for s in plan.shard_sets(split)]  # one output per set of shards
+        items = [(s.prefix, plan.item(image)) for s in sets for image in s.images]
         with stoppable(), beam.Pipeline(runner=beam_runner, options=beam_options) as pipeline:
             converted = (pipeline
                          | "plan" >> beam.Create(items, reshuffle=True)
                          | "convert" >> beam.FlatMap(_convert_fn(stage, opts, label_map, plan.with_masks,
                                                                  problems.strict))
-                         .with_outputs(*plan.by_split, main="summaries"))
-            for split in plan.by_split:
-                _ = (converted[split] | f"write {split}" >> beam.io.WriteToTFRecord(
-                    FileSystems.join(stage, "tfrecords", f"{split}.record"), num_shards=plan.shard_count(split),
+                         .with_outputs(*(s.prefix for s in sets), main="summaries"))
+            for s in sets:
+                _ = (converted[s.prefix] | f"write {s.prefix}" >> beam.io.WriteToTFRecord(
+                    FileSystems.join(stage, "tfrecords", s.prefix), num_shards=s.count,
                     shard_name_template="-SSSSS-of-NNNNN"))
             _ = converted.summaries | "summaries" >> beam.io.WriteToText(FileSystems.join(work, "summary"))
-        results = _collect(plan, stage, work, Placed, tfrecord)
+        results = _collect(plan, stage, work, Placed)
         report = finish(plan, results, problems, lambda name, data: write_any(f"{stage}/{name}", data))
         FileSystems.delete([work] if not is_remote(work) else files_under(work))
     return report
 
 
-def _collect(plan, stage: str, work: str, placed_type, tfrecord) -> dict:
+def _collect(plan, stage: str, work: str, placed_type) -> dict:
     """image -> (Converted, Placed) from the pipeline's summaries and a scan of its shards."""
     import base64
     import pickle
@@ -212,8 +214,7 @@ def _collect(plan, stage: str, work: str, placed_type, tfrecord) -> dict:
                 summaries[summary.image] = summary
     where: Dict[str, placed_type] = {}
     for split in plan.by_split:
-        for shard in tfrecord.shard_paths("tfrecords", split, plan.shard_count(split)):
-            name = shard.replace(os.sep, "/")
+        for name in ["tfrecords/" + f for s in plan.shard_sets(split) for f in s.files]:
             for offset, digest in _scan_shard(f"{stage}/{name}"):
                 where[digest] = placed_type(name, offset)
     results = {}

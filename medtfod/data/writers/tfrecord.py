@@ -3,25 +3,14 @@
 
 TFRecord framing (uint64 length, masked CRC32C of the length, data, masked CRC32C of the
 data, all little-endian) is `medtfod.data.tfrecord_framing`'s. Boxes go in as the OD API expects: normalized to [0, 1],
-stored per coordinate (`image/object/bbox/xmin` ...).
+stored per coordinate (`image/object/bbox/xmin` ...). The shards' names are
+`medtfod.data.shard_sets`'.
 """
 from __future__ import annotations
-
-import os
-from typing import List
 
 from ...core.annotations import ImageRecord
 from ...core.labelmap import LabelMap
 from .tfexample import BytesFeature, FloatFeature, Int64Feature, encode_example
-
-def shard_paths(folder: str, split: str, num_shards: int) -> List[str]:
-    """`<folder>/<split>.record-00000-of-00004` ..., the OD API's sharded naming."""
-    return [os.path.join(folder, f"{split}.record-{i:05d}-of-{num_shards:05d}") for i in range(num_shards)]
-
-
-def shard_pattern(split: str, num_shards: int) -> str:
-    """The glob a pipeline config uses for the shards of `split`."""
-    return f"{split}.record-?????-of-{num_shards:05d}"
 
 
 def example_bytes(record: ImageRecord, encoded: bytes, label_map: LabelMap, with_masks: bool = False) -> bytes:
