@@ -18,7 +18,9 @@ def cmd_convert(args) -> int:
     fractions = fold_fractions(args.folds, args.split) if args.folds else parse_fractions(args.split or "train=0.8,val=0.2")
     opts = ConvertOptions(fractions=fractions, seed=args.seed, max_bad=args.max_bad,
                           clip_tolerance=args.clip_tolerance, shard_size=args.shard_size,
-                          workers=args.workers or ConvertOptions().workers, folds=args.folds or 0)
+                          workers=args.workers or ConvertOptions().workers, folds=args.folds or 0,
+                          duplicate_distance=args.duplicate_distance,
+                          allow_duplicates_across_splits=args.allow_duplicates_across_splits)
     from ..data.beam.options import check_paths, parse_pipeline_options
     from ..core.fence import check_outputs
     from ..data.sources import SOURCES
@@ -85,6 +87,13 @@ def add_parsers(subparsers) -> None:
     common.add_argument("--folds", type=number(int, 2), help="K patient-grouped, class-stratified folds "
                                                               "fold1..foldK (for `medtfod cv`) instead of train/val")
     common.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    from ..data.duplicates import DEFAULT_DISTANCE
+    common.add_argument("--duplicate-distance", type=number(int, 0, 64), default=DEFAULT_DISTANCE,
+                        help="images whose 64-bit perceptual hashes differ in at most this many bits are "
+                             f"near-identical: kept in one split with their patients (default {DEFAULT_DISTANCE})")
+    common.add_argument("--allow-duplicates-across-splits", action="store_true",
+                        help="do not search for identical or near-identical images: split by patient alone, "
+                             "as before (copies under two patients may then land in two splits)")
     common.add_argument("--strict", action="store_true", help="stop at the first bad row, writing nothing")
     common.add_argument("--max-bad", type=FRACTION, default=0.05,
                         help="fail when more than this share of rows/images is bad (default 0.05)")

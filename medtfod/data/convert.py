@@ -31,6 +31,7 @@ from ..core.errors import UserError
 from ..core.fence import check_outputs
 from ..core.images import ImageError, read_and_probe
 from ..core.labelmap import LabelMap
+from .duplicates import groups_report, groups_summary
 from .manifest import MANIFEST, ImageEntry, manifest_json
 from .plan import ConvertOptions, ImageItem, Plan, plan_conversion  # noqa: F401 - ConvertOptions: the API
 from ..core.problems import Problems
@@ -336,6 +337,9 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
         "problems": problems.to_dict(),
     }
     report["fields"] = dict(sorted(Counter(k for e in entries for k in e.meta).items()))
+    report["duplicates"] = groups_report(plan.duplicates, plan.patients,
+                                         {i: s for s, images in plan.by_split.items() for i in images},
+                                         plan.opts.duplicate_distance, plan.opts.allow_duplicates_across_splits)
     write("report.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     return report
 
@@ -364,6 +368,8 @@ def summary(report: dict, out_dir: str) -> str:
                      f"{s['patients']} patients): {boxes}")
     if report.get("fields"):
         lines.append("  fields kept: " + ", ".join(f"{k} ({n} images)" for k, n in report["fields"].items()))
+    if "duplicates" in report:
+        lines.extend(groups_summary(report["duplicates"]))
     p = report["problems"]
     if p["count"]:
         kinds = ", ".join(f"{k} {v}" for k, v in p["by_kind"].items())
