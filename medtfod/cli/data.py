@@ -66,7 +66,7 @@ def cmd_audit(args) -> int:
         from ..core.problems import Problems
         from ..data.readers.nih import read_data_entry
         patients = read_data_entry(args.data_entry, Problems()).patients
-    result = audit(args.splits, args.images, patients)
+    result = audit(args.splits, args.images, patients, args.duplicate_distance)
     print(summary(result))
     if args.out:
         from ..core import atomic
@@ -139,5 +139,8 @@ def add_parsers(subparsers) -> None:
                        "which holds its images' bytes")
     audit.add_argument("--data-entry", help="Data_Entry_2017*.csv: patient ids for a folder of split lists "
                        "(a converted dataset has its own)")
+    audit.add_argument("--duplicate-distance", type=number(int, -1, 64), default=DEFAULT_DISTANCE,
+                       help="images whose 64-bit perceptual hashes differ in at most this many bits are "
+                            f"near-identical (default {DEFAULT_DISTANCE}, as convert's; -1: identical pixels only)")
     audit.add_argument("--out", help="write the findings as JSON here")
     audit.set_defaults(func=cmd_audit)
