@@ -216,3 +216,20 @@ def test_real_ddti_no_leak_for_seeds_0_to_9(shared_data, tmp_path, monkeypatch):
         for name, split in where.items():
             patient_splits.setdefault(plan.patients[name], set()).add(split)
         assert all(len(s) == 1 for s in patient_splits.values())
+
+
+def test_an_empty_split_names_the_joined_patients(tmp_path, capsys):
+    """Four patients with one picture: one unit, so val would be empty; the error says why and how out."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        (images / f"c{i}.png").write_bytes(_encoded(_picture(3), "PNG"))
+    table = write(tmp_path / "t.csv", "name,finding,x,y,w,h,patient\n" +
+                  "".join(f"c{i}.png,lesion,5,5,10,10,p{i}\n" for i in range(4)))
+    args = ["convert", "csv", "--table", table, "--columns",
+            "filename=name,label=finding,x=x,y=y,w=w,h=h,patient=patient", "--images", str(images), "-q"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert "split 'val' would have 0 images" in err and "4 patients in all; 1 groups of identical" in err
+    assert "--allow-duplicates-across-splits" in err and not (tmp_path / "a").exists()
+    assert main(args + ["--out", str(tmp_path / "b"), "--allow-duplicates-across-splits"]) == 0

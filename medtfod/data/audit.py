@@ -103,7 +103,8 @@ def audit(splits_dir: str, images_dir: Optional[str] = None, patients: Optional[
                 continue
             with open(index[name], "rb") as f:
                 data = f.read()
-            digests.add(split, name, data, read_and_probe(index[name])[0] if name.lower().endswith(".dcm") else None)
+            decoded = read_and_probe(index[name])[0] if name.lower().endswith(".dcm") else None  # DICOM: as convert
+            digests.add(split, name, data, decoded)
     source = "Data_Entry" if patients else "none given: each image is its own patient"
     result = _result({s: len(v) for s, v in splits.items()}, source, patient_splits, digests, missing)
     result["near_duplicates"] = digests.near(max_distance)

@@ -322,7 +322,11 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
     table = plan.table
     items = len(table.rows) + len(table.negatives) + plan.reader_problems
     problems.check_share(len(problems), items, plan.opts.max_bad, "rows and images")
-    _check_splits(report_splits, plan.opts, len(set(plan.patients.values())), problems)
+    joined = sum(1 for g in plan.duplicates if len({plan.patients[i] for i in g.images}) > 1)
+    _check_splits(report_splits, plan.opts, len(set(plan.patients.values())), problems,
+                  f"; {joined} groups of identical or near-identical images joined their patients "
+                  "(report.json 'duplicates'; --allow-duplicates-across-splits splits by patient alone)"
+                  if joined else "")
     entries.sort(key=lambda e: e.name)
     write(MANIFEST, manifest_json(entries, table.source).encode("utf-8"))
     write("label_map.pbtxt", plan.label_map.to_pbtxt().encode("utf-8"))
@@ -344,8 +348,9 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
     return report
 
 
-def _check_splits(splits: dict, opts: ConvertOptions, patients: int, problems: Problems) -> None:
-    """Every split asked for must have images (an empty val/test split is an error, not a quiet 0)."""
+def _check_splits(splits: dict, opts: ConvertOptions, patients: int, problems: Problems, joined: str = "") -> None:
+    """Every split asked for must have images (an empty val/test split is an error, not a quiet 0);
+    `joined` says how duplicate groups joined patients, when they did."""
     total = sum(s["images"] for s in splits.values())
     if not total:
         first = "\n  ".join(str(p) for p in problems.items[:5]) or "(none)"
@@ -354,7 +359,7 @@ def _check_splits(splits: dict, opts: ConvertOptions, patients: int, problems: P
     empty = [name for name, s in splits.items() if not s["images"] and opts.fractions.get(name, 0) > 0]
     if empty:
         asked = ",".join(f"{k}={v:g}" for k, v in opts.fractions.items())
-        raise UserError(f"split {empty[0]!r} would have 0 images (--split {asked}, {patients} patients in all, "
+        raise UserError(f"split {empty[0]!r} would have 0 images (--split {asked}, {patients} patients in all{joined}, "
                         f"{total} images kept): a split is made of whole patients, so it needs more patients, "
                         "a larger fraction, or dropping the split (e.g. --split train=1); nothing was written")
 
