@@ -15,8 +15,11 @@ SIZE = 64
 
 
 def png(folder, name):
+    """A noise picture of its own for each name: copies (or flat images, which all share one
+    perceptual hash) would be kept in one split by convert's duplicate grouping."""
     os.makedirs(folder, exist_ok=True)
-    Image.fromarray(np.full((SIZE, SIZE), 80, np.uint8)).save(os.path.join(folder, name))
+    rng = np.random.default_rng(list(name.encode()))
+    Image.fromarray(rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)).save(os.path.join(folder, name))
 
 
 def voc_xml(name, objects):

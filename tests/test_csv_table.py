@@ -72,7 +72,8 @@ def test_convert_csv_matches_stems(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     for i in range(6):
-        Image.fromarray(np.zeros((40, 50), np.uint8)).save(images / f"case_{i}.png")
+        noise = np.random.default_rng(i).integers(0, 256, (40, 50), dtype=np.uint8)  # 6 different pictures
+        Image.fromarray(noise).save(images / f"case_{i}.png")
     rows = "".join(f"case_{i},lesion,{i},{i},10,12,{i // 2}\n" for i in range(5))
     table = write(tmp_path / "t.csv", "name,finding,x,y,w,h,patient\n" + rows + "case_5,,,,,,2\n")
     out = tmp_path / "out"

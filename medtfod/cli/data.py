@@ -19,7 +19,9 @@ def cmd_convert(args) -> int:
     opts = ConvertOptions(fractions=fractions, seed=args.seed, max_bad=args.max_bad,
                           clip_tolerance=args.clip_tolerance, shard_size=args.shard_size,
                           workers=args.workers or ConvertOptions().workers, folds=args.folds or 0,
-                          shard_by=args.shard_by)
+                          shard_by=args.shard_by,
+                          duplicate_distance=args.duplicate_distance,
+                          allow_duplicates_across_splits=args.allow_duplicates_across_splits)
     from ..data.beam.options import check_paths, parse_pipeline_options
     from ..core.fence import check_outputs
     from ..data.sources import SOURCES
@@ -65,7 +67,7 @@ def cmd_audit(args) -> int:
         from ..core.problems import Problems
         from ..data.readers.nih import read_data_entry
         patients = read_data_entry(args.data_entry, Problems()).patients
-    result = audit(args.splits, args.images, patients)
+    result = audit(args.splits, args.images, patients, args.duplicate_distance)
     print(summary(result))
     if args.out:
         from ..core import atomic
@@ -86,6 +88,13 @@ def add_parsers(subparsers) -> None:
     common.add_argument("--folds", type=number(int, 2), help="K patient-grouped, class-stratified folds "
                                                               "fold1..foldK (for `medtfod cv`) instead of train/val")
     common.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    from ..data.duplicates import DEFAULT_DISTANCE
+    common.add_argument("--duplicate-distance", type=number(int, 0, 64), default=DEFAULT_DISTANCE,
+                        help="images whose 64-bit perceptual hashes differ in at most this many bits are "
+                             f"near-identical: kept in one split with their patients (default {DEFAULT_DISTANCE})")
+    common.add_argument("--allow-duplicates-across-splits", action="store_true",
+                        help="do not search for identical or near-identical images: split by patient alone, "
+                             "as before (copies under two patients may then land in two splits)")
     common.add_argument("--strict", action="store_true", help="stop at the first bad row, writing nothing")
     common.add_argument("--max-bad", type=FRACTION, default=0.05,
                         help="fail when more than this share of rows/images is bad (default 0.05)")
@@ -135,5 +144,8 @@ def add_parsers(subparsers) -> None:
                        "which holds its images' bytes")
     audit.add_argument("--data-entry", help="Data_Entry_2017*.csv: patient ids for a folder of split lists "
                        "(a converted dataset has its own)")
+    audit.add_argument("--duplicate-distance", type=number(int, -1, 64), default=DEFAULT_DISTANCE,
+                       help="images whose 64-bit perceptual hashes differ in at most this many bits are "
+                            f"near-identical (default {DEFAULT_DISTANCE}, as convert's; -1: identical pixels only)")
     audit.add_argument("--out", help="write the findings as JSON here")
     audit.set_defaults(func=cmd_audit)

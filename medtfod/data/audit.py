@@ -2,7 +2,10 @@
 
 A split leaks when one patient has images in two splits, or when the same image (same
 bytes) appears in two splits under different names, which inflates every metric measured
-on the held-out split.
+on the held-out split. Near-identical images in two splits leak too: the same picture with
+other bytes (identical decoded pixels) or within `--duplicate-distance` bits of 64-bit
+perceptual hash (a re-encoded copy, a caption added; `medtfod.data.duplicates`, which convert
+uses to keep such copies in one split).
 
 A converted dataset is audited from its manifest (`dataset.json`): the splits and patients
 convert recorded, and each image's bytes from the dataset's own TFRecords (no image folder
@@ -24,7 +27,8 @@ from collections import defaultdict
 from typing import Dict, List, Optional
 
 from ..core.errors import UserError
-from ..core.images import index_images
+from ..core.images import index_images, read_and_probe
+from .duplicates import DEFAULT_DISTANCE, find_groups, hash_bytes
 
 
 def read_split_lists(folder: str) -> Dict[str, List[str]]:
@@ -43,17 +47,22 @@ def read_split_lists(folder: str) -> Dict[str, List[str]]:
     return splits
 
 
-def audit(splits_dir: str, images_dir: Optional[str] = None, patients: Optional[Dict[str, str]] = None) -> dict:
-    """Find patients and identical images shared between splits.
+def audit(splits_dir: str, images_dir: Optional[str] = None, patients: Optional[Dict[str, str]] = None,
+          max_distance: int = DEFAULT_DISTANCE) -> dict:
+    """Find patients and identical or near-identical images shared between splits.
 
     Args:
       splits_dir: a converted dataset (read through its manifest) or a folder of `<split>.txt`.
       images_dir: the image folder, for a folder of split lists (a dataset has its bytes).
       patients: image name -> patient id (e.g. from Data_Entry), for a folder of split lists.
+      max_distance: pHash bits within which two images are near-identical (negative: only
+        identical pixels).
 
     Returns:
       {'splits': {name: n}, 'patients_from': where the patient ids came from,
-       'patient_leaks': [...], 'duplicate_images': [...], 'missing_images': [...], 'leaks': n,
+       'patient_leaks': [...], 'duplicate_images': [...] (same bytes),
+       'near_duplicates': [...] (same picture, other bytes; with the pHash distance),
+       'missing_images': [...], 'leaks': n,
        'fields': {field: {value: {split: images}}} (a dataset's per-image fields; {} otherwise)}
     """
     from . import manifest as manifest_mod
@@ -63,13 +72,15 @@ def audit(splits_dir: str, images_dir: Optional[str] = None, patients: Optional[
         for entry in dataset.images:
             listed.setdefault(entry.split, []).append(entry)
         patient_splits: Dict[str, Dict[str, List[str]]] = defaultdict(lambda: defaultdict(list))
-        digests: Dict[str, List[tuple]] = defaultdict(list)
+        digests = _Digests()
         for split, entries in listed.items():
             for entry in entries:
                 patient_splits[entry.patient][split].append(entry.name)
-                digests[hashlib.sha256(dataset.image_bytes(entry)).hexdigest()].append((split, entry.name))
+                digests.add(split, entry.name, dataset.image_bytes(entry))
         result = _result({s: len(v) for s, v in listed.items()}, f"{manifest_mod.MANIFEST} ({dataset.source})",
                          patient_splits, digests, [])
+        result["near_duplicates"] = digests.near(max_distance)
+        result["leaks"] += sum(1 for g in result["near_duplicates"] if g["across_splits"])
         result["fields"] = field_counts(dataset.images)
         return result
     if not images_dir:
@@ -79,7 +90,7 @@ def audit(splits_dir: str, images_dir: Optional[str] = None, patients: Optional[
     index, _ = index_images(images_dir)
     by_stem = {os.path.splitext(n)[0]: n for n in index}
     patient_splits: Dict[str, Dict[str, List[str]]] = defaultdict(lambda: defaultdict(list))
-    digests: Dict[str, List[tuple]] = defaultdict(list)
+    digests = _Digests()
     missing = []
     for split, names in splits.items():
         for listed in names:
@@ -91,11 +102,45 @@ def audit(splits_dir: str, images_dir: Optional[str] = None, patients: Optional[
                 missing.append({"split": split, "image": listed})
                 continue
             with open(index[name], "rb") as f:
-                digests[hashlib.sha256(f.read()).hexdigest()].append((split, name))
+                data = f.read()
+            decoded = read_and_probe(index[name])[0] if name.lower().endswith(".dcm") else None  # DICOM: as convert
+            digests.add(split, name, data, decoded)
     source = "Data_Entry" if patients else "none given: each image is its own patient"
     result = _result({s: len(v) for s, v in splits.items()}, source, patient_splits, digests, missing)
+    result["near_duplicates"] = digests.near(max_distance)
+    result["leaks"] += sum(1 for g in result["near_duplicates"] if g["across_splits"])
     result["fields"] = {}
     return result
+
+
+class _Digests(dict):
+    """sha256 of the bytes -> [(split, image)], and each image's pixel hashes for `near`."""
+
+    def __init__(self):
+        super().__init__()
+        self.pixels = {}
+
+    def add(self, split: str, name: str, data: bytes, decoded: Optional[bytes] = None) -> None:
+        """`data`: the file's bytes; `decoded`: PNG/JPEG bytes of its pixels when the file is
+        not one (a DICOM file's, as convert makes them)."""
+        self.setdefault(hashlib.sha256(data).hexdigest(), []).append((split, name))
+        try:
+            self.pixels[(split, name)] = hash_bytes(decoded or data)
+        except Exception:  # noqa: BLE001 - undecodable bytes: compared by their sha256 only
+            pass
+
+    def near(self, max_distance: int) -> List[dict]:
+        """Groups of images identical in pixels or within `max_distance` pHash bits that are not
+        simply copies of the same bytes (those are 'duplicate_images')."""
+        same_bytes = {key: digest for digest, keys in self.items() for key in keys}
+        out = []
+        for group in find_groups(self.pixels, max_distance):
+            if len({same_bytes[key] for key in group.images}) < 2:
+                continue
+            out.append({"images": [{"split": s, "image": n} for s, n in group.images],
+                        "exact_pixels": group.exact, "distance": group.distance,
+                        "across_splits": len({s for s, _ in group.images}) > 1})
+        return out
 
 
 EMPTY = "(empty)"
@@ -158,6 +203,10 @@ def summary(result: dict) -> str:
     for dup in result["duplicate_images"][:10]:
         kind = "LEAK identical image in several splits" if dup["across_splits"] else "identical images"
         lines.append(f"  {kind}: " + ", ".join(f"{d['image']} ({d['split']})" for d in dup["images"]))
+    for near in result.get("near_duplicates", [])[:10]:
+        how = "identical pixels" if near["exact_pixels"] else f"pHash distance {near['distance']}"
+        kind = "LEAK near-identical images in several splits" if near["across_splits"] else "near-identical images"
+        lines.append(f"  {kind} ({how}): " + ", ".join(f"{d['image']} ({d['split']})" for d in near["images"]))
     if result["missing_images"]:
         lines.append(f"  INCOMPLETE: {len(result['missing_images'])} listed images not found under the image folder "
                      f"(e.g. {result['missing_images'][0]['image']!r}), so they could not be checked")

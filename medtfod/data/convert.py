@@ -33,6 +33,7 @@ from ..core.errors import UserError
 from ..core.fence import check_outputs
 from ..core.images import ImageError, read_and_probe
 from ..core.labelmap import LabelMap
+from .duplicates import groups_report, groups_summary
 from .manifest import MANIFEST, ImageEntry, manifest_json
 from .plan import ConvertOptions, ImageItem, Plan, plan_conversion  # noqa: F401 - ConvertOptions: the API
 from .shard_sets import report_fields
@@ -326,7 +327,11 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
     table = plan.table
     items = len(table.rows) + len(table.negatives) + plan.reader_problems
     problems.check_share(len(problems), items, plan.opts.max_bad, "rows and images")
-    _check_splits(report_splits, plan.opts, len(set(plan.patients.values())), problems)
+    joined = sum(1 for g in plan.duplicates if len({plan.patients[i] for i in g.images}) > 1)
+    _check_splits(report_splits, plan.opts, len(set(plan.patients.values())), problems,
+                  f"; {joined} groups of identical or near-identical images joined their patients "
+                  "(report.json 'duplicates'; --allow-duplicates-across-splits splits by patient alone)"
+                  if joined else "")
     entries.sort(key=lambda e: e.name)
     write(MANIFEST, manifest_json(entries, table.source).encode("utf-8"))
     write("label_map.pbtxt", plan.label_map.to_pbtxt().encode("utf-8"))
@@ -341,12 +346,16 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
         "problems": problems.to_dict(),
     }
     report["fields"] = dict(sorted(Counter(k for e in entries for k in e.meta).items()))
+    report["duplicates"] = groups_report(plan.duplicates, plan.patients,
+                                         {i: s for s, images in plan.by_split.items() for i in images},
+                                         plan.opts.duplicate_distance, plan.opts.allow_duplicates_across_splits)
     write("report.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     return report
 
 
-def _check_splits(splits: dict, opts: ConvertOptions, patients: int, problems: Problems) -> None:
-    """Every split asked for must have images (an empty val/test split is an error, not a quiet 0)."""
+def _check_splits(splits: dict, opts: ConvertOptions, patients: int, problems: Problems, joined: str = "") -> None:
+    """Every split asked for must have images (an empty val/test split is an error, not a quiet 0);
+    `joined` says how duplicate groups joined patients, when they did."""
     total = sum(s["images"] for s in splits.values())
     if not total:
         first = "\n  ".join(str(p) for p in problems.items[:5]) or "(none)"
@@ -355,7 +364,7 @@ def _check_splits(splits: dict, opts: ConvertOptions, patients: int, problems: P
     empty = [name for name, s in splits.items() if not s["images"] and opts.fractions.get(name, 0) > 0]
     if empty:
         asked = ",".join(f"{k}={v:g}" for k, v in opts.fractions.items())
-        raise UserError(f"split {empty[0]!r} would have 0 images (--split {asked}, {patients} patients in all, "
+        raise UserError(f"split {empty[0]!r} would have 0 images (--split {asked}, {patients} patients in all{joined}, "
                         f"{total} images kept): a split is made of whole patients, so it needs more patients, "
                         "a larger fraction, or dropping the split (e.g. --split train=1); nothing was written")
 
@@ -369,6 +378,8 @@ def summary(report: dict, out_dir: str) -> str:
                      f"{s['patients']} patients): {boxes}")
     if report.get("fields"):
         lines.append("  fields kept: " + ", ".join(f"{k} ({n} images)" for k, n in report["fields"].items()))
+    if "duplicates" in report:
+        lines.extend(groups_summary(report["duplicates"]))
     p = report["problems"]
     if p["count"]:
         kinds = ", ".join(f"{k} {v}" for k, v in p["by_kind"].items())

@@ -14,10 +14,11 @@ from typing import Dict, List, Mapping, NamedTuple, Optional
 
 from ..core.annotations import FrameSpacing, Table, TableRow
 from ..core.errors import UserError
-from ..core.images import index_images
+from ..core.images import index_images, read_and_probe
 from ..core.labelmap import LabelMap
 from ..core.problems import Problems
 from .shard_sets import SHARD_BY, ShardSet, shard_sets
+from .duplicates import DEFAULT_DISTANCE, DuplicateGroup, find_groups, hash_files, patient_units
 from .splits import DEFAULT_FRACTIONS, assign_folds, assign_patients, fold_fractions, fold_names
 
 
@@ -32,6 +33,8 @@ class ConvertOptions:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # processes reading images
     folds: int = 0                 # K > 1: patient folds fold1..foldK (`splits.assign_folds`) instead of train/val
     shard_by: str = "split"        # 'finding': images with and without findings in separate shards (`shard_sets`)
+    duplicate_distance: int = DEFAULT_DISTANCE  # pHash bits within which images are near-identical (`duplicates`)
+    allow_duplicates_across_splits: bool = False  # True: no grouping of copies; the split by patient alone
 
     def __post_init__(self):
         """The checks `--split` and `--folds` get on the command line, for options made in code:
@@ -118,18 +121,20 @@ def _match_stems(grouped, index, per_image: List[dict]):
     return renamed, per_image
 
 
-def _split_images(table: Table, grouped, index, opts: ConvertOptions):
-    """Patient ids, then the stratified patient-level split; returns (patients, by_split, missing)."""
-    patients = {image: table.patients.get(image) or _default_patient(image, table.source) for image in grouped}
+def _split_images(grouped, index, opts: ConvertOptions, patients: Dict[str, str], units: Dict[str, str]):
+    """The stratified split of the units (`duplicates.patient_units`: a patient, or the patients
+    of a duplicate group, which go to one split together); returns (by_split, missing)."""
     classes: Dict[str, set] = {}
     for image, rows in grouped.items():
-        classes.setdefault(patients[image], set()).update(r.label for r in rows if r is not None)
+        classes.setdefault(units[patients[image]], set()).update(r.label for r in rows if r is not None)
+    members = [units[p] for p in patients.values()]
     if opts.folds:
         folds = fold_names(opts.folds)
         held = {name: f for name, f in opts.fractions.items() if name not in folds}
-        split_of_patient = assign_folds(patients.values(), folds, held, opts.seed, classes)
+        split_of_unit = assign_folds(members, folds, held, opts.seed, classes)
     else:
-        split_of_patient = assign_patients(patients.values(), opts.fractions, opts.seed, classes)
+        split_of_unit = assign_patients(members, opts.fractions, opts.seed, classes)
+    split_of_patient = {p: split_of_unit[u] for p, u in units.items()}
     by_split: Dict[str, List[str]] = {name: [] for name in opts.fractions}
     negatives_missing = 0
     for image in sorted(grouped):
@@ -137,7 +142,16 @@ def _split_images(table: Table, grouped, index, opts: ConvertOptions):
             negatives_missing += 1  # listed without findings but not downloaded: not an error
             continue
         by_split[split_of_patient[patients[image]]].append(image)
-    return patients, by_split, negatives_missing
+    return by_split, negatives_missing
+
+
+def _duplicate_groups(grouped, index, opts: ConvertOptions, read) -> List[DuplicateGroup]:
+    """The identical and near-identical images of the plan (none with allow_duplicates_across_splits):
+    every found image's pixels are decoded and hashed once, before the split."""
+    if opts.allow_duplicates_across_splits:
+        return []
+    hashes = hash_files({image: index[image] for image in grouped if image in index}, read, opts.workers)
+    return find_groups(hashes, opts.duplicate_distance)
 
 
 @dataclass
@@ -150,6 +164,8 @@ class Plan:
       where: the image folder as the user named it.
       with_masks: some row has a mask, so every image with objects gets masks.
       reader_problems: problems the reader had found before convert started (for --max-bad).
+      duplicates: the groups of identical or near-identical images, each kept in one split with
+        all its images' patients (empty with allow_duplicates_across_splits).
     """
 
     table: Table
@@ -163,6 +179,7 @@ class Plan:
     where: str
     with_masks: bool
     reader_problems: int
+    duplicates: List[DuplicateGroup] = field(default_factory=list)
 
     @property
     def images(self) -> int:
@@ -191,11 +208,13 @@ class Plan:
 
 
 def plan_conversion(table: Table, images_dir: str, label_map: LabelMap, opts: ConvertOptions,
-                    problems: Problems, index_images=index_images) -> Plan:
-    """Group the rows by image, find the image files, split by patient.
+                    problems: Problems, index_images=index_images, read=read_and_probe) -> Plan:
+    """Group the rows by image, find the image files, group identical images, split by patient.
 
     `index_images(folder)` returns (name -> path, duplicates) (`images.index_images`; Beam
-    passes one that lists any FileSystems path). Raises a `UserError` when nothing is usable.
+    passes one that lists any FileSystems path); `read(path)` returns (bytes, header) for the
+    duplicate search (`images.read_and_probe`; Beam passes its own). Raises a `UserError` when
+    nothing is usable.
     """
     reader_problems = len(problems)
     grouped = _group_rows(table, label_map, problems)
@@ -209,10 +228,12 @@ def plan_conversion(table: Table, images_dir: str, label_map: LabelMap, opts: Co
             grouped.pop(name)
     grouped, (table.patients, table.meta, table.spacing) = _match_stems(
         grouped, index, [table.patients, table.meta, table.spacing])
-    patients, by_split, negatives_missing = _split_images(table, grouped, index, opts)
+    patients = {image: table.patients.get(image) or _default_patient(image, table.source) for image in grouped}
+    groups = _duplicate_groups(grouped, index, opts, read)
+    by_split, negatives_missing = _split_images(grouped, index, opts, patients, patient_units(patients, groups))
     return Plan(table, label_map, opts, grouped, index, patients, by_split, negatives_missing,
                 table.inputs.get("images", images_dir), any(row.mask is not None for row in table.rows),
-                reader_problems)
+                reader_problems, groups)
 
 
 def _fail_empty(table: Table, problems: Problems) -> None:
