@@ -169,12 +169,14 @@ def sources(tiny_nih, tiny_dataset, root):
     for n in (1, 2, 3):
         write(ddti_xml / f"{n}.xml", case(n, mark(1, [region(LEFT)]), mark(2, [region(LEFT), region(RIGHT)])))
         for i in (1, 2):
-            Image.fromarray(np.full((40, 64), 90, np.uint8)).save(ddti_images / f"{n}_{i}.jpg")
+            noise = np.random.default_rng(10 * n + i).integers(0, 255, (40, 64), dtype=np.uint8)  # distinct pictures:
+            Image.fromarray(noise).save(ddti_images / f"{n}_{i}.jpg")   # convert groups identical ones
     siim_images = root / "siim"
     siim_images.mkdir()
     a, b = shapes()
-    for name in ("a", "b", "c"):
-        Image.fromarray(np.zeros((30, 40), np.uint8)).save(siim_images / f"{name}.png")
+    for k, name in enumerate(("a", "b", "c")):
+        noise = np.random.default_rng(k).integers(0, 255, (30, 40), dtype=np.uint8)   # three distinct pictures
+        Image.fromarray(noise).save(siim_images / f"{name}.png")
     rle = write(root / "rle.csv", f"ImageId,EncodedPixels\na,{reference_encode(a)}\nb,-1\nc,{reference_encode(b)}\n")
     return {
         "thyroid-csv": ["--table", thyroid, "--images", images],
