@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import List, Mapping, Optional, Sequence
+from typing import Callable, List, Mapping, Optional, Sequence
 
 from .errors import UserError
 
@@ -99,6 +99,20 @@ def inside(folder: str, name: str) -> str:
     if not _within(_norm(target), _norm(folder)):
         raise UserError(f"output name {name!r} would leave the output folder {folder}")
     return target
+
+
+def need_ours(option: str, path: str, what: str, ours: Callable[[str], bool]) -> None:
+    """Refuse to replace an existing file at `path` unless `ours(path)` says medtfod wrote it
+    (`what`: 'a metrics file', 'a report'); an unreadable file is not ours."""
+    if not os.path.exists(path):
+        return
+    try:
+        mine = ours(path)
+    except (OSError, ValueError, UnicodeDecodeError):
+        mine = False
+    if not mine:
+        raise UserError(f"{option} {path} exists and is not {what} medtfod wrote; it is left as it is: give "
+                        f"another {option} or move that file")
 
 
 def need_folder(option: str, path: Optional[str]) -> None:

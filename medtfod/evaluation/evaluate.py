@@ -89,6 +89,7 @@ def metrics_warnings(result: dict, source: str, dataset, split: Optional[str], d
     """Lines that tell a user the numbers may not mean what they think: no detections, a CSV cut
     above the threshold or far above 0, detections of one split evaluated on all, a threshold
     calibrated on the split it is evaluated on."""
+    from ..inference.detect import THRESHOLDED_BELOW
     t = result["threshold"]
     lowest, threshold = t["lowest_score"], t["min_score"]
     lines = []
@@ -98,7 +99,7 @@ def metrics_warnings(result: dict, source: str, dataset, split: Optional[str], d
         lines.append(f"warning: the lowest score in {source} is {lowest:g}, above the threshold {threshold:g}: "
                      f"detections scoring from {threshold:g} to {lowest:g} may be missing, so the numbers at the "
                      "threshold can be too low; run detect with --min-score 0")
-    elif lowest >= 0.05:
+    elif lowest >= THRESHOLDED_BELOW:
         lines.append(f"note: the lowest score in {source} is {lowest:g}: AP, FROC and AUC rank only the detections "
                      "detect kept; run detect with --min-score 0 for them to cover every detection")
     if split is None and dets and len(dataset.splits) > 1:
@@ -117,20 +118,14 @@ def metrics_warnings(result: dict, source: str, dataset, split: Optional[str], d
 def check_metrics_out(path: str) -> None:
     """Refuse to replace a file at `path` that `medtfod metrics` did not write."""
     import json
-    import os
 
-    from ..core.errors import UserError
-    if not os.path.exists(path):
-        return
-    try:
-        with open(path, encoding="utf-8") as f:
+    from ..core.fence import need_ours
+
+    def ours(existing: str) -> bool:
+        with open(existing, encoding="utf-8") as f:
             old = json.load(f)
-        ours = isinstance(old, dict) and (old.get("format") == FORMAT or {"ap", "froc", "coco"} <= set(old))
-    except (OSError, ValueError, UnicodeDecodeError):
-        ours = False
-    if not ours:
-        raise UserError(f"--out {path} exists and is not a metrics file medtfod wrote; it is left as it is: "
-                        "give another --out or move that file")
+        return isinstance(old, dict) and (old.get("format") == FORMAT or {"ap", "froc", "coco"} <= set(old))
+    need_ours("--out", path, "a metrics file", ours)
 
 
 def _at_threshold(gt, dets, patients, meta, threshold: float, o: MetricsOptions) -> Tuple[dict, dict]:

@@ -159,16 +159,12 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
 
 def _check_report_out(path: str) -> None:
     """Refuse to replace a file at `path` that is not a report medtfod wrote."""
-    if not os.path.exists(path):
-        return
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            ours = "<title>medtfod report" in f.read(4096)
-    except OSError:
-        ours = False
-    if not ours:
-        raise UserError(f"--out {path} exists and is not a report medtfod wrote; it is left as it is: give another "
-                        "--out or move that file")
+    from ..core.fence import need_ours
+
+    def ours(existing: str) -> bool:
+        with open(existing, encoding="utf-8", errors="replace") as f:
+            return "<title>medtfod report" in f.read(4096)
+    need_ours("--out", path, "a report", ours)
 
 
 def _history(model_dir: Optional[str], plots):
