@@ -128,13 +128,14 @@ def check_metrics_out(path: str) -> None:
     need_ours("--out", path, "a metrics file", ours)
 
 
-def _at_threshold(gt, dets, patients, meta, threshold: float, o: MetricsOptions) -> Tuple[dict, dict]:
+def _at_threshold(gt, dets, patients, meta, threshold: float, o: MetricsOptions,
+                  matched: Dict[float, list]) -> Tuple[dict, dict]:
     """(the "at_threshold" section, the "strata" section)."""
     from . import stratify
     from .lesions import lesion_overlaps, lesion_summary
     from .strata import AP_IOU, MIN_LESIONS, STRATA_RATES, match, measure
     lesions = lesion_overlaps(gt, dets, threshold)
-    m = match(gt, dets, lesions, patients, threshold, o.iou_froc)
+    m = match(gt, dets, lesions, patients, threshold, o.iou_froc, matched)
     overall = measure(m, stratify.all_images(m), o.bootstrap)
     kept = int((m.det_score >= threshold).sum())
     section = {"detections": kept, "hits": int(m.lesion_hit.sum()), "lesions": overall["lesions"],
@@ -183,13 +184,15 @@ def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], *, patients: Option
     kept = [d for d in dets if d.score >= t]
     units = patients if patients is not None else {image: image for image in gt}
     names = list(label_names) if label_names is not None else None
-    at_threshold, strata = _at_threshold(gt, dets, units, meta or {}, t, o)
+    from .matching import match_detections
+    matched = {v: match_detections(gt, dets, v) for v in {*AP_IOUS, o.iou_froc}}   # once for every metric
+    at_threshold, strata = _at_threshold(gt, dets, units, meta or {}, t, o, matched)
     record.update(detections=len(dets), kept=len(kept), lowest_score=min((d.score for d in dets), default=None))
     result = {
         "format": FORMAT,
         "threshold": record,
-        "ap": {threshold_key(v): average_precision(gt, dets, v) for v in AP_IOUS},
-        "froc": froc(gt, dets, o.iou_froc),
+        "ap": {threshold_key(v): average_precision(gt, dets, v, matched[v]) for v in AP_IOUS},
+        "froc": froc(gt, dets, o.iou_froc, matched=matched[o.iou_froc]),
         "image_level": image_level(gt, dets, threshold=t),
         "coco": coco_metrics(gt, dets, names),
         "at_threshold": at_threshold,

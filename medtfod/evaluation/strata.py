@@ -53,8 +53,13 @@ class Matched:
 
 
 def match(gt: GroundTruth, dets: Sequence[Detection], lesions: Sequence[Lesion], patients: Dict[str, str],
-          threshold: float, iou: float) -> Matched:
-    """`gt`, `dets` and their `lesion_overlaps` at `threshold`, matched at IoU 0.5 and `iou`."""
+          threshold: float, iou: float, matched: Optional[Dict[float, list]] = None) -> Matched:
+    """`gt`, `dets` and their `lesion_overlaps` at `threshold`, matched at IoU 0.5 and `iou`
+    (`matched`: {IoU: `match_detections` result} already computed, e.g. for AP and FROC)."""
+    known = matched or {}
+
+    def matching(at: float) -> list:
+        return known[at] if at in known else match_detections(gt, dets, at)
     images = sorted(gt)
     row = {image: k for k, image in enumerate(images)}
     ids = sorted({patients.get(image, image) for image in images})
@@ -67,7 +72,7 @@ def match(gt: GroundTruth, dets: Sequence[Detection], lesions: Sequence[Lesion],
     def numbers(matched):
         return np.array([-1 if m is None else lesion_no[(d.image, m)] for d, m in zip(dets, matched)], int)
 
-    match_froc = numbers(match_detections(gt, dets, iou))
+    match_froc = numbers(matching(iou))
     hit = np.zeros(len(lesions), bool)
     hit[match_froc[(match_froc >= 0) & (score >= threshold)]] = True
     return Matched(images, np.array([number[patients.get(image, image)] for image in images], int),
@@ -75,7 +80,7 @@ def match(gt: GroundTruth, dets: Sequence[Detection], lesions: Sequence[Lesion],
                    np.array([class_no[lesion.label] for lesion in lesions], int),
                    np.array([lesion.best_iou for lesion in lesions], float), hit,
                    np.array([row[d.image] for d in dets], int), np.array([class_no.get(d.label, -1) for d in dets], int),
-                   score, numbers(match_detections(gt, dets, AP_IOU)), match_froc, classes, threshold)
+                   score, numbers(matching(AP_IOU)), match_froc, classes, threshold)
 
 
 @dataclass(frozen=True)
