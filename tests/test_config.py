@@ -134,3 +134,42 @@ def test_a_schedule_that_cannot_take_the_request_is_an_error(dataset):
     with pytest.raises(UserError, match="sets no optimizer"):
         render("ssd_mobilenet_v2_fpnlite_320", dataset,
                options=RenderOptions(steps=10, overrides={"train_config.optimizer": "use_moving_average: false"}))
+
+
+def _bn_decays(c):
+    ssd = c.model.ssd
+    return (ssd.feature_extractor.conv_hyperparams.batch_norm.decay,
+            ssd.box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams.batch_norm.decay)
+
+
+def test_from_scratch_ssd_gets_batch_norm_decay_099_and_fine_tuning_keeps_the_zoos(dataset, tmp_path):
+    assert _bn_decays(render("ssd_mobilenet_v2_fpnlite_320", dataset)) == pytest.approx((0.99, 0.99))
+    (tmp_path / "ckpt-0.index").write_bytes(b"")
+    tuned = render("ssd_mobilenet_v2_fpnlite_320", dataset,
+                   options=RenderOptions(checkpoint=str(tmp_path / "ckpt-0"), checkpoint_type="detection"))
+    assert _bn_decays(tuned) == pytest.approx((0.997, 0.997))
+    key = "model.ssd.feature_extractor.conv_hyperparams.batch_norm.decay"
+    assert _bn_decays(render("ssd_mobilenet_v2_fpnlite_320", dataset,
+                             options=RenderOptions(overrides={key: "0.9"})))[0] == pytest.approx(0.9)
+
+
+def test_recipe_fills_only_what_is_unset(dataset, tmp_path, capsys):
+    c = render("ssd_mobilenet_v2_fpnlite_320", dataset, options=RenderOptions(recipe="cpu-scratch"))
+    sched = c.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    assert (c.train_config.batch_size, c.train_config.num_steps) == (8, 1500)
+    assert c.model.ssd.image_resizer.fixed_shape_resizer.height == 256
+    assert (sched.learning_rate_base, sched.warmup_steps) == (pytest.approx(0.04), 375)
+    c = render("ssd_mobilenet_v2_fpnlite_320", dataset, options=RenderOptions(recipe="cpu-scratch", steps=3000,
+                                                                               batch_size=4))
+    sched = c.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    assert (c.train_config.batch_size, c.train_config.num_steps, sched.warmup_steps) == (4, 3000, 750)
+    assert sched.learning_rate_base == pytest.approx(0.04)
+    out = str(tmp_path / "p.config")
+    assert main(["config", "--model", "faster_rcnn_resnet50_v1_640", "--data", dataset, "--out", out,
+                 "--recipe", "cpu-scratch"]) == 1
+    assert "measured for ssd_mobilenet_v2_fpnlite_320, not faster_rcnn_resnet50_v1_640" in capsys.readouterr().err
+    (tmp_path / "ckpt-0.index").write_bytes(b"")
+    with pytest.raises(UserError, match="trains from scratch; leave out --checkpoint"):
+        render("ssd_mobilenet_v2_fpnlite_320", dataset,
+               options=RenderOptions(recipe="cpu-scratch", checkpoint=str(tmp_path / "ckpt-0")))
+    assert not (tmp_path / "p.config").exists()

@@ -91,6 +91,10 @@ def rendering_options() -> Parser:
     rendering.add_argument("--hard-negatives", action="store_true",
                            help="SSD: the OD API's hard example miner (3 negatives per positive, >= 3 per image); "
                                 "R-CNN models already sample balanced minibatches")
+    from ..training.recipes import RECIPES
+    rendering.add_argument("--recipe", choices=list(RECIPES),
+                           help="measured values for the options left unset (README: Real data): cpu-scratch = "
+                                "SSD from scratch on a CPU, batch 8, 256 px, 1,500 steps, rate 0.04, warm-up 375")
     rendering.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                            help="set any config field, e.g. train_config.batch_size=4 (repeatable)")
     return rendering
@@ -104,4 +108,5 @@ def render_options(args):
                          checkpoint=args.checkpoint, augment=args.augment.split(",") if args.augment else None,
                          augment_preset=args.augment_preset,
                          overrides=parse_overrides(args.set), tiny=args.tiny,
-                         positive_fraction=args.positive_fraction, hard_negatives=args.hard_negatives)
+                         positive_fraction=args.positive_fraction, hard_negatives=args.hard_negatives,
+                         recipe=args.recipe)

@@ -18,7 +18,9 @@ chain of near copies is one group). `patient_units` then joins every patient of 
 unit, which `plan` assigns to a split as a whole: copies never straddle splits.
 
 The pHash is computed here with numpy and Pillow rather than by the `imagehash` package: it is
-the same ten lines of arithmetic, and `imagehash` would add itself and PyWavelets to every lock.
+the same ten lines of arithmetic, and `imagehash` would add itself and PyWavelets to every install.
+imagehash 4.3.2 is pinned in the test lock as the reference: tests/test_duplicates.py checks that
+both give the same 64 bits.
 """
 from __future__ import annotations
 

@@ -17,8 +17,10 @@ from ..core import atomic
 from ..core.errors import UserError, did_you_mean
 from ..core.labelmap import read_label_map
 from .augment import apply_preset
-from .models import MODELS, ModelSpec, apply_tiny, enable_masks, model_spec, set_image_size
+from .models import (MODELS, ModelSpec, apply_tiny, enable_masks, from_scratch_batch_norm, model_spec,
+                     set_image_size)
 from ..core.resources import resource_path
+from .recipes import apply_recipe
 from .schedule import base_rate, rescale
 
 # The model registry lives in `models`; re-exported here, where the CLI looks for it.
@@ -175,7 +177,8 @@ class RenderOptions:
       warmup_steps: the schedule's warm-up in steps (cosine `warmup_steps`, exponential
         `burnin_steps`; see `schedule.rescale`).
       checkpoint: fine-tune checkpoint prefix (e.g. '.../checkpoint/ckpt-0'); None trains
-        from scratch (the template's fine_tune_checkpoint is removed).
+        from scratch (the template's fine_tune_checkpoint is removed, and SSD's batch-norm decay
+        becomes 0.99: `models.from_scratch_batch_norm`).
       checkpoint_type: the OD API's fine_tune_checkpoint_type; None chooses (`restore_type`):
         'full' for a model of this architecture and these classes, else 'detection'.
       augment: names of `PreprocessingStep` fields (e.g. ['random_horizontal_flip'])
@@ -189,6 +192,8 @@ class RenderOptions:
       positive_fraction: the share of training images with findings, sampled from a dataset
         converted with --shard-by finding (`balance.apply_positive_fraction`); None: as they come.
       hard_negatives: SSD's hard example miner (`balance.apply_hard_negatives`; refused for R-CNN).
+      recipe: a measured set of the values above (`recipes.RECIPES`, e.g. 'cpu-scratch'), filling
+        only the fields left None.
     """
     batch_size: Optional[int] = None
     steps: Optional[int] = None
@@ -203,6 +208,7 @@ class RenderOptions:
     tiny: bool = False
     positive_fraction: Optional[float] = None
     hard_negatives: bool = False
+    recipe: Optional[str] = None
 
 
 def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None,
@@ -225,7 +231,7 @@ def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None
     """
     from ..odapi import protos
 
-    opts = options or RenderOptions()
+    opts = apply_recipe(options or RenderOptions(), model)
     train_splits = [train_split] if isinstance(train_split, str) else list(train_split)
     spec = model_spec(model)
     config = protos.read_pipeline_config(resource_path("pipeline_configs", spec.template))
@@ -261,6 +267,7 @@ def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None
     else:
         train.ClearField("fine_tune_checkpoint")
         train.ClearField("fine_tune_checkpoint_type")
+        from_scratch_batch_norm(config, spec)
     if opts.augment is not None:
         del train.data_augmentation_options[:]
         valid = protos.PreprocessingStep.DESCRIPTOR.fields_by_name
