@@ -7,6 +7,7 @@ run this plan with the same per-image step, so they make the same dataset.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -14,9 +15,11 @@ from typing import Dict, List, Mapping, NamedTuple, Optional
 
 from ..core.annotations import FrameSpacing, Table, TableRow
 from ..core.errors import UserError
+from ..core.frames import frame_name, split_frame
 from ..core.images import index_images, read_and_probe
 from ..core.labelmap import LabelMap
 from ..core.problems import Problems
+from ..core.windowing import Window, parse_window
 from .shard_sets import SHARD_BY, ShardSet, shard_sets
 from .duplicates import DEFAULT_DISTANCE, DuplicateGroup, find_groups, hash_files, patient_units
 from .splits import DEFAULT_FRACTIONS, assign_folds, assign_patients, fold_fractions, fold_names
@@ -35,10 +38,18 @@ class ConvertOptions:
     shard_by: str = "split"        # 'finding': images with and without findings in separate shards (`shard_sets`)
     duplicate_distance: int = DEFAULT_DISTANCE  # pHash bits within which images are near-identical (`duplicates`)
     allow_duplicates_across_splits: bool = False  # True: no grouping of copies; the split by patient alone
+    window: Optional[Window] = None  # grey window for DICOM and 16-bit images (`core.windowing`; a spec
+                                     # string is parsed); None: 'header', convert's behaviour before windows
+    clahe: bool = False            # CLAHE after the window (folded into `window.clahe`)
 
     def __post_init__(self):
         """The checks `--split` and `--folds` get on the command line, for options made in code:
         with `folds` and the default fractions, the folds share everything (`splits.fold_fractions`)."""
+        if self.window is None or isinstance(self.window, str):
+            self.window = parse_window(self.window, self.clahe)
+        elif self.clahe and not self.window.clahe:
+            self.window = dataclasses.replace(self.window, clahe=True)
+        self.clahe = self.window.clahe
         if self.folds and dict(self.fractions) == DEFAULT_FRACTIONS:
             self.fractions = fold_fractions(self.folds)
         if self.shard_by not in SHARD_BY:
@@ -119,6 +130,16 @@ def _match_stems(grouped, index, per_image: List[dict]):
                 if image in d:
                     d[target] = d[image]
     return renamed, per_image
+
+
+def _index_frames(grouped, index: Dict[str, str]) -> None:
+    """Table names of DICOM frames ('scan.dcm#3', `core.frames`) -> the file's path with the same
+    suffix ('/images/scan.dcm#3'), which the per-image step reads as that frame. Whether the frame
+    exists is found when it is read (a frame out of range is a bad image, reported and skipped)."""
+    for image in grouped:
+        file, frame = split_frame(image)
+        if frame is not None and image not in index and file in index:
+            index[image] = frame_name(index[file], frame)
 
 
 def _split_images(grouped, index, opts: ConvertOptions, patients: Dict[str, str], units: Dict[str, str]):
@@ -226,6 +247,7 @@ def plan_conversion(table: Table, images_dir: str, label_map: LabelMap, opts: Co
             problems.add(path, None, "ambiguous_image", name, f"{name} is found twice under the image folder "
                          f"({index[name]} and {path}); rename one, or point --images at one of them", image=name)
             grouped.pop(name)
+    _index_frames(grouped, index)
     grouped, (table.patients, table.meta, table.spacing) = _match_stems(
         grouped, index, [table.patients, table.meta, table.spacing])
     patients = {image: table.patients.get(image) or _default_patient(image, table.source) for image in grouped}
