@@ -80,6 +80,12 @@ class Window:
     def channels(self) -> int:
         return 3 if self.kind == "multi" else 1
 
+    @property
+    def key(self) -> tuple:
+        """What decides the pixels (not the spelling): '1500,-600' and 'lung' have one key."""
+        return (self.kind, self.width, self.level, self.percentiles if self.kind == "percentile" else None,
+                tuple(p.key for p in self.parts), self.clahe)
+
     def describe(self) -> str:
         return self.text + (" + CLAHE" if self.clahe else "")
 

@@ -1,8 +1,9 @@
 """Batch detection with exported SavedModels: drawn copies and machine-readable detections.
 
 Input: a folder (recursive), a `.txt` list of image paths, or a split of a converted
-dataset (`--dataset DIR --split val`, which also overlays the ground truth). PNG, JPEG and
-DICOM. Decoding and drawing run in threads around the model (`predictor.Predictor`), so the
+dataset (`--dataset DIR --split val`, which also overlays the ground truth). PNG, JPEG, TIFF and
+DICOM (a multi-frame file: one image per frame, `scan.dcm#k`), DICOM and 16-bit images windowed
+as the model's training data was (`predictor.Predictor.window`). Decoding and drawing run in threads around the model (`predictor.Predictor`), so the
 model is never waiting for a file; a corrupt image is reported and skipped. The outputs are
 listed in `outputs`.
 
@@ -65,12 +66,15 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
         over folders); by default they are loaded from `model`.
 
     Returns {'images': n, 'detections': n, 'skipped': [(image, reason)], 'min_score': x,
-    'batch': images per model call}.
+    'batch': images per model call, 'window': the grey window applied to DICOM and 16-bit inputs
+    and where it came from}.
     """
     options = options or PredictOptions()
     outputs = outputs or DetectOutputs()
     paths = [model] if isinstance(model, str) else list(model)
     predictor = Predictor([ExportedModel(m) for m in paths], options, detect_fns=detect_fns)
+    if predictor.window_warning:
+        print(f"warning: {predictor.window_warning}", flush=True)  # stdout, as detect's other notes
     inputs, gt, fenced = resolve_inputs(images, dataset, split)
     annotations, annotations_out = outputs.annotations, outputs.annotations_out
     if annotations and not annotations_out:
@@ -81,7 +85,7 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
     fence.check_outputs({"--out": out, "--annotations-out": annotations_out},
                         dict(fenced, **{("--model" if i == 0 else f"--model (#{i + 1})"): m for i, m in enumerate(paths)}))
     if not inputs:
-        raise UserError(f"no PNG, JPEG or DICOM images under {images}")
+        raise UserError(f"no PNG, JPEG, TIFF or DICOM images under {images}")
     if annotations:
         from . import preannotate
         names = [name for name, _ in inputs]
@@ -124,7 +128,7 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
     for name, reason in skipped:
         print(f"skipped {name}: {reason}")
     return {"images": len(inputs), "detections": len(rows), "skipped": skipped, "min_score": predictor.min_score,
-            "batch": predictor.batch}
+            "batch": predictor.batch, "window": f"{predictor.window.describe()} ({predictor.window_source})"}
 
 
 def check_on_split(dets, gt, split: str, dataset: str) -> None:
