@@ -229,3 +229,78 @@ def test_detect_window_defaults_to_the_model_and_warns_when_changed():
     assert window.is_default and warning is None
     with pytest.raises(UserError, match="window 'x,1'"):
         PredictOptions(window="x,1")
+
+
+def blob_images(folder, rng, size=64):
+    """Two 4-frame 12-bit DICOMs and eight 16-bit PNGs, each image with one bright square on a noisy
+    background (raw values ~500 and ~2500); returns the box table's rows."""
+    rows = []
+
+    def image():
+        pixels = rng.normal(500, 60, (size, size))
+        side = int(rng.integers(14, 22))
+        x, y = (int(v) for v in rng.integers(4, size - side - 4, 2))
+        pixels[y:y + side, x:x + side] += 2000
+        return np.clip(pixels, 0, 4095).astype(np.uint16), (x, y, side)
+
+    for c in range(2):
+        frames, boxes = zip(*(image() for _ in range(4)))
+        write_dicom(folder / f"cine{c}.dcm", np.stack(frames))
+        rows += [f"cine{c}.dcm#{k},blob,{x},{y},{s},{s}" for k, (x, y, s) in enumerate(boxes)]
+    for i in range(8):
+        pixels, (x, y, s) = image()
+        write_png16(folder / f"p{i}.png", pixels)
+        rows.append(f"p{i}.png,blob,{x},{y},{s},{s}")
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_multiframe_and_16bit_train_and_detect(tmp_path):
+    """Multi-frame DICOM frames and 16-bit PNGs, windowed 3000,1500: convert, train a tiny SSD,
+    export, detect on the raw files. Detect applies the window export.json recorded, so each
+    image's detections on the raw file equal those on the dataset's own (windowed) bytes."""
+    import csv
+
+    from support.cli import medtfod
+
+    from medtfod.demo import DEMO_OVERRIDES
+    from medtfod.inference.model import ExportedModel
+    from medtfod.inference.predictor import PredictOptions, Predictor
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = blob_images(images, np.random.default_rng(11))
+    (tmp_path / "t.csv").write_text("file,label,x,y,w,h\n" + "\n".join(rows) + "\n")
+    data, model, exported = tmp_path / "data", tmp_path / "model", tmp_path / "exported"
+    medtfod("convert", "csv", "--table", tmp_path / "t.csv", "--columns", COLUMNS, "--images", images,
+            "--out", data, "--split", "train=0.6,val=0.4", "--window", "3000,1500", "-q")
+    config = model / "pipeline.config"
+    overrides = [a for k, v in DEMO_OVERRIDES.items() for a in ("--set", f"{k}={v}")]
+    medtfod("config", "--model", "ssd_mobilenet_v2_fpnlite_320", "--data", data, "--out", config, "--steps", "20",
+            "--batch-size", "4", "--image-size", "64", "--learning-rate", "0.04", "--warmup-steps", "5", *overrides)
+    medtfod("train", "--config", config, "--model-dir", model, "-q")
+    medtfod("export", "--config", config, "--model-dir", model, "--out", exported, "-q")
+    assert json.loads((exported / "export.json").read_text())["window"] == "3000,1500"
+
+    raw = medtfod("detect", "--model", exported, "--images", images, "--out", tmp_path / "raw", "--min-score", "0",
+                  "--no-draw", "-q")
+    assert "grey window for DICOM/16-bit images: 3000,1500 (the model's training data" in raw.stdout
+    val = medtfod("detect", "--model", exported, "--dataset", data, "--split", "val", "--out", tmp_path / "val",
+                  "--min-score", "0", "--no-draw", "-q")
+    assert "unreadable" not in raw.stdout + val.stdout
+
+    def detections(folder):
+        with open(folder / "detections.csv", newline="") as f:
+            found = {}
+            for row in csv.DictReader(f):
+                found.setdefault(row["image"], []).append(row)
+            return found
+    on_raw, on_val = detections(tmp_path / "raw"), detections(tmp_path / "val")
+    listed = {row["image"] for row in csv.DictReader(open(tmp_path / "raw" / "images.csv", newline=""))}
+    assert {f"cine{c}.dcm#{k}" for c in range(2) for k in range(4)} | {f"p{i}.png" for i in range(8)} == listed
+    assert set(on_val) <= set(on_raw)
+    assert any("#" in name for name in on_val) and any(name.endswith(".png") for name in on_val)  # seed 0's val split
+    for name, found in on_val.items():
+        assert found == on_raw[name], name  # the same pixels, so the same boxes and scores
+    predictor = Predictor([ExportedModel(str(exported))], PredictOptions(window="lung"))
+    assert "3000,1500" in predictor.window_warning and "lung" in predictor.window_warning

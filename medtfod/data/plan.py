@@ -8,6 +8,7 @@ run this plan with the same per-image step, so they make the same dataset.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -171,6 +172,7 @@ def _duplicate_groups(grouped, index, opts: ConvertOptions, read) -> List[Duplic
     every found image's pixels are decoded and hashed once, before the split."""
     if opts.allow_duplicates_across_splits:
         return []
+    read = functools.partial(read, window=opts.window)  # the pixels the model will see
     hashes = hash_files({image: index[image] for image in grouped if image in index}, read, opts.workers)
     return find_groups(hashes, opts.duplicate_distance)
 
