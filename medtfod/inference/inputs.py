@@ -110,21 +110,23 @@ def _windowed(image, window):
     return Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB")
 
 
-def _file_bytes(source, window) -> bytes:
-    """The bytes to decode for a path or a loader: DICOM (`scan.dcm#k`: frame k) and TIFF turned into
-    8-bit PNG under `window` by convert's own functions; other files as they are."""
+def _file_source(source, window):
+    """What to decode for a path or a loader: DICOM (`scan.dcm#k`: frame k) and TIFF turned into
+    8-bit PNG bytes under `window` by convert's own functions; other files as they are (a path is
+    left to Pillow, so that its errors name the file)."""
     from ..core.deep_images import deep_to_png, is_tiff
     from ..core.dicom import dicom_to_png
     from ..core.frames import split_frame
     if callable(source):
         data = source()
-    else:
-        file, frame = split_frame(source)
-        if file.lower().endswith(".dcm"):
-            return dicom_to_png(file, window, frame)[0]
+        return io.BytesIO(deep_to_png(data, window)[0] if is_tiff(data) else data)
+    file, frame = split_frame(source)
+    if file.lower().endswith(".dcm"):
+        return io.BytesIO(dicom_to_png(file, window, frame)[0])
+    if source.lower().endswith((".tif", ".tiff")):
         with open(source, "rb") as f:
-            data = f.read()
-    return deep_to_png(data, window)[0] if is_tiff(data) else data
+            return io.BytesIO(deep_to_png(f.read(), window)[0])
+    return source
 
 
 def load_image(source, window=None) -> Tuple[Optional[object], Optional[str]]:
@@ -147,7 +149,7 @@ def load_image(source, window=None) -> Tuple[Optional[object], Optional[str]]:
             rgb = _windowed(source, window).convert("RGB")
             rgb.info["channels"] = 1 if source.mode in grey else 3
             return rgb, None
-        with Image.open(io.BytesIO(_file_bytes(source, window))) as im:
+        with Image.open(_file_source(source, window)) as im:
             rgb = _windowed(im, window).convert("RGB")
             rgb.info["channels"] = 1 if im.mode in grey else 3  # as labelImg's depth
             return rgb, None
