@@ -144,6 +144,27 @@ def test_header_default_is_unchanged(dicoms, tmp_path):
     np.testing.assert_array_equal(pixels["m1.dcm"], to_uint8(stretch(shown, shown.min(), shown.max()), True))
 
 
+def test_multiframe_file_without_a_frame(dicoms, tmp_path):
+    """Listed without findings: each frame is an image without findings; a box on it without a
+    frame is a bad image, named, and skipped."""
+    from medtfod.cli import main
+    table = tmp_path / "t.csv"
+    table.write_text("file,label,x,y,w,h\ncine.dcm,,,,,\nm1.dcm,nodule,1,1,5,5\nh12.dcm,mass,1,1,4,4\n"
+                     "s16.dcm,nodule,2,2,6,6\n")
+    out = tmp_path / "out"
+    assert main(["convert", "csv", "--table", str(table), "--columns", COLUMNS, "--images", dicoms.images, "--out",
+                 str(out), "--split", "train=1.0", "--workers", "1", "-q"]) == 0
+    pixels, data = tfrecord_pixels(out)
+    assert {e.name: (e.frame, e.boxes) for e in data.images if e.frame is not None} == {
+        "cine.dcm#0": (0, 0), "cine.dcm#1": (1, 0), "cine.dcm#2": (2, 0)}
+    table.write_text("file,label,x,y,w,h\ncine.dcm,nodule,1,1,5,5\nm1.dcm,nodule,1,1,5,5\nh12.dcm,mass,1,1,4,4\n")
+    assert main(["convert", "csv", "--table", str(table), "--columns", COLUMNS, "--images", dicoms.images, "--out",
+                 str(tmp_path / "out2"), "--split", "train=1.0", "--workers", "1", "--max-bad", "0.5", "-q"]) == 0
+    problems = json.loads((tmp_path / "out2" / "report.json").read_text())["problems"]["items"]
+    assert [p["value"] for p in problems] == ["cine.dcm"]
+    assert "multi-frame DICOM (3 frames): name one frame as FILE#k" in problems[0]["message"]
+
+
 def write_png16(path, values):
     Image.fromarray(values.astype(np.uint16)).save(path)  # Pillow writes mode I;16 as a 16-bit grey PNG
     return str(path)

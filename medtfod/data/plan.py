@@ -16,12 +16,12 @@ from typing import Dict, List, Mapping, NamedTuple, Optional
 
 from ..core.annotations import FrameSpacing, Table, TableRow
 from ..core.errors import UserError
-from ..core.frames import frame_name, split_frame
 from ..core.images import index_images, read_and_probe
 from ..core.labelmap import LabelMap
 from ..core.problems import Problems
 from ..core.windowing import Window, parse_window
 from .shard_sets import SHARD_BY, ShardSet, shard_sets
+from .frame_names import index_frames, negative_frames
 from .duplicates import DEFAULT_DISTANCE, DuplicateGroup, find_groups, hash_files, patient_units
 from .splits import DEFAULT_FRACTIONS, assign_folds, assign_patients, fold_fractions, fold_names
 
@@ -133,16 +133,6 @@ def _match_stems(grouped, index, per_image: List[dict]):
     return renamed, per_image
 
 
-def _index_frames(grouped, index: Dict[str, str]) -> None:
-    """Table names of DICOM frames ('scan.dcm#3', `core.frames`) -> the file's path with the same
-    suffix ('/images/scan.dcm#3'), which the per-image step reads as that frame. Whether the frame
-    exists is found when it is read (a frame out of range is a bad image, reported and skipped)."""
-    for image in grouped:
-        file, frame = split_frame(image)
-        if frame is not None and image not in index and file in index:
-            index[image] = frame_name(index[file], frame)
-
-
 def _split_images(grouped, index, opts: ConvertOptions, patients: Dict[str, str], units: Dict[str, str]):
     """The stratified split of the units (`duplicates.patient_units`: a patient, or the patients
     of a duplicate group, which go to one split together); returns (by_split, missing)."""
@@ -249,7 +239,9 @@ def plan_conversion(table: Table, images_dir: str, label_map: LabelMap, opts: Co
             problems.add(path, None, "ambiguous_image", name, f"{name} is found twice under the image folder "
                          f"({index[name]} and {path}); rename one, or point --images at one of them", image=name)
             grouped.pop(name)
-    _index_frames(grouped, index)
+    index_frames(grouped, index)
+    grouped, (table.patients, table.meta, table.spacing) = negative_frames(
+        grouped, index, [table.patients, table.meta, table.spacing])
     grouped, (table.patients, table.meta, table.spacing) = _match_stems(
         grouped, index, [table.patients, table.meta, table.spacing])
     patients = {image: table.patients.get(image) or _default_patient(image, table.source) for image in grouped}
