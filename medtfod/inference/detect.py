@@ -3,8 +3,8 @@
 Input: a folder (recursive), a `.txt` list of image paths, or a split of a converted
 dataset (`--dataset DIR --split val`, which also overlays the ground truth). PNG, JPEG, TIFF and
 DICOM (a multi-frame file: one image per frame, `scan.dcm#k`), DICOM and 16-bit images windowed
-as the model's training data was (`predictor.Predictor.window`). Decoding and drawing run in threads around the model (`predictor.Predictor`), so the
-model is never waiting for a file; a corrupt image is reported and skipped. The outputs are
+as the model's training data was (`predictor.Predictor.window`). Decoding and drawing run in
+threads around the model (`predictor.Predictor`), so the model is never waiting for a file; a corrupt image is reported and skipped. The outputs are
 listed in `outputs`.
 
 The score threshold is the caller's, else the operating point `medtfod calibrate` stored in

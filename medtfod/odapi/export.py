@@ -51,8 +51,8 @@ def export(config_path: str, model_dir: str, out_dir: str, input_type: str = "im
 
     Writes `out_dir/saved_model/`, `out_dir/checkpoint/`, `out_dir/pipeline.config` (the
     exporter's), `out_dir/label_map.pbtxt` and `out_dir/export.json` (step, checkpoint, input type,
-    and the grey window of the training dataset's manifest when it is found); with `tflite` (SSD only) also `out_dir/tflite/`,
-    checked against the SavedModel on the first eval image (see `tflite.self_check`).
+    and the grey window of the training dataset's manifest when it is found); with `tflite` (SSD
+    only) also `out_dir/tflite/`, checked against the SavedModel on the first eval image (see `tflite.self_check`).
     Returns the SavedModel path.
     """
     if input_type not in INPUT_TYPES:
