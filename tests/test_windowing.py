@@ -325,3 +325,20 @@ def test_multiframe_and_16bit_train_and_detect(tmp_path):
         assert found == on_raw[name], name  # the same pixels, so the same boxes and scores
     predictor = Predictor([ExportedModel(str(exported))], PredictOptions(window="lung"))
     assert "3000,1500" in predictor.window_warning and "lung" in predictor.window_warning
+
+
+def test_undecodable_compressed_dicom_is_named(tmp_path):
+    """A JPEG 2000 file this environment cannot decode: an ImageError naming the transfer syntax
+    (convert reports it per file and skips the image, as any bad image)."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    from medtfod.core.dicom import dicom_to_png
+    from medtfod.core.images import ImageError
+    path = write_dicom(tmp_path / "j2k.dcm", np.zeros((4, 4), np.uint16))
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 20])  # a J2K start, then nothing valid
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(ImageError, match="cannot decode DICOM pixel data .*JPEG 2000"):
+        dicom_to_png(path, parse_window("lung"))

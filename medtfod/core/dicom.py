@@ -36,7 +36,7 @@ def frame_count(path) -> int:
     """The number of frames of a DICOM file (1 for a single-frame one), read from its header only.
 
     Raises:
-      ImageError: not DICOM, or no pixel data.
+      ImageError: not a readable DICOM file.
     """
     import pydicom
     try:
