@@ -342,3 +342,20 @@ def test_undecodable_compressed_dicom_is_named(tmp_path):
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(ImageError, match="cannot decode DICOM pixel data .*JPEG 2000"):
         dicom_to_png(path, parse_window("lung"))
+
+
+def test_export_knows_its_training_window(dicoms, tmp_path):
+    """export.json's window first; without one, the manifest of the dataset pipeline.config trains on."""
+    from medtfod.inference.model import ExportedModel
+    assert convert(dicoms, tmp_path / "data", "--window", "bone", "--clahe") == 0
+    export = tmp_path / "export"
+    (export / "saved_model").mkdir(parents=True)
+    (export / "saved_model" / "saved_model.pb").write_bytes(b"")
+    records = tmp_path / "data" / "tfrecords" / "train.record-?????-of-00001"
+    (export / "pipeline.config").write_text(f'train_input_reader {{ tf_record_input_reader {{ input_path: "{records}" }} }}\n')
+    assert ExportedModel(str(export)).window == {"window": "bone", "clahe": True}
+    (export / "export.json").write_text(json.dumps({"step": 1, "window": "lung", "clahe": False}))
+    assert ExportedModel(str(export)).window == {"window": "lung", "clahe": False}
+    (export / "export.json").write_text(json.dumps({"step": 1}))
+    (export / "pipeline.config").write_text('train_input_reader { tf_record_input_reader { input_path: "/nowhere/x" } }\n')
+    assert ExportedModel(str(export)).window is None
