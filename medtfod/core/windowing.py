@@ -9,7 +9,8 @@ export's `export.json`, and applied again by `detect` / `ExportedModel.predict` 
                       DICOM's own linear function), then a min-max stretch: exactly what convert did
                       before windows existed (the default). Other 16-bit files have no header
                       window: a 16-bit PNG is passed through untouched (TensorFlow reads its high
-                      byte, as before) and a 16-bit TIFF is min-max stretched.
+                      byte, as before) and a 16-bit TIFF is min-max stretched; as a part of multi:,
+                      `header` on such a file is min-max too.
     minmax            the image's own minimum -> 0 and maximum -> 255
     percentile[:P1,P99]  the image's P1-th percentile -> 0, P99-th -> 255 (default 1,99; numpy's
                       linear interpolation), values outside clipped
