@@ -16,6 +16,7 @@ complete: a README command missing here, or a test named here that does not exis
     medtfod convert coco                   test_readme_commands.py::test_convert_every_source
     medtfod audit                          test_readme_commands.py::test_audit_metrics_calibrate
     medtfod config                         conftest.py::trained
+    medtfod anchors                        test_anchors.py::test_cli_anchors_writes_the_patched_config_and_refuses_bad_input
     medtfod augment-preview                test_augment.py::test_augment_preview_command_writes_only_its_grid
     medtfod pretrained get                 test_readme_commands.py::test_pretrained_get_and_import
     medtfod pretrained import              test_readme_commands.py::test_pretrained_get_and_import
