@@ -9,6 +9,8 @@ def cmd_detect(args) -> int:
     from ..inference.detect import DetectOutputs, detect
     from ..inference.model import ExportedModel
     from ..inference.predictor import PredictOptions
+    if args.tile is None and (args.tile_full or args.tile_merge != "nms" or args.tile_overlap != 0.2):
+        raise UserError("--tile-overlap, --tile-merge and --tile-full go with --tile PX")
     if bool(args.dataset) != bool(args.split):
         raise UserError("--dataset and --split go together (e.g. --dataset data --split val)")
     ensemble = len(args.model) > 1 or bool(args.tta)
@@ -19,7 +21,11 @@ def cmd_detect(args) -> int:
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     options = PredictOptions(min_score=min_score, max_per_image=args.max_per_image, classes=classes,
                              batch_size=args.batch_size, workers=args.workers, tta=args.tta or (), fuse=args.fuse,
-                             fuse_iou=args.fuse_iou, label_map=args.label_map)
+                             fuse_iou=args.fuse_iou, label_map=args.label_map, tile=args.tile,
+                             tile_overlap=args.tile_overlap, tile_merge=args.tile_merge, tile_full=args.tile_full)
+    if args.tile:
+        print(f"tiling: {args.tile} px windows overlapping by {args.tile_overlap:g}, merged with {args.tile_merge}"
+              + (", plus the whole image" if args.tile_full else ""))
     outputs = DetectOutputs(draw=not args.no_draw, draw_format=args.draw_format, annotations=args.annotations,
                             annotations_out=args.annotations_out, quiet=args.quiet)
     with library_log_in(args.out, args):
@@ -68,6 +74,16 @@ def add_parsers(subparsers) -> None:
                              "NMS IoU threshold, so a model fused with itself is itself; 0.55 if unknown)")
     detect.add_argument("--tta", action="append", choices=ensemble.TTA,
                         help="test-time augmentation: also run each image flipped horizontally, then fuse")
+    from ..inference import tiling
+    detect.add_argument("--tile", type=POSITIVE, metavar="PX",
+                        help="run the model on overlapping PX x PX windows at native resolution (small lesions on "
+                             "big images; at least the model's input size), boxes mapped back and merged")
+    detect.add_argument("--tile-overlap", type=float, default=0.2, metavar="F",
+                        help="with --tile: share of a window overlapping its neighbour, 0 to 0.9 (default 0.2)")
+    detect.add_argument("--tile-merge", choices=tiling.MERGES, default="nms",
+                        help="with --tile: how boxes of overlapping windows merge (default nms; none keeps all)")
+    detect.add_argument("--tile-full", action="store_true",
+                        help="with --tile: also run the whole image, shrunk to the input, for large lesions")
     detect.add_argument("--annotations", choices=preannotate.FORMATS,
                         help="also write the kept detections as pre-annotations to correct: labelImg's VOC XML, "
                              "Label Studio tasks, or COCO JSON (CVAT)")
