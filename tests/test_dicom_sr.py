@@ -1,0 +1,179 @@
+"""`detect --dicom-sr / --dicom-overlay` without a model: SRs and Secondary Captures built from
+`Detection`s on synthetic DICOMs, read back with highdicom and with pydicom alone, compared with
+the detections.csv that `outputs.write_tables` writes for the same detections, and validated with
+dciodvfy. The end-to-end run through `medtfod detect` is the slow test at the bottom."""
+import csv
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from medtfod.core.annotations import Detection
+from medtfod.core.boxes import Box
+from medtfod.core.errors import UserError
+from medtfod.core.labelmap import LabelMap
+
+pytest.importorskip("highdicom")
+pydicom = pytest.importorskip("pydicom")
+
+from medtfod.inference import dicom_results  # noqa: E402
+from medtfod.inference.dicom_codes import LOCAL_SCHEME, read_codes  # noqa: E402
+from medtfod.inference.dicom_results import DicomRequest, DicomWriter, check_inputs  # noqa: E402
+from medtfod.inference.dicom_sr import Algorithm, read_sr  # noqa: E402
+from medtfod.inference.inputs import load_image  # noqa: E402
+from medtfod.inference.outputs import render, write_tables  # noqa: E402
+from medtfod.inference.prediction import Prediction  # noqa: E402
+from support import write  # noqa: E402
+from support.dicom_files import blobs, sr_rois, validate, write_xray  # noqa: E402
+
+LABELS = LabelMap.from_names(["Mass", "Nodule"])
+ALGORITHM = Algorithm((("exported", 1500),), 0.25)
+
+
+def detections(name):
+    """Awkward values: corners with 3 decimals (detections.csv keeps 2), a 7-digit score."""
+    return [Detection(name, "Nodule", 0.9134567, Box(10.123, 20.5, 40.257, 50.0)),
+            Detection(name, "Mass", 0.25, Box(60.0, 61.004, 100.5, 127.999)),
+            Detection(name, "Nodule", 0.5, Box(0.0, 0.0, 128.0, 128.0))]
+
+
+def write_results(tmp_path, request=DicomRequest(sr=True), name="scan.dcm", found=None, **tags):
+    path, source = write_xray(tmp_path / name, blobs(), **tags)
+    found = detections(name) if found is None else found
+    image = load_image(path)[0]
+    prediction = Prediction(0, name, path, 128, 128, found)
+    out = tmp_path / "out"
+    writer = DicomWriter(str(out), request, LABELS.names, ALGORITHM)
+    assert writer.write(name, path, prediction, image, LABELS.ids) is None
+    write_tables(str(out), [(d, (128, 128), None) for d in found], [(name, found, None)], LABELS, None, None)
+    return out, source, found, image
+
+
+def csv_rows(out):
+    with open(out / "detections.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_sr_read_back_equals_detections_csv(tmp_path):
+    out, source, _, _ = write_results(tmp_path)
+    sr_path = out / "dicom_sr" / "scan.dcm"
+    rows = sorted(csv_rows(out), key=lambda r: -float(r["score"]))
+    back = read_sr(str(sr_path))  # highdicom.sr.srread
+    raw = sr_rois(sr_path)  # pydicom alone
+    assert len(back) == len(raw) == len(rows) == 3
+    for row, found, (finding, score, points, uid) in zip(rows, back, raw):
+        corners = [np.float32(float(row[k])) for k in ("xmin", "ymin", "xmax", "ymax")]  # FL: float32 of the CSV text
+        assert [found.box.xmin, found.box.ymin, found.box.xmax, found.box.ymax] == corners
+        assert points.tolist() == [[corners[0], corners[1]], [corners[2], corners[1]], [corners[2], corners[3]],
+                                   [corners[0], corners[3]], [corners[0], corners[1]]]  # closed, clockwise
+        assert found.score == score == float(row["score"])  # DS holds the 6 decimals exactly
+        assert found.label == row["label"] and finding == (row["label"], LOCAL_SCHEME, row["label"])
+        assert found.referenced_sop_instance_uid == uid == source.SOPInstanceUID
+
+
+def test_sr_copies_patient_and_study_and_names_the_algorithm(tmp_path):
+    out, source, _, _ = write_results(tmp_path)
+    sr = pydicom.dcmread(out / "dicom_sr" / "scan.dcm")
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
+                    "StudyTime", "StudyID", "AccessionNumber"):
+        assert sr[keyword].value == source[keyword].value, keyword
+    assert sr.Modality == "SR" and sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert sr.SeriesInstanceUID != source.SeriesInstanceUID and sr.SOPInstanceUID != source.SOPInstanceUID
+    assert sr.SeriesNumber == 9001 and sr.Manufacturer == "medtfod"
+    texts = []
+
+    def collect(items):
+        for item in items:
+            texts.append(str(item.get("TextValue", "")))
+            collect(item.get("ContentSequence", []))
+    collect(sr.ContentSequence)
+    # the device observer's name and manufacturer, and TID 4019 in each of the 3 ROI groups and their scores
+    assert texts.count("medtfod") == 2 + 3 * 2
+    assert texts.count("model exported step 1500") == texts.count("min score 0.25") == 3 * 2
+
+
+def test_sr_and_overlay_pass_dciodvfy(tmp_path):
+    out, _, found, image = write_results(tmp_path, DicomRequest(sr=True, overlay=True))
+    errors, warnings = validate(out / "dicom_sr" / "scan.dcm")
+    assert errors == [], errors
+    assert all("99MEDTFOD" in w for w in warnings), warnings  # the local coding scheme is the only remark
+    errors, warnings = validate(out / "dicom_overlay" / "scan.dcm")
+    assert errors == [] and warnings == [], errors + warnings
+    overlay = pydicom.dcmread(out / "dicom_overlay" / "scan.dcm")
+    assert overlay.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and overlay.PhotometricInterpretation == "RGB"
+    assert np.array_equal(overlay.pixel_array, np.asarray(render(image, found, None, [], LABELS.ids)))
+    assert overlay.SeriesNumber == 9002 and overlay.BodyPartExamined == "CHEST"
+
+
+def test_overlay_of_a_source_without_orientation_passes_dciodvfy(tmp_path):
+    out, *_ = write_results(tmp_path, DicomRequest(overlay=True), PatientOrientation=None)
+    overlay = pydicom.dcmread(out / "dicom_overlay" / "scan.dcm")
+    assert "PatientOrientation" in overlay and not overlay.PatientOrientation  # type 2: present, empty
+    errors, _ = validate(out / "dicom_overlay" / "scan.dcm")
+    assert errors == [], errors
+    assert not (out / "dicom_sr").exists()
+
+
+def test_an_image_without_detections_gets_a_report_saying_so(tmp_path):
+    out, *_ = write_results(tmp_path, found=[])
+    assert read_sr(str(out / "dicom_sr" / "scan.dcm")) == []
+    import highdicom as hd
+    groups = hd.sr.srread(out / "dicom_sr" / "scan.dcm").content.get_image_measurement_groups()
+    assert [(g.finding_type.value, g.finding_type.scheme_designator) for g in groups] == [("373572006", "SCT")]
+    errors, _ = validate(out / "dicom_sr" / "scan.dcm")
+    assert errors == [], errors
+
+
+def test_codes_file_maps_classes_and_the_rest_keep_the_default(tmp_path):
+    codes = write(tmp_path / "codes.csv", "label,scheme,code,meaning\nNodule,SCT,27925004,Nodule\n")
+    out, *_ = write_results(tmp_path, DicomRequest(sr=True, codes=codes))
+    findings = [f for f, *_ in sr_rois(out / "dicom_sr" / "scan.dcm")]
+    assert findings == [("27925004", "SCT", "Nodule"), ("27925004", "SCT", "Nodule"), ("Mass", LOCAL_SCHEME, "Mass")]
+    back = read_sr(str(out / "dicom_sr" / "scan.dcm"), read_codes(codes, LABELS.names))
+    assert sorted(f.label for f in back) == ["Mass", "Nodule", "Nodule"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("label,scheme,code\nNodule,SCT,1\n", "missing column.*meaning"),
+    ("label,scheme,code,meaning\nNodul,SCT,27925004,Nodule\n", "line 2: 'Nodul' is not a class.*did you mean 'Nodule'"),
+    ("label,scheme,code,meaning\nNodule,SCT,,Nodule\n", "line 2: empty code"),
+    ("label,scheme,code,meaning\nMass,SCT,1,M\nMass,SCT,2,M\n", "line 3: 'Mass' is given a second time"),
+])
+def test_bad_codes_file(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        read_codes(write(tmp_path / "codes.csv", text), LABELS.names)
+
+
+def test_non_dicom_inputs_are_refused_or_noted(tmp_path):
+    with pytest.raises(UserError, match="none of the 2 input images is DICOM.*a.png"):
+        check_inputs([("a.png", "/x/a.png"), ("b.jpg", "/x/b.jpg")], None, "--dicom-sr")
+    with pytest.raises(UserError, match="dataset.*PNG copies without their DICOM headers"):
+        check_inputs([("a.png", lambda: b"")], "data", "--dicom-sr")
+    check_inputs([("a.png", "/x/a.png"), ("b.dcm", "/x/b.dcm")], None, "--dicom-sr")  # one DICOM is enough
+    writer = DicomWriter(str(tmp_path / "out"), DicomRequest(sr=True), LABELS.names, ALGORITHM)
+    png = tmp_path / "a.png"
+    png.write_bytes(b"")
+    assert writer.write("a.png", str(png), Prediction(0, "a.png", str(png)), None, LABELS.ids) == \
+        dicom_results.NOT_DICOM
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_highdicom_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "highdicom", None)
+    with pytest.raises(UserError, match=r"need highdicom.*install --dicom.*medtfod\[dicom\]"):
+        dicom_results.need_highdicom()
+
+
+def test_one_series_per_study_and_run(tmp_path):
+    request = DicomRequest(sr=True)
+    writer = DicomWriter(str(tmp_path / "out"), request, LABELS.names, ALGORITHM)
+    study = pydicom.uid.generate_uid()
+    for k, (name, study_uid) in enumerate((("a.dcm", study), ("b.dcm", study), ("c.dcm", None))):
+        path, _ = write_xray(tmp_path / name, blobs(seed=k), study_uid=study_uid)
+        assert writer.write(name, path, Prediction(k, name, path, 128, 128, detections(name)[:1]), None, {}) is None
+    a, b, c = (pydicom.dcmread(tmp_path / "out" / "dicom_sr" / n) for n in ("a.dcm", "b.dcm", "c.dcm"))
+    assert a.SeriesInstanceUID == b.SeriesInstanceUID != c.SeriesInstanceUID
+    assert sorted([a.InstanceNumber, b.InstanceNumber]) == [1, 2] and c.InstanceNumber == 1
+    assert len({a.SOPInstanceUID, b.SOPInstanceUID, c.SOPInstanceUID}) == 3
+    assert sorted(os.listdir(tmp_path / "out" / "dicom_sr")) == ["a.dcm", "b.dcm", "c.dcm"]  # no temporary files left
