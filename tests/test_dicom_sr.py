@@ -177,3 +177,61 @@ def test_one_series_per_study_and_run(tmp_path):
     assert sorted([a.InstanceNumber, b.InstanceNumber]) == [1, 2] and c.InstanceNumber == 1
     assert len({a.SOPInstanceUID, b.SOPInstanceUID, c.SOPInstanceUID}) == 3
     assert sorted(os.listdir(tmp_path / "out" / "dicom_sr")) == ["a.dcm", "b.dcm", "c.dcm"]  # no temporary files left
+
+
+def dicoms_from_demo_images(images, folder, count=3):
+    """The first `count` demo PNGs as 12-bit CR DICOMs (value x 16: the display rendering gives the
+    model back the picture it was trained on); the first two in one study. {name: dataset}."""
+    from PIL import Image
+    study = pydicom.uid.generate_uid()
+    names = sorted(n for n in os.listdir(images) if n.endswith(".png"))[:count]
+    sources = {}
+    for k, png in enumerate(names):
+        pixels = np.asarray(Image.open(os.path.join(images, png)).convert("L"), np.uint16) * 16
+        name = png[:-4] + ".dcm"
+        sources[name] = write_xray(os.path.join(folder, name), pixels, patient_id=f"P{k}",
+                                   study_uid=study if k < 2 else None)[1]
+    return sources, names
+
+
+@pytest.mark.slow
+def test_detect_dicom_sr_end_to_end(trained, tmp_path):
+    """`medtfod detect --dicom-sr --dicom-overlay` with the session's tiny SSD on 3 DICOMs and a PNG:
+    each SR passes dciodvfy and reads back (highdicom, pydicom) equal to detections.csv; the PNG is
+    noted, not refused; a folder without DICOM is refused before anything is written."""
+    import shutil
+
+    from support.cli import fenced, medtfod
+    images = tmp_path / "images"
+    images.mkdir()
+    sources, pngs = dicoms_from_demo_images(trained["images"], str(images))
+    shutil.copy(os.path.join(trained["images"], pngs[0]), images / "plain.png")
+    out = tmp_path / "out"
+    result = fenced(str(tmp_path), ["out"], "detect", "--model", trained["exported"], "--images", images, "--out", out,
+                    "--min-score", "0", "--max-per-image", "5", "--dicom-sr", "--dicom-overlay", "-q")
+    assert f"no DICOM result for plain.png: {dicom_results.NOT_DICOM}" in result.stdout
+    assert "DICOM results for 3 images in dicom_sr/ and dicom_overlay/" in result.stdout
+    assert sorted(os.listdir(out / "dicom_sr")) == sorted(os.listdir(out / "dicom_overlay")) == sorted(sources)
+    rows = csv_rows(out)
+    for name, source in sources.items():
+        sr_path = out / "dicom_sr" / name
+        errors, warnings = validate(sr_path)
+        assert errors == [] and all("99MEDTFOD" in w for w in warnings), errors + warnings
+        assert validate(out / "dicom_overlay" / name)[0] == []
+        expected = sorted((r["label"], float(r["score"]), *(np.float32(float(r[k])) for k in ("xmin", "ymin", "xmax",
+                                                                                               "ymax")))
+                          for r in rows if r["image"] == name)
+        assert len(expected) == 5  # --min-score 0 keeps --max-per-image boxes
+        back = sorted((f.label, f.score, f.box.xmin, f.box.ymin, f.box.xmax, f.box.ymax) for f in read_sr(str(sr_path)))
+        raw = sorted((finding[2], score, *points.min(0), *points.max(0)) for finding, score, points, uid in
+                     sr_rois(sr_path) if uid == source.SOPInstanceUID)
+        assert back == expected and raw == expected
+    assert pydicom.dcmread(out / "dicom_sr" / pngs[0].replace(".png", ".dcm")).PatientID == "P0"
+
+    only_png = tmp_path / "png_only"
+    only_png.mkdir()
+    shutil.copy(images / "plain.png", only_png / "plain.png")
+    refused = medtfod("detect", "--model", trained["exported"], "--images", only_png, "--out", tmp_path / "refused",
+                      "--dicom-sr", check=False)
+    assert refused.returncode == 1 and "none of the 1 input images is DICOM (.dcm)" in refused.stderr
+    assert not (tmp_path / "refused").exists()

@@ -22,7 +22,6 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from ..core import atomic, fence
 from ..core.errors import UserError
-from ..core.masks import paste_box_mask
 from .dicom_codes import read_codes
 from .dicom_sr import Algorithm, SeriesSlot
 
@@ -108,11 +107,9 @@ class DicomWriter:
                 self._save(SR_FOLDER, name, sr)
             if self.request.overlay:
                 from .dicom_overlay import build_overlay
-                from .outputs import render
-                masks = prediction.box_masks
-                bitmaps = [] if masks is None else [paste_box_mask(m, d.box, *image.size)
-                                                     for m, d in zip(masks, prediction.detections)]
-                drawn = render(image, prediction.detections, None, bitmaps, class_ids)
+                from .outputs import render, whole_image_masks
+                drawn = render(image, prediction.detections, None, whole_image_masks(prediction, image.size),
+                               class_ids)
                 self._save(OVERLAY_FOLDER, name, build_overlay(source, drawn,
                                                                self.slot(OVERLAY_FOLDER, source.StudyInstanceUID)))
         except (ValueError, TypeError, AttributeError) as e:  # highdicom's checks of the source header
