@@ -106,6 +106,24 @@ def test_sr_and_overlay_pass_dciodvfy(tmp_path):
     assert overlay.SeriesNumber == 9002 and overlay.BodyPartExamined == "CHEST"
 
 
+def test_overlay_blends_mask_rcnn_masks_as_the_drawn_copy_does(tmp_path):
+    path, _ = write_xray(tmp_path / "scan.dcm", blobs())
+    found, image = detections("scan.dcm"), load_image(path)[0]
+    prediction = Prediction(0, "scan.dcm", path, 128, 128, found, box_masks=np.ones((3, 8, 8), np.float32))
+    writer = DicomWriter(str(tmp_path / "out"), DicomRequest(overlay=True), LABELS.names, ALGORITHM)
+    assert writer.write("scan.dcm", path, prediction, image, LABELS.ids) is None
+    pixels = pydicom.dcmread(tmp_path / "out" / "dicom_overlay" / "scan.dcm").pixel_array
+    plain = np.asarray(render(image, found, None, [], LABELS.ids))
+    inside = (slice(30, 40), slice(20, 30))  # inside the first box, away from its outline and caption
+    assert not np.array_equal(pixels[inside], plain[inside])  # the mask's colour is blended in
+    prediction.image = image
+    from medtfod.inference.outputs import finish
+    copy = tmp_path / "drawn"
+    finish(prediction, None, str(copy), LABELS.ids)  # detect's own drawn copy of the same prediction
+    from PIL import Image
+    assert np.array_equal(pixels, np.asarray(Image.open(copy / "scan.png")))
+
+
 def test_overlay_of_a_source_without_orientation_passes_dciodvfy(tmp_path):
     out, *_ = write_results(tmp_path, DicomRequest(overlay=True), PatientOrientation=None)
     overlay = pydicom.dcmread(out / "dicom_overlay" / "scan.dcm")
