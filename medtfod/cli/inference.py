@@ -36,7 +36,7 @@ def cmd_detect(args) -> int:
         folders = [f for f, on in (("dicom_sr/", args.dicom_sr), ("dicom_overlay/", args.dicom_overlay)) if on]
         skipped = summary["dicom"]["skipped"]
         print(f"DICOM results for {summary['dicom']['written']} images in {' and '.join(folders)} of {args.out}"
-              + (f" ({len(skipped)} inputs without: see the notes above)" if skipped else ""))
+              + (f" (none for {len(skipped)} other inputs: see the notes above)" if skipped else ""))
     if summary["batch"] == 1 and args.batch_size > 1:
         print("note: this export takes one image per call; export with `--input-type float_image_tensor` "
               "and detect runs --batch-size images of one size per call (about 2-3x faster on CPU)")

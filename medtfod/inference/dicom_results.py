@@ -27,7 +27,7 @@ from .dicom_sr import Algorithm, SeriesSlot
 
 SR_FOLDER, OVERLAY_FOLDER = "dicom_sr", "dicom_overlay"
 SERIES_NUMBERS = {SR_FOLDER: 9001, OVERLAY_FOLDER: 9002}
-NOT_DICOM = "not a DICOM input (.dcm): no DICOM result"
+NOT_DICOM = "not a DICOM input (.dcm)"
 
 
 def is_dicom(path) -> bool:
