@@ -27,7 +27,8 @@ def cmd_detect(args) -> int:
         print(f"tiling: {args.tile} px windows overlapping by {args.tile_overlap:g}, merged with {args.tile_merge}"
               + (", plus the whole image" if args.tile_full else ""))
     outputs = DetectOutputs(draw=not args.no_draw, draw_format=args.draw_format, annotations=args.annotations,
-                            annotations_out=args.annotations_out, quiet=args.quiet)
+                            annotations_out=args.annotations_out, quiet=args.quiet, dicom_sr=args.dicom_sr,
+                            dicom_overlay=args.dicom_overlay, dicom_codes=args.dicom_codes)
     with library_log_in(args.out, args):
         summary = detect(args.model if ensemble else args.model[0], args.out, images=args.images,
                          dataset=args.dataset, split=args.split, options=options, outputs=outputs)
@@ -37,6 +38,11 @@ def cmd_detect(args) -> int:
           f"and images.csv in {args.out}")
     if args.annotations:
         print(f"{args.annotations} pre-annotations of the kept detections, and queue.csv, in {args.annotations_out}")
+    if "dicom" in summary:
+        folders = [f for f, on in (("dicom_sr/", args.dicom_sr), ("dicom_overlay/", args.dicom_overlay)) if on]
+        skipped = summary["dicom"]["skipped"]
+        print(f"DICOM results for {summary['dicom']['written']} images in {' and '.join(folders)} of {args.out}"
+              + (f" (none for {len(skipped)} other inputs: see the notes above)" if skipped else ""))
     if summary["batch"] == 1 and args.batch_size > 1:
         print("note: this export takes one image per call; export with `--input-type float_image_tensor` "
               "and detect runs --batch-size images of one size per call (about 2-3x faster on CPU)")
@@ -88,4 +94,13 @@ def add_parsers(subparsers) -> None:
                         help="also write the kept detections as pre-annotations to correct: labelImg's VOC XML, "
                              "Label Studio tasks, or COCO JSON (CVAT)")
     detect.add_argument("--annotations-out", help="folder for --annotations (an annotation tool opens it)")
+    detect.add_argument("--dicom-sr", action="store_true",
+                        help="also write a DICOM SR (TID 1500, one planar ROI per kept detection) per DICOM input "
+                             "into OUT/dicom_sr/ (needs medtfod[dicom])")
+    detect.add_argument("--dicom-overlay", action="store_true",
+                        help="also write each DICOM input's drawn copy as a DICOM Secondary Capture into "
+                             "OUT/dicom_overlay/, for viewers without SR support")
+    detect.add_argument("--dicom-codes", metavar="CODES.csv",
+                        help="with --dicom-sr: finding code per class (columns label,scheme,code,meaning; default: "
+                             "local code 99MEDTFOD with the class name)")
     detect.set_defaults(func=cmd_detect)
