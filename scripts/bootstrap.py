@@ -2,14 +2,15 @@
 
     python3 scripts/bootstrap.py demo      (Windows: py -3.11 scripts\\bootstrap.py demo)
     python3 scripts/bootstrap.py test      (Windows: py -3.11 scripts\\bootstrap.py test)
-    python3 scripts/bootstrap.py install [--gpu] [--annotate] [--beam]
+    python3 scripts/bootstrap.py install [--gpu] [--annotate] [--dicom] [--beam]
 
 Needs only Python 3.11 (3.12 and 3.13 also resolve) and access to PyPI. Creates `.venv/`
 beside this repository (or $MEDTFOD_VENV), installs the hash-pinned locks in requirements/
 with `pip --require-hashes --no-deps` (the OD API must not pull its declared dependencies),
 installs medtfod itself in editable mode, then runs `medtfod demo` or `pytest`. Re-running
 skips the install while the locks are unchanged. `--annotate` adds labelImg and PyQt5 (`medtfod
-annotate`; the test install always has them, for the annotation tests). `--beam` installs
+annotate`; the test install always has them, for the annotation tests). `--dicom` adds highdicom
+(`detect --dicom-sr / --dicom-overlay`; the test install always has it). `--beam` installs
 requirements/beam.txt instead of cpu.txt: the same pins plus apache-beam 2.77.0, with protobuf 6,
 pillow 12 and python-dateutil 2 (apache-beam's bounds), for `medtfod convert --runner ...`; give
 it its own MEDTFOD_VENV to keep a cpu.txt environment beside it. Extra arguments go to medtfod demo / pytest.
@@ -36,12 +37,14 @@ def venv_python(path: str) -> str:
     return os.path.join(path, "bin", "python")
 
 
-def lock_files(gpu: bool, test: bool, annotate: bool = False, beam: bool = False):
+def lock_files(gpu: bool, test: bool, annotate: bool = False, beam: bool = False, dicom: bool = False):
     files = ["gpu.txt" if gpu else "beam.txt" if beam else "cpu.txt", "odapi.txt"]
     if test:
         files.append("test.txt")
     if test or annotate:
         files.append("annotate.txt")
+    if test or dicom:
+        files.append("dicom.txt")
     return [os.path.join(REQ, f) for f in files]
 
 
@@ -61,7 +64,8 @@ def run(cmd) -> None:
         sys.exit(f"bootstrap: command failed with exit status {result.returncode}: {' '.join(cmd)}")
 
 
-def install(gpu: bool = False, test: bool = False, annotate: bool = False, beam: bool = False) -> str:
+def install(gpu: bool = False, test: bool = False, annotate: bool = False, beam: bool = False,
+            dicom: bool = False) -> str:
     """Create/refresh the environment; returns its Python."""
     if sys.version_info < (3, 11):
         sys.exit(f"bootstrap: medtfod needs Python 3.11 or newer; this is {sys.version.split()[0]} "
@@ -71,9 +75,12 @@ def install(gpu: bool = False, test: bool = False, annotate: bool = False, beam:
     if gpu and beam:
         sys.exit("bootstrap: --beam has a CPU lock only (requirements/beam.txt); Beam's conversion needs no GPU, "
                  "so install it in an environment of its own (MEDTFOD_VENV=.venv-beam ... install --beam)")
+    if dicom and beam:
+        sys.exit("bootstrap: requirements/dicom.txt is locked against cpu.txt (pillow 13), beam.txt holds pillow 12; "
+                 "install --dicom in an environment of its own, without --beam")
     target = venv_dir()
     python = venv_python(target)
-    files = lock_files(gpu, test, annotate, beam)
+    files = lock_files(gpu, test, annotate, beam, dicom)
     want = fingerprint(files)
     stamp = os.path.join(target, STAMP)
     if os.path.isfile(python) and os.path.isfile(stamp):
@@ -97,9 +104,9 @@ def main(argv) -> int:
         print(__doc__)
         return 2
     verb, rest = argv[0], argv[1:]
-    gpu, annotate, beam = "--gpu" in rest, "--annotate" in rest, "--beam" in rest
-    rest = [a for a in rest if a not in ("--gpu", "--annotate", "--beam")]
-    python = install(gpu=gpu, test=(verb == "test"), annotate=annotate, beam=beam)
+    gpu, annotate, beam, dicom = "--gpu" in rest, "--annotate" in rest, "--beam" in rest, "--dicom" in rest
+    rest = [a for a in rest if a not in ("--gpu", "--annotate", "--beam", "--dicom")]
+    python = install(gpu=gpu, test=(verb == "test"), annotate=annotate, beam=beam, dicom=dicom)
     if verb == "install":
         print(f"medtfod is installed in {venv_dir()}; run it as {python} -m medtfod --help")
         return 0

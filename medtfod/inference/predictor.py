@@ -18,7 +18,7 @@ from ..core.boxes import Box
 from ..core.errors import UserError
 from ..core.labelmap import read_label_map
 from ..core.windowing import parse_window
-from . import ensemble
+from . import ensemble, tiling
 from .inputs import load_image
 from .prediction import Prediction
 from .windows import choose_window
@@ -45,6 +45,11 @@ class PredictOptions:
         ...); None: the one the (first) model's training data was converted with (`ExportedModel.window`),
         else 'header'. One that differs from the model's gets a warning (`Predictor.window_warning`).
       clahe: CLAHE after the window; None: as the model's training data.
+      tile: run each model on overlapping tile x tile pixel windows of each image at its native
+        resolution (`tiling`; at least the model's input size); None: the whole image.
+      tile_overlap: the share of a window that overlaps its neighbour, in [0, 0.9).
+      tile_merge: 'nms', 'wbf' or 'none': how boxes of overlapping windows are merged.
+      tile_full: also run the whole image (shrunk to the input) and merge its boxes in.
     """
 
     min_score: Optional[float] = None
@@ -59,6 +64,10 @@ class PredictOptions:
     label_map: Optional[str] = None
     window: Optional[str] = None
     clahe: Optional[bool] = None
+    tile: Optional[int] = None
+    tile_overlap: float = 0.2
+    tile_merge: str = "nms"
+    tile_full: bool = False
 
     def __post_init__(self):
         def number(name, value, low, high, low_open=False):
@@ -80,6 +89,8 @@ class PredictOptions:
             raise UserError(f"clahe={self.clahe!r}: give True, False or None (as the model's training data)")
         if self.fuse is not None and self.fuse not in ensemble.METHODS:
             raise UserError(f"fuse={self.fuse!r}: choose one of {', '.join(ensemble.METHODS)}")
+        if self.tile is not None:
+            tiling.check_tiling(self.tile, self.tile_overlap, self.tile_merge)
         for name in ("tta", "classes"):  # a lone name is a one-item list, not its letters
             value = getattr(self, name)
             if isinstance(value, str):
@@ -132,6 +143,11 @@ class Predictor:
         unknown = [c for c in options.classes or () if c not in self.label_map.ids]
         if unknown:
             raise UserError(f"--classes: {', '.join(unknown)} not in the label map ({', '.join(self.label_map.names)})")
+        if options.tile is not None:
+            for m in self.models:
+                if m.input_pixels:
+                    tiling.check_tile_size(options.tile, m.input_pixels, m.path)
+        self.tile_iou = self.fuse_iou or ensemble.default_iou([m.nms_iou for m in self.models])
         self._detect_fns = detect_fns
         self.window, self.window_source, self.window_warning = choose_window(self.models, options)
 
@@ -185,11 +201,19 @@ class Predictor:
         """One model call (per model and view) on the images in `batch`, all of one size."""
         pixels = np.stack([np.asarray(image) for _, _, _, image in batch])
         results = []
-        for fn, (_, dtype) in zip(detect_fns, inputs_of):
-            results.append({k: v.numpy() for k, v in fn(tf.constant(pixels.astype(dtype, copy=False))).items()})
-            if "hflip" in self.options.tta:
-                flipped = fn(tf.constant(np.ascontiguousarray(pixels[:, :, ::-1]).astype(dtype, copy=False)))
-                results.append(ensemble.hflip_back({k: v.numpy() for k, v in flipped.items()}))
+        opts = self.options
+        for fn, (capacity, dtype) in zip(detect_fns, inputs_of):
+            def run(px, fn=fn, dtype=dtype):
+                return {k: v.numpy() for k, v in fn(tf.constant(np.ascontiguousarray(px).astype(dtype, copy=False))).items()}
+            if opts.tile is not None:
+                def view(px, run=run, capacity=capacity):
+                    return tiling.detect_tiled(run, px, capacity, opts.tile, opts.tile_overlap, opts.tile_merge,
+                                               self.tile_iou, full=opts.tile_full)
+            else:
+                view = run
+            results.append(view(pixels))
+            if "hflip" in opts.tta:
+                results.append(ensemble.hflip_back(view(pixels[:, :, ::-1])))
         result = results[0] if len(results) == 1 else ensemble.fuse(results, self.fuse, self.fuse_iou,
                                                                     self.options.max_per_image)
         done = []
