@@ -111,7 +111,7 @@ def save_predictions(predictions, out: str, label_map, ground_truth=None, draw: 
             per_image.append((p.name, None, p.error))
             continue
         if p.image is None:
-            p.image = load_image(p.source)[0]
+            p.image = load_image(p.source, p.window)[0]
         gt_boxes = list(ground_truth.get(p.name, [])) if ground_truth else None
         rles = finish(p, gt_boxes, out if draw else None, label_map.ids, draw_format)
         rows.extend((d, (p.width, p.height), rle) for d, rle in zip(p.detections, rles))

@@ -225,7 +225,7 @@ class Predictor:
                 box_masks=result["detection_masks"][j][keep] if "detection_masks" in result else None,
                 top_score=self._top_score(result, j) if top_scores else None,
                 channels=image.info.get("channels", 3), image=image if keep_images else None,
-                class_ids=self.label_map.ids))
+                class_ids=self.label_map.ids, window=self.window))
         batch.clear()
         return iter(done)
 
