@@ -5,7 +5,7 @@ It knows its own layout, so no caller joins these onto a path again:
     EXPORT/saved_model/          the SavedModel (`exporter_lib_v2`)
     EXPORT/label_map.pbtxt       the classes the model was trained on
     EXPORT/pipeline.config       the config it was trained with (family, input size, NMS IoU)
-    EXPORT/export.json           what was exported (step, checkpoint)
+    EXPORT/export.json           what was exported (step, checkpoint, the training data's grey window)
     EXPORT/operating_point.json  the score threshold `medtfod calibrate` chose (optional)
 
 `predict` runs the model on images and returns `Prediction`s whose boxes are pixel `Box`es
@@ -116,6 +116,27 @@ class ExportedModel:
         return info
 
     @property
+    def window(self) -> Optional[dict]:
+        """{'window': spec, 'clahe': bool} of the grey window the training data was converted with
+        (`core.windowing`): what export.json recorded at export time, else what the manifest of the
+        dataset named by pipeline.config's train input says (if it is still there); None when
+        neither says (an export from before windows were recorded, of data found nowhere)."""
+        record = os.path.join(self.path, "export.json")
+        if os.path.isfile(record):
+            with open(record, encoding="utf-8") as f:
+                data = json.load(f)
+            if isinstance(data.get("window"), str):
+                return {"window": data["window"], "clahe": bool(data.get("clahe", False))}
+        if os.path.isfile(self.pipeline_config_path):
+            from ..data.manifest import recorded_window
+            from ..odapi.protos import read_pipeline_config
+            config = read_pipeline_config(self.pipeline_config_path)
+            found = recorded_window(config.train_input_reader.tf_record_input_reader.input_path)
+            if found is not None:
+                return {"window": found["window"], "clahe": found["clahe"]}
+        return None
+
+    @property
     def input_pixels(self) -> Optional[int]:
         """The model's input size in pixels: a fixed shape's larger side, a keep-aspect-ratio
         resizer's min_dimension; None when the folder has no pipeline.config."""
@@ -188,7 +209,8 @@ class ExportedModel:
           split: the dataset split, when `images` is a dataset.
           min_score: the score threshold; default: the calibrated operating point, else 0.5.
           batch_size: images per model call (a float_image_tensor export takes batches).
-          options: a `medtfod.inference.predictor.PredictOptions` for everything else (classes,
+          options: a `medtfod.inference.predictor.PredictOptions` for everything else (window and
+            clahe for DICOM and 16-bit inputs (default: the training data's, `window`), classes,
             max_per_image, tta, and more models, exports or their folders, to fuse with this
             one); its min_score and
             batch_size are overridden by the arguments above when those are given.
@@ -212,5 +234,8 @@ class ExportedModel:
         inputs, ground_truth, fenced = predict_inputs(images, split)
         models = [self, *(m if isinstance(m, ExportedModel) else ExportedModel(m) for m in options.models)]
         predictor = Predictor(models, options)
+        if predictor.window_warning:
+            import warnings
+            warnings.warn(predictor.window_warning, UserWarning, stacklevel=2)
         return Predictions(predictor.run(inputs), predictor.label_map, ground_truth,
                            {**fenced, **{f"model {m.path}": m.path for m in models}})
