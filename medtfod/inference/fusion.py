@@ -57,7 +57,7 @@ def _groups(image: np.ndarray, classes: np.ndarray, by_first_seen: bool) -> Tupl
     each group [G]). Classes of an image come in order of first appearance (ensemble-boxes' dict
     in wbf and mean) or ascending (np.unique in nms)."""
     span = int(classes.max() - classes.min()) + 1 if len(classes) else 1
-    pairs, first, group = np.unique(image * span + (classes - (classes.min() if len(classes) else 0)),
+    _, first, group = np.unique(image * span + (classes - (classes.min() if len(classes) else 0)),
                                     return_index=True, return_inverse=True)
     if by_first_seen:  # rows are image by image, so the first row of each pair orders them
         rank = np.empty(len(first), np.int64)
@@ -84,24 +84,22 @@ def fuse_batch(results: Sequence[Dict[str, np.ndarray]], method: str, iou: float
         return out
     perm, starts, group_image = _groups(image, classes, by_first_seen=method != "nms")
     xyxy, scores, classes = np.ascontiguousarray(xyxy[perm]), scores[perm], classes[perm]
-    m = len(scores)
-    fused, fused_scores, group = np.zeros((m, 4)), np.zeros(m), np.zeros(m, np.int64)
     thr = float(iou)
     if method == "nms":
-        n = fusion_kernels.nms(xyxy, scores, starts, thr, fused, fused_scores, group, np.zeros(m, np.int64))
+        fused, fused_scores, group = fusion_kernels.nms(xyxy, scores, starts, thr)
     else:
-        order = np.empty(m, np.int64)
+        order = np.empty(len(scores), np.int64)
         for g in range(len(starts) - 1):  # ensemble-boxes' own sort, so that ties fall as there
             lo, hi = starts[g], starts[g + 1]
             order[lo:hi] = scores[lo:hi].argsort()[::-1] + lo
         if method == "wbf":
-            n = fusion_kernels.wbf(xyxy, scores, starts, order, len(results), thr, fused, fused_scores, group)
+            fused, fused_scores, group = fusion_kernels.wbf(xyxy, scores, starts, order, len(results), thr)
         else:
-            n = fusion_kernels.mean(xyxy, scores, starts, order, thr, fused, fused_scores, group)
-    fused, fused_scores, labels = fused[:n], fused_scores[:n], classes[starts[group[:n]]]
+            fused, fused_scores, group = fusion_kernels.mean(xyxy, scores, starts, order, thr)
+    labels = classes[starts[group]]
     if method == "mean":
         fused_scores = fused_scores.astype(np.float32)  # its result is a float32 array, sorted as such
-    cluster_image = group_image[group[:n]]
+    cluster_image = group_image[group]
     bounds = np.searchsorted(cluster_image, np.arange(batch + 1))
     for j in range(batch):
         lo, hi = bounds[j], bounds[j + 1]

@@ -14,8 +14,8 @@ Every kernel takes the boxes of a whole batch grouped by (image, class):
     starts  [G + 1] int64   group g is rows starts[g]:starts[g + 1]
     order   [M] int64       (wbf, mean) rows of each group, highest score first
 
-and writes one row per fused box into `out_coords` [M, 4] / `out_scores` [M] (and the group of
-each into `out_group` [M]), groups in order, returning how many rows it wrote. Compiled on first
+and returns one row per fused box, groups in order: (coords [K, 4] float64, scores [K] float64,
+group [K] int64). Compiled on first
 use and cached beside this file (`cache=True`); `nogil`, so detect's drawing threads run meanwhile.
 """
 from __future__ import annotations
@@ -27,10 +27,17 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")  # numpy: 0/0 is NaN, a
 
 
 @njit(**_JIT)
-def wbf(coords, scores, starts, order, views, thr, out_coords, out_scores, out_group):
+def _outputs(m):
+    """Room for up to m fused boxes: coordinates, scores, groups."""
+    return np.zeros((m, 4)), np.zeros(m), np.zeros(m, np.int64)
+
+
+@njit(**_JIT)
+def wbf(coords, scores, starts, order, views, thr):
     """Weighted boxes fusion, conf_type 'avg': a box joins the cluster whose fused box it overlaps
     most (IoU > thr, first of equals), else starts one; a cluster's box is the score-weighted mean
     of its boxes (float32 sums), its score the mean score times min(views, size) / views."""
+    out_coords, out_scores, out_group = _outputs(coords.shape[0])
     acc = np.zeros((coords.shape[0], 4), np.float32)  # sum of score * coordinate, per cluster
     conf = np.zeros(coords.shape[0])  # sum of scores
     size = np.zeros(coords.shape[0], np.int64)
@@ -72,13 +79,14 @@ def wbf(coords, scores, starts, order, views, thr, out_coords, out_scores, out_g
                     out_coords[c, k] = coords[i, k]
         for c in range(first, n):
             out_scores[c] = out_scores[c] * min(views, size[c]) / views
-    return n
+    return out_coords[:n], out_scores[:n], out_group[:n]
 
 
 @njit(**_JIT)
-def nms(coords, scores, starts, thr, out_coords, out_scores, out_group, out_rows):
+def nms(coords, scores, starts, thr):
     """Greedy NMS per group: highest score first (numba's argsort, reversed), a box is dropped
-    when its IoU with a kept box is not <= thr. Kept rows in keep order; `out_rows` their index."""
+    when its IoU with a kept box is not <= thr. Kept boxes in keep order."""
+    out_coords, out_scores, out_group = _outputs(coords.shape[0])
     n = 0
     for g in range(starts.shape[0] - 1):
         lo, hi = starts[g], starts[g + 1]
@@ -88,7 +96,7 @@ def nms(coords, scores, starts, thr, out_coords, out_scores, out_group, out_rows
             if dropped[a]:
                 continue
             i = order[a]
-            out_rows[n], out_group[n], out_scores[n] = i, g, scores[i]
+            out_group[n], out_scores[n] = g, scores[i]
             for k in range(4):
                 out_coords[n, k] = coords[i, k]
             n += 1
@@ -103,7 +111,7 @@ def nms(coords, scores, starts, thr, out_coords, out_scores, out_group, out_rows
                 area_j = (coords[j, 2] - coords[j, 0]) * (coords[j, 3] - coords[j, 1])
                 if not inter / (area_i + area_j - inter) <= thr:
                     dropped[b] = True
-    return n
+    return out_coords[:n], out_scores[:n], out_group[:n]
 
 
 @njit(**_JIT)
@@ -116,10 +124,11 @@ def _iou(a, b):
 
 
 @njit(**_JIT)
-def mean(coords, scores, starts, order, thr, out_coords, out_scores, out_group):
+def mean(coords, scores, starts, order, thr):
     """Non-maximum weighted: a box joins the earlier cluster head it overlaps most (IoU > thr, the
     first of equals), else heads a cluster; a cluster's box is its boxes' mean weighted by score
     times IoU with the head (float32 sums), its score the head's (as float32)."""
+    out_coords, out_scores, out_group = _outputs(coords.shape[0])
     cluster = np.zeros(coords.shape[0], np.int64)  # per sorted row: its cluster
     head = np.zeros(coords.shape[0], np.int64)  # per cluster: its first row
     n = 0
@@ -150,4 +159,4 @@ def mean(coords, scores, starts, order, thr, out_coords, out_scores, out_group):
             out_scores[c] = np.float32(scores[head[c]])
             for k in range(4):
                 out_coords[c, k] = np.float32(np.float64(acc[c - first, k]) / conf[c - first])
-    return n
+    return out_coords[:n], out_scores[:n], out_group[:n]
