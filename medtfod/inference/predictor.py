@@ -171,12 +171,17 @@ class Predictor:
     def _run_batch(self, tf, detect_fns, inputs_of, batch, top_scores, keep_images) -> Iterator[Prediction]:
         """One model call (per model and view) on the images in `batch`, all of one size."""
         pixels = np.stack([np.asarray(image) for _, _, _, image in batch])
-        results = []
+        results, tensors = [], {}  # tensors: per input dtype, the batch and its mirror image (made once)
+        hflip = "hflip" in self.options.tta
         for fn, (_, dtype) in zip(detect_fns, inputs_of):
-            results.append({k: v.numpy() for k, v in fn(tf.constant(pixels.astype(dtype, copy=False))).items()})
-            if "hflip" in self.options.tta:
-                flipped = fn(tf.constant(np.ascontiguousarray(pixels[:, :, ::-1]).astype(dtype, copy=False)))
-                results.append(ensemble.hflip_back({k: v.numpy() for k, v in flipped.items()}))
+            if dtype not in tensors:
+                typed = pixels.astype(dtype, copy=False)
+                mirror = tf.constant(np.ascontiguousarray(typed[:, :, ::-1])) if hflip else None
+                tensors[dtype] = tf.constant(typed), mirror
+            plain, mirrored = tensors[dtype]
+            results.append({k: v.numpy() for k, v in fn(plain).items()})
+            if hflip:
+                results.append(ensemble.hflip_back({k: v.numpy() for k, v in fn(mirrored).items()}))
         result = results[0] if len(results) == 1 else ensemble.fuse(results, self.fuse, self.fuse_iou,
                                                                     self.options.max_per_image)
         done = []
