@@ -142,3 +142,15 @@ def _timed(run):
     t = time.perf_counter()
     run()
     return time.perf_counter() - t
+
+
+def test_nms_of_an_image_whose_boxes_all_have_zero_area_gives_no_detections():
+    from ensemble_boxes import nms
+    flat = {"detection_boxes": np.array([[[0.2, 0.3, 0.2, 0.5], [0.1, 0.1, 0.4, 0.1]]], np.float32),
+            "detection_scores": np.array([[0.9, 0.8]], np.float32),
+            "detection_classes": np.array([[1, 1]], np.float32), "num_detections": np.array([2], np.float32)}
+    with pytest.raises(ValueError), warnings.catch_warnings():  # ensemble-boxes: np.concatenate of nothing
+        warnings.simplefilter("ignore")
+        nms([np.array([[0.3, 0.2, 0.5, 0.2]])] * 2, [np.array([0.9])] * 2, [np.array([1.0])] * 2)
+    for method in ensemble.METHODS:
+        assert ensemble.fuse([flat, flat], method)["num_detections"].tolist() == [0]

@@ -1,6 +1,7 @@
 """Fusing a batch's results of several views in one pass: the boxes of every image and class of
 the batch are prepared with NumPy at once and clustered by the compiled loops of
-`fusion_kernels`, instead of `ensemble-boxes`' Python per image (which took ~3 ms an image).
+`fusion_kernels`, instead of `ensemble-boxes`' Python per image (3-13 ms an image for two views
+of an SSD's 100 boxes, as long as the model itself; this takes ~0.1 ms).
 
 The results equal `ensemble-boxes` 1.0.9 called per image (`weighted_boxes_fusion(...,
 skip_box_thr=0.0, conf_type='avg')`, `nms`, `non_maximum_weighted(..., skip_box_thr=0.0)`) and
@@ -55,10 +56,10 @@ def _prepare(results, method: str) -> Tuple[np.ndarray, ...]:
 def _groups(image: np.ndarray, classes: np.ndarray, by_first_seen: bool) -> Tuple[np.ndarray, ...]:
     """Rows grouped by (image, class), stably: (permutation [M], group starts [G + 1], image of
     each group [G]). Classes of an image come in order of first appearance (ensemble-boxes' dict
-    in wbf and mean) or ascending (np.unique in nms)."""
-    span = int(classes.max() - classes.min()) + 1 if len(classes) else 1
-    _, first, group = np.unique(image * span + (classes - (classes.min() if len(classes) else 0)),
-                                    return_index=True, return_inverse=True)
+    in wbf and mean) or ascending (np.unique in nms). Needs at least one row."""
+    low = classes.min()
+    _, first, group = np.unique(image * (int(classes.max() - low) + 1) + (classes - low),
+                                return_index=True, return_inverse=True)
     if by_first_seen:  # rows are image by image, so the first row of each pair orders them
         rank = np.empty(len(first), np.int64)
         rank[np.argsort(first, kind="stable")] = np.arange(len(first))
@@ -66,7 +67,7 @@ def _groups(image: np.ndarray, classes: np.ndarray, by_first_seen: bool) -> Tupl
         first = np.sort(first)
     perm = np.argsort(group, kind="stable")
     starts = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=len(first)))]).astype(np.int64)
-    return perm, starts, image[first] if len(first) else np.zeros(0, np.int64)
+    return perm, starts, image[first]
 
 
 def fuse_batch(results: Sequence[Dict[str, np.ndarray]], method: str, iou: float,
