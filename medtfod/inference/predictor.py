@@ -175,9 +175,8 @@ class Predictor:
         hflip = "hflip" in self.options.tta
         for fn, (_, dtype) in zip(detect_fns, inputs_of):
             if dtype not in tensors:
-                typed = pixels.astype(dtype, copy=False)
-                mirror = tf.constant(np.ascontiguousarray(typed[:, :, ::-1])) if hflip else None
-                tensors[dtype] = tf.constant(typed), mirror
+                plain = tf.constant(pixels.astype(dtype, copy=False))
+                tensors[dtype] = plain, tf.reverse(plain, axis=[2]) if hflip else None  # [B, H, W, 3]: W mirrored
             plain, mirrored = tensors[dtype]
             results.append({k: v.numpy() for k, v in fn(plain).items()})
             if hflip:
