@@ -1,6 +1,6 @@
 """Batch fusion (`inference.fusion`, compiled loops) equals ensemble-boxes called per image, the
 reference it replaced on detect's hot path: random batches of 1-3 views with several classes,
-empty views, identical boxes, tied scores, degenerate boxes; and it is much faster."""
+empty views, identical boxes, tied scores, degenerate boxes; and it is faster (wbf, mean: >= 10x)."""
 import time
 import warnings
 
@@ -125,17 +125,16 @@ def ssd_like_batch(seed=0, batch=8, n=100):
 
 
 @pytest.mark.parametrize("method", ensemble.METHODS)
-def test_batch_fusion_equals_ensemble_boxes_on_a_tta_batch_and_is_much_faster(method):
+def test_batch_fusion_equals_ensemble_boxes_on_a_tta_batch_and_is_faster(method):
     views = ssd_like_batch()
     for twin in (views, [views[0], views[0]]):  # jittered mirror; a model fused with itself (all tied)
         want = reference_fuse(twin, method, 0.55)
         assert_same(ensemble.fuse(twin, method, 0.55), want)
     assert want["num_detections"].min() >= 90  # a model fused with itself keeps its (nearly) 100 boxes
-    t = time.perf_counter()
-    reference_fuse(views, method, 0.55)
-    reference = time.perf_counter() - t
+    reference = min(_timed(lambda: reference_fuse(views, method, 0.55)) for _ in range(2))
     fast = min(_timed(lambda: ensemble.fuse(views, method, 0.55)) for _ in range(3))
-    assert fast * 10 < reference, (fast, reference)
+    # ensemble-boxes' nms is compiled by numba already (~4x measured); its wbf and mean are Python (50-150x)
+    assert fast * {"wbf": 10, "mean": 10, "nms": 2}[method] < reference, (fast, reference)
 
 
 def _timed(run):
