@@ -16,7 +16,10 @@ the same images and SavedModel, in one run:
                on each export, and on the batched one with --no-draw (tables only)
 
 and prints images/s and the ratios: each detect row against the bare model of the same
-export, and against the tutorial (goal on CPU: detect >= 0.8x bare, >= 3x tutorial).
+export, and against the tutorial (goal on CPU: detect >= 0.8x bare, >= 3x tutorial). Then
+fusion alone, on the batched model's real outputs for the images and their mirror images (the
+TTA views): medtfod's batch fusion and ensemble-boxes per image (what detect ran before), for
+each --fuse method, in ms per image beside the bare model's.
 """
 from __future__ import annotations
 
@@ -82,6 +85,51 @@ def tutorial(detect_fn, tf, images, names, out) -> None:
             detections["detection_scores"], category_index, use_normalized_coordinates=True,
             max_boxes_to_draw=100, min_score_thresh=0.3, agnostic_mode=False)
         Image.fromarray(image_np).save(os.path.join(out, name))
+
+
+def fusion_times(batch_fn, tf, arrays, batch: int, rounds: int) -> dict:
+    """{method: (medtfod s, ensemble-boxes s)} to fuse every batch's two TTA views, best of `rounds`."""
+    import warnings
+    import numpy as np
+    from ensemble_boxes import nms, non_maximum_weighted, weighted_boxes_fusion
+    from medtfod.inference import ensemble
+    views = []
+    for i in range(0, len(arrays), batch):
+        pixels = np.stack(arrays[i:i + batch]).astype(np.float32)
+        plain = {k: v.numpy() for k, v in batch_fn(tf.constant(pixels)).items()}
+        mirrored = {k: v.numpy() for k, v in batch_fn(tf.constant(np.ascontiguousarray(pixels[:, :, ::-1]))).items()}
+        views.append([plain, ensemble.hflip_back(mirrored)])
+    reference = {"wbf": lambda b, s, l: weighted_boxes_fusion(b, s, l, iou_thr=0.55, skip_box_thr=0.0, conf_type="avg"),
+                 "nms": lambda b, s, l: nms(b, s, l, iou_thr=0.55),
+                 "mean": lambda b, s, l: non_maximum_weighted(b, s, l, iou_thr=0.55, skip_box_thr=0.0)}
+
+    def per_image(method):  # ensemble-boxes' call per image, as ensemble.fuse made it
+        for pair in views:
+            for j in range(len(pair[0]["num_detections"])):
+                n = [int(r["num_detections"][j]) for r in pair]
+                reference[method]([np.clip(r["detection_boxes"][j][:k][:, [1, 0, 3, 2]].astype(np.float64), 0, 1)
+                                   for r, k in zip(pair, n)],
+                                  [r["detection_scores"][j][:k].astype(np.float64) for r, k in zip(pair, n)],
+                                  [r["detection_classes"][j][:k].astype(np.float64) for r, k in zip(pair, n)])
+
+    best = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for method in ensemble.METHODS:
+            ensemble.fuse(views[0], method, 0.55)  # compiled (or loaded from its cache) before timing
+            if method == "nms":
+                per_image(method)  # ensemble-boxes' nms compiles its loop on its first call
+            times = [float("inf"), float("inf")]
+            for _ in range(rounds):
+                t = time.perf_counter()
+                for pair in views:
+                    ensemble.fuse(pair, method, 0.55)
+                times[0] = min(times[0], time.perf_counter() - t)
+                t = time.perf_counter()
+                per_image(method)
+                times[1] = min(times[1], time.perf_counter() - t)
+            best[method] = tuple(times)
+    return best
 
 
 def main() -> int:
@@ -153,6 +201,14 @@ def main() -> int:
     for name, rate in rates.items():
         vs_bare = f"{rate / rates[limit[name]]:.2f}x" if name in limit else ""
         print(f"{name:<26} {rate:>9.1f} {vs_bare:>18} {rate / tut:>11.2f}x")
+    fused = fusion_times(batch_fn, tf, arrays, b, args.rounds)
+    bare_ms = 1000 / rates[f"bare float, batch {b}"]
+    print(f"\nfusing the 2 TTA views of the same {len(names)} images (model outputs, batches of {b}), ms per image; "
+          f"the bare model (float, batch {b}): {bare_ms:.2f} ms per image")
+    print(f"{'--fuse':<8} {'medtfod':>9} {'ensemble-boxes':>15} {'speed-up':>9} {'medtfod vs model':>17}")
+    for method, (ours, theirs) in fused.items():
+        ours_ms, theirs_ms = 1000 * ours / len(names), 1000 * theirs / len(names)
+        print(f"{method:<8} {ours_ms:>9.3f} {theirs_ms:>15.3f} {theirs / ours:>8.0f}x {ours_ms / bare_ms:>16.3f}x")
     print("goal on CPU: detect >= 0.8x its bare model and >= 3x the tutorial loop (TTA and 2 models call the model "
           "twice per image: their bound is 0.5x)")
     return 0

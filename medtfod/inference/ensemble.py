@@ -1,10 +1,11 @@
 """Ensembles and test-time augmentation for detect: several SavedModels, and/or each image also
-flipped, fused per image into one result with the `ensemble-boxes` package.
+flipped, fused per image into one result as the `ensemble-boxes` package fuses them (by
+`fusion`, which equals it and fuses a whole batch at once).
 
 Results here are the OD API's SavedModel outputs as numpy arrays for a batch: `detection_boxes`
 [B, N, 4] normalized (ymin, xmin, ymax, xmax), `detection_scores` [B, N], `detection_classes`
-[B, N] (label-map ids, float as the OD API returns them), `num_detections` [B]. ensemble-boxes
-takes normalized (x1, y1, x2, y2); the conversion is here, in `_to_xyxy` / `_from_xyxy`.
+[B, N] (label-map ids, float as the OD API returns them), `num_detections` [B]. Fusion works on
+normalized (x1, y1, x2, y2); `fusion` converts in and out.
 
 Fusion methods (`--fuse`), per image and class, over every model and TTA view, with the boxes of
 all scores (the threshold is applied after fusion):
@@ -45,14 +46,6 @@ def hflip_back(result: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return {**result, "detection_boxes": boxes}
 
 
-def _to_xyxy(yxyx: np.ndarray) -> np.ndarray:
-    return np.clip(yxyx[:, [1, 0, 3, 2]], 0.0, 1.0)
-
-
-def _from_xyxy(xyxy: np.ndarray) -> np.ndarray:
-    return xyxy[:, [1, 0, 3, 2]]
-
-
 def fuse(results: Sequence[Dict[str, np.ndarray]], method: str = "wbf", iou: float = 0.55,
          max_detections: int = 100) -> Dict[str, np.ndarray]:
     """One batch result from the same batch's results of several views (see the module docstring)."""
@@ -60,37 +53,8 @@ def fuse(results: Sequence[Dict[str, np.ndarray]], method: str = "wbf", iou: flo
         raise UserError(f"--fuse {method!r}: choose one of {', '.join(METHODS)}")
     if any("detection_masks" in r for r in results):
         raise UserError("fusing Mask R-CNN masks is not supported: run --fuse/--tta with box models only")
-    from ensemble_boxes import nms, non_maximum_weighted, weighted_boxes_fusion
-    batch = len(results[0]["num_detections"])
-    boxes_out = np.zeros((batch, max_detections, 4), np.float32)
-    scores_out = np.zeros((batch, max_detections), np.float32)
-    classes_out = np.zeros((batch, max_detections), np.float32)
-    counts = np.zeros(batch, np.float32)
-    for j in range(batch):
-        boxes, scores, labels = [], [], []
-        for r in results:
-            n = int(r["num_detections"][j])
-            boxes.append(_to_xyxy(np.asarray(r["detection_boxes"][j][:n], np.float64)))
-            scores.append(np.asarray(r["detection_scores"][j][:n], np.float64))
-            labels.append(np.asarray(r["detection_classes"][j][:n], np.float64))
-        if not any(len(s) for s in scores):
-            continue
-        if method == "wbf":
-            fused_boxes, fused_scores, fused_labels = weighted_boxes_fusion(boxes, scores, labels, iou_thr=iou,
-                                                                            skip_box_thr=0.0, conf_type="avg")
-        elif method == "nms":
-            fused_boxes, fused_scores, fused_labels = nms(boxes, scores, labels, iou_thr=iou)
-        else:
-            fused_boxes, fused_scores, fused_labels = non_maximum_weighted(boxes, scores, labels, iou_thr=iou,
-                                                                           skip_box_thr=0.0)
-        order = np.argsort(-fused_scores, kind="stable")[:max_detections]
-        k = len(order)
-        boxes_out[j, :k] = _from_xyxy(np.asarray(fused_boxes)[order])
-        scores_out[j, :k] = np.asarray(fused_scores)[order]
-        classes_out[j, :k] = np.asarray(fused_labels)[order]
-        counts[j] = k
-    return {"detection_boxes": boxes_out, "detection_scores": scores_out, "detection_classes": classes_out,
-            "num_detections": counts}
+    from .fusion import fuse_batch  # numba: loaded (and its loops compiled, once) on the first fusion
+    return fuse_batch(results, method, iou, max_detections)
 
 
 def check_label_maps(models: Sequence[str], maps: List) -> None:

@@ -200,20 +200,28 @@ class Predictor:
     def _run_batch(self, tf, detect_fns, inputs_of, batch, top_scores, keep_images) -> Iterator[Prediction]:
         """One model call (per model and view) on the images in `batch`, all of one size."""
         pixels = np.stack([np.asarray(image) for _, _, _, image in batch])
-        results = []
+        results, tensors = [], {}  # tensors: per input dtype, the batch and its mirror image (made once)
         opts = self.options
+        hflip = "hflip" in opts.tta
         for fn, (capacity, dtype) in zip(detect_fns, inputs_of):
-            def run(px, fn=fn, dtype=dtype):
-                return {k: v.numpy() for k, v in fn(tf.constant(np.ascontiguousarray(px).astype(dtype, copy=False))).items()}
             if opts.tile is not None:
+                def run(px, fn=fn, dtype=dtype):
+                    return {k: v.numpy() for k, v in fn(tf.constant(np.ascontiguousarray(px).astype(dtype, copy=False))).items()}
+
                 def view(px, run=run, capacity=capacity):
                     return tiling.detect_tiled(run, px, capacity, opts.tile, opts.tile_overlap, opts.tile_merge,
                                                self.tile_iou, full=opts.tile_full)
-            else:
-                view = run
-            results.append(view(pixels))
-            if "hflip" in opts.tta:
-                results.append(ensemble.hflip_back(view(pixels[:, :, ::-1])))
+                results.append(view(pixels))
+                if hflip:
+                    results.append(ensemble.hflip_back(view(pixels[:, :, ::-1])))
+                continue
+            if dtype not in tensors:
+                plain = tf.constant(pixels.astype(dtype, copy=False))
+                tensors[dtype] = plain, tf.reverse(plain, axis=[2]) if hflip else None  # [B, H, W, 3]: W mirrored
+            plain, mirrored = tensors[dtype]
+            results.append({k: v.numpy() for k, v in fn(plain).items()})
+            if hflip:
+                results.append(ensemble.hflip_back({k: v.numpy() for k, v in fn(mirrored).items()}))
         result = results[0] if len(results) == 1 else ensemble.fuse(results, self.fuse, self.fuse_iou,
                                                                     self.options.max_per_image)
         done = []
