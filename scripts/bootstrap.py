@@ -3,6 +3,7 @@
     python3 scripts/bootstrap.py demo      (Windows: py -3.11 scripts\\bootstrap.py demo)
     python3 scripts/bootstrap.py test      (Windows: py -3.11 scripts\\bootstrap.py test)
     python3 scripts/bootstrap.py install [--gpu] [--annotate] [--beam]
+    python3 scripts/bootstrap.py install --runtime      (the light inference install, no TensorFlow)
 
 Needs only Python 3.11 (3.12 and 3.13 also resolve) and access to PyPI. Creates `.venv/`
 beside this repository (or $MEDTFOD_VENV), installs the hash-pinned locks in requirements/
@@ -12,7 +13,11 @@ skips the install while the locks are unchanged. `--annotate` adds labelImg and 
 annotate`; the test install always has them, for the annotation tests). `--beam` installs
 requirements/beam.txt instead of cpu.txt: the same pins plus apache-beam 2.77.0, with protobuf 6,
 pillow 12 and python-dateutil 2 (apache-beam's bounds), for `medtfod convert --runner ...`; give
-it its own MEDTFOD_VENV to keep a cpu.txt environment beside it. Extra arguments go to medtfod demo / pytest.
+it its own MEDTFOD_VENV to keep a cpu.txt environment beside it. `install --runtime` installs only
+requirements/runtime-onnx.txt (ONNX Runtime, numpy, Pillow, pydicom, pycocotools, matplotlib,
+ensemble-boxes; no TensorFlow, no OD API): `medtfod detect --runtime onnx` on an export made with
+`export --onnx`, plus metrics and report; give it its own MEDTFOD_VENV (e.g. .venv-runtime).
+Extra arguments go to medtfod demo / pytest.
 Standard library only, so it runs before anything is installed.
 """
 import hashlib
@@ -36,7 +41,9 @@ def venv_python(path: str) -> str:
     return os.path.join(path, "bin", "python")
 
 
-def lock_files(gpu: bool, test: bool, annotate: bool = False, beam: bool = False):
+def lock_files(gpu: bool, test: bool, annotate: bool = False, beam: bool = False, runtime: bool = False):
+    if runtime:  # the light ONNX Runtime install: one lock, no TensorFlow, no OD API
+        return [os.path.join(REQ, "runtime-onnx.txt")]
     files = ["gpu.txt" if gpu else "beam.txt" if beam else "cpu.txt", "odapi.txt"]
     if test:
         files.append("test.txt")
@@ -61,7 +68,8 @@ def run(cmd) -> None:
         sys.exit(f"bootstrap: command failed with exit status {result.returncode}: {' '.join(cmd)}")
 
 
-def install(gpu: bool = False, test: bool = False, annotate: bool = False, beam: bool = False) -> str:
+def install(gpu: bool = False, test: bool = False, annotate: bool = False, beam: bool = False,
+            runtime: bool = False) -> str:
     """Create/refresh the environment; returns its Python."""
     if sys.version_info < (3, 11):
         sys.exit(f"bootstrap: medtfod needs Python 3.11 or newer; this is {sys.version.split()[0]} "
@@ -71,9 +79,12 @@ def install(gpu: bool = False, test: bool = False, annotate: bool = False, beam:
     if gpu and beam:
         sys.exit("bootstrap: --beam has a CPU lock only (requirements/beam.txt); Beam's conversion needs no GPU, "
                  "so install it in an environment of its own (MEDTFOD_VENV=.venv-beam ... install --beam)")
+    if runtime and (gpu or test or annotate or beam):
+        sys.exit("bootstrap: --runtime is the light inference install (ONNX Runtime, no TensorFlow) and takes no "
+                 "other option; run it with `install --runtime` only, in its own MEDTFOD_VENV")
     target = venv_dir()
     python = venv_python(target)
-    files = lock_files(gpu, test, annotate, beam)
+    files = lock_files(gpu, test, annotate, beam, runtime)
     want = fingerprint(files)
     stamp = os.path.join(target, STAMP)
     if os.path.isfile(python) and os.path.isfile(stamp):
@@ -97,9 +108,11 @@ def main(argv) -> int:
         print(__doc__)
         return 2
     verb, rest = argv[0], argv[1:]
-    gpu, annotate, beam = "--gpu" in rest, "--annotate" in rest, "--beam" in rest
-    rest = [a for a in rest if a not in ("--gpu", "--annotate", "--beam")]
-    python = install(gpu=gpu, test=(verb == "test"), annotate=annotate, beam=beam)
+    gpu, annotate, beam, runtime = "--gpu" in rest, "--annotate" in rest, "--beam" in rest, "--runtime" in rest
+    rest = [a for a in rest if a not in ("--gpu", "--annotate", "--beam", "--runtime")]
+    if runtime and verb != "install":
+        sys.exit("bootstrap: --runtime goes with install (the demo and the tests need TensorFlow)")
+    python = install(gpu=gpu, test=(verb == "test"), annotate=annotate, beam=beam, runtime=runtime)
     if verb == "install":
         print(f"medtfod is installed in {venv_dir()}; run it as {python} -m medtfod --help")
         return 0

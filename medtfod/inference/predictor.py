@@ -2,7 +2,9 @@
 images of one size, test-time augmentation and fusion, the threshold.
 
 The SavedModel (`image_tensor` input) takes uint8 `[1, H, W, 3]`; grayscale images are
-replicated to three channels, as in training. Its boxes are the OD API's normalized
+replicated to three channels, as in training. A model.onnx (`onnx_model.OnnxDetector`) takes
+float32 `[N, H, W, 3]` and is called with numpy arrays: TensorFlow is imported only when a model
+is a SavedModel. Its boxes are the OD API's normalized
 `(ymin, xmin, ymax, xmax)`; they are converted once, here, to pixel `Box`es.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..core.errors import UserError
 from ..core.labelmap import read_label_map
 from . import ensemble
 from .inputs import load_image
+from .onnx_model import RUNTIMES
 from .prediction import Prediction
 
 
@@ -39,6 +42,8 @@ class PredictOptions:
         own NMS IoU).
       models: further `ExportedModel`s fused with the first (an ensemble).
       label_map: a label map file to name classes with instead of the export's own.
+      runtime: 'tf' (the SavedModel) or 'onnx' (model.onnx with ONNX Runtime, no TensorFlow);
+        None: 'onnx' for a .onnx path, else 'tf'.
     """
 
     min_score: Optional[float] = None
@@ -51,6 +56,7 @@ class PredictOptions:
     fuse_iou: Optional[float] = None
     models: Sequence = ()  # of medtfod.inference.model.ExportedModel, or export folders
     label_map: Optional[str] = None
+    runtime: Optional[str] = None
 
     def __post_init__(self):
         def number(name, value, low, high, low_open=False):
@@ -66,6 +72,8 @@ class PredictOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{name}={value!r}: give a whole number, 1 or more")
+        if self.runtime is not None and self.runtime not in RUNTIMES:
+            raise UserError(f"runtime={self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
         if self.fuse is not None and self.fuse not in ensemble.METHODS:
             raise UserError(f"fuse={self.fuse!r}: choose one of {', '.join(ensemble.METHODS)}")
         for name in ("tta", "classes"):  # a lone name is a one-item list, not its letters
@@ -81,6 +89,8 @@ def model_input(detect_fn, batch_size: int) -> Tuple[int, type]:
 
     Raises UserError for exports that take encoded strings or tf.Examples.
     """
+    if hasattr(detect_fn, "model_input"):  # an OnnxDetector
+        return detect_fn.model_input(batch_size)
     signature = getattr(detect_fn, "signatures", {}).get("serving_default")
     if signature is None:  # a plain function (tests): one uint8 image at a time
         return 1, np.uint8
@@ -137,9 +147,11 @@ class Predictor:
         not given); `top_scores` fills each prediction's `top_score`; `keep_images` leaves the
         decoded image on the prediction (for drawing).
         """
-        from ..odapi.runtime import import_tensorflow
-        tf = import_tensorflow(verbose=False)
         detect_fns = self.detect_fns
+        tf = None  # numpy in and out when every model is a model.onnx
+        if not all(hasattr(fn, "model_input") for fn in detect_fns):
+            from ..odapi.runtime import import_tensorflow
+            tf = import_tensorflow(verbose=False)
         inputs_of = [model_input(fn, self.options.batch_size) for fn in detect_fns]
         capacity = min(c for c, _ in inputs_of)
         self.batch = capacity
@@ -173,10 +185,10 @@ class Predictor:
         pixels = np.stack([np.asarray(image) for _, _, _, image in batch])
         results = []
         for fn, (_, dtype) in zip(detect_fns, inputs_of):
-            results.append({k: v.numpy() for k, v in fn(tf.constant(pixels.astype(dtype, copy=False))).items()})
+            results.append(_call(tf, fn, pixels.astype(dtype, copy=False)))
             if "hflip" in self.options.tta:
-                flipped = fn(tf.constant(np.ascontiguousarray(pixels[:, :, ::-1]).astype(dtype, copy=False)))
-                results.append(ensemble.hflip_back({k: v.numpy() for k, v in flipped.items()}))
+                flipped = _call(tf, fn, np.ascontiguousarray(pixels[:, :, ::-1]).astype(dtype, copy=False))
+                results.append(ensemble.hflip_back(flipped))
         result = results[0] if len(results) == 1 else ensemble.fuse(results, self.fuse, self.fuse_iou,
                                                                     self.options.max_per_image)
         done = []
@@ -218,3 +230,11 @@ class Predictor:
                                                                 result["detection_classes"][j][:n])
                   if not classes or self.label_map.name_of(int(cls)) in classes]
         return max(scores, default=0.0)
+
+
+def _call(tf, fn, pixels: np.ndarray) -> dict:
+    """One model call on `pixels` [N, H, W, 3]: {output name: numpy array}. An `OnnxDetector`
+    takes and returns numpy; a SavedModel (`tf` loaded) takes and returns tensors."""
+    if hasattr(fn, "model_input"):
+        return fn(pixels)
+    return {k: v.numpy() for k, v in fn(tf.constant(pixels)).items()}
