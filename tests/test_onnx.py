@@ -165,7 +165,7 @@ def test_parity_pairs_same_class_detections_and_counts_those_above_the_threshold
     ref = result([[0, 0, .5, .5], [.5, .5, 1, 1], [.2, .2, .3, .3]], [.9, .9, .01], [1, 2, 1])
     swapped = result([[.5, .5, 1, 1], [0, 0, .5, .5], [.2, .2, .3, .3]], [.9, .9, .01], [2, 1, 1])
     same = compare_image(ref, swapped, 0)
-    assert same == {"reference": 2, "candidate": 2, "compared": 3, "box": 0.0, "score": 0.0}
+    assert same == {"reference": 2, "candidate": 2, "compared": 3, "box": 0.0, "score": 0.0, "mask": 0.0}
     moved = compare_image(ref, result([[0, 0, .5, .5004], [.5, .5, 1, 1], [.2, .2, .3, .3]], [.9, .8995, .01],
                                       [1, 2, 1]), 0)
     assert moved["box"] == pytest.approx(4e-4, abs=1e-6) and moved["score"] == pytest.approx(5e-4, abs=1e-6)
@@ -179,6 +179,14 @@ def test_parity_pairs_same_class_detections_and_counts_those_above_the_threshold
     too_far = dict(moved, box=2e-3)
     assert not summarize(["a", "b"], [same, too_far])["passed"]
     assert summarize(["a", "b"], [same, too_far])["worst_image"]["name"] == "b"
+    # Mask R-CNN: the paired detections' box masks are compared too
+    with_masks = lambda r, masks: dict(r, detection_masks=np.array([masks], np.float32))
+    masks = np.zeros((3, 4, 4), np.float32)
+    other = masks.copy()
+    other[1, 2, 2] = 0.25  # the second reference detection's mask (class 2), first in `swapped`
+    assert compare_image(with_masks(ref, masks), with_masks(swapped, masks), 0)["mask"] == 0.0
+    differs = compare_image(with_masks(ref, other), with_masks(swapped, masks), 0)
+    assert differs["mask"] == pytest.approx(0.25) and not summarize(["a"], [differs])["passed"]
 
 
 def test_the_label_map_reads_the_same_without_the_od_api(tmp_path):

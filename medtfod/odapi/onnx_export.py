@@ -9,8 +9,8 @@ The parity check runs the export's own SavedModel and model.onnx (one batched ca
 images: the first `count` images of the pipeline.config's eval TFRecords, else synthetic ones.
 Per image, the detections scoring above PARITY_MIN_SCORE must be as many in both, and each ONNX
 detection above it (at least its top PARITY_AT_LEAST) is paired with the SavedModel's of the same
-class nearest to it; the largest box
-(normalized ymin, xmin, ymax, xmax) and score differences go into export.json's "onnx" record.
+class nearest to it; the largest box (normalized ymin, xmin, ymax, xmax), score and (Mask R-CNN)
+mask probability differences go into export.json's "onnx" record.
 Above PARITY_TOLERANCE (or a different count) model.onnx is not written and a UserError names the
 worst image and its differences; the SavedModel stays as it is.
 """
@@ -48,7 +48,9 @@ def compare_image(reference: Dict[str, np.ndarray], candidate: Dict[str, np.ndar
     `at_least`) are each paired with the nearest reference detection of the same class among the
     reference's top (that many + `at_least`). Returns {'reference': count above min_score,
     'candidate': count above min_score, 'compared': detections paired, 'box': largest box difference,
-    'score': largest score difference}; infinite when a detection has no partner of its class.
+    'score': largest score difference, 'mask': largest mask probability difference (Mask R-CNN's
+    `detection_masks` `[N, K, h, w]`; 0 without masks)}; infinite when a detection has no partner of
+    its class.
     """
     def top(result, k=None):
         n = int(np.asarray(result["num_detections"])[j])
@@ -60,16 +62,22 @@ def compare_image(reference: Dict[str, np.ndarray], candidate: Dict[str, np.ndar
 
     c_boxes, c_scores, c_classes, c_above = top(candidate)
     r_boxes, r_scores, r_classes, r_above = top(reference, len(c_scores) + at_least)
-    out = {"reference": r_above, "candidate": c_above, "compared": len(c_scores), "box": 0.0, "score": 0.0}
-    for box, score, cls in zip(c_boxes, c_scores, c_classes):
+    out = {"reference": r_above, "candidate": c_above, "compared": len(c_scores), "box": 0.0, "score": 0.0,
+           "mask": 0.0}
+    masks = "detection_masks" in reference and "detection_masks" in candidate
+    for k, (box, score, cls) in enumerate(zip(c_boxes, c_scores, c_classes)):
         same = np.flatnonzero(r_classes == cls)
         if not len(same):
-            return dict(out, box=float("inf"), score=float("inf"))
+            return dict(out, box=float("inf"), score=float("inf"), mask=float("inf"))
         box_gaps = np.abs(r_boxes[same] - box).max(axis=1)
         gaps = np.maximum(box_gaps, np.abs(r_scores[same] - score))
         best = int(np.argmin(gaps))
         out["box"] = max(out["box"], float(box_gaps[best]))
         out["score"] = max(out["score"], float(abs(r_scores[same][best] - score)))
+        if masks:
+            gap = np.abs(np.asarray(reference["detection_masks"])[j][same[best]]
+                         - np.asarray(candidate["detection_masks"])[j][k]).max()
+            out["mask"] = max(out["mask"], float(gap))
     return out
 
 
@@ -78,18 +86,20 @@ def summarize(names: Sequence[str], per_image: Sequence[Dict[str, float]],
     """The parity record over all images: the largest differences, whether every count agreed, the
     worst image (a count mismatch first, else the largest difference) and whether it passed."""
     def badness(item):
-        return (item["reference"] != item["candidate"], max(item["box"], item["score"]))
+        return (item["reference"] != item["candidate"], max(item["box"], item["score"], item.get("mask", 0.0)))
     worst = max(range(len(per_image)), key=lambda i: badness(per_image[i])) if per_image else None
     counts_equal = all(p["reference"] == p["candidate"] for p in per_image)
     box = max((p["box"] for p in per_image), default=0.0)
     score = max((p["score"] for p in per_image), default=0.0)
+    mask = max((p.get("mask", 0.0) for p in per_image), default=0.0)
     return {"images": len(per_image), "min_score": PARITY_MIN_SCORE, "tolerance": tolerance,
             "detections_compared": int(sum(p["compared"] for p in per_image)),
             "max_box_difference": box if np.isfinite(box) else None,
             "max_score_difference": score if np.isfinite(score) else None,
+            "max_mask_difference": mask if np.isfinite(mask) else None,
             "counts_equal": counts_equal,
             "worst_image": None if worst is None else dict(per_image[worst], name=names[worst]),
-            "passed": bool(counts_equal and box <= tolerance and score <= tolerance)}
+            "passed": bool(counts_equal and max(box, score, mask) <= tolerance)}
 
 
 def parity_images(pipeline_config, pattern: Optional[str], count: int) -> Tuple[List[str], List[np.ndarray], str]:
@@ -220,14 +230,17 @@ def write_onnx(model, images: Optional[str] = None, count: int = PARITY_IMAGES, 
         record = {"file": ONNX_NAME, "opset": OPSET, "tf2onnx": version, "input": "float32 [N, H, W, 3], RGB 0-255",
                   "checked_on": source, "parity": summarize(names, per_image)}
         record["written"] = record["parity"]["passed"]
+        final = os.path.join(model.path, ONNX_NAME)
         if record["written"]:
-            final = os.path.join(model.path, ONNX_NAME)
             os.replace(_copy_beside(staged, final), final)
+        elif os.path.isfile(final):  # an earlier model.onnx must not outlive the record saying this one failed
+            os.remove(final)
     _record(model.path, record, facts)
     parity = record["parity"]
     worst = parity["worst_image"] or {}
     line = (f"onnx: {parity['images']} images ({source}): largest box difference "
-            f"{_g(parity['max_box_difference'])}, score {_g(parity['max_score_difference'])} over "
+            f"{_g(parity['max_box_difference'])}, score {_g(parity['max_score_difference'])}"
+            + (f", mask {_g(parity['max_mask_difference'])}" if parity["max_mask_difference"] else "") + " over "
             f"{parity['detections_compared']} detections (those above {PARITY_MIN_SCORE:g}, at least the top "
             f"{PARITY_AT_LEAST} per image); counts above {PARITY_MIN_SCORE:g} "
             f"{'equal' if parity['counts_equal'] else 'DIFFERENT'}")
@@ -236,7 +249,8 @@ def write_onnx(model, images: Optional[str] = None, count: int = PARITY_IMAGES, 
         raise UserError(f"model.onnx disagrees with the SavedModel beyond {PARITY_TOLERANCE:g} (normalized box units "
                         f"and score): worst image {worst.get('name')!r}: {worst.get('reference')} detections above "
                         f"{PARITY_MIN_SCORE:g} with TensorFlow, {worst.get('candidate')} with ONNX Runtime, box "
-                        f"difference {_g(worst.get('box'))}, score {_g(worst.get('score'))}. model.onnx was not "
+                        f"difference {_g(worst.get('box'))}, score {_g(worst.get('score'))}, mask "
+                        f"{_g(worst.get('mask'))}. No model.onnx was "
                         f"written; the SavedModel in {model.path} is unchanged (details in export.json)")
     return record
 
