@@ -248,22 +248,35 @@ def ssd_onnx(trained, tmp_path_factory):
     return out
 
 
-def paired_difference(reference_csv, onnx_csv, top=50):
-    """The largest score/pixel difference between each image's `top` ONNX rows and their nearest
-    same-label rows of the TF table (near-tied boxes may swap places, and the 100th may differ)."""
-    by_image = {}
-    for r in read_csv(reference_csv):
-        by_image.setdefault(r["image"], []).append(r)
+def paired_difference(reference_csv, onnx_csv):
+    """(the largest score/pixel difference between each ONNX row and its nearest same-label row of
+    the TF table of the same image, rows compared, rows in all). Each image's sorted scores must
+    agree to 1e-3 first. Rows whose score ties another of the image exactly are not paired: an
+    undertrained SSD gives flat image regions identical scores, and which tied box NMS keeps differs
+    between the runtimes."""
+    import collections
+    tables = []
+    for path in (reference_csv, onnx_csv):
+        by_image = collections.defaultdict(list)
+        for r in read_csv(path):
+            by_image[r["image"]].append(r)
+        tables.append(by_image)
+    reference, onnx_rows = tables
+    assert sorted(reference) == sorted(onnx_rows)
     keys = ("score", "xmin", "ymin", "xmax", "ymax")
-    worst, seen = 0.0, {}
-    for r in read_csv(onnx_csv):
-        seen[r["image"]] = seen.get(r["image"], 0) + 1
-        if seen[r["image"]] > top:
-            continue
-        gaps = [max(abs(float(r[k]) - float(t[k])) for k in keys) for t in by_image[r["image"]]
-                if t["label"] == r["label"]]
-        worst = max(worst, min(gaps))
-    return worst, sum(seen.values())
+    worst, compared, total = 0.0, 0, 0
+    for image, rows in onnx_rows.items():
+        theirs = reference[image]
+        assert np.allclose(sorted(float(r["score"]) for r in rows), sorted(float(t["score"]) for t in theirs),
+                           atol=1e-3), image
+        ties = collections.Counter(r["score"] for r in theirs)
+        for r in rows:
+            total += 1
+            if ties[r["score"]] > 1:
+                continue
+            gaps = [max(abs(float(r[k]) - float(t[k])) for k in keys) for t in theirs if t["label"] == r["label"]]
+            worst, compared = max(worst, min(gaps)), compared + 1
+    return worst, compared, total
 
 
 @pytest.mark.slow
@@ -281,8 +294,9 @@ def test_ssd_exports_to_onnx_with_parity_and_detects_like_the_saved_model(traine
                  str(out), "--min-score", "0.0", "-q"]) == 0
     # the TF table of the same images (image_tensor SavedModel, one image per call); 128 px images,
     # so 1e-3 of the width is 0.128 px (the table rounds to 0.01 px)
-    worst, rows = paired_difference(os.path.join(trained["detections"], "detections.csv"), out / "detections.csv")
-    assert rows >= 40 * 50 and worst <= 0.128
+    worst, compared, total = paired_difference(os.path.join(trained["detections"], "detections.csv"),
+                                               out / "detections.csv")
+    assert total == 40 * 100 and compared >= total // 4 and worst <= 0.128, (worst, compared)
     assert len(os.listdir(out)) == len(os.listdir(trained["detections"]))  # the same drawn copies and tables
 
 
@@ -308,8 +322,9 @@ def test_detect_in_a_fresh_runtime_lock_venv_never_imports_tensorflow(trained, s
                           env=dict(os.environ, PYTHONPATH=REPO))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "TF []" in done.stdout
-    worst, rows = paired_difference(os.path.join(trained["detections"], "detections.csv"), out / "detections.csv")
-    assert rows >= 40 * 50 and worst <= 0.128
+    worst, compared, total = paired_difference(os.path.join(trained["detections"], "detections.csv"),
+                                               out / "detections.csv")
+    assert total == 40 * 100 and compared >= total // 4 and worst <= 0.128, (worst, compared)
     refused = subprocess.run([python, "-m", "medtfod", "train", "--config", trained["config"], "--model-dir",
                               str(tmp_path / "m")], capture_output=True, text=True, cwd=str(tmp_path),
                              env=dict(os.environ, PYTHONPATH=REPO))
