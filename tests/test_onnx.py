@@ -7,7 +7,6 @@ SavedModel's, and run detect in a fresh venv made from requirements/runtime-onnx
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 

@@ -13,7 +13,6 @@ refuses a model.onnx that does not belong there (another label map or input size
 from __future__ import annotations
 
 import json
-import os
 from typing import Dict, Optional, Tuple
 
 import numpy as np

@@ -8,7 +8,8 @@ when it is one; an `image_tensor` export (uint8, one image per call) is first ex
 The parity check runs the export's own SavedModel and model.onnx (one batched call) on the same
 images: the first `count` images of the pipeline.config's eval TFRecords, else synthetic ones.
 Per image, the detections scoring above PARITY_MIN_SCORE must be as many in both, and each ONNX
-detection above it is paired with the SavedModel's of the same class nearest to it; the largest box (normalized ymin, xmin, ymax, xmax), score and (Mask R-CNN)
+detection above it is paired with the SavedModel's of the same class nearest to it; the largest
+box (normalized ymin, xmin, ymax, xmax), score and (Mask R-CNN)
 mask probability differences go into export.json's "onnx" record.
 Above PARITY_TOLERANCE (or a different count) model.onnx is not written and a UserError names the
 worst image and its differences; the SavedModel stays as it is.
