@@ -1,6 +1,6 @@
 """Re-create the hash-pinned lock files from the *.in files (a maintainer's tool; needs uv).
 
-    python requirements/lock.py            # cpu.txt, gpu.txt, odapi.txt, test.txt, annotate.txt, runtime-onnx.txt, beam.txt
+    python requirements/lock.py   # cpu, gpu, odapi, test, annotate, dicom, runtime-onnx and beam .txt
     python requirements/lock.py --check-windows   # also prove cpu.txt resolves for win_amd64
 
 Users never run this: scripts/bootstrap.py installs from the committed lock files with
@@ -52,6 +52,7 @@ def main():
     compile_lock("odapi.in", "odapi.txt", "--no-deps")
     compile_lock("test.in", "test.txt", "-c", os.path.join(HERE, "cpu.txt"))
     compile_lock("annotate.in", "annotate.txt", "-c", os.path.join(HERE, "cpu.txt"))
+    compile_lock("dicom.in", "dicom.txt", "-c", os.path.join(HERE, "cpu.txt"))
     # the light inference install (bootstrap.py install --runtime): no TensorFlow, same pins as cpu.txt
     compile_lock("runtime-onnx.in", "runtime-onnx.txt", "-c", os.path.join(HERE, "cpu.txt"))
     # beam.txt is separate, not an extra lock on top of cpu.txt like the two above: apache-beam
@@ -64,6 +65,7 @@ def main():
         check_windows("cpu.txt")
         check_windows("test.txt")
         check_windows("annotate.txt")
+        check_windows("dicom.txt")
         check_windows("runtime-onnx.txt")
         check_windows("beam.txt")
 

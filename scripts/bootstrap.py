@@ -2,7 +2,7 @@
 
     python3 scripts/bootstrap.py demo      (Windows: py -3.11 scripts\\bootstrap.py demo)
     python3 scripts/bootstrap.py test      (Windows: py -3.11 scripts\\bootstrap.py test)
-    python3 scripts/bootstrap.py install [--gpu] [--annotate] [--beam]
+    python3 scripts/bootstrap.py install [--gpu] [--annotate] [--dicom] [--beam]
     python3 scripts/bootstrap.py install --runtime      (the light inference install, no TensorFlow)
 
 Needs only Python 3.11 (3.12 and 3.13 also resolve) and access to PyPI. Creates `.venv/`
@@ -10,7 +10,8 @@ beside this repository (or $MEDTFOD_VENV), installs the hash-pinned locks in req
 with `pip --require-hashes --no-deps` (the OD API must not pull its declared dependencies),
 installs medtfod itself in editable mode, then runs `medtfod demo` or `pytest`. Re-running
 skips the install while the locks are unchanged. `--annotate` adds labelImg and PyQt5 (`medtfod
-annotate`; the test install always has them, for the annotation tests). `--beam` installs
+annotate`; the test install always has them, for the annotation tests). `--dicom` adds highdicom
+(`detect --dicom-sr / --dicom-overlay`; the test install always has it). `--beam` installs
 requirements/beam.txt instead of cpu.txt: the same pins plus apache-beam 2.77.0, with protobuf 6,
 pillow 12 and python-dateutil 2 (apache-beam's bounds), for `medtfod convert --runner ...`; give
 it its own MEDTFOD_VENV to keep a cpu.txt environment beside it. `install --runtime` installs only
@@ -41,7 +42,8 @@ def venv_python(path: str) -> str:
     return os.path.join(path, "bin", "python")
 
 
-def lock_files(gpu: bool, test: bool, annotate: bool = False, beam: bool = False, runtime: bool = False):
+def lock_files(gpu: bool, test: bool, annotate: bool = False, beam: bool = False, dicom: bool = False,
+               runtime: bool = False):
     if runtime:  # the light ONNX Runtime install: one lock, no TensorFlow, no OD API
         return [os.path.join(REQ, "runtime-onnx.txt")]
     files = ["gpu.txt" if gpu else "beam.txt" if beam else "cpu.txt", "odapi.txt"]
@@ -49,6 +51,8 @@ def lock_files(gpu: bool, test: bool, annotate: bool = False, beam: bool = False
         files.append("test.txt")
     if test or annotate:
         files.append("annotate.txt")
+    if test or dicom:
+        files.append("dicom.txt")
     return [os.path.join(REQ, f) for f in files]
 
 
@@ -69,7 +73,7 @@ def run(cmd) -> None:
 
 
 def install(gpu: bool = False, test: bool = False, annotate: bool = False, beam: bool = False,
-            runtime: bool = False) -> str:
+            dicom: bool = False, runtime: bool = False) -> str:
     """Create/refresh the environment; returns its Python."""
     if sys.version_info < (3, 11):
         sys.exit(f"bootstrap: medtfod needs Python 3.11 or newer; this is {sys.version.split()[0]} "
@@ -79,12 +83,15 @@ def install(gpu: bool = False, test: bool = False, annotate: bool = False, beam:
     if gpu and beam:
         sys.exit("bootstrap: --beam has a CPU lock only (requirements/beam.txt); Beam's conversion needs no GPU, "
                  "so install it in an environment of its own (MEDTFOD_VENV=.venv-beam ... install --beam)")
-    if runtime and (gpu or test or annotate or beam):
+    if dicom and beam:
+        sys.exit("bootstrap: requirements/dicom.txt is locked against cpu.txt (pillow 13), beam.txt holds pillow 12; "
+                 "install --dicom in an environment of its own, without --beam")
+    if runtime and (gpu or test or annotate or beam or dicom):
         sys.exit("bootstrap: --runtime is the light inference install (ONNX Runtime, no TensorFlow) and takes no "
                  "other option; run it with `install --runtime` only, in its own MEDTFOD_VENV")
     target = venv_dir()
     python = venv_python(target)
-    files = lock_files(gpu, test, annotate, beam, runtime)
+    files = lock_files(gpu, test, annotate, beam, dicom, runtime)
     want = fingerprint(files)
     stamp = os.path.join(target, STAMP)
     if os.path.isfile(python) and os.path.isfile(stamp):
@@ -108,11 +115,12 @@ def main(argv) -> int:
         print(__doc__)
         return 2
     verb, rest = argv[0], argv[1:]
-    gpu, annotate, beam, runtime = "--gpu" in rest, "--annotate" in rest, "--beam" in rest, "--runtime" in rest
-    rest = [a for a in rest if a not in ("--gpu", "--annotate", "--beam", "--runtime")]
+    gpu, annotate, beam, dicom = "--gpu" in rest, "--annotate" in rest, "--beam" in rest, "--dicom" in rest
+    runtime = "--runtime" in rest
+    rest = [a for a in rest if a not in ("--gpu", "--annotate", "--beam", "--dicom", "--runtime")]
     if runtime and verb != "install":
         sys.exit("bootstrap: --runtime goes with install (the demo and the tests need TensorFlow)")
-    python = install(gpu=gpu, test=(verb == "test"), annotate=annotate, beam=beam, runtime=runtime)
+    python = install(gpu=gpu, test=(verb == "test"), annotate=annotate, beam=beam, dicom=dicom, runtime=runtime)
     if verb == "install":
         print(f"medtfod is installed in {venv_dir()}; run it as {python} -m medtfod --help")
         return 0

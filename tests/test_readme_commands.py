@@ -16,6 +16,7 @@ complete: a README command missing here, or a test named here that does not exis
     medtfod convert coco                   test_readme_commands.py::test_convert_every_source
     medtfod audit                          test_readme_commands.py::test_audit_metrics_calibrate
     medtfod config                         conftest.py::trained
+    medtfod anchors                        test_anchors.py::test_cli_anchors_writes_the_patched_config_and_refuses_bad_input
     medtfod augment-preview                test_augment.py::test_augment_preview_command_writes_only_its_grid
     medtfod pretrained get                 test_readme_commands.py::test_pretrained_get_and_import
     medtfod pretrained import              test_readme_commands.py::test_pretrained_get_and_import
@@ -24,7 +25,7 @@ complete: a README command missing here, or a test named here that does not exis
     medtfod tensorboard                    test_readme_commands.py::test_tensorboard_serves_the_trained_runs
     medtfod export                         conftest.py::trained
     medtfod calibrate                      test_readme_commands.py::test_audit_metrics_calibrate
-    medtfod detect                         conftest.py::trained (--images), test_readme_commands.py::test_audit_metrics_calibrate (--dataset), test_annotation_loop.py::test_detect_preannotations_read_back_and_review_diff (--annotations)
+    medtfod detect                         conftest.py::trained (--images), test_readme_commands.py::test_audit_metrics_calibrate (--dataset), test_annotation_loop.py::test_detect_preannotations_read_back_and_review_diff (--annotations), test_dicom_sr.py::test_detect_dicom_sr_end_to_end (--dicom-sr)
     medtfod metrics                        test_readme_commands.py::test_audit_metrics_calibrate
     medtfod report                         test_report.py::test_report_in_headless_chromium
     medtfod cv                             test_cv.py::test_cv_is_killed_in_the_second_fold_and_resumes_without_retraining_the_first

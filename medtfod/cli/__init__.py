@@ -4,7 +4,7 @@
 A `UserError` prints as `medtfod: error: ...` with exit status 1 and no traceback.
 
 Each command group is a module with its `cmd_*` functions and its part of the parser
-(`add_parsers`): `data` (convert, audit), `training` (config, train, eval, export, pretrained,
+(`add_parsers`): `data` (convert, audit), `training` (config, anchors, train, eval, export, pretrained,
 tensorboard), `inference` (detect), `evaluation` (calibrate, metrics, report), `review`
 (annotate, review-diff), `augment` (augment-preview), `cv`, `tools` (demo, doctor); what they
 share is in `common`.
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # `medtfod --help` lists the subcommands in the workflow's order, which interleaves the groups
     data.add_parsers(sub)
-    training.add_parsers(sub, "config")
+    training.add_parsers(sub, "config", "anchors")
     augment.add_parsers(sub)
     training.add_parsers(sub, "train", "eval", "export")
     inference.add_parsers(sub)

@@ -95,6 +95,9 @@ def rendering_options() -> Parser:
     rendering.add_argument("--recipe", choices=list(RECIPES),
                            help="measured values for the options left unset (README: Real data): cpu-scratch = "
                                 "SSD from scratch on a CPU, batch 8, 256 px, 1,500 steps, rate 0.04, warm-up 375")
+    rendering.add_argument("--fit-anchors", action="store_true",
+                           help="fit the anchors to the training boxes, as `medtfod anchors` does (SSD and Faster "
+                                "R-CNN); prints the share of boxes an anchor matches, before and after")
     rendering.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                            help="set any config field, e.g. train_config.batch_size=4 (repeatable)")
     return rendering
@@ -109,4 +112,4 @@ def render_options(args):
                          augment_preset=args.augment_preset,
                          overrides=parse_overrides(args.set), tiny=args.tiny,
                          positive_fraction=args.positive_fraction, hard_negatives=args.hard_negatives,
-                         recipe=args.recipe)
+                         recipe=args.recipe, fit_anchors=args.fit_anchors)

@@ -9,6 +9,8 @@ def cmd_detect(args) -> int:
     from ..inference.detect import DetectOutputs, detect
     from ..inference.model import ExportedModel
     from ..inference.predictor import PredictOptions
+    if args.tile is None and (args.tile_full or args.tile_merge != "nms" or args.tile_overlap != 0.2):
+        raise UserError("--tile-overlap, --tile-merge and --tile-full go with --tile PX")
     if bool(args.dataset) != bool(args.split):
         raise UserError("--dataset and --split go together (e.g. --dataset data --split val)")
     ensemble = len(args.model) > 1 or bool(args.tta)
@@ -19,9 +21,15 @@ def cmd_detect(args) -> int:
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     options = PredictOptions(min_score=min_score, max_per_image=args.max_per_image, classes=classes,
                              batch_size=args.batch_size, workers=args.workers, tta=args.tta or (), fuse=args.fuse,
-                             fuse_iou=args.fuse_iou, label_map=args.label_map, runtime=args.runtime)
+                             fuse_iou=args.fuse_iou, label_map=args.label_map, tile=args.tile,
+                             tile_overlap=args.tile_overlap, tile_merge=args.tile_merge, tile_full=args.tile_full,
+                             runtime=args.runtime)
+    if args.tile:
+        print(f"tiling: {args.tile} px windows overlapping by {args.tile_overlap:g}, merged with {args.tile_merge}"
+              + (", plus the whole image" if args.tile_full else ""))
     outputs = DetectOutputs(draw=not args.no_draw, draw_format=args.draw_format, annotations=args.annotations,
-                            annotations_out=args.annotations_out, quiet=args.quiet)
+                            annotations_out=args.annotations_out, quiet=args.quiet, dicom_sr=args.dicom_sr,
+                            dicom_overlay=args.dicom_overlay, dicom_codes=args.dicom_codes)
     with library_log_in(args.out, args):
         summary = detect(args.model if ensemble else args.model[0], args.out, images=args.images,
                          dataset=args.dataset, split=args.split, options=options, outputs=outputs)
@@ -31,6 +39,11 @@ def cmd_detect(args) -> int:
           f"and images.csv in {args.out}")
     if args.annotations:
         print(f"{args.annotations} pre-annotations of the kept detections, and queue.csv, in {args.annotations_out}")
+    if "dicom" in summary:
+        folders = [f for f, on in (("dicom_sr/", args.dicom_sr), ("dicom_overlay/", args.dicom_overlay)) if on]
+        skipped = summary["dicom"]["skipped"]
+        print(f"DICOM results for {summary['dicom']['written']} images in {' and '.join(folders)} of {args.out}"
+              + (f" (none for {len(skipped)} other inputs: see the notes above)" if skipped else ""))
     if summary["batch"] == 1 and args.batch_size > 1:
         print("note: this export takes one image per call; export with `--input-type float_image_tensor` "
               "and detect runs --batch-size images of one size per call (about 2-3x faster on CPU)")
@@ -72,8 +85,27 @@ def add_parsers(subparsers) -> None:
                              "NMS IoU threshold, so a model fused with itself is itself; 0.55 if unknown)")
     detect.add_argument("--tta", action="append", choices=ensemble.TTA,
                         help="test-time augmentation: also run each image flipped horizontally, then fuse")
+    from ..inference import tiling
+    detect.add_argument("--tile", type=POSITIVE, metavar="PX",
+                        help="run the model on overlapping PX x PX windows at native resolution (small lesions on "
+                             "big images; at least the model's input size), boxes mapped back and merged")
+    detect.add_argument("--tile-overlap", type=float, default=0.2, metavar="F",
+                        help="with --tile: share of a window overlapping its neighbour, 0 to 0.9 (default 0.2)")
+    detect.add_argument("--tile-merge", choices=tiling.MERGES, default="nms",
+                        help="with --tile: how boxes of overlapping windows merge (default nms; none keeps all)")
+    detect.add_argument("--tile-full", action="store_true",
+                        help="with --tile: also run the whole image, shrunk to the input, for large lesions")
     detect.add_argument("--annotations", choices=preannotate.FORMATS,
                         help="also write the kept detections as pre-annotations to correct: labelImg's VOC XML, "
                              "Label Studio tasks, or COCO JSON (CVAT)")
     detect.add_argument("--annotations-out", help="folder for --annotations (an annotation tool opens it)")
+    detect.add_argument("--dicom-sr", action="store_true",
+                        help="also write a DICOM SR (TID 1500, one planar ROI per kept detection) per DICOM input "
+                             "into OUT/dicom_sr/ (needs medtfod[dicom])")
+    detect.add_argument("--dicom-overlay", action="store_true",
+                        help="also write each DICOM input's drawn copy as a DICOM Secondary Capture into "
+                             "OUT/dicom_overlay/, for viewers without SR support")
+    detect.add_argument("--dicom-codes", metavar="CODES.csv",
+                        help="with --dicom-sr: finding code per class (columns label,scheme,code,meaning; default: "
+                             "local code 99MEDTFOD with the class name)")
     detect.set_defaults(func=cmd_detect)

@@ -1,4 +1,4 @@
-"""`medtfod config`, `train`, `eval`, `export`, `pretrained` and `tensorboard`: the training
+"""`medtfod config`, `anchors`, `train`, `eval`, `export`, `pretrained` and `tensorboard`: the training
 commands; thin, like the rest of the CLI."""
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ def cmd_config(args) -> int:
     from ..core.fence import check_outputs
     from ..training.schedule import base_rate, schedule_of
     check_outputs({"--out": args.out}, {"--data": args.data, "--checkpoint": args.checkpoint})
-    config = render(args.model, args.data, options=render_options(args))
+    fitted: list = []
+    from ..odapi.runtime import library_log
+    with library_log(None, verbose=False, keep_on_user_error=False) if args.fit_anchors else contextlib.nullcontext():
+        config = render(args.model, args.data, options=render_options(args), anchor_report=fitted)
     write_config(config, args.out)
     print(f"wrote {args.out} ({args.model}, {config.model.WhichOneof('model')}, "
           f"batch {config.train_config.batch_size}, {config.train_config.num_steps} steps, "
@@ -24,10 +27,31 @@ def cmd_config(args) -> int:
     from ..training.balance import describe
     if describe(config):
         print(describe(config))
+    if fitted:
+        from ..training.anchors import describe as describe_anchors
+        print("anchors fitted to the training boxes:\n" + describe_anchors(*fitted[0]))
     if args.checkpoint:
         print("fine-tuning restores " + ("the whole model (a model of this architecture and these classes)"
                                          if config.train_config.fine_tune_checkpoint_type == "full" else
                                          "the backbone and feature pyramid; the box heads start fresh"))
+    return 0
+
+
+def cmd_anchors(args) -> int:
+    from ..core.fence import check_outputs
+    from ..data.dataset import Dataset
+    from ..odapi import protos
+    from ..training.anchors import describe, fit
+    from ..training.config import write_config
+    check_outputs({"--out": args.out}, {"--data": args.data, "--config": args.config})
+    if not os.path.isfile(args.config):
+        raise UserError(f"config not found: {args.config}")
+    config = protos.read_pipeline_config(args.config)
+    with library_log_temp(args, keep_on_user_error=False):
+        before, after, count = fit(config, Dataset(args.data), args.split or ["train"])
+    write_config(config, args.out)
+    print(describe(before, after, count))
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -160,6 +184,15 @@ def _add_config(subparsers) -> None:
     config.set_defaults(func=cmd_config)
 
 
+def _add_anchors(subparsers) -> None:
+    anchors = subparsers.add_parser("anchors", parents=[quiet_options()], help="fit a config's anchors to a dataset's boxes")
+    anchors.add_argument("--data", required=True, help="a `medtfod convert` output folder")
+    anchors.add_argument("--config", required=True, help="pipeline.config whose anchors to fit (SSD, Faster R-CNN)")
+    anchors.add_argument("--out", required=True, help="the patched pipeline.config to write")
+    anchors.add_argument("--split", action="append", help="split(s) whose boxes to fit (default train; repeatable)")
+    anchors.set_defaults(func=cmd_anchors)
+
+
 def _add_train(subparsers) -> None:
     train = subparsers.add_parser("train", parents=[quiet_options()], help="train with the OD API's TF2 loop")
     train.add_argument("--config", required=True)
@@ -235,7 +268,7 @@ def _add_tensorboard(subparsers) -> None:
     board.set_defaults(func=cmd_tensorboard)
 
 
-_PARSERS = {"config": _add_config, "train": _add_train, "eval": _add_eval, "export": _add_export,
+_PARSERS = {"config": _add_config, "anchors": _add_anchors, "train": _add_train, "eval": _add_eval, "export": _add_export,
             "pretrained": _add_pretrained, "tensorboard": _add_tensorboard}
 
 

@@ -19,6 +19,7 @@ from typing import Optional, Sequence, Union
 from ..core import fence
 from ..core.errors import UserError
 from ..core.progress import progress
+from .dicom_results import DicomRequest, DicomWriter, algorithm_of, check_inputs, need_highdicom
 from .inputs import resolve_inputs
 from .model import ExportedModel
 from .outputs import check_drawn_names, finish, write_tables
@@ -41,6 +42,11 @@ class DetectOutputs:
         pre-annotations to correct ...
       annotations_out: ... into this folder.
       quiet: no progress bar.
+      dicom_sr: also write a TID 1500 SR per DICOM input into `out/dicom_sr/` (`dicom_results`).
+      dicom_overlay: also write the drawn copy of each DICOM input as a Secondary Capture into
+        `out/dicom_overlay/`.
+      dicom_codes: a CSV (label,scheme,code,meaning) of the SR's finding code per class (default:
+        the local code 99MEDTFOD with the class name).
     """
 
     draw: bool = True
@@ -48,6 +54,9 @@ class DetectOutputs:
     annotations: Optional[str] = None
     annotations_out: Optional[str] = None
     quiet: bool = False
+    dicom_sr: bool = False
+    dicom_overlay: bool = False
+    dicom_codes: Optional[str] = None
 
 
 def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] = None, dataset: Optional[str] = None,
@@ -66,7 +75,8 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
         over folders); by default they are loaded from `model`.
 
     Returns {'images': n, 'detections': n, 'skipped': [(image, reason)], 'min_score': x,
-    'batch': images per model call}.
+    'batch': images per model call, 'dicom': {'written': n, 'skipped': [(image, reason)]} (with
+    DICOM results)}.
     """
     options = options or PredictOptions()
     outputs = outputs or DetectOutputs()
@@ -80,9 +90,18 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
         raise UserError("--annotations-out needs --annotations voc|labelstudio|coco (the format to write)")
     fence.need_folder("--out", out)
     fence.check_outputs({"--out": out, "--annotations-out": annotations_out},
-                        dict(fenced, **{("--model" if i == 0 else f"--model (#{i + 1})"): m for i, m in enumerate(paths)}))
+                        dict(fenced, **{("--model" if i == 0 else f"--model (#{i + 1})"): m for i, m in enumerate(paths)},
+                             **{"--dicom-codes": outputs.dicom_codes}))
     if not inputs:
         raise UserError(f"no PNG, JPEG or DICOM images under {images}")
+    dicom = DicomRequest(outputs.dicom_sr, outputs.dicom_overlay, outputs.dicom_codes)
+    if outputs.dicom_codes and not dicom.sr:
+        raise UserError("--dicom-codes gives the SR's finding codes: add --dicom-sr")
+    writer = None
+    if dicom.wanted:
+        need_highdicom()
+        check_inputs(inputs, dataset, dicom.options)
+        writer = DicomWriter(out, dicom, predictor.label_map.names, algorithm_of(predictor.models, predictor.min_score))
     if annotations:
         from . import preannotate
         names = [name for name, _ in inputs]
@@ -93,7 +112,7 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
     predictor.detect_fns  # load the models before creating the output folder
     os.makedirs(out, exist_ok=True)
     label_map = predictor.label_map
-    rows, skipped, pending = [], [], []  # pending: (prediction, future of its mask RLEs)
+    rows, skipped, pending, dicom_jobs = [], [], [], []  # pending: (prediction, future of its mask RLEs)
     per_image = [None] * len(inputs)  # filled in input order, whatever order batches finish in
     tops = [None] * len(inputs)  # with annotations: (width, height, top score before the threshold, channels)
     bar = progress(total=len(inputs), desc="detect", unit="img", quiet=outputs.quiet)
@@ -108,11 +127,15 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
             pending.append((p, pool.submit(finish, p, gt_boxes, out if outputs.draw else None, label_map.ids,
                                            outputs.draw_format)))
             per_image[p.index] = (p.name, p.detections, None)
+            if writer is not None:
+                dicom_jobs.append((p.name, pool.submit(writer.write, p.name, inputs[p.index][1], p, p.image,
+                                                       label_map.ids)))
             if annotations:  # what the pre-annotations and their queue need besides the kept boxes
                 tops[p.index] = (p.width, p.height, p.top_score, p.channels)
         for p, future in sorted(pending, key=lambda item: item[0].index):  # in input order
             rows.extend((detection, (p.width, p.height), rle) for detection, rle in zip(p.detections, future.result()))
             p.image = None
+        dicom_skipped = [(name, job.result()) for name, job in dicom_jobs if job.result() is not None]
     bar.close()
     write_tables(out, rows, per_image, label_map, dataset, split)
     if annotations:
@@ -124,8 +147,13 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
                           model_version=os.path.basename(os.path.abspath(predictor.models[0].path)))
     for name, reason in skipped:
         print(f"skipped {name}: {reason}")
-    return {"images": len(inputs), "detections": len(rows), "skipped": skipped, "min_score": predictor.min_score,
-            "batch": predictor.batch}
+    summary = {"images": len(inputs), "detections": len(rows), "skipped": skipped, "min_score": predictor.min_score,
+               "batch": predictor.batch}
+    if writer is not None:
+        for name, reason in dicom_skipped:
+            print(f"no DICOM result for {name}: {reason}")
+        summary["dicom"] = {"written": len(dicom_jobs) - len(dicom_skipped), "skipped": dicom_skipped}
+    return summary
 
 
 def check_on_split(dets, gt, split: str, dataset: str) -> None:

@@ -203,6 +203,21 @@ class ExportedModel:
                 "step": self.record.get("step")}
 
     @property
+    def input_pixels(self) -> Optional[int]:
+        """The model's input size in pixels: a fixed shape's larger side, a keep-aspect-ratio
+        resizer's min_dimension; None when the folder has no pipeline.config."""
+        if not os.path.isfile(self.pipeline_config_path):
+            return None
+        from ..odapi.protos import read_pipeline_config
+        model = read_pipeline_config(self.pipeline_config_path).model
+        resizer = getattr(model, model.WhichOneof("model")).image_resizer
+        if resizer.WhichOneof("image_resizer_oneof") == "fixed_shape_resizer":
+            return max(resizer.fixed_shape_resizer.width, resizer.fixed_shape_resizer.height)
+        if resizer.WhichOneof("image_resizer_oneof") == "keep_aspect_ratio_resizer":
+            return resizer.keep_aspect_ratio_resizer.min_dimension
+        return None
+
+    @property
     def family(self) -> str:
         return self.info["family"]
 

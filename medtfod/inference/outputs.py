@@ -60,13 +60,19 @@ def render(image, found, gt_boxes, bitmaps, class_ids):
     return draw_boxes(image, found, class_ids, ground_truth=gt_boxes)
 
 
+def whole_image_masks(prediction, size) -> list:
+    """Mask R-CNN's box-relative masks of `prediction` pasted onto its (width, height) `size`, one
+    boolean bitmap per detection; [] for a model without masks."""
+    masks = prediction.box_masks
+    return [] if masks is None else [paste_box_mask(m, d.box, *size) for m, d in zip(masks, prediction.detections)]
+
+
 def finish(prediction, gt_boxes, out: Optional[str], class_ids, draw_format=None) -> list:
     """Worker-thread work for one image: paste each box-relative mask onto the image once, for
     its COCO RLE (returned, one per detection; None without masks) and the overlay; draw and
     save the copy when `out` is given."""
     image, found = prediction.image, prediction.detections
-    masks = prediction.box_masks
-    bitmaps = [] if masks is None else [paste_box_mask(m, f.box, *image.size) for m, f in zip(masks, found)]
+    bitmaps = whole_image_masks(prediction, image.size)
     rles = []
     for bitmap in bitmaps:
         (h, w), counts = Mask.from_bitmap(bitmap).rle

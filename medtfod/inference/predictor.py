@@ -19,7 +19,7 @@ from ..core.annotations import Detection
 from ..core.boxes import Box
 from ..core.errors import UserError
 from ..core.labelmap import read_label_map
-from . import ensemble
+from . import ensemble, tiling
 from .inputs import load_image
 from .onnx_model import RUNTIMES
 from .prediction import Prediction
@@ -42,6 +42,11 @@ class PredictOptions:
         own NMS IoU).
       models: further `ExportedModel`s fused with the first (an ensemble).
       label_map: a label map file to name classes with instead of the export's own.
+      tile: run each model on overlapping tile x tile pixel windows of each image at its native
+        resolution (`tiling`; at least the model's input size); None: the whole image.
+      tile_overlap: the share of a window that overlaps its neighbour, in [0, 0.9).
+      tile_merge: 'nms', 'wbf' or 'none': how boxes of overlapping windows are merged.
+      tile_full: also run the whole image (shrunk to the input) and merge its boxes in.
       runtime: 'tf' (the SavedModel) or 'onnx' (model.onnx with ONNX Runtime, no TensorFlow);
         None: 'onnx' for a .onnx path, else 'tf'.
     """
@@ -56,6 +61,10 @@ class PredictOptions:
     fuse_iou: Optional[float] = None
     models: Sequence = ()  # of medtfod.inference.model.ExportedModel, or export folders
     label_map: Optional[str] = None
+    tile: Optional[int] = None
+    tile_overlap: float = 0.2
+    tile_merge: str = "nms"
+    tile_full: bool = False
     runtime: Optional[str] = None
 
     def __post_init__(self):
@@ -76,6 +85,8 @@ class PredictOptions:
             raise UserError(f"runtime={self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
         if self.fuse is not None and self.fuse not in ensemble.METHODS:
             raise UserError(f"fuse={self.fuse!r}: choose one of {', '.join(ensemble.METHODS)}")
+        if self.tile is not None:
+            tiling.check_tiling(self.tile, self.tile_overlap, self.tile_merge)
         for name in ("tta", "classes"):  # a lone name is a one-item list, not its letters
             value = getattr(self, name)
             if isinstance(value, str):
@@ -130,6 +141,11 @@ class Predictor:
         unknown = [c for c in options.classes or () if c not in self.label_map.ids]
         if unknown:
             raise UserError(f"--classes: {', '.join(unknown)} not in the label map ({', '.join(self.label_map.names)})")
+        if options.tile is not None:
+            for m in self.models:
+                if m.input_pixels:
+                    tiling.check_tile_size(options.tile, m.input_pixels, m.path)
+        self.tile_iou = self.fuse_iou or ensemble.default_iou([m.nms_iou for m in self.models])
         self._detect_fns = detect_fns
 
     @property
@@ -184,11 +200,19 @@ class Predictor:
         """One model call (per model and view) on the images in `batch`, all of one size."""
         pixels = np.stack([np.asarray(image) for _, _, _, image in batch])
         results = []
-        for fn, (_, dtype) in zip(detect_fns, inputs_of):
-            results.append(_call(tf, fn, pixels.astype(dtype, copy=False)))
-            if "hflip" in self.options.tta:
-                flipped = _call(tf, fn, np.ascontiguousarray(pixels[:, :, ::-1]).astype(dtype, copy=False))
-                results.append(ensemble.hflip_back(flipped))
+        opts = self.options
+        for fn, (capacity, dtype) in zip(detect_fns, inputs_of):
+            def run(px, fn=fn, dtype=dtype):
+                return _call(tf, fn, np.ascontiguousarray(px).astype(dtype, copy=False))
+            if opts.tile is not None:
+                def view(px, run=run, capacity=capacity):
+                    return tiling.detect_tiled(run, px, capacity, opts.tile, opts.tile_overlap, opts.tile_merge,
+                                               self.tile_iou, full=opts.tile_full)
+            else:
+                view = run
+            results.append(view(pixels))
+            if "hflip" in opts.tta:
+                results.append(ensemble.hflip_back(view(pixels[:, :, ::-1])))
         result = results[0] if len(results) == 1 else ensemble.fuse(results, self.fuse, self.fuse_iou,
                                                                     self.options.max_per_image)
         done = []

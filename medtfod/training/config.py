@@ -194,6 +194,8 @@ class RenderOptions:
       hard_negatives: SSD's hard example miner (`balance.apply_hard_negatives`; refused for R-CNN).
       recipe: a measured set of the values above (`recipes.RECIPES`, e.g. 'cpu-scratch'), filling
         only the fields left None.
+      fit_anchors: fit the anchor generator to the training split's boxes (`anchors.fit`), after
+        the image size is set and before the non-optimizer overrides (a `--set` on the anchors wins).
     """
     batch_size: Optional[int] = None
     steps: Optional[int] = None
@@ -209,10 +211,12 @@ class RenderOptions:
     positive_fraction: Optional[float] = None
     hard_negatives: bool = False
     recipe: Optional[str] = None
+    fit_anchors: bool = False
 
 
 def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None,
-           train_split: Union[str, Sequence[str]] = "train", eval_split: str = "val"):
+           train_split: Union[str, Sequence[str]] = "train", eval_split: str = "val",
+           anchor_report: Optional[list] = None):
     """A `TrainEvalPipelineConfig` for `model` on the converted dataset in `data_dir`.
 
     num_classes is set in the model's own oneof (`model.ssd` or `model.faster_rcnn`). A Mask
@@ -224,6 +228,8 @@ def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None
       options: what changes in the template (see `RenderOptions`); None keeps it as it is.
       train_split, eval_split: the dataset's splits the train input reads (one or several)
         and the eval input reads.
+      anchor_report: with options.fit_anchors, a list that receives the fit's (before, after,
+        number of boxes) (`anchors.fit`), for the caller to print.
 
     Raises:
       UserError: unknown model, bad override, missing checkpoint, or a Mask R-CNN model on a
@@ -290,6 +296,12 @@ def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None
         balance.apply_positive_fraction(config, data_dir, train_splits, opts.positive_fraction)
     if opts.hard_negatives:
         balance.apply_hard_negatives(config, model)
+    if opts.fit_anchors:
+        from ..data.dataset import Dataset
+        from .anchors import fit
+        fitted = fit(config, Dataset(data_dir), train_splits)
+        if anchor_report is not None:
+            anchor_report.append(fitted)
 
     for key, value in (opts.overrides or {}).items():
         if not key.startswith("train_config.optimizer"):
