@@ -43,6 +43,7 @@ def test_export_layout(run):
     assert os.path.isfile(os.path.join(run["exported"], "pipeline.config"))
     record = json.load(open(os.path.join(run["exported"], "export.json")))
     assert record["step"] == 100 and record["checkpoint"].startswith("the latest checkpoint")
+    assert (record["window"], record["clahe"]) == ("header", False)  # copied from the dataset's manifest
 
 
 def read_rows(run):

@@ -21,7 +21,8 @@ def cmd_convert(args) -> int:
                           workers=args.workers or ConvertOptions().workers, folds=args.folds or 0,
                           shard_by=args.shard_by,
                           duplicate_distance=args.duplicate_distance,
-                          allow_duplicates_across_splits=args.allow_duplicates_across_splits)
+                          allow_duplicates_across_splits=args.allow_duplicates_across_splits,
+                          window=args.window, clahe=args.clahe)  # a bad --window: a UserError here, before any output
     from ..data.beam.options import check_paths, parse_pipeline_options
     from ..core.fence import check_outputs
     from ..data.sources import SOURCES
@@ -95,6 +96,13 @@ def add_parsers(subparsers) -> None:
     common.add_argument("--allow-duplicates-across-splits", action="store_true",
                         help="do not search for identical or near-identical images: split by patient alone, "
                              "as before (copies under two patients may then land in two splits)")
+    common.add_argument("--window", metavar="SPEC",
+                        help="grey window for DICOM and 16-bit PNG/TIFF images: header (the default: the DICOM's "
+                             "VOI LUT/window, then min-max), minmax, percentile[:P1,P99], W,L, lung, mediastinum, "
+                             "bone, brain, abdomen, or multi:A;B;C (three windows as the RGB channels); recorded "
+                             "in dataset.json and applied again by detect")
+    common.add_argument("--clahe", action="store_true",
+                        help="contrast-limited adaptive histogram equalization (OpenCV) after the window")
     common.add_argument("--strict", action="store_true", help="stop at the first bad row, writing nothing")
     common.add_argument("--max-bad", type=FRACTION, default=0.05,
                         help="fail when more than this share of rows/images is bad (default 0.05)")

@@ -1,6 +1,8 @@
 """`medtfod detect`: run an exported model (or an ensemble) on images; thin, like the rest of the CLI."""
 from __future__ import annotations
 
+import argparse
+
 from ..core.errors import UserError
 from .common import FRACTION, OPEN_FRACTION, POSITIVE, library_log_in, quiet_options
 
@@ -21,9 +23,9 @@ def cmd_detect(args) -> int:
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     options = PredictOptions(min_score=min_score, max_per_image=args.max_per_image, classes=classes,
                              batch_size=args.batch_size, workers=args.workers, tta=args.tta or (), fuse=args.fuse,
-                             fuse_iou=args.fuse_iou, label_map=args.label_map, tile=args.tile,
-                             tile_overlap=args.tile_overlap, tile_merge=args.tile_merge, tile_full=args.tile_full,
-                             runtime=args.runtime)
+                             fuse_iou=args.fuse_iou, label_map=args.label_map, window=args.window, clahe=args.clahe,
+                             tile=args.tile, tile_overlap=args.tile_overlap, tile_merge=args.tile_merge,
+                             tile_full=args.tile_full, runtime=args.runtime)
     if args.tile:
         print(f"tiling: {args.tile} px windows overlapping by {args.tile_overlap:g}, merged with {args.tile_merge}"
               + (", plus the whole image" if args.tile_full else ""))
@@ -34,6 +36,7 @@ def cmd_detect(args) -> int:
         summary = detect(args.model if ensemble else args.model[0], args.out, images=args.images,
                          dataset=args.dataset, split=args.split, options=options, outputs=outputs)
     skipped = f", {len(summary['skipped'])} unreadable images skipped" if summary["skipped"] else ""
+    print(f"grey window for DICOM/16-bit images: {summary['window']}")
     print(f"{summary['images']} images, {summary['detections']} detections at score >= {min_score:g}"
           f"{skipped}; {'' if args.no_draw else 'drawn images, '}detections.csv/.json, coco_results.json "
           f"and images.csv in {args.out}")
@@ -68,6 +71,12 @@ def add_parsers(subparsers) -> None:
                         help="keep detections scoring at least this (default: the export's calibrated "
                              "operating point, else 0.5)")
     detect.add_argument("--max-per-image", type=POSITIVE, default=100)
+    detect.add_argument("--window", metavar="SPEC",
+                        help="grey window for DICOM and 16-bit PNG/TIFF inputs, as convert's --window (default: the "
+                             "one the model's training data was converted with, from export.json; a different one "
+                             "gets a warning)")
+    detect.add_argument("--clahe", action=argparse.BooleanOptionalAction, default=None,
+                        help="CLAHE after the window, or not (default: as the model's training data)")
     detect.add_argument("--classes", help="comma-separated class names to keep (default: all)")
     detect.add_argument("--batch-size", type=POSITIVE, default=8,
                         help="images of one size per model call, for float_image_tensor exports (default 8)")

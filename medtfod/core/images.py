@@ -1,6 +1,8 @@
 """Image files: find them, read their size from the header, and check them cheaply.
 
-PNG, JPEG and DICOM (`.dcm`, converted to PNG by `medtfod.core.dicom`).
+PNG, JPEG, TIFF and DICOM (`.dcm`, converted to PNG by `medtfod.core.dicom`; TIFF and, under a
+window other than `header`, 16-bit grey PNG by `medtfod.core.deep_images`). A multi-frame DICOM's
+frame is named `scan.dcm#k` (`medtfod.core.frames`).
 
 The converter passes PNG and JPEG bytes through untouched, so it never decodes an image;
 `probe` reads the size from the header and `verify` catches truncated or corrupt files
@@ -18,7 +20,7 @@ from .errors import UserError
 from .image_info import MAX_PIXELS, MAX_SIDE, ImageError, ImageInfo, check_size  # noqa: F401 (images.MAX_*)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff")
 
 # PNG colour type -> number of channels
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
@@ -92,18 +94,34 @@ def probe_bytes(data: bytes, verify: bool = True) -> ImageInfo:
     raise ImageError("not a PNG or JPEG file (unknown signature)")
 
 
-def read_and_probe(path: str, verify: bool = True) -> Tuple[bytes, ImageInfo]:
+def read_and_probe(path: str, verify: bool = True, window=None) -> Tuple[bytes, ImageInfo]:
     """The file's bytes and what its header says (see `probe_bytes`).
 
-    DICOM files (`.dcm`) are the exception: they are decoded and returned as 8-bit PNG
-    bytes (see `medtfod.core.dicom`), since the OD API reads only PNG and JPEG.
+    DICOM files (`.dcm`, or `scan.dcm#k` for frame k of a multi-frame one) are the exception:
+    they are decoded and returned as 8-bit PNG bytes under `window` (a `windowing.Window`; None:
+    'header'; see `medtfod.core.dicom`), since the OD API reads only PNG and JPEG. So are TIFFs,
+    and 16-bit grey PNGs under a window other than plain 'header' (`medtfod.core.deep_images`).
     """
-    if path.lower().endswith(".dcm"):
+    from .frames import split_frame
+    file, frame = split_frame(path)
+    if file.lower().endswith(".dcm"):
         from .dicom import dicom_to_png
-        return dicom_to_png(path)
+        return dicom_to_png(file, window, frame)
     with open(path, "rb") as f:
         data = f.read()
-    return data, probe_bytes(data, verify)
+    return decode_if_needed(data, verify, window)
+
+
+def decode_if_needed(data: bytes, verify: bool = True, window=None) -> Tuple[bytes, ImageInfo]:
+    """(bytes, header) of a PNG/JPEG/TIFF file's bytes: PNG and JPEG as they are, TIFF and (under
+    a window other than plain 'header') 16-bit grey PNG decoded and windowed to 8-bit PNG."""
+    from .deep_images import deep_to_png, is_deep_grey_png, is_tiff
+    if is_tiff(data):
+        return deep_to_png(data, window)
+    info = probe_bytes(data, verify)
+    if window is not None and not window.is_default and is_deep_grey_png(data):
+        return deep_to_png(data, window)
+    return data, info
 
 
 def index_images(root: str, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> Tuple[Dict[str, str], List[Tuple[str, str]]]:

@@ -31,6 +31,7 @@ from ..core import atomic
 from ..core.annotations import ImageRecord, Object, Table
 from ..core.errors import UserError
 from ..core.fence import check_outputs
+from ..core.frames import split_frame
 from ..core.images import ImageError, read_and_probe
 from ..core.labelmap import LabelMap
 from .duplicates import groups_report, groups_summary
@@ -72,7 +73,8 @@ def _build_record(item: ImageItem, opts: ConvertOptions, problems, read=read_and
 
     An image is dropped whole when any of its rows is bad: keeping it with a box missing
     would teach the model that a finding is background. `read(path)` returns the file's
-    bytes and header (`images.read_and_probe`; Beam passes one that reads any FileSystems path).
+    bytes and header under `opts.window` (`images.read_and_probe`; Beam passes one that reads any
+    FileSystems path); a path `scan.dcm#k` is frame k of a multi-frame DICOM (`core.frames`).
     """
     image, rows, path, patient, where = item[:5]
     if path is None:
@@ -84,7 +86,7 @@ def _build_record(item: ImageItem, opts: ConvertOptions, problems, read=read_and
                          image=image)
         return None
     try:
-        data, info = read(path)
+        data, info = read(path, window=opts.window)
     except (OSError, ImageError) as e:
         problems.add(path, None, "bad_image", image, f"unreadable image: {e}", image=image)
         return None
@@ -156,7 +158,7 @@ LAYOUT = (MANIFEST, "label_map.pbtxt", "report.json", "voc/*.xml", "splits/*.txt
 
 def _prefetch(path: Optional[str]) -> None:
     """Ask the OS to start reading the next image while this one is processed (Linux)."""
-    if path is None or not hasattr(os, "posix_fadvise") or path.lower().endswith(".dcm"):
+    if path is None or not hasattr(os, "posix_fadvise") or split_frame(path)[0].lower().endswith(".dcm"):
         return
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -310,9 +312,10 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
                     continue
                 record = done.record
                 kept.append(record)
+                source_path, frame = split_frame(record.path)
                 entries.append(ImageEntry(record.image_id, split, record.patient_id, record.width, record.height,
-                                          len(record.objects), placed.tfrecord, placed.offset, record.path,
-                                          record.meta))
+                                          len(record.objects), placed.tfrecord, placed.offset, source_path,
+                                          record.meta, frame))
         kept.sort(key=lambda r: r.image_id)
         write(f"splits/{split}.txt", "".join(r.image_id + "\n" for r in kept).encode("utf-8"))
         write(f"coco/{split}.json", coco_json(kept, plan.label_map))
@@ -333,7 +336,7 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
                   "(report.json 'duplicates'; --allow-duplicates-across-splits splits by patient alone)"
                   if joined else "")
     entries.sort(key=lambda e: e.name)
-    write(MANIFEST, manifest_json(entries, table.source).encode("utf-8"))
+    write(MANIFEST, manifest_json(entries, table.source, plan.opts.window).encode("utf-8"))
     write("label_map.pbtxt", plan.label_map.to_pbtxt().encode("utf-8"))
     report = {
         "source": table.source,
@@ -341,6 +344,8 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
         "images": sum(s["images"] for s in report_splits.values()),
         "boxes": sum(sum(s["boxes"].values()) for s in report_splits.values()),
         "classes": plan.label_map.names,
+        "window": plan.opts.window.text,
+        "clahe": plan.opts.window.clahe,
         "splits": report_splits,
         "negatives_listed_but_not_found": plan.negatives_missing,
         "problems": problems.to_dict(),
@@ -372,6 +377,9 @@ def _check_splits(splits: dict, opts: ConvertOptions, patients: int, problems: P
 def summary(report: dict, out_dir: str) -> str:
     """A short human-readable summary of a conversion report."""
     lines = [f"converted {report['images']} images, {report['boxes']} boxes ({report['source']}) -> {out_dir}"]
+    if report.get("window", "header") != "header" or report.get("clahe"):
+        lines.append(f"  window: {report['window']}" + (" + CLAHE" if report.get("clahe") else "")
+                     + " (DICOM and 16-bit images; recorded in dataset.json)")
     for split, s in report["splits"].items():
         boxes = ", ".join(f"{k} {v}" for k, v in s["boxes"].items()) or "no boxes"
         lines.append(f"  {split:<6} {s['images']:>6} images ({s['negatives']} without findings, "

@@ -109,6 +109,12 @@ class Dataset:
         """The names of the per-image fields some image has, sorted ('age', 'sex', 'tirads', ...)."""
         return sorted({key for e in self.manifest.images for key in e.meta})
 
+    @property
+    def window(self) -> dict:
+        """{'window': spec, 'clahe': bool}: the grey window convert applied to DICOM and 16-bit images
+        (`medtfod.core.windowing`; 'header' for a dataset converted before windows were recorded)."""
+        return {"window": self.manifest.window, "clahe": self.manifest.clahe}
+
     def ground_truth(self, split: Optional[str] = None) -> GroundTruth:
         """image name -> [(label, Box)] from `coco/<split>.json` (every split for None); images
         without findings map to []."""

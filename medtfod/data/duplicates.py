@@ -65,11 +65,14 @@ _DCT = _dct_matrix(_SIZE)
 
 
 def hash_pixels(image) -> ImageHash:
-    """`ImageHash` of a Pillow image (already decoded)."""
+    """`ImageHash` of a Pillow image (already decoded); a 16-bit grey one is hashed on its high
+    byte (what TensorFlow's decode_png gives; Pillow's convert('L') would clip it to white)."""
     from PIL import Image
 
     exact = hashlib.sha256(f"{image.mode} {image.size[0]}x{image.size[1]}\n".encode("ascii"))
     exact.update(image.tobytes())
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: its high byte, as TensorFlow decodes
+        image = Image.fromarray((np.clip(np.asarray(image).astype(np.int64), 0, 65535) >> 8).astype(np.uint8), "L")
     grey = image.convert("L").resize((_SIZE, _SIZE), Image.Resampling.LANCZOS)
     pixels = np.asarray(grey, dtype=np.float64)
     low = (_DCT @ pixels @ _DCT.T)[:_LOW, :_LOW]

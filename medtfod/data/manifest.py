@@ -3,7 +3,7 @@
 Later stages (metrics, calibrate, audit, detect --dataset, the bootstrap CIs) read images and
 patients from here and never guess them again from file names or absolute paths.
 
-    {"format": "medtfod-dataset", "version": 1, "source": "nih",
+    {"format": "medtfod-dataset", "version": 1, "source": "nih", "window": "header", "clahe": false,
      "images": [{"name": "00000003_000.png", "split": "val", "patient": "3",
                  "width": 1024, "height": 1024, "boxes": 2,
                  "tfrecord": "tfrecords/val.record-00000-of-00001", "offset": 0,
@@ -15,6 +15,12 @@ where the image's tf.Example starts) say where the image's bytes are; the datase
 relocatable because nothing needs `source_path`, which is kept for the record only. `meta`
 holds the source's per-image fields (NIH's Data_Entry, DDTI's case, DICOM headers, `--meta`
 columns); a manifest written before it existed has none, and loads with empty ones.
+
+`window` and `clahe` are the grey window convert applied to DICOM and 16-bit images
+(`medtfod.core.windowing`; 'header' without CLAHE for a manifest written before they existed);
+`medtfod export` copies them into export.json and `detect` applies them again. An image that is
+frame k of a multi-frame DICOM is named `<file>#k` and has `"frame": k` (counting from 0,
+`medtfod.core.frames`), its `source_path` the file; other images have `"frame": null`.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ class ImageEntry:
       tfrecord: the shard holding its tf.Example, relative to the dataset folder.
       offset: byte offset of that record in the shard.
       source_path: where convert read it (absolute; informational, may not exist here).
+      frame: for frame k of a multi-frame DICOM, k (from 0); None otherwise.
       meta: the source's per-image fields, lower-case name -> value as the source wrote it
         (stripped); a field the source leaves empty is absent, never guessed. Names:
         'age', 'sex', 'view_position', 'pixel_spacing' ('row,col' mm per pixel of the image
@@ -61,13 +68,19 @@ class ImageEntry:
     offset: int
     source_path: str
     meta: Dict[str, str] = field(default_factory=dict)
+    frame: Optional[int] = None
 
 
 @dataclass
 class Manifest:
+    """A loaded dataset.json: its folder, source, images, and the window convert applied
+    (`window`: a `windowing` spec string, `clahe`)."""
+
     root: str
     source: str
     images: List[ImageEntry]
+    window: str = "header"
+    clahe: bool = False
 
     def split(self, name: Optional[str]) -> List[ImageEntry]:
         """The entries of split `name` (all entries for None); a `UserError` for an unknown split."""
@@ -97,8 +110,11 @@ class Manifest:
         return encoded[0]
 
 
-def manifest_json(entries: List[ImageEntry], source: str) -> str:
+def manifest_json(entries: List[ImageEntry], source: str, window=None) -> str:
+    """The manifest's text; `window` is the `windowing.Window` convert applied (None: 'header')."""
     return json.dumps({"format": FORMAT, "version": VERSION, "source": source,
+                       "window": window.text if window is not None else "header",
+                       "clahe": bool(window is not None and window.clahe),
                        "images": [asdict(e) for e in entries]}, indent=1) + "\n"
 
 
@@ -106,6 +122,9 @@ def _entry(data: dict) -> ImageEntry:
     entry = ImageEntry(**data)
     if not (isinstance(entry.meta, dict) and all(isinstance(v, str) for v in entry.meta.values())):
         raise ValueError(f"image {entry.name!r}: 'meta' must be an object of strings, got {entry.meta!r}")
+    if entry.frame is not None and (isinstance(entry.frame, bool) or not isinstance(entry.frame, int)
+                                    or entry.frame < 0):
+        raise ValueError(f"image {entry.name!r}: 'frame' must be a whole number >= 0 or null, got {entry.frame!r}")
     return entry
 
 
@@ -128,6 +147,30 @@ def load(dataset_dir: str) -> Manifest:
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise ValueError(f"format {data.get('format')!r} version {data.get('version')!r}")
         images = [_entry(e) for e in data["images"]]
+        window, clahe = data.get("window", "header"), data.get("clahe", False)
+        if not isinstance(window, str) or not isinstance(clahe, bool):
+            raise ValueError(f"'window' must be a string and 'clahe' true or false, got {window!r}, {clahe!r}")
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} is not a medtfod dataset manifest (version {VERSION}): {e}") from None
-    return Manifest(os.path.abspath(dataset_dir), data.get("source", ""), images)
+    return Manifest(os.path.abspath(dataset_dir), data.get("source", ""), images, window, clahe)
+
+
+def recorded_window(tfrecord_paths) -> Optional[dict]:
+    """{'window', 'clahe', 'dataset'} recorded in the manifest of the dataset the TFRecord paths
+    (a pipeline config's `input_path`s, `DATASET/tfrecords/<split>.record-*`) belong to; None when
+    they are not in a `medtfod convert` folder with a readable manifest, or two datasets disagree."""
+    found = {}
+    for path in tfrecord_paths:
+        folder = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        if folder in found or not os.path.isfile(os.path.join(folder, MANIFEST)):
+            continue
+        try:
+            data = load(folder)
+        except UserError:
+            continue
+        found[folder] = (data.window, data.clahe)
+    if len(set(found.values())) != 1:
+        return None
+    folder = sorted(found)[0]
+    window, clahe = found[folder]
+    return {"window": window, "clahe": clahe, "dataset": folder}

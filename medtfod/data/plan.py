@@ -7,6 +7,8 @@ run this plan with the same per-image step, so they make the same dataset.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -17,7 +19,9 @@ from ..core.errors import UserError
 from ..core.images import index_images, read_and_probe
 from ..core.labelmap import LabelMap
 from ..core.problems import Problems
+from ..core.windowing import Window, parse_window
 from .shard_sets import SHARD_BY, ShardSet, shard_sets
+from .frame_names import index_frames, negative_frames
 from .duplicates import DEFAULT_DISTANCE, DuplicateGroup, find_groups, hash_files, patient_units
 from .splits import DEFAULT_FRACTIONS, assign_folds, assign_patients, fold_fractions, fold_names
 
@@ -35,10 +39,18 @@ class ConvertOptions:
     shard_by: str = "split"        # 'finding': images with and without findings in separate shards (`shard_sets`)
     duplicate_distance: int = DEFAULT_DISTANCE  # pHash bits within which images are near-identical (`duplicates`)
     allow_duplicates_across_splits: bool = False  # True: no grouping of copies; the split by patient alone
+    window: Optional[Window] = None  # grey window for DICOM and 16-bit images (`core.windowing`; a spec
+                                     # string is parsed); None: 'header', convert's behaviour before windows
+    clahe: bool = False            # CLAHE after the window (folded into `window.clahe`)
 
     def __post_init__(self):
         """The checks `--split` and `--folds` get on the command line, for options made in code:
         with `folds` and the default fractions, the folds share everything (`splits.fold_fractions`)."""
+        if self.window is None or isinstance(self.window, str):
+            self.window = parse_window(self.window, self.clahe)
+        elif self.clahe and not self.window.clahe:
+            self.window = dataclasses.replace(self.window, clahe=True)
+        self.clahe = self.window.clahe
         if self.folds and dict(self.fractions) == DEFAULT_FRACTIONS:
             self.fractions = fold_fractions(self.folds)
         if self.shard_by not in SHARD_BY:
@@ -150,6 +162,7 @@ def _duplicate_groups(grouped, index, opts: ConvertOptions, read) -> List[Duplic
     every found image's pixels are decoded and hashed once, before the split."""
     if opts.allow_duplicates_across_splits:
         return []
+    read = functools.partial(read, window=opts.window)  # the pixels the model will see
     hashes = hash_files({image: index[image] for image in grouped if image in index}, read, opts.workers)
     return find_groups(hashes, opts.duplicate_distance)
 
@@ -226,6 +239,9 @@ def plan_conversion(table: Table, images_dir: str, label_map: LabelMap, opts: Co
             problems.add(path, None, "ambiguous_image", name, f"{name} is found twice under the image folder "
                          f"({index[name]} and {path}); rename one, or point --images at one of them", image=name)
             grouped.pop(name)
+    index_frames(grouped, index)
+    grouped, (table.patients, table.meta, table.spacing) = negative_frames(
+        grouped, index, [table.patients, table.meta, table.spacing])
     grouped, (table.patients, table.meta, table.spacing) = _match_stems(
         grouped, index, [table.patients, table.meta, table.spacing])
     patients = {image: table.patients.get(image) or _default_patient(image, table.source) for image in grouped}

@@ -1,9 +1,10 @@
 """Batch detection with exported SavedModels: drawn copies and machine-readable detections.
 
 Input: a folder (recursive), a `.txt` list of image paths, or a split of a converted
-dataset (`--dataset DIR --split val`, which also overlays the ground truth). PNG, JPEG and
-DICOM. Decoding and drawing run in threads around the model (`predictor.Predictor`), so the
-model is never waiting for a file; a corrupt image is reported and skipped. The outputs are
+dataset (`--dataset DIR --split val`, which also overlays the ground truth). PNG, JPEG, TIFF and
+DICOM (a multi-frame file: one image per frame, `scan.dcm#k`), DICOM and 16-bit images windowed
+as the model's training data was (`predictor.Predictor.window`). Decoding and drawing run in
+threads around the model (`predictor.Predictor`), so the model is never waiting for a file; a corrupt image is reported and skipped. The outputs are
 listed in `outputs`.
 
 The score threshold is the caller's, else the operating point `medtfod calibrate` stored in
@@ -75,13 +76,16 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
         over folders); by default they are loaded from `model`.
 
     Returns {'images': n, 'detections': n, 'skipped': [(image, reason)], 'min_score': x,
-    'batch': images per model call, 'dicom': {'written': n, 'skipped': [(image, reason)]} (with
+    'batch': images per model call, 'window': the grey window applied to DICOM and 16-bit inputs
+    and where it came from, 'dicom': {'written': n, 'skipped': [(image, reason)]} (with
     DICOM results)}.
     """
     options = options or PredictOptions()
     outputs = outputs or DetectOutputs()
     paths = [model] if isinstance(model, str) else list(model)
     predictor = Predictor([ExportedModel(m, options.runtime) for m in paths], options, detect_fns=detect_fns)
+    if predictor.window_warning:
+        print(f"warning: {predictor.window_warning}", flush=True)  # stdout, as detect's other notes
     inputs, gt, fenced = resolve_inputs(images, dataset, split)
     annotations, annotations_out = outputs.annotations, outputs.annotations_out
     if annotations and not annotations_out:
@@ -93,7 +97,7 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
                         dict(fenced, **{("--model" if i == 0 else f"--model (#{i + 1})"): m for i, m in enumerate(paths)},
                              **{"--dicom-codes": outputs.dicom_codes}))
     if not inputs:
-        raise UserError(f"no PNG, JPEG or DICOM images under {images}")
+        raise UserError(f"no PNG, JPEG, TIFF or DICOM images under {images}")
     dicom = DicomRequest(outputs.dicom_sr, outputs.dicom_overlay, outputs.dicom_codes)
     if outputs.dicom_codes and not dicom.sr:
         raise UserError("--dicom-codes gives the SR's finding codes: add --dicom-sr")
@@ -148,7 +152,7 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
     for name, reason in skipped:
         print(f"skipped {name}: {reason}")
     summary = {"images": len(inputs), "detections": len(rows), "skipped": skipped, "min_score": predictor.min_score,
-               "batch": predictor.batch}
+               "batch": predictor.batch, "window": f"{predictor.window.describe()} ({predictor.window_source})"}
     if writer is not None:
         for name, reason in dicom_skipped:
             print(f"no DICOM result for {name}: {reason}")

@@ -1,5 +1,10 @@
 """What `detect` runs on: a folder (recursive), a `.txt` list of image paths, or a split of a
-converted dataset, each image given a safe relative output name."""
+converted dataset, each image given a safe relative output name; and how one image is loaded.
+
+A multi-frame DICOM file is one input per frame, `scan.dcm#0`, `scan.dcm#1`, ... (`core.frames`,
+`expand_frames`). DICOM and 16-bit grey PNG/TIFF files (and uint16 arrays) are windowed as the
+training data was (`load_image`'s `window`, a `core.windowing.Window`): the same functions convert
+uses turn them into 8-bit pixels, so training and inference see the same pixels."""
 from __future__ import annotations
 
 import functools
@@ -49,10 +54,32 @@ def resolve_inputs(images: Optional[str], dataset: Optional[str] = None, split: 
         paths = [p if os.path.isabs(p) else os.path.join(base, p) for p in listed]
         fenced = {"--images": images}
         fenced.update({f"(listed image {p})": p for p in paths})  # --out may not be or hold a listed image
-        return list(zip(safe_names(paths), paths)), None, fenced
+        return expand_frames(list(zip(safe_names(paths), paths))), None, fenced
     if not images:
         raise UserError("give --images (a folder or a .txt list) or --dataset with --split")
-    return [(name, os.path.join(images, name)) for name in list_images(images)], None, {"--images": images}
+    return expand_frames([(name, os.path.join(images, name)) for name in list_images(images)]), None, \
+        {"--images": images}
+
+
+def expand_frames(inputs):
+    """[(name, source)] with each multi-frame DICOM path replaced by its frames, in order:
+    ('scan.dcm#k', 'PATH/scan.dcm#k') for k from 0 (`core.frames`). Only the header is read; a
+    file that cannot be read stays as it is, and is reported when it is loaded."""
+    from ..core.dicom import frame_count
+    from ..core.frames import frame_name, split_frame
+    from ..core.image_info import ImageError
+    out = []
+    for name, source in inputs:
+        if isinstance(source, str) and source.lower().endswith(".dcm") and split_frame(source)[1] is None:
+            try:
+                frames = frame_count(source)
+            except (ImageError, OSError):
+                frames = 1
+            if frames > 1:
+                out.extend((frame_name(name, k), frame_name(source, k)) for k in range(frames))
+                continue
+        out.append((name, source))
+    return out
 
 
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")
@@ -69,12 +96,48 @@ def to_8bit(image):
     return Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), "L")
 
 
-def load_image(source) -> Tuple[Optional[object], Optional[str]]:
-    """(PIL RGB image, None) of a PNG/JPEG/DICOM path, the bytes a loader returns, a numpy array
-    or a PIL image; (None, the error message) when it cannot be read. The image's `info['channels']`
-    is 1 for a grayscale source (as labelImg's depth), else 3. 16-bit grayscale keeps its high
-    byte (`to_8bit`)."""
+def _windowed(image, window):
+    """A 16-bit (or float) grey PIL image windowed to 8 bits as convert does (`core.windowing`), when
+    `window` is given and is not plain 'header'; else `to_8bit`'s high byte (what TensorFlow reads
+    from a 16-bit PNG passed through by a 'header' conversion)."""
     from PIL import Image
+
+    from ..core.deep_images import DEEP_MODES
+    from ..core.windowing import apply_window
+    if window is None or window.is_default or image.mode not in DEEP_MODES:
+        return to_8bit(image)
+    pixels = apply_window(np.asarray(image), window)
+    return Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB")
+
+
+def _file_source(source, window):
+    """What to decode for a path or a loader: DICOM (`scan.dcm#k`: frame k) and TIFF turned into
+    8-bit PNG bytes under `window` by convert's own functions; other files as they are (a path is
+    left to Pillow, so that its errors name the file)."""
+    from ..core.deep_images import deep_to_png, is_tiff
+    from ..core.dicom import dicom_to_png
+    from ..core.frames import split_frame
+    if callable(source):
+        data = source()
+        return io.BytesIO(deep_to_png(data, window)[0] if is_tiff(data) else data)
+    file, frame = split_frame(source)
+    if file.lower().endswith(".dcm"):
+        return io.BytesIO(dicom_to_png(file, window, frame)[0])
+    if source.lower().endswith((".tif", ".tiff")):
+        with open(source, "rb") as f:
+            return io.BytesIO(deep_to_png(f.read(), window)[0])
+    return source
+
+
+def load_image(source, window=None) -> Tuple[Optional[object], Optional[str]]:
+    """(PIL RGB image, None) of a PNG/JPEG/TIFF/DICOM path (`scan.dcm#k`: frame k), the bytes a
+    loader returns, a numpy array or a PIL image; (None, the error message) when it cannot be read.
+    The image's `info['channels']` is 1 for a grayscale source (as labelImg's depth), else 3.
+
+    `window` (a `core.windowing.Window`; None: 'header') is applied to DICOM and to 16-bit grey
+    images, as convert applied it; under 'header' 16-bit grayscale keeps its high byte (`to_8bit`)."""
+    from PIL import Image
+    grey = ("1", "L", "LA", "I", "I;16", "F")
     try:
         if isinstance(source, np.ndarray):
             if source.dtype not in (np.uint8, np.uint16) or source.ndim not in (2, 3) or (
@@ -83,17 +146,12 @@ def load_image(source) -> Tuple[Optional[object], Optional[str]]:
                                  f"{source.dtype} {source.shape}")
             source = Image.fromarray(source)
         if isinstance(source, Image.Image):
-            rgb = to_8bit(source).convert("RGB")
-            rgb.info["channels"] = 1 if source.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+            rgb = _windowed(source, window).convert("RGB")
+            rgb.info["channels"] = 1 if source.mode in grey else 3
             return rgb, None
-        if callable(source):
-            source = io.BytesIO(source())
-        elif source.lower().endswith(".dcm"):
-            from ..core.dicom import dicom_to_png
-            source = io.BytesIO(dicom_to_png(source)[0])
-        with Image.open(source) as im:
-            rgb = to_8bit(im).convert("RGB")
-            rgb.info["channels"] = 1 if im.mode in ("1", "L", "LA", "I", "I;16", "F") else 3  # as labelImg's depth
+        with Image.open(_file_source(source, window)) as im:
+            rgb = _windowed(im, window).convert("RGB")
+            rgb.info["channels"] = 1 if im.mode in grey else 3  # as labelImg's depth
             return rgb, None
     except Exception as e:  # any unreadable file is reported, never ends the batch
         return None, f"{type(e).__name__}: {e}"
@@ -129,7 +187,7 @@ def predict_inputs(images, split: Optional[str] = None):
         if not os.path.exists(path):
             raise UserError(f"no such image file or folder: {path}")
         if os.path.isfile(path) and not path.lower().endswith(".txt"):
-            return [(os.path.basename(path), path)], None, {"the image": path}
+            return expand_frames([(os.path.basename(path), path)]), None, {"the image": path}
         names, _, fenced = resolve_inputs(path)
         return names, None, {k.lstrip("-"): v for k, v in fenced.items()}
     if isinstance(images, np.ndarray) and images.ndim == 4:  # a batch [N, H, W, C]
@@ -143,7 +201,7 @@ def predict_inputs(images, split: Optional[str] = None):
         raise UserError(f"no such image file: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1
                                                                else ""))
     if paths and len(paths) == len(items):
-        return list(zip(safe_names(paths), paths)), None, {f"image {p}": p for p in paths}
+        return expand_frames(list(zip(safe_names(paths), paths))), None, {f"image {p}": p for p in paths}
     names = [os.path.basename(os.fspath(i)) if isinstance(i, (str, os.PathLike)) else f"image{k}.png"
              for k, i in enumerate(items)]
     return list(zip(safe_names(names), [os.fspath(i) if isinstance(i, os.PathLike) else i for i in items])), None, \

@@ -5,7 +5,7 @@ It knows its own layout, so no caller joins these onto a path again:
     EXPORT/saved_model/          the SavedModel (`exporter_lib_v2`)
     EXPORT/label_map.pbtxt       the classes the model was trained on
     EXPORT/pipeline.config       the config it was trained with (family, input size, NMS IoU)
-    EXPORT/export.json           what was exported (step, checkpoint)
+    EXPORT/export.json           what was exported (step, checkpoint, the training data's grey window)
     EXPORT/operating_point.json  the score threshold `medtfod calibrate` chose (optional)
     EXPORT/model.onnx            the same model for ONNX Runtime (`export --onnx`, `to_onnx`; optional)
 
@@ -43,19 +43,23 @@ def export_dir(model: str) -> str:
 
 
 def config_facts(pipeline_config) -> dict:
-    """{'family': e.g. 'ssd (ssd_mobilenet_v2_fpn_keras)', 'input': e.g. '320x320 px', 'nms_iou': the
+    """{'family': e.g. 'ssd (ssd_mobilenet_v2_fpn_keras)', 'input': e.g. '320x320 px', 'input_pixels': a
+    fixed shape's larger side or a keep-aspect resizer's min_dimension (None otherwise), 'nms_iou': the
     (second-stage) NMS IoU or None} of a parsed pipeline config."""
     model = pipeline_config.model
     kind = model.WhichOneof("model")
     arch = getattr(model, kind)
-    facts = {"family": f"{kind} ({arch.feature_extractor.type})", "input": "unknown", "nms_iou": None}
+    facts = {"family": f"{kind} ({arch.feature_extractor.type})", "input": "unknown", "input_pixels": None,
+             "nms_iou": None}
     resizer = arch.image_resizer
     which = resizer.WhichOneof("image_resizer_oneof")
     if which == "fixed_shape_resizer":
         facts["input"] = f"{resizer.fixed_shape_resizer.width}x{resizer.fixed_shape_resizer.height} px"
+        facts["input_pixels"] = max(resizer.fixed_shape_resizer.width, resizer.fixed_shape_resizer.height)
     elif which == "keep_aspect_ratio_resizer":
         r = resizer.keep_aspect_ratio_resizer
         facts["input"] = f"keep aspect, {r.min_dimension}-{r.max_dimension} px"
+        facts["input_pixels"] = r.min_dimension
     if kind == "ssd":
         facts["nms_iou"] = model.ssd.post_processing.batch_non_max_suppression.iou_threshold or None
     elif kind == "faster_rcnn":
@@ -203,19 +207,35 @@ class ExportedModel:
                 "step": self.record.get("step")}
 
     @property
+    def window(self) -> Optional[dict]:
+        """{'window': spec, 'clahe': bool} of the grey window the training data was converted with
+        (`core.windowing`): what export.json recorded at export time, else what the manifest of the
+        dataset named by pipeline.config's train input says (if it is still there); None when
+        neither says (an export from before windows were recorded, of data found nowhere)."""
+        record = os.path.join(self.path, "export.json")
+        if os.path.isfile(record):
+            with open(record, encoding="utf-8") as f:
+                data = json.load(f)
+            if isinstance(data.get("window"), str):
+                return {"window": data["window"], "clahe": bool(data.get("clahe", False))}
+        if os.path.isfile(self.pipeline_config_path):
+            from ..data.manifest import recorded_window
+            try:
+                from ..odapi.protos import read_pipeline_config
+            except ImportError:  # the light ONNX install: export.json's record above is all there is
+                return None
+            config = read_pipeline_config(self.pipeline_config_path)
+            found = recorded_window(config.train_input_reader.tf_record_input_reader.input_path)
+            if found is not None:
+                return {"window": found["window"], "clahe": found["clahe"]}
+        return None
+
+    @property
     def input_pixels(self) -> Optional[int]:
         """The model's input size in pixels: a fixed shape's larger side, a keep-aspect-ratio
-        resizer's min_dimension; None when the folder has no pipeline.config."""
-        if not os.path.isfile(self.pipeline_config_path):
-            return None
-        from ..odapi.protos import read_pipeline_config
-        model = read_pipeline_config(self.pipeline_config_path).model
-        resizer = getattr(model, model.WhichOneof("model")).image_resizer
-        if resizer.WhichOneof("image_resizer_oneof") == "fixed_shape_resizer":
-            return max(resizer.fixed_shape_resizer.width, resizer.fixed_shape_resizer.height)
-        if resizer.WhichOneof("image_resizer_oneof") == "keep_aspect_ratio_resizer":
-            return resizer.keep_aspect_ratio_resizer.min_dimension
-        return None
+        resizer's min_dimension; None when the folder has no pipeline.config (nor, in the light
+        install, export.json's record of it)."""
+        return self.facts.get("input_pixels")
 
     @property
     def family(self) -> str:
@@ -270,7 +290,8 @@ class ExportedModel:
           split: the dataset split, when `images` is a dataset.
           min_score: the score threshold; default: the calibrated operating point, else 0.5.
           batch_size: images per model call (a float_image_tensor export takes batches).
-          options: a `medtfod.inference.predictor.PredictOptions` for everything else (classes,
+          options: a `medtfod.inference.predictor.PredictOptions` for everything else (window and
+            clahe for DICOM and 16-bit inputs (default: the training data's, `window`), classes,
             max_per_image, tta, and more models, exports or their folders, to fuse with this
             one); its min_score and
             batch_size are overridden by the arguments above when those are given.
@@ -295,5 +316,8 @@ class ExportedModel:
         models = [self, *(m if isinstance(m, ExportedModel) else ExportedModel(m, self.runtime)
                           for m in options.models)]
         predictor = Predictor(models, options)
+        if predictor.window_warning:
+            import warnings
+            warnings.warn(predictor.window_warning, UserWarning, stacklevel=2)
         return Predictions(predictor.run(inputs), predictor.label_map, ground_truth,
                            {**fenced, **{f"model {m.path}": m.path for m in models}})

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..core import atomic, fence
 from ..core.errors import UserError
+from ..core.frames import split_frame
 from ..core.masks import Mask, paste_box_mask
 from ..data.readers.detections import CSV_COLUMNS
 from .draw import colour, draw_boxes
@@ -27,8 +28,11 @@ from .inputs import load_image
 
 def drawn_name(name: str, draw_format: Optional[str] = None) -> str:
     """Where the drawn copy of input `name` goes: the same relative path, as PNG (DICOM too) or
-    JPEG (a JPEG input) by default, else with the extension of `draw_format`."""
-    stem, ext = os.path.splitext(name)
+    JPEG (a JPEG input) by default, else with the extension of `draw_format`. Frame k of a
+    multi-frame DICOM ('scan.dcm#3', `core.frames`) is drawn as 'scan#3.png'."""
+    file, frame = split_frame(name)
+    stem, ext = os.path.splitext(file)
+    stem += "" if frame is None else f"#{frame}"
     if draw_format is None:
         return name if ext.lower() in (".jpg", ".jpeg", ".png") else stem + ".png"
     if draw_format == "jpg" and ext.lower() in (".jpg", ".jpeg"):
@@ -107,7 +111,7 @@ def save_predictions(predictions, out: str, label_map, ground_truth=None, draw: 
             per_image.append((p.name, None, p.error))
             continue
         if p.image is None:
-            p.image = load_image(p.source)[0]
+            p.image = load_image(p.source, p.window)[0]
         gt_boxes = list(ground_truth.get(p.name, [])) if ground_truth else None
         rles = finish(p, gt_boxes, out if draw else None, label_map.ids, draw_format)
         rows.extend((d, (p.width, p.height), rle) for d, rle in zip(p.detections, rles))

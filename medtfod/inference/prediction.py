@@ -32,6 +32,8 @@ class Prediction:
       class_ids: label -> id of the label map that named the detections (their drawing colours).
       inputs: {what: path} of the files and folders the prediction was read from, which `save`
         never writes into.
+      window: the `core.windowing.Window` its DICOM/16-bit pixels were made with (a redraw decodes
+        the source again with it); None: 'header'.
     """
 
     index: int
@@ -47,6 +49,7 @@ class Prediction:
     image: object = None
     class_ids: Optional[dict] = None
     inputs: Optional[dict] = None
+    window: object = None
 
     @property
     def boxes(self) -> np.ndarray:
@@ -83,7 +86,7 @@ class Prediction:
         if ground_truth is not None and not all(isinstance(g, tuple) and len(g) == 2 for g in ground_truth):
             raise UserError("draw(ground_truth=...): give this image's [(label, Box), ...], e.g. "
                             "dataset.ground_truth(split)[prediction.name]")
-        image = self.image if self.image is not None else load_image(self.source)[0]
+        image = self.image if self.image is not None else load_image(self.source, self.window)[0]
         if image is None:
             raise UserError(f"{self.name}: cannot be drawn ({self.error})")
         class_ids = class_ids or self.class_ids or {label: i + 1 for i, label in enumerate(dict.fromkeys(self.labels))}

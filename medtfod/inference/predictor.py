@@ -19,10 +19,12 @@ from ..core.annotations import Detection
 from ..core.boxes import Box
 from ..core.errors import UserError
 from ..core.labelmap import read_label_map
+from ..core.windowing import parse_window
 from . import ensemble, tiling
 from .inputs import load_image
 from .onnx_model import RUNTIMES
 from .prediction import Prediction
+from .windows import choose_window
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class PredictOptions:
         own NMS IoU).
       models: further `ExportedModel`s fused with the first (an ensemble).
       label_map: a label map file to name classes with instead of the export's own.
+      window: the grey window for DICOM and 16-bit inputs, a `core.windowing` spec ('lung', '400,40',
+        ...); None: the one the (first) model's training data was converted with (`ExportedModel.window`),
+        else 'header'. One that differs from the model's gets a warning (`Predictor.window_warning`).
+      clahe: CLAHE after the window; None: as the model's training data.
       tile: run each model on overlapping tile x tile pixel windows of each image at its native
         resolution (`tiling`; at least the model's input size); None: the whole image.
       tile_overlap: the share of a window that overlaps its neighbour, in [0, 0.9).
@@ -61,6 +67,8 @@ class PredictOptions:
     fuse_iou: Optional[float] = None
     models: Sequence = ()  # of medtfod.inference.model.ExportedModel, or export folders
     label_map: Optional[str] = None
+    window: Optional[str] = None
+    clahe: Optional[bool] = None
     tile: Optional[int] = None
     tile_overlap: float = 0.2
     tile_merge: str = "nms"
@@ -83,6 +91,10 @@ class PredictOptions:
                 raise UserError(f"{name}={value!r}: give a whole number, 1 or more")
         if self.runtime is not None and self.runtime not in RUNTIMES:
             raise UserError(f"runtime={self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        if self.window is not None:
+            parse_window(self.window, option="window")  # a UserError naming the value, before any work
+        if self.clahe is not None and not isinstance(self.clahe, bool):
+            raise UserError(f"clahe={self.clahe!r}: give True, False or None (as the model's training data)")
         if self.fuse is not None and self.fuse not in ensemble.METHODS:
             raise UserError(f"fuse={self.fuse!r}: choose one of {', '.join(ensemble.METHODS)}")
         if self.tile is not None:
@@ -147,6 +159,7 @@ class Predictor:
                     tiling.check_tile_size(options.tile, m.input_pixels, m.path)
         self.tile_iou = self.fuse_iou or ensemble.default_iou([m.nms_iou for m in self.models])
         self._detect_fns = detect_fns
+        self.window, self.window_source, self.window_warning = choose_window(self.models, options)
 
     @property
     def detect_fns(self) -> list:
@@ -176,10 +189,10 @@ class Predictor:
         try:
             batch = []  # (index, name, source, image)
             ahead = max(4, 2 * capacity)  # decodes kept running ahead of the model
-            loads = [pool.submit(load_image, source) for _, source in inputs[:ahead]]
+            loads = [pool.submit(load_image, source, self.window) for _, source in inputs[:ahead]]
             for i, (name, source) in enumerate(inputs):
                 if i + ahead < len(inputs):
-                    loads.append(pool.submit(load_image, inputs[i + ahead][1]))
+                    loads.append(pool.submit(load_image, inputs[i + ahead][1], self.window))
                 image, error = loads[i].result()
                 loads[i] = None
                 if image is None:
@@ -224,7 +237,7 @@ class Predictor:
                 box_masks=result["detection_masks"][j][keep] if "detection_masks" in result else None,
                 top_score=self._top_score(result, j) if top_scores else None,
                 channels=image.info.get("channels", 3), image=image if keep_images else None,
-                class_ids=self.label_map.ids))
+                class_ids=self.label_map.ids, window=self.window))
         batch.clear()
         return iter(done)
 

@@ -50,8 +50,9 @@ def export(config_path: str, model_dir: str, out_dir: str, input_type: str = "im
     'best' (best/, the default when the run has one), 'latest' (the default otherwise) or a prefix.
 
     Writes `out_dir/saved_model/`, `out_dir/checkpoint/`, `out_dir/pipeline.config` (the
-    exporter's) and `out_dir/label_map.pbtxt`; with `tflite` (SSD only) also `out_dir/tflite/`,
-    checked against the SavedModel on the first eval image (see `tflite.self_check`).
+    exporter's), `out_dir/label_map.pbtxt` and `out_dir/export.json` (step, checkpoint, input type,
+    and the grey window of the training dataset's manifest when it is found); with `tflite` (SSD
+    only) also `out_dir/tflite/`, checked against the SavedModel on the first eval image (see `tflite.self_check`).
     Returns the SavedModel path.
     """
     if input_type not in INPUT_TYPES:
@@ -79,11 +80,24 @@ def export(config_path: str, model_dir: str, out_dir: str, input_type: str = "im
             exporter_lib_v2.export_inference_graph(input_type, pipeline_config, source, tmp)
             if label_map and os.path.isfile(label_map):
                 shutil.copyfile(label_map, os.path.join(tmp, "label_map.pbtxt"))
+            record = {"step": step, "checkpoint": what, "input_type": input_type}
+            record.update(_training_window(pipeline_config))
             with open(os.path.join(tmp, "export.json"), "w", encoding="utf-8") as f:  # what was exported
-                json.dump({"step": step, "checkpoint": what, "input_type": input_type}, f, indent=2)
+                json.dump(record, f, indent=2)
             if tflite:
                 _export_tflite(pipeline_config, source, tmp)
     return os.path.join(out_dir, "saved_model")
+
+
+def _training_window(pipeline_config) -> dict:
+    """{'window', 'clahe', 'window_dataset'}: the grey window the training data was converted with,
+    from the manifest of the dataset its train TFRecords are in (`manifest.recorded_window`), so
+    that `detect` applies it again to DICOM and 16-bit inputs; {} when that cannot be known."""
+    from ..data.manifest import recorded_window
+    found = recorded_window(pipeline_config.train_input_reader.tf_record_input_reader.input_path)
+    if found is None:
+        return {}
+    return {"window": found["window"], "clahe": found["clahe"], "window_dataset": found["dataset"]}
 
 
 def _export_tflite(pipeline_config, model_dir: str, tmp: str) -> None:

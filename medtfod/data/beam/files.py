@@ -16,21 +16,23 @@ from .options import is_remote
 # io, uuid and .atomic are imported where they are used, as apache_beam is.
 
 
-def read_any(path: str):
-    """`images.read_and_probe` for any FileSystems path."""
-    from ...core.images import probe_bytes, read_and_probe
+def read_any(path: str, window=None):
+    """`images.read_and_probe` for any FileSystems path (`scan.dcm#k`: frame k of a DICOM)."""
+    from ...core.frames import split_frame
+    from ...core.images import decode_if_needed, read_and_probe
     if not is_remote(path):
-        return read_and_probe(path)
+        return read_and_probe(path, window=window)
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    file, frame = split_frame(path)
+    with FileSystems.open(file, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         data = f.read()
-    if path.lower().endswith(".dcm"):
+    if file.lower().endswith(".dcm"):
         import io
 
         from ...core.dicom import dicom_to_png
-        return dicom_to_png(io.BytesIO(data))
-    return data, probe_bytes(data)
+        return dicom_to_png(io.BytesIO(data), window, frame)
+    return decode_if_needed(data, True, window)
 
 
 def index_any(root: str):

@@ -12,11 +12,14 @@ from typing import Dict, Iterable
 
 from ...core.annotations import ImageRecord
 from ...core.errors import UserError
+from ...core.frames import split_frame
 
 
 def voc_name(image_id: str) -> str:
-    """The VOC file of an image, relative to the output folder."""
-    return "voc/" + os.path.splitext(image_id)[0] + ".xml"
+    """The VOC file of an image, relative to the output folder: `voc/<stem>.xml`, and for frame k
+    of a multi-frame DICOM ('scan.dcm#3', `core.frames`) `voc/scan#3.xml`."""
+    file, frame = split_frame(image_id)
+    return "voc/" + os.path.splitext(file)[0] + ("" if frame is None else f"#{frame}") + ".xml"
 
 
 def check_names(images: Iterable[str]) -> None:
