@@ -197,6 +197,39 @@ def test_one_series_per_study_and_run(tmp_path):
     assert sorted(os.listdir(tmp_path / "out" / "dicom_sr")) == ["a.dcm", "b.dcm", "c.dcm"]  # no temporary files left
 
 
+def test_a_frame_of_a_multiframe_file_gets_an_sr_referencing_its_frame_number(tmp_path):
+    """Frame #1 (from 0, as detect names it) is DICOM frame number 2 of the file's SOP instance."""
+    _, source = write_xray(tmp_path / "cine.dcm", blobs())
+    frames = np.stack([blobs(seed=k) for k in range(3)])
+    source.SOPClassUID = source.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"  # multi-frame SC
+    source.NumberOfFrames, source.PixelData = 3, frames.tobytes()
+    source.save_as(tmp_path / "cine.dcm", enforce_file_format=True)
+    name, path = "cine.dcm#1", str(tmp_path / "cine.dcm") + "#1"
+    image = load_image(path)[0]
+    found = detections(name)[:2]
+    writer = DicomWriter(str(tmp_path / "out"), DicomRequest(sr=True, overlay=True), LABELS.names, ALGORITHM)
+    assert writer.write(name, path, Prediction(0, name, path, 128, 128, found), image, LABELS.ids) is None
+    sr_path = tmp_path / "out" / "dicom_sr" / name
+    back = read_sr(str(sr_path))
+    assert [f.label for f in back] == ["Nodule", "Mass"] and {f.referenced_sop_instance_uid for f in back} == \
+        {source.SOPInstanceUID}
+    refs = []
+
+    def collect(items):
+        for item in items:
+            for ref in item.get("ReferencedSOPSequence", []):
+                refs.append(int(ref.ReferencedFrameNumber))
+            collect(item.get("ContentSequence", []))
+    collect(pydicom.dcmread(sr_path).ContentSequence)
+    assert refs and set(refs) == {2}
+    errors, _ = validate(sr_path)
+    assert errors == [], errors
+    overlay = pydicom.dcmread(tmp_path / "out" / "dicom_overlay" / name)
+    assert overlay.Rows == 128 and overlay.StudyInstanceUID == source.StudyInstanceUID
+    assert writer.write("cine.dcm", str(tmp_path / "cine.dcm"), Prediction(0, "cine.dcm", "x", 128, 128, []), None,
+                        {}).startswith("a multi-frame DICOM read as one image")
+
+
 def dicoms_from_demo_images(images, folder, count=3):
     """The first `count` demo PNGs as 12-bit CR DICOMs (value x 16: the display rendering gives the
     model back the picture it was trained on); the first two in one study. {name: dataset}."""

@@ -8,7 +8,9 @@ Capture (`dicom_overlay`), written under the output folder:
 inside `--out`, never a path of their own, so the output fence covers them. Per source study and
 run, all SRs share one new series (number 9001) and all overlays another (9002).
 
-A non-DICOM input (not `.dcm`) gets no DICOM result and a note; a run where no input is DICOM, or
+A frame `scan.dcm#k` of a multi-frame file gets an SR of its own (`dicom_sr/scan.dcm#k`) whose ROIs
+reference the file's SOP Instance UID and its frame number k + 1 (DICOM counts frames from 1), and
+an overlay of that frame. A non-DICOM input (not `.dcm`) gets no DICOM result and a note; a run where no input is DICOM, or
 on a dataset split (whose images are PNG copies in TFRecords, without the DICOM headers), is
 refused before anything runs. Files are written whole or not at all (`core.atomic`).
 """
@@ -31,8 +33,10 @@ NOT_DICOM = "not a DICOM input (.dcm)"
 
 
 def is_dicom(path) -> bool:
-    """Whether detect reads `path` as DICOM (by its extension, as `inputs.load_image` does)."""
-    return isinstance(path, str) and path.lower().endswith(".dcm")
+    """Whether detect reads `path` as DICOM (by its extension, as `inputs.load_image` does; a frame
+    `scan.dcm#k` of a multi-frame file is DICOM too)."""
+    from ..core.frames import split_frame
+    return isinstance(path, str) and split_frame(path)[0].lower().endswith(".dcm")
 
 
 def need_highdicom() -> None:
@@ -93,17 +97,19 @@ class DicomWriter:
         if not is_dicom(path):
             return NOT_DICOM
         import pydicom
+        from ..core.frames import split_frame
+        file, frame = split_frame(path)
         try:
-            source = pydicom.dcmread(path, stop_before_pixels=True)
+            source = pydicom.dcmread(file, stop_before_pixels=True)
         except Exception as e:  # it decoded a moment ago: the file changed since
             return f"cannot read its DICOM header again ({type(e).__name__}: {e})"
-        if int(source.get("NumberOfFrames", 1) or 1) > 1:
-            return "multi-frame DICOM: no DICOM result (SRs of single frames only)"
+        if int(source.get("NumberOfFrames", 1) or 1) > 1 and frame is None:
+            return "a multi-frame DICOM read as one image: no DICOM result (detect reads each frame, scan.dcm#k)"
         try:
             if self.request.sr:
                 from .dicom_sr import build_sr
                 sr = build_sr(source, prediction.detections, self.codes, self.algorithm,
-                              self.slot(SR_FOLDER, source.StudyInstanceUID))
+                              self.slot(SR_FOLDER, source.StudyInstanceUID), frame=frame)
                 self._save(SR_FOLDER, name, sr)
             if self.request.overlay:
                 from .dicom_overlay import build_overlay

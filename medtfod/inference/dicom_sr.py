@@ -70,12 +70,19 @@ def polyline(box: Box) -> np.ndarray:
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], np.float32)
 
 
-def roi_group(detection: Detection, rank: int, source, codes: FindingCodes, algorithm_id):
-    """The TID 1410 group of one detection on the pydicom dataset `source`."""
+def _frames(frame: Optional[int]):
+    """highdicom's referenced_frame_numbers for medtfod's frame index `frame` (from 0; DICOM counts from 1)."""
+    return None if frame is None else [frame + 1]
+
+
+def roi_group(detection: Detection, rank: int, source, codes: FindingCodes, algorithm_id, frame: Optional[int] = None):
+    """The TID 1410 group of one detection on the pydicom dataset `source` (on its frame `frame`,
+    counted from 0, of a multi-frame image)."""
     import highdicom as hd
     from pydicom.uid import generate_uid
     region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=polyline(detection.box),
-                               source_image=hd.sr.SourceImageForRegion.from_source_image(source))
+                               source_image=hd.sr.SourceImageForRegion.from_source_image(
+                                   source, referenced_frame_numbers=_frames(frame)))
     score = hd.sr.Measurement(name=coded(SCORE), value=round(float(detection.score), 6), unit=coded(NO_UNITS),
                               algorithm_id=algorithm_id)
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
@@ -84,14 +91,16 @@ def roi_group(detection: Detection, rank: int, source, codes: FindingCodes, algo
         finding_category=coded(FINDING_CATEGORY), algorithm_id=algorithm_id, measurements=[score])
 
 
-def nothing_found(source, algorithm_id):
-    """The TID 1501 group of an image without detections: 'Clinical finding absent' on `source`."""
+def nothing_found(source, algorithm_id, frame: Optional[int] = None):
+    """The TID 1501 group of an image without detections: 'Clinical finding absent' on `source`
+    (its frame `frame`)."""
     import highdicom as hd
     from pydicom.uid import generate_uid
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="no findings"),
         finding_type=coded(NO_FINDING), algorithm_id=algorithm_id,
-        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(
+            source, referenced_frame_numbers=_frames(frame))])
 
 
 @dataclass(frozen=True)
@@ -103,9 +112,11 @@ class SeriesSlot:
     instance_number: int
 
 
-def build_sr(source, detections: Sequence[Detection], codes: FindingCodes, algorithm: Algorithm, slot: SeriesSlot):
+def build_sr(source, detections: Sequence[Detection], codes: FindingCodes, algorithm: Algorithm, slot: SeriesSlot,
+             frame: Optional[int] = None):
     """A highdicom `Comprehensive3DSR` (a pydicom Dataset) holding `detections` (pixel xyxy boxes
-    on `source`, the pydicom dataset of the image they were found on), best score first.
+    on `source`, the pydicom dataset of the image they were found on, or on its frame `frame`,
+    counted from 0, of a multi-frame image), best score first.
     An image without detections gets one image-level group saying so (`nothing_found`)."""
     import highdicom as hd
     from pydicom.uid import generate_uid
@@ -116,10 +127,10 @@ def build_sr(source, detections: Sequence[Detection], codes: FindingCodes, algor
             uid=generate_uid(entropy_srcs=[MANUFACTURER, *algorithm.parameters[:-1]]), name=MANUFACTURER,
             manufacturer_name=MANUFACTURER, model_name=", ".join(name for name, _ in algorithm.models)[:64]))
     ranked = sorted(detections, key=lambda d: -d.score)
-    groups = [roi_group(d, k, source, codes, algorithm_id) for k, d in enumerate(ranked, start=1)]
+    groups = [roi_group(d, k, source, codes, algorithm_id, frame) for k, d in enumerate(ranked, start=1)]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
-        procedure_reported=coded(PROCEDURE), imaging_measurements=groups or [nothing_found(source, algorithm_id)])
+        procedure_reported=coded(PROCEDURE), imaging_measurements=groups or [nothing_found(source, algorithm_id, frame)])
     return hd.sr.Comprehensive3DSR(
         evidence=[source], content=report, series_instance_uid=slot.series_uid, series_number=slot.series_number,
         sop_instance_uid=generate_uid(), instance_number=slot.instance_number, manufacturer=MANUFACTURER,
