@@ -13,15 +13,8 @@ pydicom = pytest.importorskip("pydicom")
 
 
 def write_dicom(path, pixels, photometric="MONOCHROME2", **tags):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    from support.dicom_files import new_dataset
+    ds = new_dataset()
     ds.Rows, ds.Columns = pixels.shape[:2]
     ds.PhotometricInterpretation = photometric
     ds.SamplesPerPixel = 3 if pixels.ndim == 3 else 1

@@ -18,15 +18,8 @@ COLUMNS = "filename=file,label=label,x=x,y=y,w=w,h=h"
 
 def write_dicom(path, frames, photometric="MONOCHROME2", bits_stored=12, slope=None, intercept=None, **tags):
     """A DICOM file of `frames` ((H, W) or (N, H, W), uint16 or int16) with the given tags."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    from support.dicom_files import new_dataset
+    ds = new_dataset()
     ds.Rows, ds.Columns = frames.shape[-2:]
     if frames.ndim == 3:
         ds.NumberOfFrames = frames.shape[0]

@@ -4,19 +4,26 @@ error in it)."""
 import numpy as np
 
 
-def write_xray(path, pixels, patient_id="P001", study_uid=None, series_uid=None, **tags):
-    """Write `pixels` (uint16 [rows, cols], 12-bit values) as a CR image at
-    `path`; returns (path, the pydicom dataset written). `tags` override or add elements."""
+def new_dataset(sop_class="1.2.840.10008.5.1.4.1.1.7"):
+    """An empty pydicom Dataset with its file meta (explicit VR little endian) and SOP class and a
+    new SOP Instance UID (default: Secondary Capture Image Storage)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-    dx = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = dx
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = dx, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def write_xray(path, pixels, patient_id="P001", study_uid=None, series_uid=None, **tags):
+    """Write `pixels` (uint16 [rows, cols], 12-bit values) as a CR image at
+    `path`; returns (path, the pydicom dataset written). `tags` override or add elements."""
+    from pydicom.uid import generate_uid
+    ds = new_dataset("1.2.840.10008.5.1.4.1.1.1")  # Computed Radiography Image Storage
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = f"Test^{patient_id}", patient_id, "19700101", "F"
     ds.StudyInstanceUID = study_uid or generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
