@@ -20,6 +20,10 @@ export, and against the tutorial (goal on CPU: detect >= 0.8x bare, >= 3x tutori
 fusion alone, on the batched model's real outputs for the images and their mirror images (the
 TTA views): medtfod's batch fusion and ensemble-boxes per image (what detect ran before), for
 each --fuse method, in ms per image beside the bare model's.
+
+ONNX Runtime rows (`onnx_methods`, on the float export's model.onnx, written once by `to_onnx`):
+the bare model.onnx (batch 1 and --batch) and `medtfod detect --runtime onnx` (batch 1 and
+--batch, drawn, and --batch with --no-draw), each against the bare ONNX model of the same batch.
 """
 from __future__ import annotations
 
@@ -132,6 +136,34 @@ def fusion_times(batch_fn, tf, arrays, batch: int, rounds: int) -> dict:
     return best
 
 
+def onnx_methods(batched: str, images: str, arrays: list, b: int) -> tuple:
+    """The ONNX Runtime rows and the bare row each detect row is compared with: model.onnx of the
+    float export (converted once by `ExportedModel.to_onnx`, cached with the export)."""
+    import numpy as np
+    from medtfod.inference.detect import DetectOutputs, detect
+    from medtfod.inference.model import ExportedModel
+    from medtfod.inference.predictor import PredictOptions
+    if not os.path.isfile(os.path.join(batched, "model.onnx")):
+        ExportedModel(batched).to_onnx()
+    onnx_fn = ExportedModel(batched, runtime="onnx").load()
+
+    def bare_onnx(batch):
+        for i in range(0, len(arrays), batch):
+            onnx_fn(np.stack(arrays[i:i + batch]).astype(np.float32))
+
+    def run(batch, **outputs):
+        return lambda out: detect(batched, out, images=images,
+                                  options=PredictOptions(min_score=0.3, batch_size=batch, runtime="onnx"),
+                                  outputs=DetectOutputs(quiet=True, **outputs), detect_fns=[onnx_fn])
+    bare_onnx(b)  # first calls allocate
+    methods = {"bare onnx, batch 1": lambda out: bare_onnx(1), f"bare onnx, batch {b}": lambda out: bare_onnx(b),
+               "detect onnx, batch 1": run(1), f"detect onnx, batch {b}": run(b),
+               f"detect onnx, {b}, no-draw": run(b, draw=False)}
+    limit = {"detect onnx, batch 1": "bare onnx, batch 1", f"detect onnx, batch {b}": f"bare onnx, batch {b}",
+             f"detect onnx, {b}, no-draw": f"bare onnx, batch {b}"}
+    return methods, limit
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
@@ -187,6 +219,9 @@ def main() -> int:
              f"detect float, {b}, no-draw": f"bare float, batch {b}", f"detect float, {b}, jpg": f"bare float, batch {b}",
              f"detect float, {b}, jpg, hflip TTA": f"bare float, batch {b}",
              f"detect float, {b}, jpg, 2 models": f"bare float, batch {b}"}
+    extra_methods, extra_limit = onnx_methods(batched, images, arrays, b)  # ONNX Runtime rows (issue 24)
+    methods.update(extra_methods)
+    limit.update(extra_limit)
     best = {name: float("inf") for name in methods}
     for _ in range(args.rounds):
         for name, run in methods.items():

@@ -1,6 +1,6 @@
 """Re-create the hash-pinned lock files from the *.in files (a maintainer's tool; needs uv).
 
-    python requirements/lock.py            # cpu.txt, gpu.txt, odapi.txt, test.txt, annotate.txt, dicom.txt, beam.txt
+    python requirements/lock.py   # cpu, gpu, odapi, test, annotate, dicom, runtime-onnx and beam .txt
     python requirements/lock.py --check-windows   # also prove cpu.txt resolves for win_amd64
 
 Users never run this: scripts/bootstrap.py installs from the committed lock files with
@@ -53,6 +53,8 @@ def main():
     compile_lock("test.in", "test.txt", "-c", os.path.join(HERE, "cpu.txt"))
     compile_lock("annotate.in", "annotate.txt", "-c", os.path.join(HERE, "cpu.txt"))
     compile_lock("dicom.in", "dicom.txt", "-c", os.path.join(HERE, "cpu.txt"))
+    # the light inference install (bootstrap.py install --runtime): no TensorFlow, same pins as cpu.txt
+    compile_lock("runtime-onnx.in", "runtime-onnx.txt", "-c", os.path.join(HERE, "cpu.txt"))
     # beam.txt is separate, not an extra lock on top of cpu.txt like the two above: apache-beam
     # 2.77.0 requires protobuf<7, pillow<13 and python-dateutil<3, which cpu.txt's pins break, so
     # `-c cpu.txt` cannot resolve. Seeded with a copy of cpu.txt, uv keeps every other pin as it is
@@ -64,6 +66,7 @@ def main():
         check_windows("test.txt")
         check_windows("annotate.txt")
         check_windows("dicom.txt")
+        check_windows("runtime-onnx.txt")
         check_windows("beam.txt")
 
 

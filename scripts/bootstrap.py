@@ -3,6 +3,7 @@
     python3 scripts/bootstrap.py demo      (Windows: py -3.11 scripts\\bootstrap.py demo)
     python3 scripts/bootstrap.py test      (Windows: py -3.11 scripts\\bootstrap.py test)
     python3 scripts/bootstrap.py install [--gpu] [--annotate] [--dicom] [--beam]
+    python3 scripts/bootstrap.py install --runtime      (the light inference install, no TensorFlow)
 
 Needs only Python 3.11 (3.12 and 3.13 also resolve) and access to PyPI. Creates `.venv/`
 beside this repository (or $MEDTFOD_VENV), installs the hash-pinned locks in requirements/
@@ -13,7 +14,11 @@ annotate`; the test install always has them, for the annotation tests). `--dicom
 (`detect --dicom-sr / --dicom-overlay`; the test install always has it). `--beam` installs
 requirements/beam.txt instead of cpu.txt: the same pins plus apache-beam 2.77.0, with protobuf 6,
 pillow 12 and python-dateutil 2 (apache-beam's bounds), for `medtfod convert --runner ...`; give
-it its own MEDTFOD_VENV to keep a cpu.txt environment beside it. Extra arguments go to medtfod demo / pytest.
+it its own MEDTFOD_VENV to keep a cpu.txt environment beside it. `install --runtime` installs only
+requirements/runtime-onnx.txt (ONNX Runtime, numpy, Pillow, pydicom, pycocotools, matplotlib,
+ensemble-boxes; no TensorFlow, no OD API): `medtfod detect --runtime onnx` on an export made with
+`export --onnx`, plus metrics and report; give it its own MEDTFOD_VENV (e.g. .venv-runtime).
+Extra arguments go to medtfod demo / pytest.
 Standard library only, so it runs before anything is installed.
 """
 import hashlib
@@ -37,7 +42,10 @@ def venv_python(path: str) -> str:
     return os.path.join(path, "bin", "python")
 
 
-def lock_files(gpu: bool, test: bool, annotate: bool = False, beam: bool = False, dicom: bool = False):
+def lock_files(gpu: bool, test: bool, annotate: bool = False, beam: bool = False, dicom: bool = False,
+               runtime: bool = False):
+    if runtime:  # the light ONNX Runtime install: one lock, no TensorFlow, no OD API
+        return [os.path.join(REQ, "runtime-onnx.txt")]
     files = ["gpu.txt" if gpu else "beam.txt" if beam else "cpu.txt", "odapi.txt"]
     if test:
         files.append("test.txt")
@@ -65,7 +73,7 @@ def run(cmd) -> None:
 
 
 def install(gpu: bool = False, test: bool = False, annotate: bool = False, beam: bool = False,
-            dicom: bool = False) -> str:
+            dicom: bool = False, runtime: bool = False) -> str:
     """Create/refresh the environment; returns its Python."""
     if sys.version_info < (3, 11):
         sys.exit(f"bootstrap: medtfod needs Python 3.11 or newer; this is {sys.version.split()[0]} "
@@ -78,9 +86,12 @@ def install(gpu: bool = False, test: bool = False, annotate: bool = False, beam:
     if dicom and beam:
         sys.exit("bootstrap: requirements/dicom.txt is locked against cpu.txt (pillow 13), beam.txt holds pillow 12; "
                  "install --dicom in an environment of its own, without --beam")
+    if runtime and (gpu or test or annotate or beam or dicom):
+        sys.exit("bootstrap: --runtime is the light inference install (ONNX Runtime, no TensorFlow) and takes no "
+                 "other option; run it with `install --runtime` only, in its own MEDTFOD_VENV")
     target = venv_dir()
     python = venv_python(target)
-    files = lock_files(gpu, test, annotate, beam, dicom)
+    files = lock_files(gpu, test, annotate, beam, dicom, runtime)
     want = fingerprint(files)
     stamp = os.path.join(target, STAMP)
     if os.path.isfile(python) and os.path.isfile(stamp):
@@ -105,8 +116,11 @@ def main(argv) -> int:
         return 2
     verb, rest = argv[0], argv[1:]
     gpu, annotate, beam, dicom = "--gpu" in rest, "--annotate" in rest, "--beam" in rest, "--dicom" in rest
-    rest = [a for a in rest if a not in ("--gpu", "--annotate", "--beam", "--dicom")]
-    python = install(gpu=gpu, test=(verb == "test"), annotate=annotate, beam=beam, dicom=dicom)
+    runtime = "--runtime" in rest
+    rest = [a for a in rest if a not in ("--gpu", "--annotate", "--beam", "--dicom", "--runtime")]
+    if runtime and verb != "install":
+        sys.exit("bootstrap: --runtime goes with install (the demo and the tests need TensorFlow)")
+    python = install(gpu=gpu, test=(verb == "test"), annotate=annotate, beam=beam, dicom=dicom, runtime=runtime)
     if verb == "install":
         print(f"medtfod is installed in {venv_dir()}; run it as {python} -m medtfod --help")
         return 0

@@ -52,6 +52,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserError as e:
         print(f"medtfod: error: {e}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as e:  # the light ONNX install: one line instead of an import traceback
+        from ..odapi.runtime import NEEDS_TF, TF_MODULES
+        if (e.name or "").split(".")[0] not in TF_MODULES:
+            raise
+        print(f"medtfod: error: {NEEDS_TF} (missing: {e.name})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130

@@ -18,14 +18,14 @@ def cmd_detect(args) -> int:
     ensemble = len(args.model) > 1 or bool(args.tta)
     if ensemble:
         print(f"fusing {len(args.model)} model(s) x {1 + len(args.tta or [])} view(s) with {args.fuse}")
-    min_score, source = ExportedModel(args.model[0]).min_score(args.min_score, fused=ensemble)
+    min_score, source = ExportedModel(args.model[0], args.runtime).min_score(args.min_score, fused=ensemble)
     print(f"min score {min_score:g} from {source}")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     options = PredictOptions(min_score=min_score, max_per_image=args.max_per_image, classes=classes,
                              batch_size=args.batch_size, workers=args.workers, tta=args.tta or (), fuse=args.fuse,
                              fuse_iou=args.fuse_iou, label_map=args.label_map, window=args.window, clahe=args.clahe,
                              tile=args.tile, tile_overlap=args.tile_overlap, tile_merge=args.tile_merge,
-                             tile_full=args.tile_full)
+                             tile_full=args.tile_full, runtime=args.runtime)
     if args.tile:
         print(f"tiling: {args.tile} px windows overlapping by {args.tile_overlap:g}, merged with {args.tile_merge}"
               + (", plus the whole image" if args.tile_full else ""))
@@ -58,7 +58,11 @@ def add_parsers(subparsers) -> None:
     detect = subparsers.add_parser("detect", parents=[quiet_options()],
                                    help="run an exported model on a folder of images")
     detect.add_argument("--model", required=True, action="append",
-                        help="export folder (or its saved_model/); repeat it for an ensemble (fused with --fuse)")
+                        help="export folder (or its saved_model/, or its model.onnx); repeat it for an ensemble "
+                             "(fused with --fuse)")
+    detect.add_argument("--runtime", choices=("tf", "onnx"),
+                        help="tf: the SavedModel (TensorFlow); onnx: the export's model.onnx on ONNX Runtime, "
+                             "without TensorFlow (`export --onnx` writes it); default: onnx for a .onnx path, else tf")
     detect.add_argument("--images", help="image folder (recursive) or a .txt list of image paths")
     detect.add_argument("--dataset", help="a `medtfod convert` folder: detect on --split, ground truth drawn too")
     detect.add_argument("--split", help="with --dataset: the split to run on (e.g. val)")

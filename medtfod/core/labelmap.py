@@ -2,6 +2,7 @@
 
 Reading goes through `string_int_label_map_pb2`, so every syntax the OD API accepts
 (single or double quotes, `item {` or `item: {`, display_name, keypoints) is accepted here.
+Without the OD API (the light ONNX install) `labelmap_proto` reads the same text format.
 """
 from __future__ import annotations
 
@@ -68,7 +69,10 @@ def read_label_map(path: str) -> LabelMap:
     """
     if not os.path.isfile(path):
         raise UserError(f"label map not found: {path}")
-    from ..odapi.protos import read_label_map_proto
+    try:
+        from ..odapi.protos import read_label_map_proto
+    except ImportError:  # the light ONNX install: no OD API, the same text format read without it
+        from .labelmap_proto import read_label_map_proto
     proto = read_label_map_proto(path)
     ids: Dict[str, int] = {}
     for item in proto.item:

@@ -66,7 +66,8 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
     """Run the exported model(s) on every input image and write the outputs into `out`.
 
     Args:
-      model: an export folder, or several (an ensemble, fused per `options.fuse`).
+      model: an export folder, or several (an ensemble, fused per `options.fuse`); with
+        `options.runtime` 'onnx', or a model.onnx path, its model.onnx runs on ONNX Runtime.
       out: the output folder.
       images: a folder or a .txt list of paths; or `dataset` and `split`, a converted dataset's split.
       options: `PredictOptions` (threshold, classes, batch size, TTA, fusion, ...).
@@ -82,7 +83,7 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
     options = options or PredictOptions()
     outputs = outputs or DetectOutputs()
     paths = [model] if isinstance(model, str) else list(model)
-    predictor = Predictor([ExportedModel(m) for m in paths], options, detect_fns=detect_fns)
+    predictor = Predictor([ExportedModel(m, options.runtime) for m in paths], options, detect_fns=detect_fns)
     if predictor.window_warning:
         print(f"warning: {predictor.window_warning}", flush=True)  # stdout, as detect's other notes
     inputs, gt, fenced = resolve_inputs(images, dataset, split)

@@ -7,6 +7,10 @@ It knows its own layout, so no caller joins these onto a path again:
     EXPORT/pipeline.config       the config it was trained with (family, input size, NMS IoU)
     EXPORT/export.json           what was exported (step, checkpoint, the training data's grey window)
     EXPORT/operating_point.json  the score threshold `medtfod calibrate` chose (optional)
+    EXPORT/model.onnx            the same model for ONNX Runtime (`export --onnx`, `to_onnx`; optional)
+
+With `runtime='onnx'` (or a path to model.onnx) it runs model.onnx with ONNX Runtime and never
+imports TensorFlow or the OD API; the SavedModel folder may then be absent.
 
 `predict` runs the model on images and returns `Prediction`s whose boxes are pixel `Box`es
 (float xmin, ymin, xmax, ymax, origin at the top-left corner).
@@ -19,6 +23,7 @@ from typing import Optional, Tuple
 
 from ..core.errors import UserError
 from ..core.labelmap import LabelMap, read_label_map
+from .onnx_model import EXPORT_HINT, ONNX_NAME, RUNTIMES
 
 DEFAULT_MIN_SCORE = 0.5
 
@@ -37,28 +42,81 @@ def export_dir(model: str) -> str:
     return os.path.dirname(saved_model_dir(model).rstrip("/\\"))
 
 
+def config_facts(pipeline_config) -> dict:
+    """{'family': e.g. 'ssd (ssd_mobilenet_v2_fpn_keras)', 'input': e.g. '320x320 px', 'input_pixels': a
+    fixed shape's larger side or a keep-aspect resizer's min_dimension (None otherwise), 'nms_iou': the
+    (second-stage) NMS IoU or None} of a parsed pipeline config."""
+    model = pipeline_config.model
+    kind = model.WhichOneof("model")
+    arch = getattr(model, kind)
+    facts = {"family": f"{kind} ({arch.feature_extractor.type})", "input": "unknown", "input_pixels": None,
+             "nms_iou": None}
+    resizer = arch.image_resizer
+    which = resizer.WhichOneof("image_resizer_oneof")
+    if which == "fixed_shape_resizer":
+        facts["input"] = f"{resizer.fixed_shape_resizer.width}x{resizer.fixed_shape_resizer.height} px"
+        facts["input_pixels"] = max(resizer.fixed_shape_resizer.width, resizer.fixed_shape_resizer.height)
+    elif which == "keep_aspect_ratio_resizer":
+        r = resizer.keep_aspect_ratio_resizer
+        facts["input"] = f"keep aspect, {r.min_dimension}-{r.max_dimension} px"
+        facts["input_pixels"] = r.min_dimension
+    if kind == "ssd":
+        facts["nms_iou"] = model.ssd.post_processing.batch_non_max_suppression.iou_threshold or None
+    elif kind == "faster_rcnn":
+        facts["nms_iou"] = model.faster_rcnn.second_stage_post_processing.batch_non_max_suppression.iou_threshold \
+            or None
+    return facts
+
+
 class ExportedModel:
     """An export folder (`medtfod export` output).
 
     Args:
-      path: the export folder or its `saved_model/`.
+      path: the export folder or its `saved_model/`; or a model.onnx file in an export folder.
+      runtime: 'tf' (the SavedModel, the default) or 'onnx' (model.onnx with ONNX Runtime; the
+        default for a .onnx path).
 
     Raises:
-      UserError: no SavedModel there.
+      UserError: no SavedModel there (runtime 'tf'), or no model.onnx (runtime 'onnx').
     """
 
-    def __init__(self, path: str):
-        self.saved_model_dir = saved_model_dir(os.fspath(path))
-        self.path = export_dir(os.fspath(path))
+    def __init__(self, path: str, runtime: Optional[str] = None):
+        path = os.fspath(path)
+        is_onnx_file = path.lower().endswith(".onnx")
+        if runtime is not None and runtime not in RUNTIMES:
+            raise UserError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime or ("onnx" if is_onnx_file else "tf")
         self._label_map: Optional[LabelMap] = None
         self._detect_fn = None
+        if self.runtime == "tf":
+            if is_onnx_file:
+                raise UserError(f"{path} is an ONNX model: run it with --runtime onnx")
+            self.saved_model_dir = saved_model_dir(path)
+            self.path = export_dir(path)
+            self.onnx_path = os.path.join(self.path, ONNX_NAME)
+            return
+        if is_onnx_file:
+            if not os.path.isfile(path):
+                raise UserError(f"{path} does not exist; make it with {EXPORT_HINT}")
+            self.path, self.onnx_path = os.path.dirname(os.path.abspath(path)), path
+        else:
+            folder = path.rstrip("/\\")
+            self.path = os.path.dirname(folder) if os.path.basename(folder) == "saved_model" else folder
+            self.onnx_path = os.path.join(self.path, ONNX_NAME)
+            if not os.path.isfile(self.onnx_path):
+                raise UserError(f"--runtime onnx: no {ONNX_NAME} in {self.path}; make it with "
+                                f"medtfod export --onnx --config ... --model-dir ... --out {self.path} "
+                                "(or ExportedModel(EXPORT).to_onnx())")
+        found = os.path.join(self.path, "saved_model")
+        self.saved_model_dir = found if os.path.isfile(os.path.join(found, "saved_model.pb")) else None
 
     def __repr__(self) -> str:
         return f"ExportedModel({self.path!r})"
 
     @classmethod
     def export(cls, config: str, model_dir: str, out: str, *, checkpoint: Optional[str] = None,
-               input_type: str = "image_tensor", tflite: bool = False, verbose: bool = False) -> "ExportedModel":
+               input_type: str = "image_tensor", tflite: bool = False, onnx: bool = False,
+               verbose: bool = False) -> "ExportedModel":
         """Export a training run (`medtfod export`: the OD API's `exporter_lib_v2`) and open the result.
 
         Args:
@@ -68,6 +126,7 @@ class ExportedModel:
           checkpoint: 'best' (the default when the run kept one), 'latest' or a checkpoint prefix.
           input_type: 'image_tensor' (uint8, one image per call) or 'float_image_tensor' (batches).
           tflite: also write a TFLite model (SSD only).
+          onnx: also write model.onnx, checked against the SavedModel (`to_onnx`).
           verbose: show TensorFlow's own output.
         """
         from ..core.fence import check_outputs
@@ -75,7 +134,32 @@ class ExportedModel:
         from ..training.config import data_inputs
         check_outputs({"out": out}, dict(data_inputs(config), config=config, model_dir=model_dir))
         export(config, model_dir, out, input_type=input_type, verbose=verbose, tflite=tflite, checkpoint=checkpoint)
-        return cls(out)
+        exported = cls(out)
+        if onnx:
+            exported.to_onnx(verbose=verbose)
+        return exported
+
+    def to_onnx(self, images: Optional[str] = None, count: Optional[int] = None, verbose: bool = False) -> dict:
+        """Write EXPORT/model.onnx (tf2onnx, opset 17, float32 `[N, H, W, 3]` input) and check it
+        against the SavedModel: see `medtfod.odapi.onnx_export.write_onnx`.
+
+        Args:
+          images: a TFRecord glob to check on; default: the pipeline.config's eval records, else
+            synthetic images.
+          count: how many images to check (default `onnx_export.PARITY_IMAGES`).
+
+        Returns:
+          export.json's "onnx" record: the file, tf2onnx and opset versions, and the parity
+          {images, max_box_difference, max_score_difference, counts_equal, worst_image, passed}.
+
+        Raises:
+          UserError: conversion failed (naming the ops tf2onnx could not convert), or the parity
+            check failed (the SavedModel is kept; model.onnx is not written).
+        """
+        from ..odapi.onnx_export import PARITY_IMAGES, write_onnx
+        if self.saved_model_dir is None:
+            raise UserError(f"{self.path} has no SavedModel to convert (saved_model/saved_model.pb)")
+        return write_onnx(self, images=images, count=count or PARITY_IMAGES, verbose=verbose)
 
     @property
     def label_map_path(self) -> str:
@@ -92,28 +176,35 @@ class ExportedModel:
         return self._label_map
 
     @property
+    def record(self) -> dict:
+        """export.json, written by medtfod export (step, checkpoint, input type; "model" and "onnx"
+        after `to_onnx`), or {} when the folder has none."""
+        path = os.path.join(self.path, "export.json")
+        if not os.path.isfile(path):
+            return {}
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    @property
+    def facts(self) -> dict:
+        """{'family', 'input', 'nms_iou'} of the model (`config_facts`), read from pipeline.config;
+        without the OD API (the light ONNX install) from what `to_onnx` recorded of it in export.json."""
+        if os.path.isfile(self.pipeline_config_path):
+            try:
+                from ..odapi.protos import read_pipeline_config
+            except ImportError:  # no OD API protos here
+                pass
+            else:
+                return config_facts(read_pipeline_config(self.pipeline_config_path))
+        return dict(self.record.get("model") or {})
+
+    @property
     def info(self) -> dict:
         """{'family': e.g. 'ssd (ssd_mobilenet_v2_fpn_keras)', 'input': e.g. '320x320 px',
         'step': the exported checkpoint's step}, 'unknown'/None where the folder does not say."""
-        info = {"family": "unknown", "input": "unknown", "step": None}
-        if os.path.isfile(self.pipeline_config_path):
-            from ..odapi.protos import read_pipeline_config
-            model = read_pipeline_config(self.pipeline_config_path).model
-            kind = model.WhichOneof("model")
-            arch = getattr(model, kind)
-            info["family"] = f"{kind} ({arch.feature_extractor.type})"
-            resizer = arch.image_resizer
-            which = resizer.WhichOneof("image_resizer_oneof")
-            if which == "fixed_shape_resizer":
-                info["input"] = f"{resizer.fixed_shape_resizer.width}x{resizer.fixed_shape_resizer.height} px"
-            elif which == "keep_aspect_ratio_resizer":
-                r = resizer.keep_aspect_ratio_resizer
-                info["input"] = f"keep aspect, {r.min_dimension}-{r.max_dimension} px"
-        record = os.path.join(self.path, "export.json")  # written by medtfod export: the exported step
-        if os.path.isfile(record):
-            with open(record, encoding="utf-8") as f:
-                info["step"] = json.load(f).get("step")
-        return info
+        facts = self.facts
+        return {"family": facts.get("family", "unknown"), "input": facts.get("input", "unknown"),
+                "step": self.record.get("step")}
 
     @property
     def window(self) -> Optional[dict]:
@@ -129,7 +220,10 @@ class ExportedModel:
                 return {"window": data["window"], "clahe": bool(data.get("clahe", False))}
         if os.path.isfile(self.pipeline_config_path):
             from ..data.manifest import recorded_window
-            from ..odapi.protos import read_pipeline_config
+            try:
+                from ..odapi.protos import read_pipeline_config
+            except ImportError:  # the light ONNX install: export.json's record above is all there is
+                return None
             config = read_pipeline_config(self.pipeline_config_path)
             found = recorded_window(config.train_input_reader.tf_record_input_reader.input_path)
             if found is not None:
@@ -139,17 +233,9 @@ class ExportedModel:
     @property
     def input_pixels(self) -> Optional[int]:
         """The model's input size in pixels: a fixed shape's larger side, a keep-aspect-ratio
-        resizer's min_dimension; None when the folder has no pipeline.config."""
-        if not os.path.isfile(self.pipeline_config_path):
-            return None
-        from ..odapi.protos import read_pipeline_config
-        model = read_pipeline_config(self.pipeline_config_path).model
-        resizer = getattr(model, model.WhichOneof("model")).image_resizer
-        if resizer.WhichOneof("image_resizer_oneof") == "fixed_shape_resizer":
-            return max(resizer.fixed_shape_resizer.width, resizer.fixed_shape_resizer.height)
-        if resizer.WhichOneof("image_resizer_oneof") == "keep_aspect_ratio_resizer":
-            return resizer.keep_aspect_ratio_resizer.min_dimension
-        return None
+        resizer's min_dimension; None when the folder has no pipeline.config (nor, in the light
+        install, export.json's record of it)."""
+        return self.facts.get("input_pixels")
 
     @property
     def family(self) -> str:
@@ -159,16 +245,7 @@ class ExportedModel:
     def nms_iou(self) -> Optional[float]:
         """The IoU threshold of the model's own (second-stage) NMS, from its pipeline.config (None
         when the folder has none, or for a family without one)."""
-        if not os.path.isfile(self.pipeline_config_path):
-            return None
-        from ..odapi import protos
-        model = protos.read_pipeline_config(self.pipeline_config_path).model
-        kind = model.WhichOneof("model")
-        if kind == "ssd":
-            return model.ssd.post_processing.batch_non_max_suppression.iou_threshold or None
-        if kind == "faster_rcnn":
-            return model.faster_rcnn.second_stage_post_processing.batch_non_max_suppression.iou_threshold or None
-        return None
+        return self.facts.get("nms_iou")
 
     @property
     def operating_point(self) -> Optional[dict]:
@@ -191,7 +268,11 @@ class ExportedModel:
         return DEFAULT_MIN_SCORE, "the default (run medtfod calibrate to choose one for your data)"
 
     def load(self):
-        """The loaded SavedModel (`tf.saved_model.load`), loaded once and kept."""
+        """The loaded SavedModel (`tf.saved_model.load`), or with runtime 'onnx' the
+        `OnnxDetector` of model.onnx (no TensorFlow); loaded once and kept."""
+        if self._detect_fn is None and self.runtime == "onnx":
+            from .onnx_model import OnnxDetector
+            self._detect_fn = OnnxDetector(self.onnx_path, self.label_map, self.facts)
         if self._detect_fn is None:
             from ..odapi.runtime import import_tensorflow
             tf = import_tensorflow(verbose=False)
@@ -232,7 +313,8 @@ class ExportedModel:
             changes["min_score"] = min_score
         options = dataclasses.replace(options, **changes)
         inputs, ground_truth, fenced = predict_inputs(images, split)
-        models = [self, *(m if isinstance(m, ExportedModel) else ExportedModel(m) for m in options.models)]
+        models = [self, *(m if isinstance(m, ExportedModel) else ExportedModel(m, self.runtime)
+                          for m in options.models)]
         predictor = Predictor(models, options)
         if predictor.window_warning:
             import warnings

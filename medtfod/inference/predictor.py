@@ -2,7 +2,9 @@
 images of one size, test-time augmentation and fusion, the threshold.
 
 The SavedModel (`image_tensor` input) takes uint8 `[1, H, W, 3]`; grayscale images are
-replicated to three channels, as in training. Its boxes are the OD API's normalized
+replicated to three channels, as in training. A model.onnx (`onnx_model.OnnxDetector`) takes
+float32 `[N, H, W, 3]` and is called with numpy arrays: TensorFlow is imported only when a model
+is a SavedModel. Its boxes are the OD API's normalized
 `(ymin, xmin, ymax, xmax)`; they are converted once, here, to pixel `Box`es.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..core.labelmap import read_label_map
 from ..core.windowing import parse_window
 from . import ensemble, tiling
 from .inputs import load_image
+from .onnx_model import RUNTIMES
 from .prediction import Prediction
 from .windows import choose_window
 
@@ -50,6 +53,8 @@ class PredictOptions:
       tile_overlap: the share of a window that overlaps its neighbour, in [0, 0.9).
       tile_merge: 'nms', 'wbf' or 'none': how boxes of overlapping windows are merged.
       tile_full: also run the whole image (shrunk to the input) and merge its boxes in.
+      runtime: 'tf' (the SavedModel) or 'onnx' (model.onnx with ONNX Runtime, no TensorFlow);
+        None: 'onnx' for a .onnx path, else 'tf'.
     """
 
     min_score: Optional[float] = None
@@ -68,6 +73,7 @@ class PredictOptions:
     tile_overlap: float = 0.2
     tile_merge: str = "nms"
     tile_full: bool = False
+    runtime: Optional[str] = None
 
     def __post_init__(self):
         def number(name, value, low, high, low_open=False):
@@ -83,6 +89,8 @@ class PredictOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{name}={value!r}: give a whole number, 1 or more")
+        if self.runtime is not None and self.runtime not in RUNTIMES:
+            raise UserError(f"runtime={self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
         if self.window is not None:
             parse_window(self.window, option="window")  # a UserError naming the value, before any work
         if self.clahe is not None and not isinstance(self.clahe, bool):
@@ -104,6 +112,8 @@ def model_input(detect_fn, batch_size: int) -> Tuple[int, type]:
 
     Raises UserError for exports that take encoded strings or tf.Examples.
     """
+    if hasattr(detect_fn, "model_input"):  # an OnnxDetector
+        return detect_fn.model_input(batch_size)
     signature = getattr(detect_fn, "signatures", {}).get("serving_default")
     if signature is None:  # a plain function (tests): one uint8 image at a time
         return 1, np.uint8
@@ -166,9 +176,11 @@ class Predictor:
         not given); `top_scores` fills each prediction's `top_score`; `keep_images` leaves the
         decoded image on the prediction (for drawing).
         """
-        from ..odapi.runtime import import_tensorflow
-        tf = import_tensorflow(verbose=False)
         detect_fns = self.detect_fns
+        tf = None  # numpy in and out when every model is a model.onnx
+        if not all(hasattr(fn, "model_input") for fn in detect_fns):
+            from ..odapi.runtime import import_tensorflow
+            tf = import_tensorflow(verbose=False)
         inputs_of = [model_input(fn, self.options.batch_size) for fn in detect_fns]
         capacity = min(c for c, _ in inputs_of)
         self.batch = capacity
@@ -204,11 +216,12 @@ class Predictor:
         opts = self.options
         hflip = "hflip" in opts.tta
         for fn, (capacity, dtype) in zip(detect_fns, inputs_of):
-            if opts.tile is not None:
-                def run(px, fn=fn, dtype=dtype):
-                    return {k: v.numpy() for k, v in fn(tf.constant(np.ascontiguousarray(px).astype(dtype, copy=False))).items()}
-
+            def run(px, fn=fn, dtype=dtype):
+                return _call(tf, fn, np.ascontiguousarray(px).astype(dtype, copy=False))
+            if opts.tile is not None or hasattr(fn, "model_input"):  # tiled, or ONNX Runtime (numpy in and out)
                 def view(px, run=run, capacity=capacity):
+                    if opts.tile is None:
+                        return run(px)
                     return tiling.detect_tiled(run, px, capacity, opts.tile, opts.tile_overlap, opts.tile_merge,
                                                self.tile_iou, full=opts.tile_full)
                 results.append(view(pixels))
@@ -263,3 +276,11 @@ class Predictor:
                                                                 result["detection_classes"][j][:n])
                   if not classes or self.label_map.name_of(int(cls)) in classes]
         return max(scores, default=0.0)
+
+
+def _call(tf, fn, pixels: np.ndarray) -> dict:
+    """One model call on `pixels` [N, H, W, 3]: {output name: numpy array}. An `OnnxDetector`
+    takes and returns numpy; a SavedModel (`tf` loaded) takes and returns tensors."""
+    if hasattr(fn, "model_input"):
+        return fn(pixels)
+    return {k: v.numpy() for k, v in fn(tf.constant(pixels)).items()}

@@ -12,6 +12,11 @@ from typing import Optional
 from . import compat
 
 LOG_NAME = "medtfod.log"
+# the top-level modules of the full install that the light ONNX install (bootstrap.py install --runtime) lacks
+TF_MODULES = ("tensorflow", "object_detection", "tf_keras", "tf_slim", "official", "tf2onnx")
+NEEDS_TF = ("this command needs TensorFlow and the OD API, which this environment does not have (the light "
+            "install runs detect --runtime onnx, metrics and report); install them with "
+            "python scripts/bootstrap.py install")
 _active_log: Optional[str] = None  # the log file while `library_log` is active
 _live = False                       # ... and whether it also shows the log live (-v)
 
@@ -22,6 +27,10 @@ def import_tensorflow(verbose: bool = True):
     TensorFlow's C++ start-up chatter is hidden (TF_CPP_MIN_LOG_LEVEL=2 unless the user set
     it); the OD API's own progress lines (step, loss, metrics) stay visible when `verbose`.
     """
+    import importlib.util
+    if importlib.util.find_spec("tensorflow") is None:
+        from ..core.errors import UserError
+        raise UserError(NEEDS_TF)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     compat.apply()  # legacy_keras runs before the import below, the rest patch loaded modules
     import tensorflow as tf
