@@ -134,6 +134,17 @@ def test_cli_anchors_writes_the_patched_config_and_refuses_bad_input(tiny_datase
     assert "has no split 'tset'; it has train, val" in capsys.readouterr().err
     assert main(["anchors", "--data", tiny_dataset, "--config", str(tmp_path / "nope"), "--out", out]) == 1
     assert "config not found" in capsys.readouterr().err
+    assert main(["anchors", "--data", tiny_dataset, "--config", base, "--out", out, "--split", "val", "--split", "val",
+                 "-q"]) == 0
+    assert "boxes of split val whose" in capsys.readouterr().out
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    for target, words in ((folder, "is a folder; give a file name"), (notes, "is not a pipeline config medtfod wrote")):
+        assert main(["anchors", "--data", tiny_dataset, "--config", base, "--out", str(target)]) == 1
+        assert words in capsys.readouterr().err
+    assert notes.read_text() == "my notes\n"
     inside = os.path.join(tiny_dataset, "fitted.config")
     assert main(["anchors", "--data", tiny_dataset, "--config", base, "--out", inside]) == 1
     assert not os.path.exists(inside)
@@ -150,3 +161,13 @@ def test_config_fit_anchors_trains(tiny_dataset, tmp_path, capsys):
     model_dir = str(tmp_path / "model")
     assert main(["train", "--config", config, "--model-dir", model_dir, "-q"]) == 0
     assert os.path.exists(os.path.join(model_dir, "ckpt-1.index"))
+
+
+def test_config_fit_anchors_says_when_a_set_overrides_the_fit(tiny_dataset, tmp_path, capsys):
+    out = str(tmp_path / "pipeline.config")
+    key = "model.ssd.anchor_generator.multiscale_anchor_generator.anchor_scale"
+    assert main(["config", "--model", "ssd_mobilenet_v2_fpnlite_320", "--data", tiny_dataset, "--out", out,
+                 "--image-size", "128", "--fit-anchors", "--set", f"{key}=5.0"]) == 0
+    printed = capsys.readouterr().out
+    assert "anchors fitted to the training boxes" in printed and f"note: --set {key} was applied after the fit" in printed
+    assert protos.read_pipeline_config(out).model.ssd.anchor_generator.multiscale_anchor_generator.anchor_scale == 5.0

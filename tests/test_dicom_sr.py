@@ -197,6 +197,26 @@ def test_one_series_per_study_and_run(tmp_path):
     assert sorted(os.listdir(tmp_path / "out" / "dicom_sr")) == ["a.dcm", "b.dcm", "c.dcm"]  # no temporary files left
 
 
+def test_a_source_without_type_2_patient_attributes_still_gets_results(tmp_path):
+    """Anonymised files often drop PatientBirthDate and friends; the results carry them empty."""
+    path, _ = write_xray(tmp_path / "anon.dcm", blobs())
+    source = pydicom.dcmread(path)
+    for keyword in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "AccessionNumber"):
+        delattr(source, keyword)
+    source.save_as(path, enforce_file_format=True)
+    before = open(path, "rb").read()
+    writer = DicomWriter(str(tmp_path / "out"), DicomRequest(sr=True, overlay=True), LABELS.names, ALGORITHM)
+    found = detections("anon.dcm")[:1]
+    assert writer.write("anon.dcm", path, Prediction(0, "anon.dcm", path, 128, 128, found), load_image(path)[0],
+                        LABELS.ids) is None
+    sr = pydicom.dcmread(tmp_path / "out" / "dicom_sr" / "anon.dcm")
+    assert sr.PatientBirthDate == "" and sr.PatientID == source.PatientID
+    assert [f.label for f in read_sr(str(tmp_path / "out" / "dicom_sr" / "anon.dcm"))] == ["Nodule"]
+    assert open(path, "rb").read() == before  # the source file is only read
+    errors, _ = validate(tmp_path / "out" / "dicom_sr" / "anon.dcm")
+    assert errors == [], errors
+
+
 def test_a_frame_of_a_multiframe_file_gets_an_sr_referencing_its_frame_number(tmp_path):
     """Frame #1 (from 0, as detect names it) is DICOM frame number 2 of the file's SOP instance."""
     _, source = write_xray(tmp_path / "cine.dcm", blobs())

@@ -80,6 +80,16 @@ def test_a_lesion_seen_by_two_overlapping_windows_is_merged_once(blob_export):
 
 
 @pytest.mark.tf
+def test_one_window_is_the_model_itself(blob_export):
+    """A window as large as the image: no merge runs, so tiling changes nothing."""
+    image = _blobs(96, [(10, 20, 8)])
+    model = ExportedModel(blob_export)
+    plain = model.predict(image, min_score=0.0)[0]
+    tiled = model.predict(image, min_score=0.0, options=PredictOptions(tile=4096, tile_merge="wbf"))[0]
+    assert tiled.detections == plain.detections
+
+
+@pytest.mark.tf
 def test_cli_tiling_usage_errors(blob_export, tiny_dataset, tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()
@@ -87,7 +97,7 @@ def test_cli_tiling_usage_errors(blob_export, tiny_dataset, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["detect", "--model", blob_export, "--images", str(images), "--out", str(out), "--tile", "128",
                  "--tile-overlap", "0.9", "-q"]) == 1
-    assert "tile_overlap=0.9" in capsys.readouterr().err and not out.exists()
+    assert "tile overlap 0.9 (--tile-overlap" in capsys.readouterr().err and not out.exists()
     assert main(["detect", "--model", blob_export, "--images", str(images), "--out", str(out), "--tile-full"]) == 1
     assert "go with --tile PX" in capsys.readouterr().err
     # an export whose pipeline.config says 128 px input refuses 100 px windows

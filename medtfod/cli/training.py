@@ -12,10 +12,12 @@ from .common import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, library_log_in, l
 
 
 def cmd_config(args) -> int:
-    from ..training.config import render, write_config
+    from ..training.config import parse_overrides, render, write_config
     from ..core.fence import check_outputs
     from ..training.schedule import base_rate, schedule_of
     check_outputs({"--out": args.out}, {"--data": args.data, "--checkpoint": args.checkpoint})
+    from ..training.config import check_config_out
+    check_config_out(args.out)
     fitted: list = []
     from ..odapi.runtime import library_log
     with library_log(None, verbose=False, keep_on_user_error=False) if args.fit_anchors else contextlib.nullcontext():
@@ -30,6 +32,10 @@ def cmd_config(args) -> int:
     if fitted:
         from ..training.anchors import describe as describe_anchors
         print("anchors fitted to the training boxes:\n" + describe_anchors(*fitted[0]))
+        overridden = [k for k in parse_overrides(args.set) if "anchor_generator" in k or ".fpn." in k]
+        if overridden:
+            print(f"note: --set {', '.join(overridden)} was applied after the fit, so the config differs from the "
+                  "'after' row there")
     if args.checkpoint:
         print("fine-tuning restores " + ("the whole model (a model of this architecture and these classes)"
                                          if config.train_config.fine_tune_checkpoint_type == "full" else
@@ -42,15 +48,17 @@ def cmd_anchors(args) -> int:
     from ..data.dataset import Dataset
     from ..odapi import protos
     from ..training.anchors import describe, fit
-    from ..training.config import write_config
+    from ..training.config import check_config_out, write_config
     check_outputs({"--out": args.out}, {"--data": args.data, "--config": args.config})
+    check_config_out(args.out)
     if not os.path.isfile(args.config):
         raise UserError(f"config not found: {args.config}")
     config = protos.read_pipeline_config(args.config)
+    splits = args.split or ["train"]
     with library_log_temp(args, keep_on_user_error=False):
-        before, after, count = fit(config, Dataset(args.data), args.split or ["train"])
+        before, after, count = fit(config, Dataset(args.data), splits)
     write_config(config, args.out)
-    print(describe(before, after, count))
+    print(describe(before, after, count, splits))
     print(f"wrote {args.out}")
     return 0
 

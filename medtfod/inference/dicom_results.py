@@ -30,6 +30,11 @@ from .dicom_sr import Algorithm, SeriesSlot
 SR_FOLDER, OVERLAY_FOLDER = "dicom_sr", "dicom_overlay"
 SERIES_NUMBERS = {SR_FOLDER: 9001, OVERLAY_FOLDER: 9002}
 NOT_DICOM = "not a DICOM input (.dcm)"
+# Type 2 attributes of the Patient and General Study modules (present, may be empty) that the SR
+# and Secondary Capture copy from their source; the header read in memory gets empty ones where the
+# file has none (the file itself is never written).
+TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+          "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
 
 def is_dicom(path) -> bool:
@@ -103,6 +108,9 @@ class DicomWriter:
             source = pydicom.dcmread(file, stop_before_pixels=True)
         except Exception as e:  # it decoded a moment ago: the file changed since
             return f"cannot read its DICOM header again ({type(e).__name__}: {e})"
+        for keyword in TYPE_2:  # absent in many anonymised files; a result copies them, empty is allowed
+            if keyword not in source:
+                setattr(source, keyword, "")
         if int(source.get("NumberOfFrames", 1) or 1) > 1 and frame is None:
             return "a multi-frame DICOM read as one image: no DICOM result (detect reads each frame, scan.dcm#k)"
         try:

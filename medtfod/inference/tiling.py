@@ -45,8 +45,8 @@ def check_tiling(size: int, overlap: float, merge: str) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise UserError(f"tile={size!r}: give the window size in pixels, a whole number")
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < MAX_OVERLAP:
-        raise UserError(f"tile_overlap={overlap!r}: give a share of the window from 0 (inclusive) to "
-                        f"{MAX_OVERLAP:g} (exclusive)")
+        raise UserError(f"tile overlap {overlap!r} (--tile-overlap, tile_overlap=): give a share of the window from 0 "
+                        f"(inclusive) to {MAX_OVERLAP:g} (exclusive)")
     if merge not in MERGES:
         raise UserError(f"tile_merge={merge!r}: choose one of {', '.join(MERGES)}")
 
@@ -122,7 +122,7 @@ def detect_tiled(run: Callable[[np.ndarray], Result], pixels: np.ndarray, capaci
                 if key in whole:
                     per_image[b][i].append(whole[key][b][:n].astype(np.float64) if i == 0 else whole[key][b][:n])
     merged = _pad(per_image, masks="detection_masks" in found)
-    if merge == "none":
+    if merge == "none" or (len(windows) == 1 and not full):  # one window: nothing to merge across
         return merged
     from .ensemble import fuse
     return fuse([merged], merge, iou, max_detections=max(1, int(merged["num_detections"].max(initial=0))))

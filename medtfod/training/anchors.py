@@ -123,7 +123,7 @@ def input_boxes(dataset, splits: Union[str, Sequence[str]], config) -> InputBoxe
     from ..odapi.anchors import anchor_generator
     arch, _ = anchor_generator(config)
     resizer = getattr(config.model, arch).image_resizer
-    splits = [splits] if isinstance(splits, str) else list(splits)
+    splits = [splits] if isinstance(splits, str) else list(dict.fromkeys(splits))  # a split named twice counts once
     groups: Dict[Tuple[int, int], List[List[float]]] = {}
     for split in splits:
         if split not in dataset.splits:
@@ -294,14 +294,14 @@ def fit(config, dataset, splits: Union[str, Sequence[str]] = "train") -> Tuple[C
     return before, coverage(config, boxes, cache), boxes.count
 
 
-def describe(before: Coverage, after: Coverage, boxes: int) -> str:
-    """The before/after table `anchors` prints."""
+def describe(before: Coverage, after: Coverage, boxes: int, splits: Sequence[str] = ("train",)) -> str:
+    """The before/after table `anchors` prints (`boxes` of `splits`)."""
     lines = [f"{'':8} {'anchors/image':>13} {'IoU>=0.5':>9} {f'IoU>={after.threshold:g}':>9} "
              f"{'smallest third':>14} {'mean best IoU':>13}  setting"]
     for name, c in (("before", before), ("after", after)):
         setting = ", ".join(f"{k} {v}" for k, v in c.params.items() if k not in ("base", "stride", "max_level"))
         lines.append(f"{name:8} {c.anchors:>13} {c.at_05:>9.3f} {c.at_threshold:>9.3f} "
                      f"{c.small_at_threshold:>14.3f} {c.mean_best_iou:>13.3f}  {setting}")
-    lines.append(f"share of the {boxes} training boxes whose best anchor reaches the IoU, in the model's input "
-                 "frame; 'smallest third' at the model's matcher threshold")
+    lines.append(f"share of the {boxes} boxes of split {' + '.join(dict.fromkeys(splits))} whose best anchor reaches "
+                 "the IoU, in the model's input frame; 'smallest third' at the model's matcher threshold")
     return "\n".join(lines)

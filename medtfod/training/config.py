@@ -327,8 +327,26 @@ def data_inputs(config_path: str) -> Dict[str, str]:
     return found
 
 
-def write_config(config, out: str) -> None:
+def check_config_out(out: str, option: str = "--out") -> None:
+    """Refuse to write a config over an existing folder, or over an existing file that is not a
+    pipeline config (a config, whoever wrote it, may be replaced); the file is left as it is."""
+    from ..core.fence import need_file, need_ours
     from ..odapi import protos
+
+    def is_config(path: str) -> bool:
+        try:
+            protos.read_pipeline_config(path)
+            return True
+        except Exception:  # a parse error (UserError) or unreadable bytes: not a config
+            return False
+    need_file(option, out)
+    need_ours(option, out, "a pipeline config", is_config)
+
+
+def write_config(config, out: str, option: str = "--out") -> None:
+    """Write `config` to `out` whole (temp file, then rename), after `check_config_out`."""
+    from ..odapi import protos
+    check_config_out(out, option)
     atomic.write_file(out, protos.to_text(config))
 
 
