@@ -231,6 +231,12 @@ class ExportedModel:
         return None
 
     @property
+    def training_tiles(self) -> Optional[int]:
+        """The tile size the model was trained on (`convert --tile`, recorded in export.json), or None."""
+        size = self.record.get("training_tiles")
+        return int(size) if isinstance(size, int) and not isinstance(size, bool) else None
+
+    @property
     def input_pixels(self) -> Optional[int]:
         """The model's input size in pixels: a fixed shape's larger side, a keep-aspect-ratio
         resizer's min_dimension; None when the folder has no pipeline.config (nor, in the light
