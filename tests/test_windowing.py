@@ -195,6 +195,10 @@ def test_bad_window_on_the_command_line_writes_nothing(dicoms, tmp_path, capsys)
     assert convert(dicoms, tmp_path / "out", "--window", "1500") == 1
     assert "--window '1500'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # a value that starts with a minus sign reaches the window parser (not argparse's 'expected one argument')
+    assert convert(dicoms, tmp_path / "out", "--window", "-5,40") == 1
+    assert "--window '-5,40'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_clahe_runs_after_the_window(dicoms, tmp_path):

@@ -120,6 +120,8 @@ def cut(record: ImageRecord, encoded: bytes, opts: TileOptions, seed: int) -> Tu
         return [], TileCounts(0, 0, 0, lost)
     with Image.open(io.BytesIO(encoded)) as image:
         image.load()
+        if image.mode not in ("L", "RGB", "RGBA", "P"):  # e.g. a CMYK JPEG: PNG holds grey or RGB
+            image = image.convert("RGB")
         tiles = []
         for w, objects in kept:
             buffer = io.BytesIO()
