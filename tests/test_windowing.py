@@ -178,6 +178,19 @@ def test_16bit_png_and_tiff(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), want)
 
 
+def test_a_window_that_flattens_the_image_is_a_bad_image(tmp_path):
+    """A CT window on 16-bit values that are not Hounsfield units (all >= 3000): every pixel white.
+    The image is refused with its value range, instead of training on a blank square."""
+    from medtfod.core.images import ImageError, read_and_probe
+    values = np.random.default_rng(2).integers(3000, 60000, (10, 14)).astype(np.uint16)
+    png = write_png16(tmp_path / "a.png", values)
+    with pytest.raises(ImageError, match="the window lung makes this image one flat grey: its values run 4134 to 59592"):
+        read_and_probe(png, window=parse_window("lung"))
+    flat = write_png16(tmp_path / "flat.png", np.full((10, 14), 7000, np.uint16))  # flat already: kept
+    data, _ = read_and_probe(flat, window=parse_window("lung"))
+    assert np.asarray(Image.open(io.BytesIO(data))).min() == 255
+
+
 @pytest.mark.parametrize("spec, words", [("lunge", ["lunge", "did you mean 'lung'"]),
                                          ("0,40", ["'0,40'", "width 0", "> 0"]),
                                          ("-5,40", ["width -5"]),
