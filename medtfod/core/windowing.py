@@ -188,7 +188,7 @@ def apply_window(values: np.ndarray, window: Window, invert: bool = False, heade
         if invert:
             scaled = 255.0 - scaled
         channels.append(np.round(scaled).astype(np.uint8))
-    if all(c.min() == c.max() for c in channels) and np.ptp(values) > 0:
+    if window.kind != "header" and all(c.min() == c.max() for c in channels) and np.ptp(values) > 0:
         _flat(values, window)
     out = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
     return clahe(out) if window.clahe else out
@@ -196,7 +196,8 @@ def apply_window(values: np.ndarray, window: Window, invert: bool = False, heade
 
 def _flat(values: np.ndarray, window: Window) -> None:
     """Raises ImageError: an image with detail that `window` turns into one flat grey (a CT window on
-    an image whose values are not Hounsfield units, say) would train and detect on nothing."""
+    an image whose values are not Hounsfield units, say) would train and detect on nothing. (Not
+    for 'header', the file's own window: it stays the pipeline it always was.)"""
     from .image_info import ImageError
     raise ImageError(f"the window {window.text} makes this image one flat grey: its values run "
                      f"{float(np.min(values)):g} to {float(np.max(values)):g}, all outside the window (is it in the "
