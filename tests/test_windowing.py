@@ -110,6 +110,8 @@ def test_lung_window_matches_the_formula(dicoms, tmp_path, capsys):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     messages = {p["value"]: p["message"] for p in report["problems"]["items"]}
     assert "frame #5 is out of range" in messages["cine.dcm#5"] and "3 frame(s)" in messages["cine.dcm#5"]
+    bad_frame = [p for p in report["problems"]["items"] if p["value"] == "cine.dcm#5"][0]
+    assert bad_frame["file"].endswith(".csv") and bad_frame["line"] >= 2  # the table row naming the frame
     assert "no pixel data" in messages["empty.dcm"]
     assert (tmp_path / "out" / "voc" / "cine#0.xml").is_file() and (tmp_path / "out" / "voc" / "cine#2.xml").is_file()
 

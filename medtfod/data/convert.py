@@ -93,7 +93,10 @@ def _build_record(item: ImageItem, opts: ConvertOptions, problems, read=read_and
     try:
         data, info = read(path, window=opts.window)
     except (OSError, ImageError) as e:
-        problems.add(path, None, "bad_image", image, f"unreadable image: {e}", image=image)
+        if split_frame(path)[1] is not None and rows:  # a frame the table names: point at its row
+            problems.add(rows[0].file, rows[0].line, "bad_image", image, f"{path}: unreadable frame: {e}", image=image)
+        else:
+            problems.add(path, None, "bad_image", image, f"unreadable image: {e}", image=image)
         return None
     objects = []
     for row in rows:
