@@ -302,6 +302,9 @@ def fit(config, dataset, splits: Union[str, Sequence[str]] = "train") -> Tuple[C
     return before, coverage(config, boxes, cache), boxes.count
 
 
+FEW_BOXES = 30  # fewer training boxes than this: describe() says the fit rests on little
+
+
 def describe(before: Coverage, after: Coverage, boxes: int, splits: Sequence[str] = ("train",)) -> str:
     """The before/after table `anchors` prints (`boxes` of `splits`)."""
     lines = [f"{'':8} {'anchors/image':>13} {'IoU>=0.5':>9} {f'IoU>={after.threshold:g}':>9} "
@@ -312,4 +315,7 @@ def describe(before: Coverage, after: Coverage, boxes: int, splits: Sequence[str
                      f"{c.small_at_threshold:>14.3f} {c.mean_best_iou:>13.3f}  {setting}")
     lines.append(f"share of the {boxes} boxes of split {' + '.join(dict.fromkeys(splits))} whose best anchor reaches "
                  "the IoU, in the model's input frame; 'smallest third' at the model's matcher threshold")
+    if boxes < FEW_BOXES:
+        lines.append(f"note: only {boxes} boxes: a fit to so few may not hold for new images; with more data, fit "
+                     "again (or keep the template's anchors: drop --fit-anchors)")
     return "\n".join(lines)
