@@ -174,10 +174,10 @@ def test_config_fit_anchors_says_when_a_set_overrides_the_fit(tiny_dataset, tmp_
 
 
 def test_retinanet_is_fitted_as_an_ssd(tiny_dataset):
-    # RetinaNet (SSD meta-architecture, ResNet50 FPN): 15-30 px lesions on 1024 px images are
-    # 9-19 px in its 640 px input, under its smallest anchor (32 px at level 3).
-    config = _template("retinanet_resnet50_v1_fpn_640", tiny_dataset)
-    before, after, _ = anchors.fit(config, _Boxes(1024, np.linspace(15, 30, 40)))
+    # RetinaNet (SSD meta-architecture, ResNet50 FPN) rendered at 256 px (fewer anchors, a faster
+    # test): 30-60 px lesions on 1024 px images are 8-15 px, under its smallest anchor (32 px).
+    config = _template("retinanet_resnet50_v1_fpn_640", tiny_dataset, image_size=256)
+    before, after, _ = anchors.fit(config, _Boxes(1024, np.linspace(30, 60, 40)))
     assert after.threshold == 0.5
     assert after.at_05 > before.at_05 + 0.3
     g = config.model.ssd.anchor_generator.multiscale_anchor_generator
