@@ -124,8 +124,9 @@ def enable_masks(config, model: str, data_dir: str, splits) -> None:
 # after 600 steps its averages still carry ~17% of their initial values and the demo detected
 # nothing (mAP 0.0); on real DDTI at 1,500 steps, top-1 mean IoU 0.212 with 0.997 against 0.605
 # with 0.99 (benchmarks/real_ddti.py, README "Real data"). RetinaNet is an SSD and gets the same.
-# R-CNN templates freeze nothing here and keep their own batch norm; CenterNet's ResNet50 backbone
-# and heads are built by the OD API with Keras' default batch norm (no decay field in its config).
+# R-CNN templates freeze nothing here and keep their own batch norm. CenterNet's config has no
+# batch-norm field: its ResNet50 (tf.keras.applications) and FPN use Keras' default momentum,
+# 0.99 already.
 FROM_SCRATCH_BN_DECAY = 0.99
 
 
