@@ -4,7 +4,7 @@
 side by side, each its chain of `python -m medtfod` subprocesses; about 2.5 min on 2 CPU cores).
 
 TFLite (RetinaNet) and ONNX (both) were checked by hand on these tiny runs, not here, to keep CI
-time down: see README "Model families"."""
+time down: see the `medtfod config` section of the README."""
 import csv
 import json
 import os
