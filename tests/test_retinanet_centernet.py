@@ -1,7 +1,7 @@
 """RetinaNet and CenterNet end to end through the real CLI, tiny variants on CPU: config, train
 (100 steps, one block of the OD API's loop), eval, export and detect on the val split of the shared
 `masked_dataset`. One run per family, shared by the tests below (marked slow: the two families run
-side by side, each its chain of `python -m medtfod` subprocesses; about 2.5 min on 2 CPU cores).
+side by side, each its chain of `python -m medtfod` subprocesses; 154 s on 2 CPU cores, 169 s for the file).
 
 TFLite (RetinaNet) and ONNX (both) were checked by hand on these tiny runs, not here, to keep CI
 time down: see the `medtfod config` section of the README."""
