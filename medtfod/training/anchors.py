@@ -39,8 +39,10 @@ SEARCH_BOXES = 2000      # boxes the search scores (a fixed sample); the report 
 TOLERANCE = 0.01         # coverage within this of the best counts as the best; fewest anchors win
 SSD_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 SSD_SCALES_PER_OCTAVE = (1, 2, 3)
-# extractors whose FPN can start a level finer (level 2 = stride 4: MobileNetV2 layer_4, ResNet block1)
-FINER_LEVEL = {"ssd_mobilenet_v2_fpn_keras": 2, "ssd_resnet50_v1_fpn_keras": 2}
+# extractors whose FPN can start a level finer. Not ssd_resnet50_v1_fpn_keras (RetinaNet): at
+# min_level 2 its model does not build ("Number of feature maps is expected to equal the length of
+# `num_anchors_per_location`"), so its fit keeps the template's level 3.
+FINER_LEVEL = {"ssd_mobilenet_v2_fpn_keras": 2}
 RCNN_SCALE_COUNTS = (3, 4, 5)
 RCNN_PROPOSAL_MATCH = 0.7  # the first stage's matched_threshold (see matcher_threshold)
 
