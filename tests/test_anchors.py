@@ -173,3 +173,29 @@ def test_config_fit_anchors_says_when_a_set_overrides_the_fit(tiny_dataset, tmp_
     printed = capsys.readouterr().out
     assert "anchors fitted to the training boxes" in printed and f"note: --set {key} was applied after the fit" in printed
     assert protos.read_pipeline_config(out).model.ssd.anchor_generator.multiscale_anchor_generator.anchor_scale == 5.0
+
+
+def test_retinanet_is_fitted_as_an_ssd(tiny_dataset):
+    # RetinaNet (SSD meta-architecture, ResNet50 FPN) rendered at 256 px (fewer anchors, a faster
+    # test): 30-60 px lesions on 1024 px images are 8-15 px, under its smallest anchor (32 px).
+    config = _template("retinanet_resnet50_v1_fpn_640", tiny_dataset, image_size=256)
+    before, after, _ = anchors.fit(config, _Boxes(1024, np.linspace(30, 60, 40)))
+    assert after.threshold == 0.5
+    assert after.at_05 > before.at_05 + 0.3
+    g = config.model.ssd.anchor_generator.multiscale_anchor_generator
+    # its ResNet50 FPN does not build at level 2: the fit keeps level 3
+    assert config.model.ssd.feature_extractor.fpn.min_level == g.min_level == after.params["min_level"] == 3
+
+
+def test_centernet_anchors_are_refused_naming_the_models_that_have_them(tiny_dataset, tmp_path, capsys):
+    fittable = ("ssd_mobilenet_v2_fpnlite_320, faster_rcnn_resnet50_v1_640, mask_rcnn_resnet50_v1_640, "
+                "mask_rcnn_inception_resnet_v2_1024, retinanet_resnet50_v1_fpn_640")
+    assert anchors.fittable_models() == fittable.split(", ")
+    with pytest.raises(UserError, match=r"center_net model \(CenterNet has no anchors.*" + fittable):
+        render("centernet_resnet50_v1_fpn_512", tiny_dataset, options=RenderOptions(fit_anchors=True))
+    base = str(tmp_path / "centernet.config")
+    assert main(["config", "--model", "centernet_resnet50_v1_fpn_512", "--data", tiny_dataset, "--out", base]) == 0
+    capsys.readouterr()
+    out = str(tmp_path / "fitted.config")
+    assert main(["anchors", "--data", tiny_dataset, "--config", base, "--out", out]) == 1
+    assert "retinanet_resnet50_v1_fpn_640" in capsys.readouterr().err and not os.path.exists(out)

@@ -125,6 +125,23 @@ def test_hard_negatives_rcnn_is_refused_with_its_own_sampling(by_finding, masked
         render(model, data, options=RenderOptions(hard_negatives=True))
 
 
+def test_hard_negatives_retinanet_as_ssd_centernet_refused(by_finding):
+    """RetinaNet is an SSD: the same miner, its focal loss replaced. CenterNet has no anchors: refused
+    with the reason; --positive-fraction works for both."""
+    config = render("retinanet_resnet50_v1_fpn_640", by_finding,
+                    options=RenderOptions(hard_negatives=True, positive_fraction=0.5))
+    loss = config.model.ssd.loss
+    assert loss.classification_loss.WhichOneof("classification_loss") == "weighted_sigmoid"
+    assert loss.hard_example_miner.max_negatives_per_positive == SSD_MINER["max_negatives_per_positive"]
+    with pytest.raises(UserError, match=r"SSD family \(SSD, RetinaNet\).*CenterNet, which has no anchors.*"
+                                        r"--positive-fraction"):
+        render("centernet_resnet50_v1_fpn_512", by_finding, options=RenderOptions(hard_negatives=True))
+    for model in ("retinanet_resnet50_v1_fpn_640", "centernet_resnet50_v1_fpn_512"):
+        weights = render(model, by_finding, options=RenderOptions(positive_fraction=0.5)) \
+            .train_input_reader.sample_from_datasets_weights
+        assert sum(weights) == pytest.approx(1.0) and len(weights) >= 2
+
+
 def test_cli(by_finding, tmp_path, capsys):
     out = str(tmp_path / "pipeline.config")
     assert main(["config", "--model", SSD, "--data", by_finding, "--out", out, "--positive-fraction", "0.5",

@@ -9,12 +9,16 @@ import pytest
 from medtfod.cli import main
 from medtfod.training.config import MODELS, RenderOptions, render, write_config
 from medtfod.core.errors import UserError
-from medtfod.training.models import TINY_IMAGE_SIZE, TINY_MASK_SIZE, TINY_PROPOSALS
+from medtfod.training.models import (TINY_FPN_DEPTH, TINY_HEAD_DEPTH, TINY_HEAD_LAYERS, TINY_IMAGE_SIZE,
+                                     TINY_MASK_SIZE, TINY_MAX_DETECTIONS, TINY_PROPOSALS, tiny_image_size)
 from medtfod.odapi import protos
 from medtfod.core.resources import resource_path
 
 MASK_MODELS = sorted(name for name, spec in MODELS.items() if spec.masks)
 SIZE = 64
+FAMILY_LOSSES = {"ssd": {"Loss/localization_loss", "Loss/classification_loss"},
+                 "faster_rcnn": {"Loss/RPNLoss/objectness_loss", "Loss/BoxClassifierLoss/classification_loss"},
+                 "center_net": {"Loss/object_center", "Loss/box/scale", "Loss/box/offset"}}
 
 
 @pytest.fixture
@@ -32,8 +36,13 @@ def test_template_parses_and_matches_registry(model):
              "keep_aspect_ratio_resizer": lambda r: (r.min_dimension, r.max_dimension)}
     kind = resizer.WhichOneof("image_resizer_oneof")
     assert sizes[kind](getattr(resizer, kind)) == (spec.default_image_size,) * 2
-    schedule = config.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    optimizer = config.train_config.optimizer
+    kind = optimizer.WhichOneof("optimizer")
+    assert kind == ("adam_optimizer" if spec.meta_arch == "center_net" else "momentum_optimizer")
+    schedule = getattr(optimizer, kind).learning_rate.cosine_decay_learning_rate
     assert schedule.total_steps == config.train_config.num_steps
+    # 'detection' restores a zoo model's backbone (and FPN) for every family; CenterNet's
+    # restore_from_objects refuses 'fine_tune' in this OD API
     assert config.train_config.fine_tune_checkpoint_type == "detection"
     assert [s.WhichOneof("preprocessing_step") for s in config.train_config.data_augmentation_options][0] == \
         "random_horizontal_flip"
@@ -68,6 +77,51 @@ def test_render_faster_rcnn_family(model, masked_dataset):
     assert c.train_input_reader.label_map_path.endswith("/label_map.pbtxt")
     again = protos.parse_text(protos.to_text(c), protos.TrainEvalPipelineConfig(), "x")
     assert again == c
+
+
+def test_render_retinanet_and_centernet(masked_dataset):
+    """num_classes, the image size and the schedule land in each family's own oneof; from scratch
+    RetinaNet gets the SSD's batch-norm decay, CenterNet (no decay field) keeps its config."""
+    options = RenderOptions(batch_size=2, steps=300, image_size=256)
+    retina = render("retinanet_resnet50_v1_fpn_640", masked_dataset, options=options)
+    ssd = retina.model.ssd
+    assert ssd.num_classes == 2 and ssd.feature_extractor.type == "ssd_resnet50_v1_fpn_keras"
+    assert (ssd.image_resizer.fixed_shape_resizer.height, ssd.image_resizer.fixed_shape_resizer.width) == (256, 256)
+    assert ssd.loss.classification_loss.weighted_sigmoid_focal.alpha == pytest.approx(0.25)
+    assert ssd.loss.classification_loss.weighted_sigmoid_focal.gamma == pytest.approx(2.0)
+    assert ssd.feature_extractor.conv_hyperparams.batch_norm.decay == pytest.approx(0.99)
+    predictor = ssd.box_predictor.weight_shared_convolutional_box_predictor
+    assert predictor.conv_hyperparams.batch_norm.decay == pytest.approx(0.99)
+    assert (predictor.depth, predictor.num_layers_before_predictor) == (256, 4)
+    center = render("centernet_resnet50_v1_fpn_512", masked_dataset, options=options)
+    net = center.model.center_net
+    assert net.num_classes == 2 and net.feature_extractor.type == "resnet_v1_50_fpn" and not center.model.HasField("ssd")
+    keep = net.image_resizer.keep_aspect_ratio_resizer
+    assert (keep.min_dimension, keep.max_dimension) == (256, 256) and keep.pad_to_max_dimension
+    for c in (retina, center):
+        assert c.train_config.batch_size == 2 and c.train_config.num_steps == 300
+        assert not c.train_config.HasField("fine_tune_checkpoint")
+        assert list(c.eval_config.metrics_set) == ["coco_detection_metrics"]
+        assert not c.train_input_reader.load_instance_masks
+    schedule = center.train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate
+    assert schedule.total_steps == 300 and 1 <= schedule.warmup_steps < 300
+    # CenterNet's augmentation presets replace the template's list as they do for the others
+    preset = render("centernet_resnet50_v1_fpn_512", masked_dataset, options=RenderOptions(augment_preset="none"))
+    assert len(preset.train_config.data_augmentation_options) == 0
+
+
+def test_fine_tuning_a_centernet_from_the_zoo_or_from_ours(masked_dataset, tmp_path):
+    """A zoo CenterNet checkpoint (90 classes) restores as 'detection' (backbone and upsampling);
+    one of ours (same classes) whole ('full')."""
+    model = "centernet_resnet50_v1_fpn_512"
+    for name, classes, expected in (("zoo", "90", "detection"), ("ours", "2", "full")):
+        folder = tmp_path / name
+        (folder / "checkpoint").mkdir(parents=True)
+        write_config(render(model, masked_dataset, options=RenderOptions(
+            overrides={"model.center_net.num_classes": classes})), str(folder / "pipeline.config"))
+        (folder / "checkpoint" / "ckpt-0.index").write_bytes(b"")
+        c = render(model, masked_dataset, options=RenderOptions(checkpoint=str(folder / "checkpoint" / "ckpt-0")))
+        assert c.train_config.fine_tune_checkpoint_type == expected, name
 
 
 @pytest.mark.parametrize("model", MASK_MODELS)
@@ -124,6 +178,19 @@ def test_tiny_variants(masked_dataset):
         if MODELS[model].masks:
             predictor = frcnn.second_stage_box_predictor.mask_rcnn_box_predictor
             assert (predictor.mask_height, predictor.mask_width) == (TINY_MASK_SIZE, TINY_MASK_SIZE)
+    retina = render("retinanet_resnet50_v1_fpn_640", masked_dataset, options=RenderOptions(tiny=True)).model.ssd
+    assert retina.image_resizer.fixed_shape_resizer.height == tiny_image_size(MODELS["retinanet_resnet50_v1_fpn_640"])
+    assert retina.feature_extractor.fpn.additional_layer_depth == TINY_FPN_DEPTH
+    predictor = retina.box_predictor.weight_shared_convolutional_box_predictor
+    assert (predictor.depth, predictor.num_layers_before_predictor) == (TINY_HEAD_DEPTH, TINY_HEAD_LAYERS)
+    assert retina.post_processing.batch_non_max_suppression.max_total_detections == TINY_MAX_DETECTIONS
+    assert (retina.feature_extractor.fpn.min_level, retina.feature_extractor.fpn.max_level) == (3, 7)  # as the zoo's
+    net = render("centernet_resnet50_v1_fpn_512", masked_dataset, options=RenderOptions(tiny=True)).model.center_net
+    assert net.image_resizer.keep_aspect_ratio_resizer.max_dimension == TINY_IMAGE_SIZE
+    assert net.object_center_params.max_box_predictions == TINY_MAX_DETECTIONS
+    for head in (net.object_center_params.center_head_params, net.object_detection_task.scale_head_params,
+                 net.object_detection_task.offset_head_params):
+        assert list(head.num_filters) == [TINY_HEAD_DEPTH] and list(head.kernel_sizes) == [3]
     # an explicit image size wins over the tiny one
     c = render("faster_rcnn_resnet50_v1_640", masked_dataset, options=RenderOptions(tiny=True, image_size=160))
     assert c.model.faster_rcnn.image_resizer.keep_aspect_ratio_resizer.max_dimension == 160
@@ -141,11 +208,13 @@ def test_tiny_model_builds_and_runs(model, masked_dataset):
     config = render(model, masked_dataset, options=RenderOptions(tiny=True))
     masks = MODELS[model].masks
     image = tf.zeros([1, SIZE, SIZE, 3])
+    tiny = tiny_image_size(MODELS[model])
 
     detector = model_builder.build(model_config=config.model, is_training=True)
     images, shapes = detector.preprocess(image)
     groundtruth = {"groundtruth_boxes_list": [tf.constant([[0.2, 0.2, 0.6, 0.7]])],
-                   "groundtruth_classes_list": [tf.one_hot([0], 2)]}
+                   "groundtruth_classes_list": [tf.one_hot([0], 2)],
+                   "groundtruth_weights_list": [tf.ones([1])]}  # CenterNet's centre loss needs them
     if masks:
         bitmap = np.zeros((1, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE), np.float32)
         bitmap[0, 26:77, 26:90] = 1.0
@@ -153,12 +222,13 @@ def test_tiny_model_builds_and_runs(model, masked_dataset):
     detector.provide_groundtruth(**groundtruth)
     losses = detector.loss(detector.predict(images, shapes), shapes)
     assert all(np.isfinite(v.numpy()) for v in losses.values())
+    assert FAMILY_LOSSES[MODELS[model].meta_arch] <= set(losses)
     if masks:
         assert "Loss/BoxClassifierLoss/mask_loss" in losses
 
     detector = model_builder.build(model_config=config.model, is_training=False)
     images, shapes = detector.preprocess(image)
-    assert images.shape[1:3] == (TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    assert images.shape[1:3] == (tiny, tiny)
     detections = detector.postprocess(detector.predict(images, shapes), shapes)
     expected = {"detection_boxes", "detection_scores", "detection_classes", "num_detections"}
     assert expected <= set(detections)

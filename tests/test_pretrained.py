@@ -99,3 +99,12 @@ def test_get_downloads_from_a_server(tmp_path, monkeypatch):
 def test_unknown_model():
     with pytest.raises(UserError, match="no zoo checkpoint"):
         pretrained.zoo_name("yolo")
+
+
+def test_retinanet_and_centernet_map_to_their_zoo_checkpoints(monkeypatch):
+    monkeypatch.delenv(pretrained.MIRROR_ENV, raising=False)
+    assert pretrained.zoo_name("retinanet_resnet50_v1_fpn_640") == "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8"
+    assert pretrained.zoo_name("centernet_resnet50_v1_fpn_512") == "centernet_resnet50_v1_fpn_512x512_coco17_tpu-8"
+    assert pretrained.zoo_url("centernet_resnet50_v1_fpn_512x512_coco17_tpu-8") == \
+        "https://download.tensorflow.org/models/object_detection/tf2/20200711/" \
+        "centernet_resnet50_v1_fpn_512x512_coco17_tpu-8.tar.gz"

@@ -8,13 +8,16 @@ from medtfod.training.config import RenderOptions, render, write_config
 from medtfod.odapi.tflite import _name_outputs, compare
 
 
-def test_tflite_refuses_a_faster_rcnn_before_any_work(tiny_dataset, tmp_path, capsys):
-    config = str(tmp_path / "frcnn.config")
-    write_config(render("faster_rcnn_resnet50_v1_640", tiny_dataset, options=RenderOptions(tiny=True)), config)
+@pytest.mark.parametrize("model", ["faster_rcnn_resnet50_v1_640", "centernet_resnet50_v1_fpn_512"])
+def test_tflite_refuses_other_families_before_any_work(model, tiny_dataset, tmp_path, capsys):
+    config = str(tmp_path / "model.config")
+    write_config(render(model, tiny_dataset, options=RenderOptions(tiny=True)), config)
     out = tmp_path / "exported"
     assert main(["export", "--config", config, "--model-dir", str(tmp_path / "none"), "--out", str(out),
                  "--tflite"]) == 1
-    assert "--tflite supports SSD models only" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert "--tflite supports the SSD family only (SSD, RetinaNet)" in err and not out.exists()
+    assert ("is a center_net model" in err) == model.startswith("centernet")
 
 
 def outputs(boxes, classes, scores):

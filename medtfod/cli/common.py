@@ -89,15 +89,15 @@ def rendering_options() -> Parser:
                            help="train on this share of images with findings, e.g. 0.5 (the OD API's "
                                 "sample_from_datasets_weights; needs `convert --shard-by finding`)")
     rendering.add_argument("--hard-negatives", action="store_true",
-                           help="SSD: the OD API's hard example miner (3 negatives per positive, >= 3 per image); "
-                                "R-CNN models already sample balanced minibatches")
+                           help="SSD, RetinaNet: the OD API's hard example miner (3 negatives per positive, >= 3 per "
+                                "image); R-CNN models already sample balanced minibatches, CenterNet has no anchors")
     from ..training.recipes import RECIPES
     rendering.add_argument("--recipe", choices=list(RECIPES),
                            help="measured values for the options left unset (README: Real data): cpu-scratch = "
                                 "SSD from scratch on a CPU, batch 8, 256 px, 1,500 steps, rate 0.04, warm-up 375")
     rendering.add_argument("--fit-anchors", action="store_true",
-                           help="fit the anchors to the training boxes, as `medtfod anchors` does (SSD and Faster "
-                                "R-CNN); prints the share of boxes an anchor matches, before and after")
+                           help="fit the anchors to the training boxes, as `medtfod anchors` does (SSD, "
+                                "RetinaNet, Faster/Mask R-CNN); prints the share of boxes an anchor matches, before and after")
     rendering.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                            help="set any config field, e.g. train_config.batch_size=4 (repeatable)")
     return rendering

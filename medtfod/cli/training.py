@@ -195,7 +195,7 @@ def _add_config(subparsers) -> None:
 def _add_anchors(subparsers) -> None:
     anchors = subparsers.add_parser("anchors", parents=[quiet_options()], help="fit a config's anchors to a dataset's boxes")
     anchors.add_argument("--data", required=True, help="a `medtfod convert` output folder")
-    anchors.add_argument("--config", required=True, help="pipeline.config whose anchors to fit (SSD, Faster R-CNN)")
+    anchors.add_argument("--config", required=True, help="pipeline.config whose anchors to fit (SSD, RetinaNet, Faster/Mask R-CNN)")
     anchors.add_argument("--out", required=True, help="the patched pipeline.config to write")
     anchors.add_argument("--split", action="append", help="split(s) whose boxes to fit (default train; repeatable)")
     anchors.set_defaults(func=cmd_anchors)
@@ -248,7 +248,7 @@ def _add_export(subparsers) -> None:
     export.add_argument("--checkpoint", help="best (MODEL_DIR/best/, the default when it exists), latest, "
                         "or a checkpoint prefix")
     export.add_argument("--tflite", action="store_true",
-                        help="SSD only: also write tflite/model.tflite, checked against the SavedModel")
+                        help="SSD, RetinaNet: also write tflite/model.tflite, checked against the SavedModel")
     export.add_argument("--onnx", action="store_true",
                         help="also write model.onnx (tf2onnx, float32 batches) for ONNX Runtime, checked against the "
                              "SavedModel on eval images (fails above 1e-3); detect --runtime onnx runs it without "

@@ -36,8 +36,10 @@ def anchor_generator(config):
         return arch, config.model.faster_rcnn.first_stage_anchor_generator
     kind = getattr(config.model, arch).anchor_generator.WhichOneof("anchor_generator_oneof") \
         if arch == "ssd" else None
+    why = (" (CenterNet has no anchors: it finds object centres on a heatmap and regresses each box's size "
+           "from its centre)") if arch == "center_net" else ""
     raise UserError(f"cannot fit the anchors of a {arch or 'empty'} model"
-                    + (f" with a {kind}" if kind else "") + f"; anchors can be fitted for {SUPPORTED}")
+                    + (f" with a {kind}" if kind else "") + why + f"; anchors can be fitted for {SUPPORTED}")
 
 
 def anchor_boxes(config, height: int, width: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""TFLite export for SSD models: the OD API's `export_tflite_graph_lib_tf2` (what
+"""TFLite export for SSD models (RetinaNet too, an SSD): the OD API's `export_tflite_graph_lib_tf2` (what
 `export_tflite_graph_tf2.py` runs) writes a SavedModel whose last op is the TFLite
 `TFLite_Detection_PostProcess`; `tf.lite.TFLiteConverter` turns it into `model.tflite`.
 
@@ -30,8 +30,9 @@ def check_exportable(pipeline_config, config_path: str) -> None:
     """Raise UserError, before any work, when the OD API cannot convert this model to TFLite."""
     arch = pipeline_config.model.WhichOneof("model")
     if arch != "ssd":
-        raise UserError(f"--tflite supports SSD models only; {config_path} is a {arch} model (the OD API's "
-                        "TFLite export handles SSD and CenterNet). Leave out --tflite to export a SavedModel.")
+        raise UserError(f"--tflite supports the SSD family only (SSD, RetinaNet); {config_path} is a {arch} model "
+                        "(the OD API's TFLite export also has a CenterNet path, which medtfod does not run or check). "
+                        "Leave out --tflite to export a SavedModel; export --onnx works for it.")
     if not pipeline_config.model.ssd.image_resizer.HasField("fixed_shape_resizer"):
         raise UserError(f"--tflite needs an SSD with a fixed_shape_resizer (a static input size); {config_path} "
                         "has another resizer")

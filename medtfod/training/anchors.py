@@ -18,6 +18,7 @@ The fit searches, for
                with k = 1 or 3);
   faster_rcnn  (grid_anchor_generator) scales (the template's, or k-means of the boxes' log
                size over the base anchor, k = 3, 4 or 5) and aspect_ratios (as for ssd, k = 3),
+(SSD covers RetinaNet, an SSD with a ResNet50 FPN; CenterNet has no anchors and is refused)
 the candidate with the highest coverage at the model's own matcher threshold. Among those within
 1 percentage point of it, the template wins when it is one of them (a config that already covers
 the boxes is left alone), else the one with the fewest anchors per image (each anchor costs
@@ -38,7 +39,10 @@ SEARCH_BOXES = 2000      # boxes the search scores (a fixed sample); the report 
 TOLERANCE = 0.01         # coverage within this of the best counts as the best; fewest anchors win
 SSD_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 SSD_SCALES_PER_OCTAVE = (1, 2, 3)
-FINER_LEVEL = {"ssd_mobilenet_v2_fpn_keras": 2}   # extractors whose FPN can start a level finer
+# extractors whose FPN can start a level finer. Not ssd_resnet50_v1_fpn_keras (RetinaNet): at
+# min_level 2 its model does not build ("Number of feature maps is expected to equal the length of
+# `num_anchors_per_location`"), so its fit keeps the template's level 3.
+FINER_LEVEL = {"ssd_mobilenet_v2_fpn_keras": 2}
 RCNN_SCALE_COUNTS = (3, 4, 5)
 RCNN_PROPOSAL_MATCH = 0.7  # the first stage's matched_threshold (see matcher_threshold)
 
@@ -275,6 +279,22 @@ def apply_params(config, params: Dict[str, object]) -> None:
         g.aspect_ratios.extend(float(a) for a in params["aspect_ratios"])
 
 
+def fittable_models() -> List[str]:
+    """The names of `config --model` whose templates have anchors `fit` can patch."""
+    from ..core.resources import resource_path
+    from ..odapi import protos
+    from ..odapi.anchors import anchor_generator
+    from .models import MODELS
+    found = []
+    for name, spec in MODELS.items():
+        try:
+            anchor_generator(protos.read_pipeline_config(resource_path("pipeline_configs", spec.template)))
+        except UserError:
+            continue
+        found.append(name)
+    return found
+
+
 def fit(config, dataset, splits: Union[str, Sequence[str]] = "train") -> Tuple[Coverage, Coverage, int]:
     """Fit `config`'s anchors (in place) to the boxes of `splits` of `dataset` (a `Dataset`);
     returns (before, after, number of boxes), both measured on every box.
@@ -283,6 +303,11 @@ def fit(config, dataset, splits: Union[str, Sequence[str]] = "train") -> Tuple[C
       UserError: a family that cannot be fitted, an unsupported resizer, or no boxes.
     """
     from ..odapi import protos
+    from ..odapi.anchors import anchor_generator
+    try:
+        anchor_generator(config)
+    except UserError as e:
+        raise UserError(f"{e} (as in `config --model` {', '.join(fittable_models())})") from None
     boxes = input_boxes(dataset, splits, config)
     search = boxes.sample(SEARCH_BOXES)
     cache: dict = {}

@@ -25,6 +25,10 @@ measured on the natural mix.
     `first_stage_positive_balance_fraction` positive; second stage: `second_stage_batch_size`
     proposals, at most `second_stage_balance_fraction` positive), and in an image without
     findings every sampled anchor and proposal is a negative. Those fields are set with --set.
+  RetinaNet: an SSD, so as SSD (its focal loss replaced by `weighted_sigmoid` too).
+  CenterNet: refused, with the reason: no anchors to mine; its centre heatmap's penalty-reduced
+    focal loss weighs every output position already.
+`--positive-fraction` works for every family (it only changes the train input reader).
 """
 from __future__ import annotations
 
@@ -111,7 +115,7 @@ def apply_hard_negatives(config, model: str) -> None:
 
     Raises:
       UserError: a Faster or Mask R-CNN model (their sampling already balances; the message
-        gives the config's values and the fields to change instead).
+        gives the config's values and the fields to change instead), or a CenterNet (no anchors).
     """
     kind = config.model.WhichOneof("model")
     if kind == "faster_rcnn":
@@ -124,6 +128,12 @@ def apply_hard_negatives(config, model: str) -> None:
             "positive; in an image without findings all of them are negatives. Drop --hard-negatives, or change "
             "the balance with --set model.faster_rcnn.second_stage_balance_fraction=... (and "
             "first_stage_positive_balance_fraction, first_stage_minibatch_size, second_stage_batch_size)")
+    if kind == "center_net":
+        raise UserError(
+            f"--hard-negatives is for the SSD family (SSD, RetinaNet): {model} is a CenterNet, which has no anchors "
+            "to mine; its centre heatmap's penalty-reduced focal loss already weighs every output position, easy "
+            "negatives down, and the OD API has no hard example miner for it. Drop --hard-negatives (use "
+            "--positive-fraction to change how many training images have findings)")
     if kind != "ssd":
         raise UserError(f"--hard-negatives: no hard example mining is known for a {kind!r} model ({model})")
     loss = config.model.ssd.loss

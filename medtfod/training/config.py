@@ -194,7 +194,8 @@ class RenderOptions:
         options still apply on top of it.
       positive_fraction: the share of training images with findings, sampled from a dataset
         converted with --shard-by finding (`balance.apply_positive_fraction`); None: as they come.
-      hard_negatives: SSD's hard example miner (`balance.apply_hard_negatives`; refused for R-CNN).
+      hard_negatives: SSD's hard example miner (`balance.apply_hard_negatives`; RetinaNet too;
+        refused for R-CNN and CenterNet).
       recipe: a measured set of the values above (`recipes.RECIPES`, e.g. 'cpu-scratch'), filling
         only the fields left None.
       fit_anchors: fit the anchor generator to the training split's boxes (`anchors.fit`), after
@@ -222,10 +223,10 @@ def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None
            anchor_report: Optional[list] = None):
     """A `TrainEvalPipelineConfig` for `model` on the converted dataset in `data_dir`.
 
-    num_classes is set in the model's own oneof (`model.ssd` or `model.faster_rcnn`). A Mask
-    R-CNN model reads and evaluates instance masks, and needs a dataset that has them
-    (`report.json`'s per-split mask counts); box models leave masks off even when the dataset
-    has them.
+    num_classes is set in the model's own oneof (`model.ssd`, `model.faster_rcnn` or
+    `model.center_net`). A Mask R-CNN model reads and evaluates instance masks, and needs a
+    dataset that has them (`report.json`'s per-split mask counts); box models leave masks off
+    even when the dataset has them.
 
     Args:
       options: what changes in the template (see `RenderOptions`); None keeps it as it is.

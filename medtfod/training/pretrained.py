@@ -36,6 +36,8 @@ ZOO: Dict[str, str] = {
     "ssd_mobilenet_v2_fpnlite_320": "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8",
     "faster_rcnn_resnet50_v1_640": "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8",
     "mask_rcnn_inception_resnet_v2_1024": "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8",
+    "retinanet_resnet50_v1_fpn_640": "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8",
+    "centernet_resnet50_v1_fpn_512": "centernet_resnet50_v1_fpn_512x512_coco17_tpu-8",
 }
 
 
