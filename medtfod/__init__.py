@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Dataset": ("medtfod.data.dataset", "Dataset"),
     "ConvertOptions": ("medtfod.data.convert", "ConvertOptions"),
+    "TileOptions": ("medtfod.data.tiles", "TileOptions"),
     "ExportedModel": ("medtfod.inference.model", "ExportedModel"),
     "PredictOptions": ("medtfod.inference.predictor", "PredictOptions"),
     "Prediction": ("medtfod.inference.predictor", "Prediction"),

@@ -92,6 +92,8 @@ def test_fit_raises_coverage_of_small_lesions_on_big_images(tiny_dataset):
     assert anchors.coverage(again, anchors.input_boxes(data, "train", again)).at_05 == after.at_05
     table = anchors.describe(before, after, count)
     assert f"{before.at_05:.3f}" in table and f"{after.at_05:.3f}" in table
+    assert ("note: only" in table) == (count < anchors.FEW_BOXES)
+    assert "note: only 12 boxes" in anchors.describe(before, after, 12)
 
 
 def test_fit_keeps_a_template_that_already_covers_the_boxes(tiny_dataset):

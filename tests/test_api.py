@@ -215,3 +215,26 @@ def test_convert_options_made_in_code_get_the_command_lines_checks():
         ConvertOptions(fractions={"train": 1.2})
     with pytest.raises(UserError, match="folds=3 needs the fractions of fold1, fold2, fold3"):
         ConvertOptions(folds=3, fractions={"train": 0.5, "test": 0.5})
+
+
+@pytest.mark.tf
+def test_detect_again_into_its_out_keeps_only_this_runs_files(blob_model, tmp_path):
+    """A second detect over the first one's --out: drawn copies of images no longer in the input go,
+    the user's own file stays; a failed rerun removes nothing."""
+    import shutil
+    out = tmp_path / "out"
+    assert main(["detect", "--model", blob_model["export"], "--images", blob_model["images"], "--out", str(out),
+                 "-q"]) == 0
+    drawn = sorted(p.name for p in out.iterdir() if p.suffix in (".png", ".jpg"))
+    assert len(drawn) == 3
+    (out / "my_notes.txt").write_text("mine")
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    shutil.copy(os.path.join(blob_model["images"], "a.png"), fewer / "a.png")
+    assert main(["detect", "--model", str(tmp_path / "missing"), "--images", str(fewer), "--out", str(out), "-q"]) != 0
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".png", ".jpg")) == drawn  # nothing lost
+    assert main(["detect", "--model", blob_model["export"], "--images", str(fewer), "--out", str(out), "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".png", ".jpg")) == [d for d in drawn if d.startswith("a")]
+    assert (out / "my_notes.txt").read_text() == "mine"
+    with open(out / "detections.csv", newline="") as f:
+        assert {r["image"] for r in csv.DictReader(f)} == {"a.png"}

@@ -300,6 +300,15 @@ def test_ssd_exports_to_onnx_with_parity_and_detects_like_the_saved_model(traine
     assert total == 40 * 100 and compared >= 20 and worst <= 0.128, (worst, compared)
     # the same drawn copies and tables (the TF run also logged TensorFlow's output to medtfod.log)
     assert set(os.listdir(out)) == set(os.listdir(trained["detections"])) - {"medtfod.log"}
+    # model.onnx copied on its own (no label_map.pbtxt, pipeline.config or export.json beside it): the classes
+    # come from its metadata and the table is the same
+    import shutil
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(os.path.join(ssd_onnx, "model.onnx"), alone / "model.onnx")
+    assert main(["detect", "--model", str(alone / "model.onnx"), "--images", trained["images"], "--out",
+                 str(tmp_path / "alone_out"), "--min-score", "0.0", "--no-draw", "-q"]) == 0
+    assert (tmp_path / "alone_out" / "detections.csv").read_text() == (out / "detections.csv").read_text()
 
 
 @pytest.mark.slow

@@ -230,3 +230,11 @@ def test_default_hooks(tmp_path):
     assert names(default_hooks("c", "m", TrainOptions(steps=100), None)) == ["ProgressBar", "NanLossStop"]
     assert names(default_hooks("c", "m", TrainOptions(steps=100, eval_every=100), "ap50")) == [
         "ProgressBar", "NanLossStop", "PeriodicEvaluation", "BestCheckpoint", "Patience"]
+
+
+def test_steps_rounded_up_to_a_block_are_said(tmp_path, capsys):
+    trainer = Trainer("pipeline.config", str(tmp_path), FakeLoop(tmp_path), TrainOptions(steps=20))
+    trainer.train()
+    out = capsys.readouterr()
+    assert "20 steps: the OD API trains in whole blocks of 100 steps, so this run ends at step 100" in out.out + out.err
+    assert trainer.loop.step == 100

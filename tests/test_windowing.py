@@ -110,6 +110,8 @@ def test_lung_window_matches_the_formula(dicoms, tmp_path, capsys):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     messages = {p["value"]: p["message"] for p in report["problems"]["items"]}
     assert "frame #5 is out of range" in messages["cine.dcm#5"] and "3 frame(s)" in messages["cine.dcm#5"]
+    bad_frame = [p for p in report["problems"]["items"] if p["value"] == "cine.dcm#5"][0]
+    assert bad_frame["file"].endswith(".csv") and bad_frame["line"] >= 2  # the table row naming the frame
     assert "no pixel data" in messages["empty.dcm"]
     assert (tmp_path / "out" / "voc" / "cine#0.xml").is_file() and (tmp_path / "out" / "voc" / "cine#2.xml").is_file()
 
@@ -178,6 +180,19 @@ def test_16bit_png_and_tiff(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), want)
 
 
+def test_a_window_that_flattens_the_image_is_a_bad_image(tmp_path):
+    """A CT window on 16-bit values that are not Hounsfield units (all >= 3000): every pixel white.
+    The image is refused with its value range, instead of training on a blank square."""
+    from medtfod.core.images import ImageError, read_and_probe
+    values = np.random.default_rng(2).integers(3000, 60000, (10, 14)).astype(np.uint16)
+    png = write_png16(tmp_path / "a.png", values)
+    with pytest.raises(ImageError, match="the window lung makes this image one flat grey: its values run 4134 to 59592"):
+        read_and_probe(png, window=parse_window("lung"))
+    flat = write_png16(tmp_path / "flat.png", np.full((10, 14), 7000, np.uint16))  # flat already: kept
+    data, _ = read_and_probe(flat, window=parse_window("lung"))
+    assert np.asarray(Image.open(io.BytesIO(data))).min() == 255
+
+
 @pytest.mark.parametrize("spec, words", [("lunge", ["lunge", "did you mean 'lung'"]),
                                          ("0,40", ["'0,40'", "width 0", "> 0"]),
                                          ("-5,40", ["width -5"]),
@@ -194,6 +209,10 @@ def test_bad_window_is_a_usage_error(spec, words):
 def test_bad_window_on_the_command_line_writes_nothing(dicoms, tmp_path, capsys):
     assert convert(dicoms, tmp_path / "out", "--window", "1500") == 1
     assert "--window '1500'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # a value that starts with a minus sign reaches the window parser (not argparse's 'expected one argument')
+    assert convert(dicoms, tmp_path / "out", "--window", "-5,40") == 1
+    assert "--window '-5,40'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

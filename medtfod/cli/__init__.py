@@ -42,9 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may begin with '-' and a digit (a window given as W,L may start with a minus
+# sign: argparse would take '-5,40' for an option). Their next word is taken as the value.
+NEGATIVE_VALUES = ("--window",)
+
+
+def _join_negative_values(argv: List[str]) -> List[str]:
+    """['--window', '-5,40'] -> ['--window=-5,40'] (argparse takes '-5,40' for an option)."""
+    out: List[str] = []
+    for word in argv:
+        if out and out[-1] in NEGATIVE_VALUES and word[:1] == "-" and word[1:2].isdigit():
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     from ..training.cluster import drop_blank_tf_config
     drop_blank_tf_config()
     try:

@@ -10,6 +10,16 @@ from .common import (FRACTION, INTERRUPTED, NON_NEGATIVE, POSITIVE, Parser, libr
                      quiet_options)
 
 
+def tile_options(args):
+    """--tile, --tile-overlap, --tile-keep-empty -> TileOptions (None without --tile)."""
+    from ..data.tiles import TileOptions
+    if args.tile is None:
+        if args.tile_overlap != 0.2 or args.tile_keep_empty != 1.0:
+            raise UserError("--tile-overlap and --tile-keep-empty go with --tile PX")
+        return None
+    return TileOptions(args.tile, args.tile_overlap, args.tile_keep_empty)
+
+
 def cmd_convert(args) -> int:
     from ..data.convert import ConvertOptions, convert_table, summary
     from ..core.problems import Problems
@@ -22,11 +32,15 @@ def cmd_convert(args) -> int:
                           shard_by=args.shard_by,
                           duplicate_distance=args.duplicate_distance,
                           allow_duplicates_across_splits=args.allow_duplicates_across_splits,
-                          window=args.window, clahe=args.clahe)  # a bad --window: a UserError here, before any output
+                          window=args.window, clahe=args.clahe,  # a bad --window: a UserError here, before any output
+                          tile=tile_options(args))
     from ..data.beam.options import check_paths, parse_pipeline_options
     from ..core.fence import check_outputs
     from ..data.sources import SOURCES
     beam_options = parse_pipeline_options(args.pipeline_option)
+    if args.runner and opts.tile is not None:
+        from ..data.tiles import check_options
+        check_options(opts.tile, False, runner=args.runner)
     if args.workers and args.runner:
         raise UserError("--workers sizes the local pool; with --runner the runner decides (for direct: "
                         "--pipeline-option direct_num_workers=N --pipeline-option direct_running_mode=multi_processing)")
@@ -113,6 +127,13 @@ def add_parsers(subparsers) -> None:
                         help="finding: write each split's images with and without findings to separate shards "
                              "(<split>.record-positive-*, <split>.record-negative-*), for `config --positive-fraction` "
                              "(default: split)")
+    common.add_argument("--tile", type=POSITIVE, metavar="PX",
+                        help="also cut the training splits (train, the folds) into PX x PX tiles at native resolution "
+                             "for `config` to train on (<split>-tiles.record-*, tiles.json); val/test stay whole")
+    common.add_argument("--tile-overlap", type=float, default=0.2, metavar="F",
+                        help="with --tile: share of a tile overlapping its neighbour, 0 to 0.9 (default 0.2)")
+    common.add_argument("--tile-keep-empty", type=FRACTION, default=1.0, metavar="F",
+                        help="with --tile: share of tiles without boxes kept (default 1: all)")
     common.add_argument("--workers", type=POSITIVE, help="processes reading images (default: all cores; "
                                                           "the local converter only)")
     from ..data.beam.options import RUNNERS

@@ -18,7 +18,11 @@ def cmd_detect(args) -> int:
     ensemble = len(args.model) > 1 or bool(args.tta)
     if ensemble:
         print(f"fusing {len(args.model)} model(s) x {1 + len(args.tta or [])} view(s) with {args.fuse}")
-    min_score, source = ExportedModel(args.model[0], args.runtime).min_score(args.min_score, fused=ensemble)
+    first = ExportedModel(args.model[0], args.runtime)
+    min_score, source = first.min_score(args.min_score, fused=ensemble)
+    if args.tile is None and first.training_tiles:
+        print(f"note: {args.model[0]} was trained on {first.training_tiles} px tiles (convert --tile); "
+              f"detect --tile {first.training_tiles} shows it images as training did")
     print(f"min score {min_score:g} from {source}")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     options = PredictOptions(min_score=min_score, max_per_image=args.max_per_image, classes=classes,

@@ -188,8 +188,21 @@ def apply_window(values: np.ndarray, window: Window, invert: bool = False, heade
         if invert:
             scaled = 255.0 - scaled
         channels.append(np.round(scaled).astype(np.uint8))
+    if window.kind != "header" and all(c.min() == c.max() for c in channels) and np.ptp(values) > 0:
+        _flat(values, window)
     out = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
     return clahe(out) if window.clahe else out
+
+
+def _flat(values: np.ndarray, window: Window) -> None:
+    """Raises ImageError: an image with detail that `window` turns into one flat grey (a CT window on
+    an image whose values are not Hounsfield units, say) would train and detect on nothing. (Not
+    for 'header', the file's own window: it stays the pipeline it always was.)"""
+    from .image_info import ImageError
+    raise ImageError(f"the window {window.text} makes this image one flat grey: its values run "
+                     f"{float(np.min(values)):g} to {float(np.max(values)):g}, all outside the window (is it in the "
+                     "units the window expects, e.g. CT Hounsfield units for lung/bone?); use --window minmax, "
+                     "percentile or W,L in the image's own units")
 
 
 def clahe(pixels: np.ndarray) -> np.ndarray:

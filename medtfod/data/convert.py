@@ -12,6 +12,8 @@ Every source reader turns its file into a `Table` (rows of image, label, pixel `
     out/report.json                              counts per split and class, every problem
     out/dataset.json                             the manifest: each image's split, patient, size and
                                                  where its bytes are (see medtfod.data.manifest)
+    out/tfrecords/<split>-tiles.record-...       with --tile: the training splits cut into tiles,
+    out/tiles.json                               and every tile's origin and boxes (`medtfod.data.tiles`)
 
 The plan (which images, their patients, splits and shards) is `medtfod.data.plan`'s; here are the
 per-image step (`convert_image`), the local process pool that runs it, and `finish`, which
@@ -20,6 +22,7 @@ and moved into place only when complete.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import Counter
@@ -29,18 +32,20 @@ from typing import Dict, List, Mapping, NamedTuple, Optional
 
 from ..core import atomic
 from ..core.annotations import ImageRecord, Object, Table
-from ..core.errors import UserError
 from ..core.fence import check_outputs
 from ..core.frames import split_frame
 from ..core.images import ImageError, read_and_probe
 from ..core.labelmap import LabelMap
-from .duplicates import groups_report, groups_summary
+from .duplicates import groups_report
 from .manifest import MANIFEST, ImageEntry, manifest_json
 from .plan import ConvertOptions, ImageItem, Plan, plan_conversion  # noqa: F401 - ConvertOptions: the API
 from .shard_sets import report_fields
 from ..core.problems import Problems
 from ..core.progress import progress
 from .tfrecord_framing import write_record
+from .convert_summary import summary  # noqa: F401 - convert's summary, imported from here by the CLI
+from .splits import check_splits
+from .tiles import TileCounts, check_options, report_entry, tile_entry, tile_prefix, tile_shards, tiles_json, tiled_split
 from .writers import tfrecord, voc
 from .writers.voc import voc_name
 
@@ -88,7 +93,10 @@ def _build_record(item: ImageItem, opts: ConvertOptions, problems, read=read_and
     try:
         data, info = read(path, window=opts.window)
     except (OSError, ImageError) as e:
-        problems.add(path, None, "bad_image", image, f"unreadable image: {e}", image=image)
+        if split_frame(path)[1] is not None and rows:  # a frame the table names: point at its row
+            problems.add(rows[0].file, rows[0].line, "bad_image", image, f"{path}: unreadable frame: {e}", image=image)
+        else:
+            problems.add(path, None, "bad_image", image, f"unreadable image: {e}", image=image)
         return None
     objects = []
     for row in rows:
@@ -130,30 +138,43 @@ class Converted:
       issues: its problems, as `Problems.add` arguments, in the order they were found.
       example: its OD API tf.Example (serialized; holds the image bytes), None when dropped.
       voc: its VOC XML, None when dropped.
+      tiles: with --tile on a training split, its tiles' tf.Examples (serialized), else None.
+      tile_counts, tile_entries: what tiling gave (`tiles.TileCounts`, `tiles.tile_entry` dicts).
     """
 
     record: Optional[ImageRecord]
     issues: list
     example: Optional[bytes] = None
     voc: Optional[bytes] = None
+    tiles: Optional[List[bytes]] = None
+    tile_counts: Optional[TileCounts] = None
+    tile_entries: Optional[list] = None
 
 
 def convert_image(item: ImageItem, opts: ConvertOptions, label_map: LabelMap, with_masks: bool,
-                  strict: bool, read=read_and_probe) -> Converted:
+                  strict: bool, read=read_and_probe, tile: bool = False) -> Converted:
     """The per-image step both executors run (the local pool and Beam): read and check the
-    image, then encode its tf.Example and VOC XML. With `strict`, its first problem raises."""
+    image, then encode its tf.Example and VOC XML (and with `tile` and `opts.tile`, its training
+    tiles). With `strict`, its first problem raises."""
     issues = _Issues(strict)
     built = _build_record(item, opts, issues, read)
     if built is None:
         return Converted(None, list(issues))
     record, data = built
-    return Converted(record, list(issues), tfrecord.example_bytes(record, data, label_map, with_masks),
+    done = Converted(record, list(issues), tfrecord.example_bytes(record, data, label_map, with_masks),
                      voc.voc_xml(record))
+    if tile and opts.tile is not None:
+        from .tiles import cut
+        tiles, done.tile_counts = cut(record, data, opts.tile, opts.seed)
+        done.tiles = [tfrecord.example_bytes(t.record, png, label_map) for t, png in tiles]
+        done.tile_entries = [tile_entry(t) for t, _ in tiles]
+    return done
 
 
 # What convert writes (relative to --out), for an earlier output whose marker predates the list
 # of the files it wrote: a rerun refuses to delete any other file there (atomic.foreign_files).
-LAYOUT = (MANIFEST, "label_map.pbtxt", "report.json", "voc/*.xml", "splits/*.txt", "coco/*.json", "tfrecords/*")
+LAYOUT = (MANIFEST, "label_map.pbtxt", "report.json", "voc/*.xml", "splits/*.txt", "coco/*.json", "tfrecords/*",
+          "tiles.json")
 
 
 def _prefetch(path: Optional[str]) -> None:
@@ -182,23 +203,28 @@ def _write_shard(job):
     """Worker: `convert_image` for each image of one TFRecord shard; writes the shard and the
     images' VOC files.
 
+    With a tile shard path (a training split under --tile), the images' tiles go to that shard.
     Returns [(Converted without its bytes, Placed or None)] in the shard's image order;
     records carry no pixels, so little crosses between processes.
     """
-    shard_path, out_dir, items, opts, label_map, with_masks, strict = job
+    shard_path, out_dir, items, opts, label_map, with_masks, strict, tile_path = job
     results = []
-    with open(shard_path, "wb") as shard:
+    with open(shard_path, "wb") as shard, \
+            (open(tile_path, "wb") if tile_path else contextlib.nullcontext()) as tile_shard:
         for i, item in enumerate(items):
             if i + 1 < len(items):
                 _prefetch(items[i + 1].path)
-            done = convert_image(item, opts, label_map, with_masks, strict)
+            done = convert_image(item, opts, label_map, with_masks, strict, tile=tile_path is not None)
             placed = None
             if done.record is not None:
                 placed = Placed("tfrecords/" + os.path.basename(shard_path), shard.tell())
                 write_record(shard, done.example)
                 with open(os.path.join(out_dir, *voc_name(done.record.image_id).split("/")), "wb") as f:
                     f.write(done.voc)
-            results.append((Converted(done.record, done.issues), placed))
+                for example in done.tiles or ():
+                    write_record(tile_shard, example)
+            results.append((Converted(done.record, done.issues, tile_counts=done.tile_counts,
+                                      tile_entries=done.tile_entries), placed))
     return results
 
 
@@ -255,6 +281,7 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
     problems = problems if problems is not None else Problems()
     check_outputs({"--out": out_dir}, input_paths(table, images_dir))
     plan = plan_conversion(table, images_dir, label_map, opts, problems)
+    check_options(opts.tile, plan.with_masks)
     voc.check_names(image for images in plan.by_split.values() for image in images if image in plan.index)
     with atomic.staged_directory(out_dir, owned=LAYOUT) as tmp:
         for sub in ("voc", "splits", "tfrecords", "coco"):
@@ -263,8 +290,11 @@ def convert_table(table: Table, images_dir: str, out_dir: str, label_map: LabelM
         jobs = []
         for split in plan.by_split:
             paths = [os.path.join(tmp, "tfrecords", name) for s in plan.shard_sets(split) for name in s.files]
-            for path, items in zip(paths, plan.shards(split)):
-                jobs.append((path, tmp, items, opts, label_map, plan.with_masks, problems.strict))
+            tiles = (tile_shards(split, len(paths)) if opts.tile is not None and tiled_split(split)
+                     else [None] * len(paths))
+            for path, items, tile_path in zip(paths, plan.shards(split), tiles):
+                jobs.append((path, tmp, items, opts, label_map, plan.with_masks, problems.strict,
+                             tile_path and os.path.join(tmp, "tfrecords", tile_path)))
         results = {}
         for job, shard_results in zip(jobs, _run_shards(jobs, opts.workers, bar)):
             for item, result in zip(job[2], shard_results):
@@ -301,8 +331,10 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
 
     report_splits = {}
     entries: List[ImageEntry] = []
+    tiles = {}
     for split in plan.by_split:
         kept: List[ImageRecord] = []
+        tile_counts, tile_entries = [], []
         for shard in plan.shards(split):
             for item in shard:
                 done, placed = results[item.image]
@@ -312,6 +344,9 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
                     continue
                 record = done.record
                 kept.append(record)
+                if done.tile_counts is not None:
+                    tile_counts.append(done.tile_counts)
+                    tile_entries.extend(done.tile_entries)
                 source_path, frame = split_frame(record.path)
                 entries.append(ImageEntry(record.image_id, split, record.patient_id, record.width, record.height,
                                           len(record.objects), placed.tfrecord, placed.offset, source_path,
@@ -327,15 +362,22 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
             "masks": sum(1 for r in kept for o in r.objects if o.mask is not None),
             **report_fields(plan.shard_sets(split)),
         }
+        if plan.opts.tile is not None and tiled_split(split):
+            count = sum(s.count for s in plan.shard_sets(split))
+            report_splits[split]["tiles"] = report_entry(tile_counts, plan.opts.tile,
+                                                         f"{tile_prefix(split)}-?????-of-{count:05d}")
+            tiles[split] = sorted(tile_entries, key=lambda t: t["name"])
     table = plan.table
     items = len(table.rows) + len(table.negatives) + plan.reader_problems
     problems.check_share(len(problems), items, plan.opts.max_bad, "rows and images")
     joined = sum(1 for g in plan.duplicates if len({plan.patients[i] for i in g.images}) > 1)
-    _check_splits(report_splits, plan.opts, len(set(plan.patients.values())), problems,
+    check_splits(report_splits, plan.opts, len(set(plan.patients.values())), problems,
                   f"; {joined} groups of identical or near-identical images joined their patients "
                   "(report.json 'duplicates'; --allow-duplicates-across-splits splits by patient alone)"
                   if joined else "")
     entries.sort(key=lambda e: e.name)
+    if plan.opts.tile is not None:
+        write("tiles.json", tiles_json(plan.opts.tile, tiles))
     write(MANIFEST, manifest_json(entries, table.source, plan.opts.window).encode("utf-8"))
     write("label_map.pbtxt", plan.label_map.to_pbtxt().encode("utf-8"))
     report = {
@@ -356,45 +398,3 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
                                          plan.opts.duplicate_distance, plan.opts.allow_duplicates_across_splits)
     write("report.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     return report
-
-
-def _check_splits(splits: dict, opts: ConvertOptions, patients: int, problems: Problems, joined: str = "") -> None:
-    """Every split asked for must have images (an empty val/test split is an error, not a quiet 0);
-    `joined` says how duplicate groups joined patients, when they did."""
-    total = sum(s["images"] for s in splits.values())
-    if not total:
-        first = "\n  ".join(str(p) for p in problems.items[:5]) or "(none)"
-        raise UserError("no image could be converted (every image was missing, unreadable or had a bad box); "
-                        f"nothing was written. First problems:\n  {first}")
-    empty = [name for name, s in splits.items() if not s["images"] and opts.fractions.get(name, 0) > 0]
-    if empty:
-        asked = ",".join(f"{k}={v:g}" for k, v in opts.fractions.items())
-        raise UserError(f"split {empty[0]!r} would have 0 images (--split {asked}, {patients} patients in all{joined}, "
-                        f"{total} images kept): a split is made of whole patients, so it needs more patients, "
-                        "a larger fraction, or dropping the split (e.g. --split train=1); nothing was written")
-
-
-def summary(report: dict, out_dir: str) -> str:
-    """A short human-readable summary of a conversion report."""
-    lines = [f"converted {report['images']} images, {report['boxes']} boxes ({report['source']}) -> {out_dir}"]
-    if report.get("window", "header") != "header" or report.get("clahe"):
-        lines.append(f"  window: {report['window']}" + (" + CLAHE" if report.get("clahe") else "")
-                     + " (DICOM and 16-bit images; recorded in dataset.json)")
-    for split, s in report["splits"].items():
-        boxes = ", ".join(f"{k} {v}" for k, v in s["boxes"].items()) or "no boxes"
-        lines.append(f"  {split:<6} {s['images']:>6} images ({s['negatives']} without findings, "
-                     f"{s['patients']} patients): {boxes}")
-    if report.get("fields"):
-        lines.append("  fields kept: " + ", ".join(f"{k} ({n} images)" for k, n in report["fields"].items()))
-    if "duplicates" in report:
-        lines.extend(groups_summary(report["duplicates"]))
-    p = report["problems"]
-    if p["count"]:
-        kinds = ", ".join(f"{k} {v}" for k, v in p["by_kind"].items())
-        lines.append(f"  skipped: {p['count']} problems ({kinds}); details in report.json")
-        lines.extend(f"    {item['file']}:{item['line'] or '-'}: {item['message']}" for item in p["items"][:5])
-    skips = p.get("expected_skips", {})
-    if skips.get("count"):
-        kinds = ", ".join(f"{k} {v}" for k, v in skips["by_kind"].items())
-        lines.append(f"  not objects (expected, not errors): {kinds}")
-    return "\n".join(lines)

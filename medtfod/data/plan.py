@@ -24,6 +24,7 @@ from .shard_sets import SHARD_BY, ShardSet, shard_sets
 from .frame_names import index_frames, negative_frames
 from .duplicates import DEFAULT_DISTANCE, DuplicateGroup, find_groups, hash_files, patient_units
 from .splits import DEFAULT_FRACTIONS, assign_folds, assign_patients, fold_fractions, fold_names
+from .tiles import TileOptions
 
 
 @dataclass
@@ -42,6 +43,7 @@ class ConvertOptions:
     window: Optional[Window] = None  # grey window for DICOM and 16-bit images (`core.windowing`; a spec
                                      # string is parsed); None: 'header', convert's behaviour before windows
     clahe: bool = False            # CLAHE after the window (folded into `window.clahe`)
+    tile: Optional[TileOptions] = None  # --tile: cut the training splits into tiles (`medtfod.data.tiles`)
 
     def __post_init__(self):
         """The checks `--split` and `--folds` get on the command line, for options made in code:
@@ -51,6 +53,8 @@ class ConvertOptions:
         elif self.clahe and not self.window.clahe:
             self.window = dataclasses.replace(self.window, clahe=True)
         self.clahe = self.window.clahe
+        if self.tile is not None and not isinstance(self.tile, TileOptions):
+            raise UserError(f"tile={self.tile!r}: expected medtfod.data.tiles.TileOptions(size, overlap, keep_empty)")
         if self.folds and dict(self.fractions) == DEFAULT_FRACTIONS:
             self.fractions = fold_fractions(self.folds)
         if self.shard_by not in SHARD_BY:

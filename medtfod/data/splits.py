@@ -134,3 +134,19 @@ def _cut(unique: list, fractions: Mapping[str, float], seed: int) -> Dict[str, s
             out[patient] = name
         start += counts[name]
     return out
+
+
+def check_splits(splits: dict, opts, patients: int, problems, joined: str = "") -> None:
+    """Every split asked for must have images (an empty val/test split is an error, not a quiet 0);
+    `joined` says how duplicate groups joined patients, when they did."""
+    total = sum(s["images"] for s in splits.values())
+    if not total:
+        first = "\n  ".join(str(p) for p in problems.items[:5]) or "(none)"
+        raise UserError("no image could be converted (every image was missing, unreadable or had a bad box); "
+                        f"nothing was written. First problems:\n  {first}")
+    empty = [name for name, s in splits.items() if not s["images"] and opts.fractions.get(name, 0) > 0]
+    if empty:
+        asked = ",".join(f"{k}={v:g}" for k, v in opts.fractions.items())
+        raise UserError(f"split {empty[0]!r} would have 0 images (--split {asked}, {patients} patients in all{joined}, "
+                        f"{total} images kept): a split is made of whole patients, so it needs more patients, "
+                        "a larger fraction, or dropping the split (e.g. --split train=1); nothing was written")

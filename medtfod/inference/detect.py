@@ -60,6 +60,9 @@ class DetectOutputs:
     dicom_codes: Optional[str] = None
 
 
+RERUN_MARKER = ".medtfod-detect"  # what the last run wrote into --out (`core.rerun`)
+
+
 def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] = None, dataset: Optional[str] = None,
            split: Optional[str] = None, options: Optional[PredictOptions] = None,
            outputs: Optional[DetectOutputs] = None, detect_fns=None) -> dict:
@@ -115,6 +118,9 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
         check_drawn_names([name for name, _ in inputs], outputs.draw_format)
     predictor.detect_fns  # load the models before creating the output folder
     os.makedirs(out, exist_ok=True)
+    from ..core.rerun import Rerun
+    from ..odapi.runtime import LOG_NAME
+    rerun = Rerun(out, RERUN_MARKER, "detect", keep=[LOG_NAME])  # a rerun's stale files go at the end
     label_map = predictor.label_map
     rows, skipped, pending, dicom_jobs = [], [], [], []  # pending: (prediction, future of its mask RLEs)
     per_image = [None] * len(inputs)  # filled in input order, whatever order batches finish in
@@ -151,6 +157,10 @@ def detect(model: Union[str, Sequence[str]], out: str, *, images: Optional[str] 
                           model_version=os.path.basename(os.path.abspath(predictor.models[0].path)))
     for name, reason in skipped:
         print(f"skipped {name}: {reason}")
+    removed = rerun.finish()
+    if removed:
+        print(f"removed {len(removed)} files the previous detect run wrote into {out} and this one did not "
+              f"(e.g. {removed[0]}), so what is there is this run's")
     summary = {"images": len(inputs), "detections": len(rows), "skipped": skipped, "min_score": predictor.min_score,
                "batch": predictor.batch, "window": f"{predictor.window.describe()} ({predictor.window_source})"}
     if writer is not None:

@@ -172,7 +172,11 @@ class ExportedModel:
     @property
     def label_map(self) -> LabelMap:
         if self._label_map is None:
-            self._label_map = read_label_map(self.label_map_path)
+            if self.runtime == "onnx" and not os.path.isfile(self.label_map_path):
+                from .onnx_model import labels_of  # a model.onnx on its own: the classes it carries
+                self._label_map = labels_of(self.onnx_path)
+            else:
+                self._label_map = read_label_map(self.label_map_path)
         return self._label_map
 
     @property
@@ -229,6 +233,12 @@ class ExportedModel:
             if found is not None:
                 return {"window": found["window"], "clahe": found["clahe"]}
         return None
+
+    @property
+    def training_tiles(self) -> Optional[int]:
+        """The tile size the model was trained on (`convert --tile`, recorded in export.json), or None."""
+        size = self.record.get("training_tiles")
+        return int(size) if isinstance(size, int) and not isinstance(size, bool) else None
 
     @property
     def input_pixels(self) -> Optional[int]:

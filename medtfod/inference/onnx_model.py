@@ -51,6 +51,21 @@ def check_metadata(metadata: Dict[str, str], label_map: LabelMap, facts: dict, p
                         f"export it again from this folder with {EXPORT_HINT}")
 
 
+def labels_of(path: str) -> LabelMap:
+    """The label map model.onnx carries in its metadata (for a model.onnx copied without its export
+    folder's label_map.pbtxt)."""
+    ort = import_onnxruntime()
+    try:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own (non-public) exception types
+        raise UserError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    if LABELS_KEY not in metadata:
+        raise UserError(f"{path} has no label_map.pbtxt beside it and no medtfod metadata (not written by "
+                        f"medtfod export --onnx); copy the export's label_map.pbtxt beside it")
+    return LabelMap({name: int(i) for i, name in json.loads(metadata[LABELS_KEY]).items()})
+
+
 def _classes(labels: Dict[int, str]) -> str:
     return ", ".join(f"{i}={name}" for i, name in sorted(labels.items()))
 

@@ -3,9 +3,10 @@ native resolution, instead of on the whole image shrunk to the model's input, so
 on a 2048 px film keeps its 20 px. Boxes found in a window are mapped back into the whole image
 and merged across the windows' borders.
 
-Windows (`tile_windows`) are `size` x `size` pixels (the image's own side where it is smaller),
-at origins 0, s, 2s, ... with s = round(size * (1 - overlap)), the last one flush with the
-image's far edge, so every window has one shape and windows of a batch of images share a model
+Windows (`tile_windows`, the grid in `medtfod.core.tiles` that `convert --tile` cuts training tiles
+on) are `size` x `size` pixels (the image's own side where it is smaller), at origins 0, s, 2s,
+... with s = round(size * (1 - overlap)), the last one flush with the image's far edge, so
+every window has one shape and windows of a batch of images share a model
 call. `full` adds the whole image (shrunk by the model's resizer, as without tiling) as one more
 window, for lesions larger than a window.
 
@@ -19,34 +20,22 @@ Merging (`merge`), per image and class over every window's boxes taken as one se
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
 from ..core.errors import UserError
+from ..core.tiles import MAX_OVERLAP, Window, check_overlap, origins, tile_windows  # noqa: F401 - the grid, re-exported
 
 MERGES = ("nms", "wbf", "none")
-MAX_OVERLAP = 0.9
 Result = Dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Window:
-    """A tile of an image: top-left corner (x, y) and size (width, height), in whole pixels."""
-    x: int
-    y: int
-    width: int
-    height: int
 
 
 def check_tiling(size: int, overlap: float, merge: str) -> None:
     """Raises UserError for a tile size below 1, an overlap outside [0, 0.9) or an unknown merge."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise UserError(f"tile={size!r}: give the window size in pixels, a whole number")
-    if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < MAX_OVERLAP:
-        raise UserError(f"tile overlap {overlap!r} (--tile-overlap, tile_overlap=): give a share of the window from 0 "
-                        f"(inclusive) to {MAX_OVERLAP:g} (exclusive)")
+    check_overlap(overlap)
     if merge not in MERGES:
         raise UserError(f"tile_merge={merge!r}: choose one of {', '.join(MERGES)}")
 
@@ -57,21 +46,6 @@ def check_tile_size(size: int, model_input: int, model: str) -> None:
     if size < model_input:
         raise UserError(f"--tile {size} is smaller than the {model_input} px input of {model}: a window would be "
                         f"enlarged to the input; give --tile {model_input} or more")
-
-
-def origins(length: int, size: int, overlap: float) -> List[int]:
-    """Window start positions along one side of `length` pixels (see the module docstring)."""
-    if length <= size:
-        return [0]
-    stride = max(1, int(round(size * (1.0 - overlap))))
-    starts = list(range(0, length - size, stride))
-    return starts + [length - size]
-
-
-def tile_windows(width: int, height: int, size: int, overlap: float) -> List[Window]:
-    """The windows covering a width x height image, row by row."""
-    w, h = min(size, width), min(size, height)
-    return [Window(x, y, w, h) for y in origins(height, size, overlap) for x in origins(width, size, overlap)]
 
 
 def _calls(run: Callable[[np.ndarray], Result], pixels: np.ndarray, capacity: int) -> Result:

@@ -82,6 +82,7 @@ def export(config_path: str, model_dir: str, out_dir: str, input_type: str = "im
                 shutil.copyfile(label_map, os.path.join(tmp, "label_map.pbtxt"))
             record = {"step": step, "checkpoint": what, "input_type": input_type}
             record.update(_training_window(pipeline_config))
+            record.update(_training_tiles(pipeline_config))
             with open(os.path.join(tmp, "export.json"), "w", encoding="utf-8") as f:  # what was exported
                 json.dump(record, f, indent=2)
             if tflite:
@@ -98,6 +99,18 @@ def _training_window(pipeline_config) -> dict:
     if found is None:
         return {}
     return {"window": found["window"], "clahe": found["clahe"], "window_dataset": found["dataset"]}
+
+
+def _training_tiles(pipeline_config) -> dict:
+    """{'training_tiles': size} when the train input is `convert --tile`'s tiles (`data.tiles`), so
+    detect can suggest --tile size; {} otherwise."""
+    from ..data.tiles import load_tiles
+    for path in pipeline_config.train_input_reader.tf_record_input_reader.input_path:
+        if "-tiles.record" in os.path.basename(path):
+            found = load_tiles(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+            if found:
+                return {"training_tiles": int(found["size"])}
+    return {}
 
 
 def _export_tflite(pipeline_config, model_dir: str, tmp: str) -> None:

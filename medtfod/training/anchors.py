@@ -115,7 +115,7 @@ def resize_frame(resizer, width: int, height: int) -> Tuple[float, float, int, i
 
 def input_boxes(dataset, splits: Union[str, Sequence[str]], config) -> InputBoxes:
     """The ground-truth boxes of `splits` (one name or several) of `dataset` (a `Dataset`) in
-    `config`'s input frame.
+    `config`'s input frame; for a split `convert --tile` cut, its tiles' boxes (what training sees).
 
     Raises:
       UserError: the splits have no boxes.
@@ -125,9 +125,17 @@ def input_boxes(dataset, splits: Union[str, Sequence[str]], config) -> InputBoxe
     resizer = getattr(config.model, arch).image_resizer
     splits = [splits] if isinstance(splits, str) else list(dict.fromkeys(splits))  # a split named twice counts once
     groups: Dict[Tuple[int, int], List[List[float]]] = {}
+    from ..data.tiles import load_tiles
+    tiles = (load_tiles(dataset.path) or {}).get("splits", {})
     for split in splits:
         if split not in dataset.splits:
             raise UserError(f"{dataset.path} has no split {split!r}; it has {', '.join(dataset.splits)}")
+        if split in tiles:  # a split convert --tile cut: the model trains on its tiles
+            for tile in tiles[split]:
+                sx, sy, ch, cw = resize_frame(resizer, tile["width"], tile["height"])
+                for _, x0, y0, x1, y1 in tile["boxes"]:
+                    groups.setdefault((ch, cw), []).append([x0 * sx, y0 * sy, x1 * sx, y1 * sy])
+            continue
         sizes = {e.name: (e.width, e.height) for e in dataset.images(split)}
         for name, objects in dataset.ground_truth(split).items():
             if not objects or name not in sizes:
@@ -294,6 +302,9 @@ def fit(config, dataset, splits: Union[str, Sequence[str]] = "train") -> Tuple[C
     return before, coverage(config, boxes, cache), boxes.count
 
 
+FEW_BOXES = 30  # fewer training boxes than this: describe() says the fit rests on little
+
+
 def describe(before: Coverage, after: Coverage, boxes: int, splits: Sequence[str] = ("train",)) -> str:
     """The before/after table `anchors` prints (`boxes` of `splits`)."""
     lines = [f"{'':8} {'anchors/image':>13} {'IoU>=0.5':>9} {f'IoU>={after.threshold:g}':>9} "
@@ -304,4 +315,7 @@ def describe(before: Coverage, after: Coverage, boxes: int, splits: Sequence[str
                      f"{c.small_at_threshold:>14.3f} {c.mean_best_iou:>13.3f}  {setting}")
     lines.append(f"share of the {boxes} boxes of split {' + '.join(dict.fromkeys(splits))} whose best anchor reaches "
                  "the IoU, in the model's input frame; 'smallest third' at the model's matcher threshold")
+    if boxes < FEW_BOXES:
+        lines.append(f"note: only {boxes} boxes: a fit to so few may not hold for new images; with more data, fit "
+                     "again (or keep the template's anchors: drop --fit-anchors)")
     return "\n".join(lines)

@@ -33,13 +33,16 @@ def _posix(path: str) -> str:
     return os.path.abspath(path).replace("\\", "/")
 
 
-def record_pattern(data_dir: str, split: str) -> str:
-    """The TFRecord glob of `split` in a converted dataset directory."""
+def record_pattern(data_dir: str, split: str, tiles: bool = False) -> str:
+    """The TFRecord glob of `split` in a converted dataset directory; with `tiles`, of its training
+    tiles when `convert --tile` made them (`medtfod.data.tiles`)."""
     report_path = os.path.join(data_dir, "report.json")
     pattern = None
     if os.path.isfile(report_path):
         with open(report_path, encoding="utf-8") as f:
-            pattern = json.load(f).get("splits", {}).get(split, {}).get("tfrecords")
+            entry = json.load(f).get("splits", {}).get(split, {})
+        pattern = entry.get("tiles", {}).get("tfrecords") if tiles else None
+        pattern = pattern or entry.get("tfrecords")
     if pattern is None:
         found = sorted(glob(os.path.join(data_dir, "tfrecords", f"{split}.record-*")))
         if not found:
@@ -290,7 +293,9 @@ def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None
     for reader, splits in ((config.train_input_reader, train_splits), (config.eval_input_reader[0], [eval_split])):
         reader.label_map_path = _posix(label_map_path)
         del reader.tf_record_input_reader.input_path[:]
-        reader.tf_record_input_reader.input_path.extend(record_pattern(data_dir, split) for split in splits)
+        reader.tf_record_input_reader.input_path.extend(
+            record_pattern(data_dir, split, tiles=reader is config.train_input_reader) for split in splits)
+    check_tiles(config, spec, data_dir, train_splits, opts)
     from . import balance
     if opts.positive_fraction is not None:
         balance.apply_positive_fraction(config, data_dir, train_splits, opts.positive_fraction)
@@ -307,6 +312,31 @@ def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None
         if not key.startswith("train_config.optimizer"):
             set_override(config, key, value)
     return config
+
+
+def check_tiles(config, spec, data_dir: str, train_splits, opts) -> None:
+    """For a dataset `convert --tile` cut: refuse --positive-fraction (its shards are whole images;
+    --tile-keep-empty sets the tiles' balance) and warn when tiles are smaller than the model's
+    input (each would be enlarged)."""
+    from ..data.tiles import load_tiles
+    tiled = load_tiles(data_dir)
+    if not tiled or not set(train_splits) & set(tiled.get("splits", {})):
+        return
+    if opts.positive_fraction is not None:
+        raise UserError(f"{data_dir} was cut into training tiles (convert --tile); --positive-fraction samples whole "
+                        "images: set the tiles' balance with convert --tile-keep-empty instead")
+    arch = getattr(config.model, spec.meta_arch)
+    resizer = arch.image_resizer
+    kind = resizer.WhichOneof("image_resizer_oneof")
+    side = (resizer.fixed_shape_resizer.width if kind == "fixed_shape_resizer"
+            else resizer.keep_aspect_ratio_resizer.max_dimension if kind == "keep_aspect_ratio_resizer" else 0)
+    note = f"training on the {tiled['size']} px tiles of {', '.join(s for s in train_splits if s in tiled['splits'])}"
+    if side and tiled["size"] < side:
+        note += (f"; they are smaller than the model's {side} px input and will be enlarged: convert --tile {side} "
+                 "matches it (and detect --tile the same size)")
+    elif side:
+        note += f"; detect with --tile {tiled['size']} to see images as training did"
+    print(note, flush=True)
 
 
 def data_inputs(config_path: str) -> Dict[str, str]:

@@ -156,6 +156,9 @@ class Trainer:
             if self.stopping:
                 break
         if not self.stopping:
+            if self.final != options.steps and not options.quiet:
+                self.write(f"note: {options.steps} steps: the OD API trains in whole blocks of {STEPS_PER_ITERATION} "
+                           f"steps, so this run ends at step {self.final}")
             every = self.segments[0].checkpoint_every_n if self.segments else None
             if options.eval_every is None and every != options.checkpoint_every_n and options.verbose:
                 self.write(f"checkpointing every {every} steps (not {options.checkpoint_every_n}) so that "

@@ -171,6 +171,8 @@ def _run(beam, table, images_dir, out_dir, label_map, opts, problems, runner, op
     beam_runner = make_runner(runner)
     beam_options = pipeline_options(runner, options)
     FileSystems.set_options(beam_options)  # s3_region_name= etc. for the files read and written here too
+    from ..tiles import check_options
+    check_options(opts.tile, False, runner="beam")
     plan = plan_conversion(table, images_dir, label_map, opts, problems, index_images=index_any, read=read_any)
     voc.check_names(image for images in plan.by_split.values() for image in images if image in plan.index)
     staged = staged_remote(out_dir, LAYOUT) if is_remote(out_dir) else atomic.staged_directory(out_dir, LAYOUT)

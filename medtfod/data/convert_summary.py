@@ -1,0 +1,35 @@
+"""The few lines `medtfod convert` prints about what it wrote (from its report.json)."""
+from __future__ import annotations
+
+from .duplicates import groups_summary
+
+
+def summary(report: dict, out_dir: str) -> str:
+    """A short human-readable summary of a conversion report."""
+    lines = [f"converted {report['images']} images, {report['boxes']} boxes ({report['source']}) -> {out_dir}"]
+    if report.get("window", "header") != "header" or report.get("clahe"):
+        lines.append(f"  window: {report['window']}" + (" + CLAHE" if report.get("clahe") else "")
+                     + " (DICOM and 16-bit images; recorded in dataset.json)")
+    for split, s in report["splits"].items():
+        boxes = ", ".join(f"{k} {v}" for k, v in s["boxes"].items()) or "no boxes"
+        lines.append(f"  {split:<6} {s['images']:>6} images ({s['negatives']} without findings, "
+                     f"{s['patients']} patients): {boxes}")
+        if "tiles" in s:
+            t = s["tiles"]
+            lines.append(f"         {t['tiles']:>6} tiles of {t['size']} px ({t['without_boxes']} without boxes), "
+                         f"{t['boxes']} boxes" + (f"; {t['lost_boxes']} boxes in no tile (under half of each inside "
+                                                 "any tile; larger than a tile?)" if t["lost_boxes"] else ""))
+    if report.get("fields"):
+        lines.append("  fields kept: " + ", ".join(f"{k} ({n} images)" for k, n in report["fields"].items()))
+    if "duplicates" in report:
+        lines.extend(groups_summary(report["duplicates"]))
+    p = report["problems"]
+    if p["count"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in p["by_kind"].items())
+        lines.append(f"  skipped: {p['count']} problems ({kinds}); details in report.json")
+        lines.extend(f"    {item['file']}:{item['line'] or '-'}: {item['message']}" for item in p["items"][:5])
+    skips = p.get("expected_skips", {})
+    if skips.get("count"):
+        kinds = ", ".join(f"{k} {v}" for k, v in skips["by_kind"].items())
+        lines.append(f"  not objects (expected, not errors): {kinds}")
+    return "\n".join(lines)

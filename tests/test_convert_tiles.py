@@ -1,0 +1,171 @@
+"""`convert --tile`: the training split cut into tiles at native resolution, read back by the OD
+API's own decoder and input pipeline; val stays whole; config trains on the tiles."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medtfod.cli import main
+from medtfod.core.annotations import ImageRecord, Object
+from medtfod.core.boxes import Box
+from medtfod.core.errors import UserError
+from medtfod.data.tiles import TileOptions, cut
+
+SIZE, TILE = 200, 80
+
+
+def squares(root, count=10, seed=0):
+    """`count` grey 200x200 PNGs with 1-2 bright 10-24 px squares each (the boxes, COCO xywh)."""
+    rng = np.random.default_rng(seed)
+    images, annotations = [], []
+    os.makedirs(root / "images")
+    for i in range(count):
+        pixels = rng.integers(0, 40, (SIZE, SIZE), dtype=np.uint8)
+        for _ in range(1 + i % 2):
+            side = int(rng.integers(10, 25))
+            x, y = (int(v) for v in rng.integers(0, SIZE - side, 2))
+            pixels[y:y + side, x:x + side] = 250
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1,
+                                "bbox": [x, y, side, side], "area": side * side, "iscrowd": 0})
+        Image.fromarray(pixels).save(root / "images" / f"img{i:02d}.png")
+        images.append({"id": i + 1, "file_name": f"img{i:02d}.png", "width": SIZE, "height": SIZE})
+    path = root / "boxes.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "lesion"}]}))
+    return str(path), str(root / "images")
+
+
+@pytest.fixture(scope="module")
+def tiled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiles")
+    json_path, images = squares(root)
+    out = root / "data"
+    assert main(["convert", "coco", "--json", json_path, "--images", images, "--out", str(out),
+                 "--split", "train=0.7,val=0.3", "--tile", str(TILE), "--tile-overlap", "0.25",
+                 "--tile-keep-empty", "0.5", "-q"]) == 0
+    return {"root": root, "out": out, "json": json_path, "images": images}
+
+
+def test_cut_keeps_boxes_at_least_half_inside_and_counts_the_lost():
+    record = ImageRecord("a.png", "a.png", 300, 100, 1, "png", "p",
+                         [Object("x", Box(90, 10, 110, 30)),    # 50% in each of two tiles at overlap 0
+                          Object("x", Box(20, 20, 30, 30)),     # inside the first tile
+                          Object("x", Box(0, 0, 300, 100))])    # a third in each tile: lost
+    png = Image.new("L", (300, 100))
+    import io
+    buffer = io.BytesIO()
+    png.save(buffer, format="PNG")
+    tiles, counts = cut(record, buffer.getvalue(), TileOptions(100, 0.0, keep_empty=0.0), seed=0)
+    boxes = {t.record.image_id: [o.box for o in t.record.objects] for t, _ in tiles}
+    assert boxes == {"a.png@0,0": [Box(90, 10, 100, 30), Box(20, 20, 30, 30)], "a.png@100,0": [Box(0, 10, 10, 30)]}
+    assert counts.tiles == 2 and counts.boxes == 3 and counts.lost == 1 and counts.empty == 0  # 200,0 dropped:
+    tiles, counts = cut(record, buffer.getvalue(), TileOptions(100, 0.0, keep_empty=1.0), seed=0)  # keep_empty 1
+    assert [t.record.image_id for t, _ in tiles] == ["a.png@0,0", "a.png@100,0", "a.png@200,0"] and counts.empty == 1
+
+
+def test_tiles_decode_with_the_od_api_on_their_bright_squares(tiled):
+    """Every tile shard record, through the OD API's TfExampleDecoder: its pixels are the crop of the
+    source image at the tile's origin and every box covers bright pixels; tiles.json agrees."""
+    from medtfod.odapi.runtime import import_tensorflow
+    tf = import_tensorflow(verbose=False)
+    from object_detection.core import standard_fields as fields
+    from object_detection.data_decoders import tf_example_decoder
+
+    out = tiled["out"]
+    report = json.loads((out / "report.json").read_text())
+    entry = report["splits"]["train"]["tiles"]
+    assert "tiles" not in report["splits"]["val"] and entry["size"] == TILE
+    listing = {t["name"]: t for t in json.loads((out / "tiles.json").read_text())["splits"]["train"]}
+    files = sorted(glob.glob(str(out / "tfrecords" / "train-tiles.record-*")))
+    assert files and not glob.glob(str(out / "tfrecords" / "val-tiles*"))
+    decoder = tf_example_decoder.TfExampleDecoder(label_map_proto_file=str(out / "label_map.pbtxt"))
+    names, boxed = [], 0
+    for raw in tf.data.TFRecordDataset(files):
+        d = decoder.decode(raw)
+        name = d[fields.InputDataFields.source_id].numpy().decode()
+        names.append(name)
+        image = d[fields.InputDataFields.image].numpy()[..., 0]
+        t = listing[name]
+        source = np.asarray(Image.open(os.path.join(tiled["images"], t["image"])))
+        assert image.shape == (TILE, TILE)
+        assert np.array_equal(image, source[t["y"]:t["y"] + TILE, t["x"]:t["x"] + TILE])
+        got = d[fields.InputDataFields.groundtruth_boxes].numpy() * TILE
+        assert len(got) == len(t["boxes"])
+        for ymin, xmin, ymax, xmax in got:
+            inner = image[int(round(ymin)):int(round(ymax)), int(round(xmin)):int(round(xmax))]
+            assert inner.size and inner.min() == 250
+            boxed += 1
+    assert sorted(names) == sorted(listing) and len(names) == entry["tiles"] and boxed == entry["boxes"]
+    assert 0 < entry["without_boxes"] < entry["tiles"]
+    train = (out / "splits" / "train.txt").read_text().split()
+    assert {t["image"] for t in listing.values()} <= set(train)
+    assert glob.glob(str(out / "tfrecords" / "train.record-*"))  # the whole images are still there
+
+
+def test_a_rerun_writes_the_same_tiles(tiled, tmp_path):
+    out = tmp_path / "again"
+    assert main(["convert", "coco", "--json", tiled["json"], "--images", tiled["images"], "--out", str(out),
+                 "--split", "train=0.7,val=0.3", "--tile", str(TILE), "--tile-overlap", "0.25",
+                 "--tile-keep-empty", "0.5", "-q"]) == 0
+    for name in ("tiles.json", "tfrecords/train-tiles.record-00000-of-00001"):
+        assert (out / name).read_bytes() == (tiled["out"] / name).read_bytes()
+
+
+def test_config_trains_on_tiles_and_evaluates_whole_images(tiled, capsys):
+    from medtfod.training.config import RenderOptions, render
+    config = render("ssd_mobilenet_v2_fpnlite_320", str(tiled["out"]), options=RenderOptions(tiny=True))
+    assert "train-tiles.record-" in config.train_input_reader.tf_record_input_reader.input_path[0]
+    assert "/val.record-" in config.eval_input_reader[0].tf_record_input_reader.input_path[0]
+    assert "smaller than the model's 128 px input" in capsys.readouterr().out
+    with pytest.raises(UserError, match="--tile-keep-empty"):
+        render("ssd_mobilenet_v2_fpnlite_320", str(tiled["out"]), options=RenderOptions(positive_fraction=0.5))
+
+
+@pytest.mark.tf
+def test_od_api_train_input_reads_the_tiles(tiled):
+    """The rendered config's train input through the OD API's `inputs.train_input`: batches of tiles
+    resized to the model's input, with the tiles' boxes."""
+    from medtfod.odapi.runtime import import_tensorflow
+    import_tensorflow(verbose=False)
+    from object_detection import inputs
+    from object_detection.core import standard_fields as fields
+    from medtfod.training.config import RenderOptions, render
+
+    config = render("ssd_mobilenet_v2_fpnlite_320", str(tiled["out"]),
+                    options=RenderOptions(tiny=True, image_size=TILE, augment=[], batch_size=4))
+    features, labels = next(iter(inputs.train_input(config.train_config, config.train_input_reader, config.model)))
+    assert tuple(features[fields.InputDataFields.image].shape) == (4, TILE, TILE, 3)
+    counts = labels[fields.InputDataFields.num_groundtruth_boxes].numpy()
+    assert counts.shape == (4,) and counts.max() <= 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tile", "80", "--tile-overlap", "0.95"], "--tile-overlap"),
+    (["--tile-overlap", "0.3"], "go with --tile PX"),
+    (["--tile", "80", "--runner", "direct"], "local runner"),
+])
+def test_bad_tile_options_are_refused_before_anything_is_written(tiled, tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    code = main(["convert", "coco", "--json", tiled["json"], "--images", tiled["images"], "--out", str(out)] + args)
+    assert code != 0 and message in capsys.readouterr().err and not out.exists()
+
+
+def test_tiles_of_a_masked_source_are_refused(tmp_path, capsys):
+    from support.data import masked_coco
+    json_path, images = masked_coco(tmp_path)
+    out = tmp_path / "out"
+    assert main(["convert", "coco", "--json", json_path, "--images", images, "--out", str(out), "--tile", "64"]) != 0
+    assert "instance masks" in capsys.readouterr().err and not out.exists()
+
+
+def test_export_records_the_training_tile_size(tiled):
+    from medtfod.odapi.export import _training_tiles
+    from medtfod.training.config import RenderOptions, render
+    config = render("ssd_mobilenet_v2_fpnlite_320", str(tiled["out"]), options=RenderOptions(tiny=True))
+    assert _training_tiles(config) == {"training_tiles": TILE}
+    del config.train_input_reader.tf_record_input_reader.input_path[:]
+    config.train_input_reader.tf_record_input_reader.input_path.append(str(tiled["out"] / "tfrecords" / "train.record-x"))
+    assert _training_tiles(config) == {}
