@@ -26,15 +26,14 @@ train again).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bench_common import ci, trained_export  # noqa: E402 (benchmarks/, the script's own folder)
 BENCH = os.path.join(ROOT, ".medtfod-bench", "real_ddti")
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 DRAW_SCORE = 0.3
@@ -87,28 +86,22 @@ def patient_bootstrap(values_by_image, patients, n=1000, seed=0, paired=None):
 
 def run_variant(name, data, args):
     import medtfod
-    from medtfod import ExportedModel, MetricsOptions, RenderOptions, TrainOptions
+    from medtfod import ExportedModel, MetricsOptions, RenderOptions
     out = os.path.join(BENCH, f"{name}_{args.steps}steps_{args.image_size}px_seed{args.seed}")
     exported = os.path.join(out, "exported")
-    timing = os.path.join(out, "train_seconds.json")
+    config = os.path.join(out, "model", "pipeline.config")
     if not os.path.isfile(os.path.join(exported, "saved_model", "saved_model.pb")):
-        config = medtfod.render_config("ssd_mobilenet_v2_fpnlite_320", data, os.path.join(out, "model", "pipeline.config"),
+        config = medtfod.render_config("ssd_mobilenet_v2_fpnlite_320", data, config,
                                        RenderOptions(steps=args.steps, batch_size=args.batch_size,
                                                      image_size=args.image_size, learning_rate=args.learning_rate,
                                                      warmup_steps=max(1, args.steps // 4),
                                                      **VARIANTS[name]))
-        started = time.time()
-        medtfod.train(config, os.path.join(out, "model"), options=TrainOptions(verbose=False))
-        with open(timing, "w") as f:
-            json.dump({"seconds": time.time() - started}, f)
-        ExportedModel.export(config, os.path.join(out, "model"), exported)
+    seconds = trained_export(config, out)
     model = ExportedModel(exported)
     predictions = model.predict(data, split="val", min_score=0)
     metrics = medtfod.evaluate(data, "val", predictions, options=MetricsOptions(min_score=DRAW_SCORE, bootstrap=1000))
     from medtfod.data.readers.detections import as_csv_detections
     dets = as_csv_detections(predictions)
-    with open(timing) as f:
-        seconds = json.load(f)["seconds"]
     return {"name": name, "out": out, "metrics": metrics, "dets": dets, "predictions": predictions, "seconds": seconds}
 
 
@@ -134,9 +127,6 @@ def main() -> int:
     print(f"DDTI: {len(data.images('train'))} train images, held out {len(gt)} val images of "
           f"{len(set(patients.values()))} patients, {sum(len(v) for v in gt.values())} nodules")
     runs = [run_variant(name, data, args) for name in args.variants.split(",")]
-
-    def ci(value, low, high):
-        return f"{value:.3f} [{low:.3f}, {high:.3f}]" if value is not None and low is not None else "n/a"
     print(f"\nSSD-MobileNet V2 FPNLite from scratch, {args.image_size} px, batch {args.batch_size}, {args.steps} steps; "
           f"val (held-out patients), 95% patient-bootstrap CIs")
     print(f"{'variant':<10} {'train min':>9} {'AP@0.5':>22} {'AP@0.1':>7} {'FROC mean':>22} "

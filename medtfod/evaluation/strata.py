@@ -148,6 +148,18 @@ def _stratum_weights(m: Matched, s: Stratum, n: int, seed: int) -> np.ndarray:
     return w * s.resample if len(ids) else np.zeros((n, len(m.images)))
 
 
+def replicates(m: Matched, s: Stratum, n: int, seed: int = 0,
+               rates: Sequence[float] = STRATA_RATES) -> Dict[str, np.ndarray]:
+    """Each metric of stratum `s` in each of `n` patient-bootstrap replicates (drawing the
+    patients of `s.resample`, as `measure` does): {key: (n,) array, NaN where undefined}; keys
+    'sensitivity', 'mean_iou', 'fp_per_image', 'ap50', 'froc@<rate>' for each of `rates`,
+    'lesions', 'images'. For a statistic `measure` does not report (e.g. the mean over rates)."""
+    w = _stratum_weights(m, s, n, seed)
+    block = max(1, BLOCK_CELLS // max(1, len(m.det_score)))   # replicates x detections per block
+    parts = [_measure(m, w[k:k + block], s, rates) for k in range(0, n, block)] or [_measure(m, w, s, rates)]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
 def _value(x: float) -> Optional[float]:
     return None if np.isnan(x) else float(x)
 
@@ -169,10 +181,7 @@ def measure(m: Matched, s: Stratum, bootstrap: int = 200, seed: int = 0,
         result["ci95"] = {key: [None, None] for key in ("ap50", "sensitivity", "fp_per_image", "mean_iou")}
         result["ci95"]["froc"] = {threshold_key(r): [None, None] for r in rates}
     elif bootstrap:
-        w = _stratum_weights(m, s, bootstrap, seed)
-        block = max(1, BLOCK_CELLS // max(1, len(m.det_score)))   # replicates x detections per block
-        parts = [_measure(m, w[k:k + block], s, rates) for k in range(0, bootstrap, block)]
-        found = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        found = replicates(m, s, bootstrap, seed, rates)
 
         def ci(key):
             values = found[key]
