@@ -112,6 +112,6 @@ def test_no_draw_writes_the_tables_only(models, images, tmp_path):
     detect(paths["float"], str(out), images=str(images),
            options=PredictOptions(min_score=0.0),
            outputs=DetectOutputs(quiet=True, draw=False))
-    assert sorted(p.name for p in out.iterdir()) == ["coco_results.json", "detections.csv", "detections.json",
-                                                     "images.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".medtfod-detect", "coco_results.json", "detections.csv",
+                                                     "detections.json", "images.csv"]
     assert len((out / "detections.csv").read_text().splitlines()) == 11  # header + 10 readable images
