@@ -8,7 +8,7 @@ from PIL import Image
 
 from medtfod.inference import ensemble
 from medtfod.core.errors import UserError
-from support.inference import blob_finder
+from support.inference import batched_blob_finder, blob_finder
 from medtfod.core.labelmap import LabelMap
 
 
@@ -108,6 +108,43 @@ def test_detect_with_flip_tta_and_a_two_model_ensemble(stand_ins, tmp_path):
     with pytest.raises(UserError, match="label maps differ"):
         detect([stand_ins["exact"], stand_ins["other"]], str(tmp_path / "bad"), images=stand_ins["images"],
                outputs=DetectOutputs(quiet=True))
+
+
+@pytest.mark.tf
+def test_flip_tta_on_a_float_export_runs_both_views_in_one_call_with_the_same_result(tmp_path):
+    """A float_image_tensor export takes any batch, so detect sends a batch and its mirror image
+    in one call (one call instead of two: issue 23's TTA speed); the answer equals two calls'."""
+    from medtfod.inference.detect import DetectOutputs, detect
+    from medtfod.inference.predictor import PredictOptions
+    from medtfod.odapi.runtime import import_tensorflow
+    tf = import_tensorflow(verbose=False)
+    module = batched_blob_finder(tf)
+    calls = []
+    traced = module.__call__.get_concrete_function()
+    tf.saved_model.save(module, str(tmp_path / "float" / "saved_model"), signatures=traced)
+    (tmp_path / "float" / "label_map.pbtxt").write_text('item { id: 1 name: "Mass" }\n')
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, (x0, x1) in enumerate(((10, 60), (120, 190), (80, 100))):  # asymmetric: a mixed-up view shows
+        pixels = np.zeros((100, 200, 3), np.uint8)
+        pixels[20 + k:50 + 2 * k, x0:x1] = 255
+        Image.fromarray(pixels).save(images / f"b{k}.png")
+    loaded = tf.saved_model.load(str(tmp_path / "float" / "saved_model"))
+
+    def counted(pixels):
+        calls.append(int(pixels.shape[0]))
+        return loaded(pixels)
+    counted.signatures = loaded.signatures
+    found = {}
+    for batch in (1, 3):
+        calls.clear()
+        detect(str(tmp_path / "float"), str(tmp_path / f"b{batch}"), images=str(images),
+               options=PredictOptions(min_score=0.1, batch_size=batch, tta=["hflip"]),
+               outputs=DetectOutputs(quiet=True, draw=False), detect_fns=[counted])
+        found[batch] = boxes_of(tmp_path / f"b{batch}" / "detections.csv")
+        assert calls == ([1, 1, 1, 1, 1, 1] if batch == 1 else [6]), calls
+    assert found[1] == found[3]
+    assert found[3]["b1.png"] == pytest.approx([120, 21, 190, 52], abs=1.0)
 
 
 @pytest.mark.tf

@@ -136,7 +136,16 @@ def cut(record: ImageRecord, encoded: bytes, opts: TileOptions, seed: int) -> Tu
 
 def tile_shards(split: str, count: int) -> List[str]:
     """The file names of a tiled split's `count` tile shards (tile shard j: whole-image shard j's tiles)."""
-    return [f"{tile_prefix(split)}-{j:05d}-of-{count:05d}" for j in range(count)]
+    return [_shard_name(split, f"{j:05d}", count) for j in range(count)]
+
+
+def tile_pattern(split: str, count: int) -> str:
+    """The glob of `tile_shards(split, count)`, as a pipeline config's input_path takes it."""
+    return _shard_name(split, "?????", count)
+
+
+def _shard_name(split: str, index: str, count: int) -> str:
+    return f"{tile_prefix(split)}-{index}-of-{count:05d}"
 
 
 def tiles_json(opts: TileOptions, tiles: Dict[str, list]) -> bytes:

@@ -232,6 +232,12 @@ class Predictor:
                 plain = tf.constant(pixels.astype(dtype, copy=False))
                 tensors[dtype] = plain, tf.reverse(plain, axis=[2]) if hflip else None  # [B, H, W, 3]: W mirrored
             plain, mirrored = tensors[dtype]
+            if hflip and capacity > 1:  # a float export takes any batch: both views in one call
+                both = {k: v.numpy() for k, v in fn(tf.concat([plain, mirrored], 0)).items()}
+                n = len(batch)
+                results.append({k: v[:n] for k, v in both.items()})
+                results.append(ensemble.hflip_back({k: v[n:] for k, v in both.items()}))
+                continue
             results.append({k: v.numpy() for k, v in fn(plain).items()})
             if hflip:
                 results.append(ensemble.hflip_back({k: v.numpy() for k, v in fn(mirrored).items()}))

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 
 from ..core.errors import UserError
-from ..core.tiles import MAX_OVERLAP, Window, check_overlap, origins, tile_windows  # noqa: F401 - the grid, re-exported
+from ..core.tiles import MAX_OVERLAP, Window, check_overlap, check_size, origins, tile_windows  # noqa: F401 - the grid, re-exported
 
 MERGES = ("nms", "wbf", "none")
 Result = Dict[str, np.ndarray]
@@ -33,8 +33,7 @@ Result = Dict[str, np.ndarray]
 
 def check_tiling(size: int, overlap: float, merge: str) -> None:
     """Raises UserError for a tile size below 1, an overlap outside [0, 0.9) or an unknown merge."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise UserError(f"tile={size!r}: give the window size in pixels, a whole number")
+    check_size(size)
     check_overlap(overlap)
     if merge not in MERGES:
         raise UserError(f"tile_merge={merge!r}: choose one of {', '.join(MERGES)}")
