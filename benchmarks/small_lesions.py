@@ -2,10 +2,12 @@
 
     .venv/bin/python benchmarks/small_lesions.py [--arms downscale,fit-anchors,tiles] [--work DIR]
         [--patients 100] [--size 2048] [--steps 600] [--tile 320] [--tile-keep-empty 0.1]
-        [--bootstrap 1000] [--seed 0]
+        [--contrast 40,80] [--bootstrap 1000] [--seed 0]
 
 Generates (once, seeded: `lesion_images.py`) `--patients` patients of 2-3 grey `--size` px PNGs
-with 0-3 faint round lesions of 8-24 px each, converts them with `medtfod convert csv` (patient
+with 0-3 round lesions of 8-24 px each (`--contrast`: grey levels above the background, whose
+noise has sigma 8 and whose texture has lesion-sized spots of amplitude 7 and 14;
+the default 40-80 is plain to see at full resolution, 14-36 is faint), converts them with `medtfod convert csv` (patient
 split train 0.7 / val 0.3), and trains SSD-MobileNet V2 FPNLite from scratch with `--recipe
 cpu-scratch` at a 320 px input and `--steps` steps (batch 8, rate 0.04, a quarter warm-up) in
 three arms that differ only in the method:
@@ -14,6 +16,8 @@ three arms that differ only in the method:
   fit-anchors  the same with `config --fit-anchors` (anchors fitted to the training boxes)
   tiles        `convert --tile 320` (the train split cut into 320 px tiles at native resolution,
                `--tile-keep-empty` of the tiles without lesions kept) and `detect --tile 320`
+  tiles-fit    tiles with `config --fit-anchors` (the template's smallest anchor, 32 px, matches
+               few 8-24 px lesions at IoU 0.5; `config` warns of it)
 
 Every arm is measured on the same held-out val patients' whole images (detections at every
 score): per-lesion sensitivity at 1 FP/image and the FROC mean (1/8 ... 8 FP/image), FROC hits
@@ -22,7 +26,7 @@ lesions and by lesion size (the box's longer side: 8-12, 12-18, 18-24 px). In a 
 false positives are all of them (every unmatched detection, whatever its size), so a bin's
 sensitivity at 1 FP/image is at the same threshold as the overall one; a detection matched to a
 lesion of another bin counts for neither. Prints the table and the train (and detect) time per
-arm, and writes it all to `--work`/results.json. Each arm's model and detections are kept under
+arm, and writes it all to `--work`/results[_contrastLOW-HIGH].json. Each arm's model and detections are kept under
 `--work`; a rerun skips what is done (delete an arm's folder to run it again). About 10-15 min
 per arm on 2 shared CPU cores at the defaults; not part of the tests.
 """
@@ -45,7 +49,7 @@ from bench_common import ci, trained_export  # noqa: E402
 
 MODEL = "ssd_mobilenet_v2_fpnlite_320"
 INPUT = 320
-ARMS = ("downscale", "fit-anchors", "tiles")
+ARMS = ("downscale", "fit-anchors", "tiles", "tiles-fit")
 BINS = (0.0, 12.0, 18.0, math.inf)   # longer side in px; the generator's lesions are 8-24 px
 BIN_NAMES = ("8-12 px", "12-18 px", "18-24 px")
 FRACTIONS = {"train": 0.7, "val": 0.3}
@@ -56,7 +60,7 @@ THRESHOLD = 0.5   # only for the lesion records `strata.match` takes; FROC uses 
 def dataset(work: str, images: str, table: str, args, tiles: bool):
     """The converted set (whole images, or the train split tiled), converted once."""
     from medtfod import ConvertOptions, Dataset
-    out = os.path.join(work, f"data_tiles{args.tile}_keep{args.tile_keep_empty:g}" if tiles else "data_whole")
+    out = os.path.join(work, (f"data_tiles{args.tile}_keep{args.tile_keep_empty:g}" if tiles else "data_whole") + args.tag)
     if not os.path.isfile(os.path.join(out, "dataset.json")):
         extra = {}
         if tiles:
@@ -72,17 +76,17 @@ def run_arm(arm: str, data, args, work: str) -> dict:
     path and the times."""
     import medtfod
     from medtfod import ExportedModel, PredictOptions, RenderOptions
-    out = os.path.join(work, f"{arm}_{args.steps}steps")
+    out = os.path.join(work, f"{arm}_{args.steps}steps{args.tag}")
     config = os.path.join(out, "model", "pipeline.config")
     if not os.path.isfile(os.path.join(out, "exported", "saved_model", "saved_model.pb")):
         medtfod.render_config(MODEL, data, config, RenderOptions(recipe="cpu-scratch", image_size=INPUT,
-                                                                 steps=args.steps, fit_anchors=arm == "fit-anchors"))
+                                                                 steps=args.steps, fit_anchors=arm in ("fit-anchors", "tiles-fit")))
     seconds = trained_export(config, out)
     detected = os.path.join(out, "val_detect")
     timing = os.path.join(out, "detect_seconds.json")
     if not os.path.isfile(os.path.join(detected, "detections.csv")):
         started = time.time()
-        options = PredictOptions(tile=args.tile) if arm == "tiles" else None
+        options = PredictOptions(tile=args.tile) if arm.startswith("tiles") else None
         predictions = ExportedModel(os.path.join(out, "exported")).predict(data, split="val", min_score=0,
                                                                            options=options)
         predictions.save(detected, draw=False)
@@ -138,23 +142,36 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--tile", type=int, default=INPUT)
     parser.add_argument("--tile-keep-empty", type=float, default=0.1)
+    parser.add_argument("--contrast", default="40,80", help="LOW,HIGH grey levels above the background")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prepare", action="store_true", help="only generate the images and convert them (both ways)")
     args = parser.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         parser.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
+    try:
+        contrasts = tuple(float(v) for v in args.contrast.split(","))
+    except ValueError:
+        contrasts = ()
+    if len(contrasts) != 2 or not 0 < contrasts[0] <= contrasts[1]:
+        parser.error(f"--contrast {args.contrast!r}: give LOW,HIGH grey levels, 0 < LOW <= HIGH")
     work = os.path.abspath(args.work)
-    images = os.path.join(work, f"images_{args.patients}p_{args.size}px_seed{args.seed}")
-    plan = lesion_images.plan(args.patients, args.size, args.seed)
+    args.tag = "" if contrasts == (14.0, 36.0) else f"_contrast{contrasts[0]:g}-{contrasts[1]:g}"  # 14-36: the first run's
+    images = os.path.join(work, f"images_{args.patients}p_{args.size}px_seed{args.seed}{args.tag}")
+    plan = lesion_images.plan(args.patients, args.size, args.seed, contrasts=contrasts)
     table = lesion_images.write(images, plan, args.size, args.seed)
     print(f"{len(plan)} images of {args.size} px, {args.patients} patients, "
           f"{sum(len(i.lesions) for i in plan)} lesions, {sum(not i.lesions for i in plan)} images without one: {images}")
-    results = {"setup": {k: v for k, v in vars(args).items() if k not in ("arms", "work")}, "arms": {}}
+    results = {"setup": {k: v for k, v in vars(args).items() if k not in ("arms", "work", "tag")}, "arms": {}}
     whole = dataset(work, images, table, args, tiles=False)
+    if args.prepare:
+        dataset(work, images, table, args, tiles=True)
+        print(f"prepared: {work}")
+        return 0
     for arm in arms:
-        data = dataset(work, images, table, args, tiles=True) if arm == "tiles" else whole
+        data = dataset(work, images, table, args, tiles=True) if arm.startswith("tiles") else whole
         if sorted(data.ground_truth("val")) != sorted(whole.ground_truth("val")):
             raise SystemExit(f"{arm}: its val split differs from the whole-image dataset's; they must hold the same images")
         with open(os.path.join(data.path, "report.json")) as f:
@@ -179,7 +196,7 @@ def main() -> int:
             print(f"{arm if k == 0 else '':<12} {name:<9} {m['lesions']:>4} "
                   f"{ci(m['sensitivity_at_1fp'], *m['ci95']['sensitivity_at_1fp']):>26} "
                   f"{ci(m['froc_mean'], *m['ci95']['froc_mean']):>22} {times}")
-    path = os.path.join(work, "results.json")
+    path = os.path.join(work, f"results{args.tag}.json")
     with open(path + ".part", "w") as f:
         json.dump(results, f, indent=1)
     os.replace(path + ".part", path)
