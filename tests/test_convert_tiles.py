@@ -169,3 +169,43 @@ def test_export_records_the_training_tile_size(tiled):
     del config.train_input_reader.tf_record_input_reader.input_path[:]
     config.train_input_reader.tf_record_input_reader.input_path.append(str(tiled["out"] / "tfrecords" / "train.record-x"))
     assert _training_tiles(config) == {}
+
+
+def _decoded(tf, decoder, files):
+    from object_detection.core import standard_fields as fields
+    return {d[fields.InputDataFields.source_id].numpy().decode(): d[fields.InputDataFields.image].numpy()[..., 0]
+            for d in (decoder.decode(raw) for raw in tf.data.TFRecordDataset(files))}
+
+
+@pytest.mark.tf
+def test_16_bit_tiles_hold_what_the_whole_images_record_decodes_to(tmp_path):
+    """A 16-bit grey PNG under the default window: TensorFlow decodes its whole-image record to each
+    sample's high byte, and every tile must show the same pixels (Pillow's convert clipped them to 255)."""
+    from medtfod.odapi.runtime import import_tensorflow
+    tf = import_tensorflow(verbose=False)
+    from object_detection.data_decoders import tf_example_decoder
+    rng = np.random.default_rng(3)
+    (tmp_path / "images").mkdir()
+    images, annotations = [], []
+    for i in range(2):
+        values = rng.integers(1000, 20000, (SIZE, SIZE)).astype(np.uint16)
+        values[50:70, 100:120] = 60000
+        Image.fromarray(values).save(tmp_path / "images" / f"deep{i}.png")
+        assert Image.open(tmp_path / "images" / f"deep{i}.png").mode.startswith("I")
+        images.append({"id": i + 1, "file_name": f"deep{i}.png", "width": SIZE, "height": SIZE})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [100, 50, 20, 20],
+                            "area": 400, "iscrowd": 0})
+    (tmp_path / "boxes.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                     "categories": [{"id": 1, "name": "lesion"}]}))
+    out = tmp_path / "data"
+    assert main(["convert", "coco", "--json", str(tmp_path / "boxes.json"), "--images", str(tmp_path / "images"),
+                 "--out", str(out), "--split", "train=1", "--tile", str(TILE), "--tile-keep-empty", "1", "-q"]) == 0
+    decoder = tf_example_decoder.TfExampleDecoder(label_map_proto_file=str(out / "label_map.pbtxt"))
+    whole = _decoded(tf, decoder, glob.glob(str(out / "tfrecords" / "train.record-*")))
+    tiles = _decoded(tf, decoder, glob.glob(str(out / "tfrecords" / "train-tiles.record-*")))
+    listing = {t["name"]: t for t in json.loads((out / "tiles.json").read_text())["splits"]["train"]}
+    assert sorted(whole) == ["deep0.png", "deep1.png"] and len(tiles) == len(listing) == 2 * 9
+    for name, pixels in tiles.items():
+        t = listing[name]
+        assert np.array_equal(pixels, whole[t["image"]][t["y"]:t["y"] + TILE, t["x"]:t["x"] + TILE]), name
+    assert max(p.mean() for p in tiles.values()) < 100  # not clipped white

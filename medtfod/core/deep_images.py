@@ -21,6 +21,20 @@ DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 
 
+SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")
+
+
+def to_8bit(image):
+    """A 16-bit grayscale PIL image as 8-bit ('L'), keeping each value's high byte, as the OD API
+    reads the same PNG for training (TensorFlow's decode_png strips 16-bit samples to 8 bits);
+    other images unchanged. PIL's own convert('RGB') would clip every value above 255 to white."""
+    from PIL import Image
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image
+    values = np.asarray(image).astype(np.int64)
+    return Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), "L")
+
+
 def is_tiff(data: bytes) -> bool:
     return data[:4] in TIFF_SIGNATURES
 

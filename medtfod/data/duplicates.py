@@ -31,6 +31,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional
 
 import numpy as np
 
+from ..core.deep_images import to_8bit
+
 # Hamming distance (of 64 bits) at or below which two pHashes count as the same picture. On the
 # 480 real DDTI images: 15 pairs of copies at 0, one near copy at 2 (294_2/294_3: one scan, a caption
 # added), and the closest different pictures at 6 (4 pairs, checked by eye), then 8 (46 pairs).
@@ -71,8 +73,7 @@ def hash_pixels(image) -> ImageHash:
 
     exact = hashlib.sha256(f"{image.mode} {image.size[0]}x{image.size[1]}\n".encode("ascii"))
     exact.update(image.tobytes())
-    if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: its high byte, as TensorFlow decodes
-        image = Image.fromarray((np.clip(np.asarray(image).astype(np.int64), 0, 65535) >> 8).astype(np.uint8), "L")
+    image = to_8bit(image)  # 16-bit grey: its high byte, as TensorFlow decodes
     grey = image.convert("L").resize((_SIZE, _SIZE), Image.Resampling.LANCZOS)
     pixels = np.asarray(grey, dtype=np.float64)
     low = (_DCT @ pixels @ _DCT.T)[:_LOW, :_LOW]

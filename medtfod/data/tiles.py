@@ -25,6 +25,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from ..core.deep_images import to_8bit
 from ..core.annotations import ImageRecord, Object
 from ..core.boxes import Box
 from ..core.errors import UserError
@@ -120,6 +121,7 @@ def cut(record: ImageRecord, encoded: bytes, opts: TileOptions, seed: int) -> Tu
         return [], TileCounts(0, 0, 0, lost)
     with Image.open(io.BytesIO(encoded)) as image:
         image.load()
+        image = to_8bit(image)  # 16-bit grey: its high byte, as TensorFlow decodes the whole image's record
         if image.mode not in ("L", "RGB", "RGBA", "P"):  # e.g. a CMYK JPEG: PNG holds grey or RGB
             image = image.convert("RGB")
         tiles = []

@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from ..core.deep_images import to_8bit
 from ..core.errors import UserError
 from ..core.fence import safe_names
 from ..core.images import IMAGE_EXTENSIONS
@@ -80,20 +81,6 @@ def expand_frames(inputs):
                 continue
         out.append((name, source))
     return out
-
-
-SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L")
-
-
-def to_8bit(image):
-    """A 16-bit grayscale PIL image as 8-bit ('L'), keeping each value's high byte, as the OD API
-    reads the same PNG for training (TensorFlow's decode_png strips 16-bit samples to 8 bits);
-    other images unchanged. PIL's own convert('RGB') would clip every value above 255 to white."""
-    from PIL import Image
-    if image.mode not in SIXTEEN_BIT_MODES:
-        return image
-    values = np.asarray(image).astype(np.int64)
-    return Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), "L")
 
 
 def _windowed(image, window):
