@@ -3,6 +3,7 @@ API's own decoder and input pipeline; val stays whole; config trains on the tile
 import glob
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -209,3 +210,56 @@ def test_16_bit_tiles_hold_what_the_whole_images_record_decodes_to(tmp_path):
         t = listing[name]
         assert np.array_equal(pixels, whole[t["image"]][t["y"]:t["y"] + TILE, t["x"]:t["x"] + TILE]), name
     assert max(p.mean() for p in tiles.values()) < 100  # not clipped white
+
+
+def test_a_tiled_split_that_gives_training_nothing_is_refused_and_nothing_is_written(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    Image.new("L", (SIZE, SIZE), 30).save(tmp_path / "images" / "big.png")
+    table = {"images": [{"id": 1, "file_name": "big.png", "width": SIZE, "height": SIZE}],
+             "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 20, 150, 150], "area": 22500,
+                              "iscrowd": 0}], "categories": [{"id": 1, "name": "lesion"}]}
+    (tmp_path / "boxes.json").write_text(json.dumps(table))
+    base = ["convert", "coco", "--json", str(tmp_path / "boxes.json"), "--images", str(tmp_path / "images"),
+            "--split", "train=1", "-q"]
+    assert main(base + ["--out", str(tmp_path / "lost"), "--tile", "40"]) != 0
+    assert re.search(r"--tile 40: none of the 1 boxes of split train is at least half inside", capsys.readouterr().err)
+    assert not (tmp_path / "lost").exists()
+    table["annotations"] = []
+    (tmp_path / "boxes.json").write_text(json.dumps(table))
+    assert main(base + ["--out", str(tmp_path / "none"), "--tile", "40", "--tile-keep-empty", "0"]) != 0
+    assert re.search(r"split train has no boxes and --tile-keep-empty 0 kept no tile", capsys.readouterr().err)
+    assert not (tmp_path / "none").exists()
+    assert main(base + ["--out", str(tmp_path / "tiny"), "--tile", "8"]) != 0
+    assert re.search(r"--tile 8: give the window size in pixels, a whole number of at least 32", capsys.readouterr().err)
+    assert sorted(os.listdir(tmp_path)) == ["boxes.json", "images"]
+
+
+def test_sigterm_during_convert_removes_the_output_in_progress(tmp_path):
+    """`timeout`, batch schedulers and containers stop a job with SIGTERM: convert then discards its
+    staged output as on Ctrl-C (it left a `.out.partial-*` folder of up to a gigabyte)."""
+    import signal
+    import subprocess
+    import time
+    from support.cli import medtfod_script
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    images, annotations = [], []
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (1200, 1200), dtype=np.uint8)).save(tmp_path / "images" / f"i{i}.png")
+        images.append({"id": i + 1, "file_name": f"i{i}.png", "width": 1200, "height": 1200})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [100, 100, 20, 20],
+                            "area": 400, "iscrowd": 0})
+    (tmp_path / "b.json").write_text(json.dumps({"images": images, "annotations": annotations,
+                                                 "categories": [{"id": 1, "name": "x"}]}))
+    run = subprocess.Popen([medtfod_script(), "convert", "coco", "--json", str(tmp_path / "b.json"), "--images",
+                            str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--split", "train=1",
+                            "--tile", "32", "--tile-keep-empty", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and run.poll() is None and not list(tmp_path.glob(".out.partial-*")):
+        time.sleep(0.1)
+    assert run.poll() is None and list(tmp_path.glob(".out.partial-*")), "convert ended before it could be stopped"
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 143 and "terminated (SIGTERM); outputs in progress were discarded" in err, err[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "images"]

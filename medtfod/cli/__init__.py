@@ -12,6 +12,7 @@ share is in `common`.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import List, Optional
 
@@ -63,8 +64,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     from ..training.cluster import drop_blank_tf_config
     drop_blank_tf_config()
+    previous = _terminate_as_interrupt()
     try:
         return args.func(args)
+    except Terminated:
+        print(INTERRUPTED.replace("interrupted", "terminated (SIGTERM)"), file=sys.stderr)
+        return 143
     except UserError as e:
         print(f"medtfod: error: {e}", file=sys.stderr)
         return 1
@@ -77,6 +82,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, batch schedulers and container runtimes send), raised where Ctrl-C's
+    KeyboardInterrupt would be, so that the same clean-up runs: outputs in progress are removed."""
+
+
+def _terminate_as_interrupt():
+    """Make SIGTERM raise `Terminated` in the main thread while a command runs; returns the
+    handler to restore (None when it was not the default, or off the main thread)."""
+    import threading
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return None
+
+    def terminated(signum, frame):
+        raise Terminated()
+    return signal.signal(signal.SIGTERM, terminated)
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ def add_parsers(subparsers) -> None:
                         help="also cut the training splits (train, the folds) into PX x PX tiles at native resolution "
                              "for `config` to train on (<split>-tiles.record-*, tiles.json); val/test stay whole")
     common.add_argument("--tile-overlap", type=float, default=0.2, metavar="F",
-                        help="with --tile: share of a tile overlapping its neighbour, 0 to 0.9 (default 0.2)")
+                        help="with --tile: share of a tile overlapping its neighbour, from 0 up to (not including) 0.9 (default 0.2)")
     common.add_argument("--tile-keep-empty", type=FRACTION, default=1.0, metavar="F",
                         help="with --tile: share of tiles without boxes kept (default 1: all)")
     common.add_argument("--workers", type=POSITIVE, help="processes reading images (default: all cores; "

@@ -103,7 +103,7 @@ def add_parsers(subparsers) -> None:
                         help="run the model on overlapping PX x PX windows at native resolution (small lesions on "
                              "big images; at least the model's input size), boxes mapped back and merged")
     detect.add_argument("--tile-overlap", type=float, default=0.2, metavar="F",
-                        help="with --tile: share of a window overlapping its neighbour, 0 to 0.9 (default 0.2)")
+                        help="with --tile: share of a window overlapping its neighbour, from 0 up to (not including) 0.9 (default 0.2)")
     detect.add_argument("--tile-merge", choices=tiling.MERGES, default="nms",
                         help="with --tile: how boxes of overlapping windows merge (default nms; none keeps all)")
     detect.add_argument("--tile-full", action="store_true",

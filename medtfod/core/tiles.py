@@ -24,10 +24,13 @@ class Window:
     height: int
 
 
+MIN_SIZE = 32  # smaller than any model's input; below it a lesion is rarely half inside one tile
+
+
 def check_size(size, option: str = "--tile") -> None:
-    """Raises UserError unless `size` is a whole number of pixels, at least 1."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise UserError(f"{option} {size!r}: give the window size in pixels, a whole number")
+    """Raises UserError unless `size` is a whole number of pixels, at least MIN_SIZE."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE:
+        raise UserError(f"{option} {size!r}: give the window size in pixels, a whole number of at least {MIN_SIZE}")
 
 
 def check_overlap(overlap, option: str = "--tile-overlap") -> None:

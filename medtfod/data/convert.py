@@ -45,7 +45,7 @@ from ..core.progress import progress
 from .tfrecord_framing import write_record
 from .convert_summary import summary  # noqa: F401 - convert's summary, imported from here by the CLI
 from .splits import check_splits
-from .tiles import TileCounts, check_options, report_entry, tile_entry, tile_pattern, tile_shards, tiles_json, tiled_split
+from .tiles import TileCounts, check_options, check_tiled_split, report_entry, tile_entry, tile_pattern, tile_shards, tiles_json, tiled_split
 from .writers import tfrecord, voc
 from .writers.voc import voc_name
 
@@ -364,7 +364,8 @@ def finish(plan: Plan, results: Mapping[str, tuple], problems: Problems, write) 
         }
         if plan.opts.tile is not None and tiled_split(split):
             count = sum(s.count for s in plan.shard_sets(split))
-            report_splits[split]["tiles"] = report_entry(tile_counts, plan.opts.tile, tile_pattern(split, count))
+            report_splits[split]["tiles"] = entry = report_entry(tile_counts, plan.opts.tile, tile_pattern(split, count))
+            check_tiled_split(split, entry, sum(len(r.objects) for r in kept))
             tiles[split] = sorted(tile_entries, key=lambda t: t["name"])
     table = plan.table
     items = len(table.rows) + len(table.negatives) + plan.reader_problems

@@ -17,8 +17,10 @@ def summary(report: dict, out_dir: str) -> str:
         if "tiles" in s:
             t = s["tiles"]
             lines.append(f"         {t['tiles']:>6} tiles of {t['size']} px ({t['without_boxes']} without boxes), "
-                         f"{t['boxes']} boxes" + (f"; {t['lost_boxes']} boxes in no tile (under half of each inside "
-                                                 "any tile; larger than a tile?)" if t["lost_boxes"] else ""))
+                         f"{t['boxes']} boxes" + (f"; {t['lost_boxes']} {'box' if t['lost_boxes'] == 1 else 'boxes'} in "
+                                                 "no tile (no tile holds half of it: larger than a tile, or cut by "
+                                                 "tile edges: a larger --tile-overlap keeps those)"
+                                                 if t["lost_boxes"] else ""))
     if report.get("fields"):
         lines.append("  fields kept: " + ", ".join(f"{k} ({n} images)" for k, n in report["fields"].items()))
     if "duplicates" in report:

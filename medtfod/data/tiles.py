@@ -173,6 +173,19 @@ def report_entry(counts: List[TileCounts], opts: TileOptions, pattern: str) -> D
             "tfrecords": pattern}
 
 
+def check_tiled_split(split: str, entry: Dict[str, object], boxes: int) -> None:
+    """Refuse a tiled split that gives training nothing: no tiles, or none of its boxes in a tile
+    (the OD API would wait forever on an empty shard, or learn that every lesion is background)."""
+    size = entry["size"]
+    if boxes and not entry["boxes"]:
+        raise UserError(f"--tile {size}: none of the {boxes} boxes of split {split} is at least half inside a "
+                        f"{size} px tile (boxes larger than a tile, or cut by the tiles' edges): give a larger --tile "
+                        "or a larger --tile-overlap")
+    if not entry["tiles"]:
+        raise UserError(f"--tile {size}: split {split} has no boxes and --tile-keep-empty {entry['keep_empty']:g} "
+                        "kept no tile, so training would have nothing to read")
+
+
 def load_tiles(data_dir: str) -> Optional[Dict[str, object]]:
     """The dataset's tiles.json (see `tiles_json` in convert), or None when it was not tiled."""
     import json
