@@ -199,3 +199,32 @@ def test_centernet_anchors_are_refused_naming_the_models_that_have_them(tiny_dat
     out = str(tmp_path / "fitted.config")
     assert main(["anchors", "--data", tiny_dataset, "--config", base, "--out", out]) == 1
     assert "retinanet_resnet50_v1_fpn_640" in capsys.readouterr().err and not os.path.exists(out)
+
+
+def test_config_warns_when_most_boxes_are_too_small_for_any_anchor(tmp_path, capsys):
+    """The first small-lesion benchmark's tiles: 95% of the boxes under the smallest box SSD's 32 px
+    anchors can match at IoU 0.5 (a 22.6 px square), and the model learned nothing. `config` says so
+    (exactly: IoU <= area ratio) and --fit-anchors, which fixes it, does not warn."""
+    from medtfod.training.anchors import reach_warning, smallest_anchor_area
+    from medtfod.odapi import protos
+    from medtfod.core.resources import resource_path
+    config = protos.read_pipeline_config(resource_path("pipeline_configs", "ssd_mobilenet_v2_fpnlite_320.config"))
+    assert smallest_anchor_area(config) == 32.0 ** 2
+
+    class Boxes:  # a Dataset with only what input_boxes reads
+        path, splits = str(tmp_path), ["train"]
+
+        def __init__(self, sides):
+            self.sides = sides
+
+        def images(self, split):
+            from types import SimpleNamespace
+            return [SimpleNamespace(name=f"{i}.png", width=320, height=320) for i in range(len(self.sides))]
+
+        def ground_truth(self, split):
+            from medtfod.core.boxes import Box
+            return {f"{i}.png": [("lesion", Box(10, 10, 10 + s, 10 + s))] for i, s in enumerate(self.sides)}
+    assert reach_warning(config, Boxes([16, 20, 22, 40]), "train").startswith(
+        "warning: 75% of the 4 training boxes are too small for any anchor to match (IoU >= 0.5 needs a box of at "
+        "least 0.5 x the smallest anchor's area, 32 px square")
+    assert reach_warning(config, Boxes([16, 23, 40]), "train") is None  # 23 px: 529 >= 512, reachable

@@ -70,3 +70,25 @@ def test_same_stem_images_refused_before_writing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "x.png" in err and "x.jpg" in err and "voc/x.xml" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["images", "t.csv"]
+
+
+def test_table_names_with_folders_find_their_files(tmp_path):
+    """A table written elsewhere names 'scans/a.png', '../images/scans/b.png' or 'C:\\data\\c.png':
+    each is the file of that name under --images when its folders agree (or, for an absolute name,
+    when only one file has the name); 'other/a.png' names another file, and stays missing."""
+    import json
+    from PIL import Image
+    import numpy as np
+    images = tmp_path / "images"
+    (images / "scans").mkdir(parents=True)
+    for name in ("scans/a.png", "scans/b.png", "c.png"):
+        Image.fromarray(np.full((32, 32), 90, np.uint8)).save(images / name)
+    table = tmp_path / "t.csv"
+    table.write_text("name,finding,x,y,w,h\nscans/a.png,lesion,1,1,9,9\n../images/scans/b.png,lesion,5,5,9,9\n"
+                     "C:\\data\\c.png,lesion,2,2,9,9\nother/a.png,lesion,2,2,9,9\n")
+    out = tmp_path / "out"
+    assert main(["convert", "csv", "--table", str(table), "--columns", "filename=name,label=finding,x=x,y=y,w=w,h=h",
+                 "--images", str(images), "--split", "train=1", "--max-bad", "0.5", "-q", "--out", str(out)]) == 0
+    assert sorted((out / "splits" / "train.txt").read_text().split()) == ["a.png", "b.png", "c.png"]
+    report = json.loads((out / "report.json").read_text())
+    assert [(p["kind"], p["value"]) for p in report["problems"]["items"]] == [("missing_image", "other/a.png")]

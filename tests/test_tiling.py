@@ -25,6 +25,8 @@ def test_windows_cover_the_image_with_the_last_flush_with_its_edge():
             tiling.check_tiling(size, overlap, "nms")
     with pytest.raises(UserError, match="choose one of nms, wbf, none"):
         PredictOptions(tile=64, tile_merge="max")
+    with pytest.raises(UserError, match="go with tile=PX"):  # the CLI refuses --tile-overlap alone too
+        PredictOptions(tile_overlap=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, NamedTuple, Optional
@@ -117,10 +118,23 @@ class ImageItem(NamedTuple):
     spacing: Optional[FrameSpacing] = None
 
 
-def _match_stems(grouped, index, per_image: List[dict]):
+def _by_path(image: str, index, twice) -> str:
+    """A table name with folders ('scans/case_12.png', 'C:\\data\\case_12.png') -> the file name the
+    index knows ('case_12.png') when the file found under the image folder ends with those folders
+    (a relative name) or, for an absolute name, when only one file has that name; else `image`."""
+    parts = [p for p in re.split(r"[\\/]", image) if p not in ("", ".", "..")]
+    if not parts or parts == [image] or parts[-1] not in index or parts[-1] in twice:
+        return image
+    absolute = image[:1] in "/\\" or re.match(r"^[A-Za-z]:[\\/]", image) is not None
+    found = [p for p in re.split(r"[\\/]", index[parts[-1]]) if p]
+    return parts[-1] if absolute or found[-len(parts):] == parts else image
+
+
+def _match_stems(grouped, index, per_image: List[dict], twice=frozenset()):
     """Table names without an extension ('case_12') -> the image file with that stem
-    ('case_12.png'), when exactly one file has it. Returns (grouped, per_image) re-keyed:
-    `per_image` are dicts by image name (patients, meta, ...)."""
+    ('case_12.png'), when exactly one file has it; names with folders by `_by_path` (`twice`: file
+    names found more than once). Returns (grouped, per_image) re-keyed: `per_image` are dicts by
+    image name (patients, meta, ...)."""
     by_stem: Dict[str, Optional[str]] = {}
     for name in index:
         stem = os.path.splitext(name)[0]
@@ -128,7 +142,8 @@ def _match_stems(grouped, index, per_image: List[dict]):
     renamed: "OrderedDict[str, list]" = OrderedDict()
     per_image = [dict(d) for d in per_image]  # copies: the table's own dicts stay as read
     for image, rows in grouped.items():
-        target = image if image in index or os.path.splitext(image)[1] else by_stem.get(image) or image
+        target = image if image in index else _by_path(image, index, twice)
+        target = target if target in index or os.path.splitext(target)[1] else by_stem.get(target) or target
         renamed.setdefault(target, []).extend(rows)
         if target != image:
             for d in per_image:
@@ -247,7 +262,7 @@ def plan_conversion(table: Table, images_dir: str, label_map: LabelMap, opts: Co
     grouped, (table.patients, table.meta, table.spacing) = negative_frames(
         grouped, index, [table.patients, table.meta, table.spacing])
     grouped, (table.patients, table.meta, table.spacing) = _match_stems(
-        grouped, index, [table.patients, table.meta, table.spacing])
+        grouped, index, [table.patients, table.meta, table.spacing], {name for name, _ in dupes})
     patients = {image: table.patients.get(image) or _default_patient(image, table.source) for image in grouped}
     groups = _duplicate_groups(grouped, index, opts, read)
     by_split, negatives_missing = _split_images(grouped, index, opts, patients, patient_units(patients, groups))

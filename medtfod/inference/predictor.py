@@ -99,6 +99,8 @@ class PredictOptions:
             raise UserError(f"fuse={self.fuse!r}: choose one of {', '.join(ensemble.METHODS)}")
         if self.tile is not None:
             tiling.check_tiling(self.tile, self.tile_overlap, self.tile_merge)
+        elif (self.tile_overlap, self.tile_merge, self.tile_full) != (0.2, "nms", False):
+            raise UserError("tile_overlap, tile_merge and tile_full go with tile=PX (without it nothing is tiled)")
         for name in ("tta", "classes"):  # a lone name is a one-item list, not its letters
             value = getattr(self, name)
             if isinstance(value, str):
@@ -212,7 +214,7 @@ class Predictor:
     def _run_batch(self, tf, detect_fns, inputs_of, batch, top_scores, keep_images) -> Iterator[Prediction]:
         """One model call (per model and view) on the images in `batch`, all of one size."""
         pixels = np.stack([np.asarray(image) for _, _, _, image in batch])
-        results, tensors = [], {}  # tensors: per input dtype, the batch and its mirror image (made once)
+        results, calls = [], []  # calls: the SavedModel views, run below (at once when several models)
         opts = self.options
         hflip = "hflip" in opts.tta
         for fn, (capacity, dtype) in zip(detect_fns, inputs_of):
@@ -228,19 +230,31 @@ class Predictor:
                 if hflip:
                     results.append(ensemble.hflip_back(view(pixels[:, :, ::-1])))
                 continue
-            if dtype not in tensors:
-                plain = tf.constant(pixels.astype(dtype, copy=False))
-                tensors[dtype] = plain, tf.reverse(plain, axis=[2]) if hflip else None  # [B, H, W, 3]: W mirrored
-            plain, mirrored = tensors[dtype]
-            if hflip and capacity > 1:  # a float export takes any batch: both views in one call
-                both = {k: v.numpy() for k, v in fn(tf.concat([plain, mirrored], 0)).items()}
-                n = len(batch)
-                results.append({k: v[:n] for k, v in both.items()})
-                results.append(ensemble.hflip_back({k: v[n:] for k, v in both.items()}))
-                continue
-            results.append({k: v.numpy() for k, v in fn(plain).items()})
-            if hflip:
-                results.append(ensemble.hflip_back({k: v.numpy() for k, v in fn(mirrored).items()}))
+            calls.append((fn, capacity, dtype))
+        if calls:
+            tensors = {}  # per input dtype: the batch and its mirror image (made once)
+            for _, _, dtype in calls:
+                if dtype not in tensors:
+                    plain = tf.constant(pixels.astype(dtype, copy=False))
+                    tensors[dtype] = plain, tf.reverse(plain, axis=[2]) if hflip else None  # [B, H, W, 3]: W mirrored
+
+            def views(call):
+                fn, capacity, dtype = call
+                plain, mirrored = tensors[dtype]
+                if hflip and capacity > 1:  # a float export takes any batch: both views in one call
+                    both = {k: v.numpy() for k, v in fn(tf.concat([plain, mirrored], 0)).items()}
+                    n = len(batch)
+                    return [{k: v[:n] for k, v in both.items()}, ensemble.hflip_back({k: v[n:] for k, v in both.items()})]
+                found = [{k: v.numpy() for k, v in fn(plain).items()}]
+                if hflip:
+                    found.append(ensemble.hflip_back({k: v.numpy() for k, v in fn(mirrored).items()}))
+                return found
+            if len(calls) > 1:  # models run side by side: one model's call leaves cores idle between its ops
+                with ThreadPoolExecutor(max_workers=len(calls)) as side_by_side:
+                    for found in side_by_side.map(views, calls):
+                        results.extend(found)
+            else:
+                results.extend(views(calls[0]))
         result = results[0] if len(results) == 1 else ensemble.fuse(results, self.fuse, self.fuse_iou,
                                                                     self.options.max_per_image)
         done = []

@@ -213,6 +213,44 @@ def generator_params(config) -> Dict[str, object]:
             "base": [g.height, g.width], "stride": [g.height_stride, g.width_stride]}
 
 
+def smallest_anchor_area(config) -> float:
+    """The area, in input pixels, of the smallest anchor `config`'s generator makes: SSD's
+    multiscale generator (anchor_scale * 2**min_level)**2 (its other scales are larger, aspect
+    ratios keep the area); the grid generator min(scales)**2 * height * width."""
+    from ..odapi.anchors import anchor_generator
+    arch, proto = anchor_generator(config)
+    if arch == "ssd":
+        g = proto.multiscale_anchor_generator
+        return float((g.anchor_scale * 2 ** g.min_level) ** 2)
+    g = proto.grid_anchor_generator
+    return float(min(g.scales) ** 2 * g.height * g.width)
+
+
+POOR_REACH = 0.5  # config warns when at least this share of the training boxes no anchor can match
+
+
+def reach_warning(config, dataset, splits: Union[str, Sequence[str]]) -> Optional[str]:
+    """A warning when most of the training boxes are too small for any anchor of `config` to match
+    them, else None (also for families without anchors, and splits without boxes).
+
+    A box of area A and an anchor of area a have IoU <= min(A, a) / max(A, a), so the matcher's
+    threshold t needs A >= t * a: a box smaller than that is never a positive, whatever its place,
+    and the model cannot learn it. Exact and cheap (no TensorFlow, unlike `coverage`)."""
+    try:
+        boxes = input_boxes(dataset, splits, config)
+    except UserError:
+        return None
+    threshold, area = matcher_threshold(config), smallest_anchor_area(config)
+    sizes = boxes.sizes()
+    share = float(np.mean(sizes ** 2 < threshold * area))
+    if share < POOR_REACH:
+        return None
+    return (f"warning: {share:.0%} of the {boxes.count} training boxes are too small for any anchor to match (IoU >= "
+            f"{threshold:g} needs a box of at least {threshold:g} x the smallest anchor's area, {area ** 0.5:.0f} px "
+            f"square in the model's input; median box {np.median(sizes):.0f} px): the model cannot learn them. "
+            "--fit-anchors (or `medtfod anchors`) fits the anchors to the boxes")
+
+
 def kmeans_1d(values: np.ndarray, k: int, iterations: int = 50) -> List[float]:
     """k cluster centres of 1-D `values` (Lloyd's algorithm from the quantiles), sorted."""
     centres = np.quantile(values, (np.arange(k) + 0.5) / k)

@@ -20,6 +20,7 @@ from .augment import apply_preset
 from .models import (MODELS, ModelSpec, apply_tiny, enable_masks, from_scratch_batch_norm, model_spec,
                      set_image_size)
 from ..core.resources import resource_path
+from .config_checks import check_anchor_reach, check_tiles
 from .recipes import apply_recipe
 from .schedule import base_rate, rescale
 
@@ -312,32 +313,11 @@ def render(model: str, data_dir: str, *, options: Optional[RenderOptions] = None
     for key, value in (opts.overrides or {}).items():
         if not key.startswith("train_config.optimizer"):
             set_override(config, key, value)
+    if not opts.fit_anchors:
+        check_anchor_reach(config, data_dir, train_splits)
     return config
 
 
-def check_tiles(config, spec, data_dir: str, train_splits, opts) -> None:
-    """For a dataset `convert --tile` cut: refuse --positive-fraction (its shards are whole images;
-    --tile-keep-empty sets the tiles' balance) and warn when tiles are smaller than the model's
-    input (each would be enlarged)."""
-    from ..data.tiles import load_tiles
-    tiled = load_tiles(data_dir)
-    if not tiled or not set(train_splits) & set(tiled.get("splits", {})):
-        return
-    if opts.positive_fraction is not None:
-        raise UserError(f"{data_dir} was cut into training tiles (convert --tile); --positive-fraction samples whole "
-                        "images: set the tiles' balance with convert --tile-keep-empty instead")
-    arch = getattr(config.model, spec.meta_arch)
-    resizer = arch.image_resizer
-    kind = resizer.WhichOneof("image_resizer_oneof")
-    side = (resizer.fixed_shape_resizer.width if kind == "fixed_shape_resizer"
-            else resizer.keep_aspect_ratio_resizer.max_dimension if kind == "keep_aspect_ratio_resizer" else 0)
-    note = f"training on the {tiled['size']} px tiles of {', '.join(s for s in train_splits if s in tiled['splits'])}"
-    if side and tiled["size"] < side:
-        note += (f"; they are smaller than the model's {side} px input and will be enlarged: convert --tile {side} "
-                 "matches it (and detect --tile the same size)")
-    elif side:
-        note += f"; detect with --tile {tiled['size']} to see images as training did"
-    print(note, flush=True)
 
 
 def data_inputs(config_path: str) -> Dict[str, str]:
