@@ -76,11 +76,12 @@ def run_arm(arm: str, data, args, work: str) -> dict:
     path and the times."""
     import medtfod
     from medtfod import ExportedModel, PredictOptions, RenderOptions
-    out = os.path.join(work, f"{arm}_{args.steps}steps{args.tag}")
+    rate = "" if args.learning_rate is None else f"_lr{args.learning_rate:g}"
+    out = os.path.join(work, f"{arm}_{args.steps}steps{rate}{args.tag}")
     config = os.path.join(out, "model", "pipeline.config")
     if not os.path.isfile(os.path.join(out, "exported", "saved_model", "saved_model.pb")):
         medtfod.render_config(MODEL, data, config, RenderOptions(recipe="cpu-scratch", image_size=INPUT,
-                                                                 steps=args.steps, fit_anchors=arm in ("fit-anchors", "tiles-fit")))
+                                                                 steps=args.steps, learning_rate=args.learning_rate, fit_anchors=arm in ("fit-anchors", "tiles-fit")))
     seconds = trained_export(config, out)
     detected = os.path.join(out, "val_detect")
     timing = os.path.join(out, "detect_seconds.json")
@@ -142,6 +143,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--tile", type=int, default=INPUT)
     parser.add_argument("--tile-keep-empty", type=float, default=0.1)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="instead of the cpu-scratch recipe's 0.04 (fitted anchors on the tiles diverged at it)")
     parser.add_argument("--contrast", default="40,80", help="LOW,HIGH grey levels above the background")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -185,7 +188,8 @@ def main() -> int:
     gt = whole.ground_truth("val")
     results["val"] = {"images": len(gt), "patients": len(set(whole.patients("val").values())),
                       "lesions": sum(len(v) for v in gt.values())}
-    print(f"\nSSD-MobileNet V2 FPNLite from scratch, {INPUT} px input, batch 8, {args.steps} steps; val: "
+    print(f"\nSSD-MobileNet V2 FPNLite from scratch, {INPUT} px input, batch 8, {args.steps} steps, rate "
+          f"{args.learning_rate or 0.04:g}; val: "
           f"{results['val']['images']} whole {args.size} px images of {results['val']['patients']} held-out patients, "
           f"{results['val']['lesions']} lesions; 95% patient-bootstrap CIs ({args.bootstrap} replicates)")
     print(f"{'arm':<12} {'lesions':<9} {'n':>4} {'sensitivity @ 1 FP/image':>26} {'FROC mean':>22} {'train min':>9} "
@@ -196,7 +200,8 @@ def main() -> int:
             print(f"{arm if k == 0 else '':<12} {name:<9} {m['lesions']:>4} "
                   f"{ci(m['sensitivity_at_1fp'], *m['ci95']['sensitivity_at_1fp']):>26} "
                   f"{ci(m['froc_mean'], *m['ci95']['froc_mean']):>22} {times}")
-    path = os.path.join(work, f"results{args.tag}.json")
+    rate = "" if args.learning_rate is None else f"_lr{args.learning_rate:g}"
+    path = os.path.join(work, f"results{rate}{args.tag}.json")
     with open(path + ".part", "w") as f:
         json.dump(results, f, indent=1)
     os.replace(path + ".part", path)
