@@ -136,6 +136,37 @@ def fusion_times(batch_fn, tf, arrays, batch: int, rounds: int) -> dict:
     return best
 
 
+def view_calls(batch_fn, tf, arrays, batch: int, rounds: int) -> dict:
+    """{way: seconds} to run the model for two views of every batch, best of `rounds`: the one view
+    alone, two calls (detect before), one call of 2 x batch (`--tta hflip` on a float export now),
+    and two calls side by side in threads (an ensemble now; the same model twice, as in the
+    2-model row)."""
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+    xs = [tf.constant(np.stack(arrays[i:i + batch]).astype(np.float32)) for i in range(0, len(arrays), batch)]
+    ms = [tf.reverse(x, axis=[2]) for x in xs]
+    pool = ThreadPoolExecutor(1)
+
+    def out(fn, x):
+        return {k: v.numpy() for k, v in fn(x).items()}
+
+    ways = {"one view": lambda: [out(batch_fn, x) for x in xs],
+            "two calls": lambda: [(out(batch_fn, x), out(batch_fn, m)) for x, m in zip(xs, ms)],
+            "one call of 2B": lambda: [out(batch_fn, tf.concat([x, m], 0)) for x, m in zip(xs, ms)],
+            "2 models, threads": lambda: [(pool.submit(out, batch_fn, m), out(batch_fn, x))[0].result()
+                                          for x, m in zip(xs, ms)]}
+    for run in ways.values():
+        run()  # traces the 2B shape
+    best = {name: float("inf") for name in ways}
+    for _ in range(max(rounds, 3)):
+        for name, run in ways.items():
+            t = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t)
+    pool.shutdown()
+    return best
+
+
 def onnx_methods(batched: str, images: str, arrays: list, b: int) -> tuple:
     """The ONNX Runtime rows and the bare row each detect row is compared with: model.onnx of the
     float export (converted once by `ExportedModel.to_onnx`, cached with the export)."""
@@ -244,6 +275,11 @@ def main() -> int:
     for method, (ours, theirs) in fused.items():
         ours_ms, theirs_ms = 1000 * ours / len(names), 1000 * theirs / len(names)
         print(f"{method:<8} {ours_ms:>9.3f} {theirs_ms:>15.3f} {theirs / ours:>8.0f}x {ours_ms / bare_ms:>16.3f}x")
+    calls = view_calls(batch_fn, tf, arrays, b, args.rounds)
+    print(f"\nmodel calls for two views of every batch of {b} (float export), best of {max(args.rounds, 3)} rounds")
+    print(f"{'way':<20} {'ms per image':>13} {'vs one view':>12}")
+    for name, seconds in calls.items():
+        print(f"{name:<20} {1000 * seconds / len(names):>13.2f} {calls['one view'] / seconds:>11.2f}x")
     print("goal on CPU: detect >= 0.8x its bare model and >= 3x the tutorial loop (TTA and 2 models call the model "
           "twice per image: their bound is 0.5x)")
     return 0
