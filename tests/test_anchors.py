@@ -202,9 +202,9 @@ def test_centernet_anchors_are_refused_naming_the_models_that_have_them(tiny_dat
 
 
 def test_config_warns_when_most_boxes_are_too_small_for_any_anchor(tmp_path, capsys):
-    """The first small-lesion benchmark's tiles: 95% of the boxes under the smallest box SSD's 32 px
-    anchors can match at IoU 0.5 (a 22.6 px square), and the model learned nothing. `config` says so
-    (exactly: IoU <= area ratio) and --fit-anchors, which fixes it, does not warn."""
+    """The small-lesion benchmark's tiles: 95% of the boxes under the smallest box SSD's 32 px anchors
+    can match at IoU 0.5 (a 22.6 px square). `config` says so (exactly: IoU <= area ratio), and what
+    the matcher then does."""
     from medtfod.training.anchors import reach_warning, smallest_anchor_area
     from medtfod.odapi import protos
     from medtfod.core.resources import resource_path
@@ -224,7 +224,12 @@ def test_config_warns_when_most_boxes_are_too_small_for_any_anchor(tmp_path, cap
         def ground_truth(self, split):
             from medtfod.core.boxes import Box
             return {f"{i}.png": [("lesion", Box(10, 10, 10 + s, 10 + s))] for i, s in enumerate(self.sides)}
-    assert reach_warning(config, Boxes([16, 20, 22, 40]), "train").startswith(
-        "warning: 75% of the 4 training boxes are too small for any anchor to match (IoU >= 0.5 needs a box of at "
-        "least 0.5 x the smallest anchor's area, 32 px square")
+    warning = reach_warning(config, Boxes([16, 20, 22, 16, 18, 20, 21, 22, 19, 17]), "train")
+    assert warning.startswith("warning: 100% of the 10 training boxes are too small for any anchor to match at IoU >= "
+                              "0.5 (that needs a box of at least 0.5 x the smallest anchor's area, 32 px square")
+    assert "each gets only its one forced best anchor as a positive" in warning  # force_match_for_each_row
+    config.model.ssd.matcher.argmax_matcher.force_match_for_each_row = False
+    assert "they get no positive anchor" in reach_warning(config, Boxes([16, 20]), "train")
+    config.model.ssd.matcher.argmax_matcher.force_match_for_each_row = True
+    assert reach_warning(config, Boxes([16, 20, 22, 40]), "train") is None  # 75%: under POOR_REACH
     assert reach_warning(config, Boxes([16, 23, 40]), "train") is None  # 23 px: 529 >= 512, reachable

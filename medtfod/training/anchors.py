@@ -226,16 +226,28 @@ def smallest_anchor_area(config) -> float:
     return float(min(g.scales) ** 2 * g.height * g.width)
 
 
-POOR_REACH = 0.5  # config warns when at least this share of the training boxes no anchor can match
+POOR_REACH = 0.9  # config warns when at least this share of the training boxes no anchor can match
+
+
+def forced_match(config) -> bool:
+    """Whether the matcher gives every box its best anchor even below the threshold (SSD's
+    argmax_matcher force_match_for_each_row; the OD API's Faster R-CNN first stage always does)."""
+    if config.model.WhichOneof("model") != "ssd":
+        return True
+    matcher = config.model.ssd.matcher
+    return matcher.HasField("argmax_matcher") and matcher.argmax_matcher.force_match_for_each_row
 
 
 def reach_warning(config, dataset, splits: Union[str, Sequence[str]]) -> Optional[str]:
-    """A warning when most of the training boxes are too small for any anchor of `config` to match
-    them, else None (also for families without anchors, and splits without boxes).
+    """A warning when nearly all training boxes are too small for any anchor of `config` to match
+    them at the matcher's threshold, else None (also for families without anchors, and splits
+    without boxes).
 
-    A box of area A and an anchor of area a have IoU <= min(A, a) / max(A, a), so the matcher's
-    threshold t needs A >= t * a: a box smaller than that is never a positive, whatever its place,
-    and the model cannot learn it. Exact and cheap (no TensorFlow, unlike `coverage`)."""
+    A box of area A and an anchor of area a have IoU <= min(A, a) / max(A, a), so the threshold t
+    needs A >= t * a: a smaller box is never matched on its own merit, whatever its place. With
+    force_match_for_each_row its best anchor is still made its one positive (a poor fit the
+    regression must stretch); without it, the box has none. Exact and cheap (no TensorFlow,
+    unlike `coverage`)."""
     try:
         boxes = input_boxes(dataset, splits, config)
     except UserError:
@@ -245,9 +257,11 @@ def reach_warning(config, dataset, splits: Union[str, Sequence[str]]) -> Optiona
     share = float(np.mean(sizes ** 2 < threshold * area))
     if share < POOR_REACH:
         return None
-    return (f"warning: {share:.0%} of the {boxes.count} training boxes are too small for any anchor to match (IoU >= "
-            f"{threshold:g} needs a box of at least {threshold:g} x the smallest anchor's area, {area ** 0.5:.0f} px "
-            f"square in the model's input; median box {np.median(sizes):.0f} px): the model cannot learn them. "
+    then = ("each gets only its one forced best anchor as a positive" if forced_match(config)
+            else "they get no positive anchor, and the model cannot learn them")
+    return (f"warning: {share:.0%} of the {boxes.count} training boxes are too small for any anchor to match at IoU >= "
+            f"{threshold:g} (that needs a box of at least {threshold:g} x the smallest anchor's area, "
+            f"{area ** 0.5:.0f} px square in the model's input; median box {np.median(sizes):.0f} px): {then}. "
             "--fit-anchors (or `medtfod anchors`) fits the anchors to the boxes")
 
 
