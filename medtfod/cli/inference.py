@@ -31,6 +31,11 @@ def cmd_detect(args) -> int:
                              tile=args.tile, tile_overlap=args.tile_overlap, tile_merge=args.tile_merge,
                              tile_full=args.tile_full, runtime=args.runtime)
     if args.tile:
+        from ..inference.tiling import check_tile_size
+        for path in args.model:  # before saying what it will do
+            model = first if path == args.model[0] else ExportedModel(path, args.runtime)
+            if model.input_pixels:
+                check_tile_size(args.tile, model.input_pixels, model.path)
         print(f"tiling: {args.tile} px windows overlapping by {args.tile_overlap:g}, merged with {args.tile_merge}"
               + (", plus the whole image" if args.tile_full else ""))
     outputs = DetectOutputs(draw=not args.no_draw, draw_format=args.draw_format, annotations=args.annotations,
