@@ -72,7 +72,7 @@ def test_same_stem_images_refused_before_writing(tmp_path, capsys):
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["images", "t.csv"]
 
 
-def test_table_names_with_folders_find_their_files(tmp_path):
+def test_table_names_with_folders_find_their_files(tmp_path, capsys):
     """A table written elsewhere names 'scans/a.png', '../images/scans/b.png' or 'C:\\data\\c.png':
     each is the file of that name under --images when its folders agree (or, for an absolute name,
     when only one file has the name); 'other/a.png' names another file, and stays missing."""
@@ -92,3 +92,7 @@ def test_table_names_with_folders_find_their_files(tmp_path):
     assert sorted((out / "splits" / "train.txt").read_text().split()) == ["a.png", "b.png", "c.png"]
     report = json.loads((out / "report.json").read_text())
     assert [(p["kind"], p["value"]) for p in report["problems"]["items"]] == [("missing_image", "other/a.png")]
+    # a dataset of one split: config says so (it said the folder was not convert's)
+    assert main(["config", "--model", "ssd_mobilenet_v2_fpnlite_320", "--data", str(out), "--out",
+                 str(tmp_path / "p.config")]) == 1
+    assert "has no split 'val' (its splits: train)" in capsys.readouterr().err

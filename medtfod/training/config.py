@@ -41,7 +41,11 @@ def record_pattern(data_dir: str, split: str, tiles: bool = False) -> str:
     pattern = None
     if os.path.isfile(report_path):
         with open(report_path, encoding="utf-8") as f:
-            entry = json.load(f).get("splits", {}).get(split, {})
+            splits = json.load(f).get("splits", {})
+        if splits and split not in splits:
+            raise UserError(f"{data_dir} has no split {split!r} (its splits: {', '.join(splits)}); the config trains "
+                            "on train and evaluates on val: convert with both (e.g. --split train=0.8,val=0.2)")
+        entry = splits.get(split, {})
         pattern = entry.get("tiles", {}).get("tfrecords") if tiles else None
         pattern = pattern or entry.get("tfrecords")
     if pattern is None:
