@@ -263,3 +263,21 @@ def test_sigterm_during_convert_removes_the_output_in_progress(tmp_path):
     _, err = run.communicate(timeout=120)
     assert run.returncode == 143 and "terminated (SIGTERM); outputs in progress were discarded" in err, err[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "images"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="no fork on Windows")
+def test_sigterm_to_a_forked_worker_ends_it_quietly():
+    """Process pools (convert's, Beam's multi_processing runner) stop their forked workers with
+    SIGTERM: the command's SIGTERM handler, inherited by the fork, must not turn that into a
+    `Terminated` traceback on the terminal (it did, under Beam's --strict error message)."""
+    import subprocess
+    import sys
+    from support import REPO
+    script = ("import multiprocessing, time\n"
+              "from medtfod.cli import _terminate_as_interrupt\n"
+              "assert _terminate_as_interrupt() is not None\n"
+              "worker = multiprocessing.get_context('fork').Process(target=time.sleep, args=(60,))\n"
+              "worker.start(); time.sleep(0.5); worker.terminate(); worker.join(30)\n"
+              "print(worker.exitcode)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert run.stdout.strip() == "-15" and run.stderr == "", (run.stdout, run.stderr)

@@ -12,6 +12,7 @@ share is in `common`.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import List, Optional
@@ -99,7 +100,13 @@ def _terminate_as_interrupt():
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         return None
 
+    command = os.getpid()
+
     def terminated(signum, frame):
+        if os.getpid() != command:  # a forked worker (process pools stop theirs with SIGTERM): die quietly
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         raise Terminated()
     return signal.signal(signal.SIGTERM, terminated)
 
