@@ -107,3 +107,42 @@ def test_calibrate_refuses_detections_from_another_split(tiny_dataset, export_di
                  "--detections", str(csv_path)]) == 1
     assert "1 images in the detections are not in the val split" in capsys.readouterr().err
     assert not (export_dir / OPERATING_POINT).exists()
+
+
+def test_a_point_holds_only_for_the_tiling_it_was_calibrated_on(tiny_dataset, export_dir, tmp_path, capsys):
+    """calibrate --tile records the tiling; detect/predict use a point only when they tile the same
+    way (a whole-image threshold on tiled scores kept a different share of boxes, silently)."""
+    from medtfod.evaluation.metrics import read_ground_truth
+    gt = read_ground_truth(tiny_dataset, "val")
+    rows = ["image,label,score,xmin,ymin,xmax,ymax"]
+    for i, name in enumerate(sorted(gt)):
+        for label, box in gt[name]:
+            rows.append(f"{name},{label},{0.9 - 0.01 * i:.2f},{box.xmin},{box.ymin},{box.xmax},{box.ymax}")
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    calibrate = ["calibrate", "--model", str(export_dir), "--dataset", tiny_dataset, "--sensitivity", "1",
+                 "--detections", str(tmp_path / "d.csv")]
+    assert main([*calibrate, "--tile-merge", "wbf"]) == 1
+    assert "--tile-overlap, --tile-merge and --tile-full go with --tile PX" in capsys.readouterr().err
+    assert main([*calibrate, "--tile", "320", "--tile-merge", "wbf"]) == 0
+    assert "--tile 320 --tile-overlap 0.2 --tile-merge wbf now uses it" in capsys.readouterr().out
+    stored = json.loads((export_dir / OPERATING_POINT).read_text())
+    tiling = {"tile": 320, "overlap": 0.2, "merge": "wbf", "full": False}
+    assert stored["tiling"] == tiling
+    model = ExportedModel(str(export_dir))
+    assert model.min_score(None, tiling=tiling) == (stored["min_score"], model.min_score(None, tiling=tiling)[1])
+    for other in (None, dict(tiling, merge="nms"), dict(tiling, tile=640)):
+        score, source = model.min_score(None, tiling=other)
+        assert score == DEFAULT_MIN_SCORE and "chosen on 320 px tiles (overlap 0.2, wbf merge)" in source, source
+        assert "run medtfod calibrate " + ("without --tile" if other is None else f"--tile {other['tile']}") in source
+    assert main(calibrate) == 0  # a whole-image point (as every point calibrated before --tile)
+    assert "detect --tile does not" in capsys.readouterr().out
+    assert "tiling" not in json.loads((export_dir / OPERATING_POINT).read_text()) or \
+        json.loads((export_dir / OPERATING_POINT).read_text())["tiling"] is None
+    score, source = model.min_score(None, tiling=tiling)
+    assert score == DEFAULT_MIN_SCORE and "chosen on whole images" in source and "calibrate --tile 320" in source
+    from medtfod.evaluation.calibrate import calibrate as calibrate_fn
+    from medtfod.inference.predictor import PredictOptions
+    with pytest.raises(UserError, match="one model's own threshold"):
+        calibrate_fn(str(export_dir), tiny_dataset, sensitivity=1, detections=str(tmp_path / "d.csv"),
+                     options=PredictOptions(tta=("hflip",)))
+

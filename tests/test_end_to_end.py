@@ -145,6 +145,24 @@ def test_calibrate_then_detect_uses_the_operating_point(run, tmp_path, capsys):
     curve = froc_curve(gt, read_detections_csv(str(out / "detections.csv")), 0.1)
     assert curve["avg_fp"][-1] == pytest.approx(point["avg_fp"])
     assert curve["sensitivity"][-1] == pytest.approx(point["sensitivity"])
+    # A whole-image point does not hold for tiled scores; calibrate --tile runs the model tiled
+    # and its point is the one detect --tile (with the same tiling) then uses.
+    from medtfod.inference.model import ExportedModel
+    tile = ["--tile", str(ExportedModel(str(exported)).input_pixels), "--tile-overlap", "0.5"]
+    assert main(["detect", "--model", str(exported), "--dataset", run["dataset"], "--split", "val",
+                 "--out", str(tmp_path / "tiled0"), "--no-draw", "-q", *tile]) == 0
+    assert "the default (the calibrated operating point was chosen on whole images" in capsys.readouterr().out
+    assert main(["calibrate", "--model", str(exported), "--dataset", run["dataset"], "--split", "val",
+                 "--fp-per-image", repr(budget), "-q", *tile]) == 0
+    tiled_point = json.load(open(exported / "operating_point.json"))
+    assert tiled_point["tiling"] == {"tile": int(tile[1]), "overlap": 0.5, "merge": "nms", "full": False}
+    assert tiled_point["avg_fp"] <= budget
+    assert main(["detect", "--model", str(exported), "--dataset", run["dataset"], "--split", "val",
+                 "--out", str(tmp_path / "tiled"), "--no-draw", "-q", *tile]) == 0
+    assert "from the calibrated operating point" in capsys.readouterr().out
+    tiled = froc_curve(gt, read_detections_csv(str(tmp_path / "tiled" / "detections.csv")), 0.1)
+    assert tiled["avg_fp"][-1] == pytest.approx(tiled_point["avg_fp"])
+    assert tiled["sensitivity"][-1] == pytest.approx(tiled_point["sensitivity"])
 
 
 def test_demo_command(tmp_path):

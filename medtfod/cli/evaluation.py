@@ -13,16 +13,28 @@ def cmd_calibrate(args) -> int:
     from ..inference.detect import split_detections
     from ..inference.model import ExportedModel
     from ..inference.operating_point import describe
+    from ..inference.predictor import PredictOptions
+    from .inference import check_tile_options
+    check_tile_options(args)
+    options = PredictOptions(tile=args.tile, tile_overlap=args.tile_overlap, tile_merge=args.tile_merge,
+                             tile_full=args.tile_full)
     model = ExportedModel(args.model)
+    if args.tile and model.input_pixels:
+        from ..inference.tiling import check_tile_size
+        check_tile_size(args.tile, model.input_pixels, model.path)
     check_outputs({"--model": model.path}, {"--dataset": args.dataset, "--detections": args.detections})
     data = Dataset(args.dataset)
     with library_log_in(model.path, args):  # TensorFlow's output while the model runs, if it does
         detections = split_detections(model.path, data.path, args.split, data.ground_truth(args.split),
-                                      args.detections, quiet=args.quiet)
+                                      args.detections, quiet=args.quiet, options=options)
     path, record = calibrate(model, data, args.split, sensitivity=args.sensitivity, fp_per_image=args.fp_per_image,
-                             iou=args.iou, detections=detections)
+                             iou=args.iou, detections=detections, options=options)
     print(f"operating point: {describe(record)}")
-    print(f"written to {path}; medtfod detect --model {model.path} now uses it unless --min-score is given")
+    from ..inference.operating_point import tiling_flags
+    flags = f" {tiling_flags(options.tiling)}" if args.tile else ""
+    print(f"written to {path}; medtfod detect --model {model.path}{flags} now uses it unless --min-score is given"
+          + (" (a run tiled otherwise, or not at all, does not)" if args.tile else
+             (" (detect --tile does not: calibrate with --tile for it)")))
     return 0
 
 
@@ -88,7 +100,9 @@ def _add_calibrate(subparsers) -> None:
     target.add_argument("--fp-per-image", type=NON_NEGATIVE, help="false positives per image allowed, e.g. 0.5")
     calibrate.add_argument("--iou", type=OPEN_FRACTION, default=0.1, help="IoU that counts as a hit (default 0.1, as FROC)")
     calibrate.add_argument("--detections", help="a detections.csv of the split made with --min-score 0 "
-                                                "(default: run the model now)")
+                                                "(default: run the model now; made with --tile, give the same --tile options here)")
+    from .inference import add_tile_options
+    add_tile_options(calibrate)
     calibrate.set_defaults(func=cmd_calibrate)
 
 

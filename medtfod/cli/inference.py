@@ -2,34 +2,54 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from ..core.errors import UserError
 from .common import FRACTION, OPEN_FRACTION, POSITIVE, library_log_in, quiet_options
+
+
+def add_tile_options(parser) -> None:
+    """--tile, --tile-overlap, --tile-merge and --tile-full (detect, calibrate)."""
+    from ..inference import tiling
+    parser.add_argument("--tile", type=POSITIVE, metavar="PX",
+                        help="run the model on overlapping PX x PX windows at native resolution (small lesions on "
+                             "big images; at least the model's input size), boxes mapped back and merged")
+    parser.add_argument("--tile-overlap", type=float, default=0.2, metavar="F",
+                        help="with --tile: share of a window overlapping its neighbour, from 0 up to (not including) 0.9 (default 0.2)")
+    parser.add_argument("--tile-merge", choices=tiling.MERGES, default="nms",
+                        help="with --tile: how boxes of overlapping windows merge (default nms; none keeps all)")
+    parser.add_argument("--tile-full", action="store_true",
+                        help="with --tile: also run the whole image, shrunk to the input, for large lesions")
+
+
+def check_tile_options(args) -> None:
+    if args.tile is None and (args.tile_full or args.tile_merge != "nms" or args.tile_overlap != 0.2):
+        raise UserError("--tile-overlap, --tile-merge and --tile-full go with --tile PX")
 
 
 def cmd_detect(args) -> int:
     from ..inference.detect import DetectOutputs, detect
     from ..inference.model import ExportedModel
     from ..inference.predictor import PredictOptions
-    if args.tile is None and (args.tile_full or args.tile_merge != "nms" or args.tile_overlap != 0.2):
-        raise UserError("--tile-overlap, --tile-merge and --tile-full go with --tile PX")
+    check_tile_options(args)
     if bool(args.dataset) != bool(args.split):
         raise UserError("--dataset and --split go together (e.g. --dataset data --split val)")
     ensemble = len(args.model) > 1 or bool(args.tta)
     if ensemble:
         print(f"fusing {len(args.model)} model(s) x {1 + len(args.tta or [])} view(s) with {args.fuse}")
     first = ExportedModel(args.model[0], args.runtime)
-    min_score, source = first.min_score(args.min_score, fused=ensemble)
-    if args.tile is None and first.training_tiles:
-        print(f"note: {args.model[0]} was trained on {first.training_tiles} px tiles (convert --tile); "
-              f"detect --tile {first.training_tiles} shows it images as training did")
-    print(f"min score {min_score:g} from {source}")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    options = PredictOptions(min_score=min_score, max_per_image=args.max_per_image, classes=classes,
+    options = PredictOptions(min_score=args.min_score, max_per_image=args.max_per_image, classes=classes,
                              batch_size=args.batch_size, workers=args.workers, tta=args.tta or (), fuse=args.fuse,
                              fuse_iou=args.fuse_iou, label_map=args.label_map, window=args.window, clahe=args.clahe,
                              tile=args.tile, tile_overlap=args.tile_overlap, tile_merge=args.tile_merge,
                              tile_full=args.tile_full, runtime=args.runtime)
+    min_score, source = first.min_score(args.min_score, fused=ensemble, tiling=options.tiling)
+    options = dataclasses.replace(options, min_score=min_score)
+    if args.tile is None and first.training_tiles:
+        print(f"note: {args.model[0]} was trained on {first.training_tiles} px tiles (convert --tile); "
+              f"detect --tile {first.training_tiles} shows it images as training did")
+    print(f"min score {min_score:g} from {source}")
     if args.tile:
         from ..inference.tiling import check_tile_size
         for path in args.model:  # before saying what it will do
@@ -103,16 +123,7 @@ def add_parsers(subparsers) -> None:
                              "NMS IoU threshold, so a model fused with itself is itself; 0.55 if unknown)")
     detect.add_argument("--tta", action="append", choices=ensemble.TTA,
                         help="test-time augmentation: also run each image flipped horizontally, then fuse")
-    from ..inference import tiling
-    detect.add_argument("--tile", type=POSITIVE, metavar="PX",
-                        help="run the model on overlapping PX x PX windows at native resolution (small lesions on "
-                             "big images; at least the model's input size), boxes mapped back and merged")
-    detect.add_argument("--tile-overlap", type=float, default=0.2, metavar="F",
-                        help="with --tile: share of a window overlapping its neighbour, from 0 up to (not including) 0.9 (default 0.2)")
-    detect.add_argument("--tile-merge", choices=tiling.MERGES, default="nms",
-                        help="with --tile: how boxes of overlapping windows merge (default nms; none keeps all)")
-    detect.add_argument("--tile-full", action="store_true",
-                        help="with --tile: also run the whole image, shrunk to the input, for large lesions")
+    add_tile_options(detect)
     detect.add_argument("--annotations", choices=preannotate.FORMATS,
                         help="also write the kept detections as pre-annotations to correct: labelImg's VOC XML, "
                              "Label Studio tasks, or COCO JSON (CVAT)")

@@ -58,7 +58,7 @@ def choose_threshold(gt: GroundTruth, dets: Sequence[Detection], sensitivity: Op
 
 def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float] = None,
               fp_per_image: Optional[float] = None, iou: float = 0.1, detections=None,
-              quiet: bool = True) -> Tuple[str, dict]:
+              quiet: bool = True, options=None) -> Tuple[str, dict]:
     """Choose the export's operating point on a labelled split (`medtfod calibrate`) and store it
     in the export folder, where `detect` and `ExportedModel.predict` find it.
 
@@ -71,6 +71,9 @@ def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float
         `Detection`s or predictions (`ExportedModel.predict(dataset, split, min_score=0)`);
         else the model runs now.
       quiet: no progress bar.
+      options: a `PredictOptions` the model runs with (e.g. `tile=320`): `detect` and `predict`
+        use the operating point only when they tile the same way (recorded as 'tiling'). With
+        `detections`, say here how they were made.
 
     Returns (the operating_point.json path, the record written).
     """
@@ -80,11 +83,14 @@ def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float
     from ..inference.detect import check_on_split, split_detections
     from ..inference.model import ExportedModel
     from ..inference.operating_point import write_operating_point
+    if options is not None and (options.models or options.tta):
+        raise UserError("calibrate chooses one model's own threshold: give options without models or tta "
+                        "(a fused score has no calibration)")
     exported = model if isinstance(model, ExportedModel) else ExportedModel(model)
     data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     gt = data.ground_truth(split)
     if detections is None or isinstance(detections, (str, os.PathLike)):
-        dets = split_detections(exported.path, data.path, split, gt, detections, quiet=quiet)
+        dets = split_detections(exported.path, data.path, split, gt, detections, quiet=quiet, options=options)
     else:
         from ..data.readers.detections import as_csv_detections
         dets = as_csv_detections(detections)
@@ -92,4 +98,5 @@ def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float
     point = choose_threshold(gt, dets, sensitivity=sensitivity, fp_per_image=fp_per_image, iou=iou)
     return write_operating_point(exported.path, point, target_sensitivity=sensitivity,
                                  target_fp_per_image=fp_per_image, iou=iou, dataset=os.path.abspath(data.path),
-                                 split=split, images=len(gt), boxes=sum(len(v) for v in gt.values()))
+                                 split=split, images=len(gt), boxes=sum(len(v) for v in gt.values()),
+                                 tiling=options.tiling if options is not None else None)

@@ -179,17 +179,20 @@ def check_on_split(dets, gt, split: str, dataset: str) -> None:
 
 
 def split_detections(model: str, dataset: str, split: str, gt, detections: Optional[str] = None,
-                     quiet: bool = False) -> list:
+                     quiet: bool = False, options: Optional[PredictOptions] = None) -> list:
     """Every detection the model makes on a dataset split (score >= 0), read from `detections`
-    (a detections.csv of that split) or made now without drawing; a `UserError` when a detection
-    is on an image outside the split's ground truth `gt`."""
+    (a detections.csv of that split) or made now without drawing (run with `options`, e.g. tiled;
+    their min_score is replaced by 0); a `UserError` when a detection is on an image outside the
+    split's ground truth `gt`."""
+    import dataclasses
     import tempfile
 
     from ..data.readers.detections import read_detections_csv
     with tempfile.TemporaryDirectory(prefix="medtfod-split-") as tmp:
         csv_path = detections
         if not csv_path:  # the tables are all the caller needs
-            detect(model, tmp, dataset=dataset, split=split, options=PredictOptions(min_score=0.0),
+            run = dataclasses.replace(options or PredictOptions(), min_score=0.0)
+            detect(model, tmp, dataset=dataset, split=split, options=run,
                    outputs=DetectOutputs(draw=False, quiet=quiet))
             csv_path = os.path.join(tmp, "detections.csv")
         dets = read_detections_csv(csv_path)

@@ -263,16 +263,21 @@ class ExportedModel:
         from .operating_point import read_operating_point
         return read_operating_point(self.path)
 
-    def min_score(self, min_score: Optional[float] = None, fused: bool = False) -> Tuple[float, str]:
+    def min_score(self, min_score: Optional[float] = None, fused: bool = False,
+                  tiling: Optional[dict] = None) -> Tuple[float, str]:
         """The threshold to use and where it came from: `min_score` when given, else the operating
         point `medtfod calibrate` stored here, else DEFAULT_MIN_SCORE. A `fused` score (several
-        models or TTA views) has no operating point: a calibration belongs to one model's own scores."""
-        from .operating_point import describe
+        models or TTA views) has no operating point: a calibration belongs to one model's own scores.
+        Nor does a run tiled otherwise than the calibration (`tiling`: `PredictOptions.tiling`; None
+        for whole images): tiled scores come from other pixels, and merging changes them again."""
+        from .operating_point import describe, tiling_mismatch
         if min_score is not None:
             return min_score, "--min-score"
         if fused:
             return DEFAULT_MIN_SCORE, "the default (a fused score has no calibration yet)"
         point = self.operating_point
+        if point and tiling_mismatch(point, tiling):
+            return DEFAULT_MIN_SCORE, f"the default ({tiling_mismatch(point, tiling)})"
         if point:
             return float(point["min_score"]), f"the calibrated operating point ({describe(point)})"
         return DEFAULT_MIN_SCORE, "the default (run medtfod calibrate to choose one for your data)"

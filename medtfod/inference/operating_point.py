@@ -45,4 +45,30 @@ def describe(record: dict) -> str:
               else f"<= {record['target_fp_per_image']:g} FP/image")
     return (f"min score {record['min_score']:.4f}: sensitivity {record['sensitivity']:.3f} at "
             f"{record['avg_fp']:.2f} FP/image on {record.get('images', '?')} {record.get('split', '')} images "
-            f"(target {target}, IoU >= {record.get('iou', 0.1):g})")
+            f"(target {target}, IoU >= {record.get('iou', 0.1):g}"
+            + (f", on {tiling_text(record['tiling'])})" if record.get("tiling") else ")"))
+
+
+def tiling_text(tiling: Optional[dict]) -> str:
+    if not tiling:
+        return "whole images"
+    return (f"{tiling['tile']} px tiles (overlap {tiling['overlap']:g}, {tiling['merge']} merge"
+            + (", plus the whole image)" if tiling.get("full") else ")"))
+
+
+def tiling_flags(tiling: Optional[dict]) -> str:
+    if not tiling:
+        return "without --tile"
+    return (f"--tile {tiling['tile']} --tile-overlap {tiling['overlap']:g} --tile-merge {tiling['merge']}"
+            + (" --tile-full" if tiling.get("full") else ""))
+
+
+def tiling_mismatch(record: dict, tiling: Optional[dict]) -> Optional[str]:
+    """Why the operating point `record` does not hold for a run tiled as `tiling` (None: it does).
+    Points calibrated before calibrate could tile have no 'tiling': they are whole images'."""
+    calibrated = record.get("tiling") or None
+    if calibrated == (tiling or None):
+        return None
+    return (f"the calibrated operating point was chosen on {tiling_text(calibrated)} and this run detects on "
+            f"{tiling_text(tiling)}, whose scores differ: run medtfod calibrate {tiling_flags(tiling)} for it")
+

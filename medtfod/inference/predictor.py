@@ -106,6 +106,14 @@ class PredictOptions:
             if isinstance(value, str):
                 object.__setattr__(self, name, (value,))
 
+    @property
+    def tiling(self) -> Optional[dict]:
+        """How these options tile, as `calibrate` records it beside an operating point (None: whole
+        images). A threshold chosen on one tiling's scores does not hold for another's."""
+        if self.tile is None:
+            return None
+        return {"tile": self.tile, "overlap": self.tile_overlap, "merge": self.tile_merge, "full": self.tile_full}
+
 
 def model_input(detect_fn, batch_size: int) -> Tuple[int, type]:
     """(images per model call, pixel dtype) for a loaded SavedModel: `batch_size` float32 images
@@ -148,7 +156,8 @@ class Predictor:
         if self.views > 1:
             self.fuse = self.fuse or "wbf"
             self.fuse_iou = self.fuse_iou or ensemble.default_iou([m.nms_iou for m in self.models])
-        self.min_score, self.min_score_source = self.models[0].min_score(options.min_score, fused=self.views > 1)
+        self.min_score, self.min_score_source = self.models[0].min_score(options.min_score, fused=self.views > 1,
+                                                                         tiling=options.tiling)
         self.label_map = read_label_map(options.label_map) if options.label_map else self.models[0].label_map
         if len(self.models) > 1:
             ensemble.check_label_maps([m.path for m in self.models], [m.label_map for m in self.models])
