@@ -63,6 +63,7 @@ def test_cut_keeps_boxes_at_least_half_inside_and_counts_the_lost():
     boxes = {t.record.image_id: [o.box for o in t.record.objects] for t, _ in tiles}
     assert boxes == {"a.png@0,0": [Box(90, 10, 100, 30), Box(20, 20, 30, 30)], "a.png@100,0": [Box(0, 10, 10, 30)]}
     assert counts.tiles == 2 and counts.boxes == 3 and counts.lost == 1 and counts.empty == 0  # 200,0 dropped:
+    assert counts.lost_boxes == ({"image": "a.png", "source": None, "label": "x", "box": [0, 0, 300, 100]},)
     tiles, counts = cut(record, buffer.getvalue(), TileOptions(100, 0.0, keep_empty=1.0), seed=0)  # keep_empty 1
     assert [t.record.image_id for t, _ in tiles] == ["a.png@0,0", "a.png@100,0", "a.png@200,0"] and counts.empty == 1
 
@@ -281,3 +282,23 @@ def test_sigterm_to_a_forked_worker_ends_it_quietly():
               "print(worker.exitcode)\n")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert run.stdout.strip() == "-15" and run.stderr == "", (run.stdout, run.stderr)
+
+
+def test_boxes_in_no_tile_are_listed_in_the_report_and_named_in_the_summary(tmp_path, capsys):
+    """A lost box is one a user may need back: report.json lists each (image, source, label, box)
+    and convert's summary names the first ones, not only their number."""
+    json_path, images = squares(tmp_path, count=6)
+    data = json.loads(open(json_path).read())
+    for k, image_id in enumerate((1, 2, 3, 4, 5)):  # larger than a tile: no tile holds half of it
+        data["annotations"].append({"id": 100 + k, "image_id": image_id, "category_id": 1, "bbox": [10, 10, 150, 150],
+                                    "area": 22500, "iscrowd": 0})
+    open(json_path, "w").write(json.dumps(data))
+    assert main(["convert", "coco", "--json", json_path, "--images", images, "--out", str(tmp_path / "out"),
+                 "--split", "train=1", "--tile", str(TILE), "--tile-overlap", "0.25"]) == 0
+    printed = capsys.readouterr().out
+    lost = json.load(open(tmp_path / "out" / "report.json"))["splits"]["train"]["tiles"]["lost"]
+    assert len(lost) == 5 and {e["image"] for e in lost} == {f"img{i:02d}.png" for i in range(5)}
+    assert all(e["label"] == "lesion" and e["box"] == [10, 10, 160, 160] for e in lost), lost
+    assert "5 boxes in no tile" in printed and printed.count("in no tile: img0") == 3, printed
+    assert "... and 2 more: report.json lists them (splits.train.tiles.lost)" in printed
+

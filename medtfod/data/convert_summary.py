@@ -21,6 +21,12 @@ def summary(report: dict, out_dir: str) -> str:
                                                  "no tile (no tile holds half of it: larger than a tile, or cut by "
                                                  "tile edges: a larger --tile-overlap keeps those)"
                                                  if t["lost_boxes"] else ""))
+            for lost in t.get("lost", [])[:3]:
+                box = ",".join(f"{v:g}" for v in lost["box"])
+                lines.append(f"           in no tile: {lost['image']} {lost['label']} [{box}]"
+                             + (f" ({lost['source']})" if lost.get("source") else ""))
+            if len(t.get("lost", [])) > 3:
+                lines.append(f"           ... and {len(t['lost']) - 3} more: report.json lists them (splits.{split}.tiles.lost)")
     if report.get("fields"):
         lines.append("  fields kept: " + ", ".join(f"{k} ({n} images)" for k, n in report["fields"].items()))
     if "duplicates" in report:

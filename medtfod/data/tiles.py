@@ -70,12 +70,22 @@ class Tile(NamedTuple):
 
 
 class TileCounts(NamedTuple):
-    """What tiling one image gave: tiles kept, of them without boxes, boxes in tiles, boxes in no tile."""
+    """What tiling one image gave: tiles kept, of them without boxes, boxes in tiles, boxes in no tile
+    (and those boxes: `lost_entry` dicts)."""
 
     tiles: int
     empty: int
     boxes: int
     lost: int
+    lost_boxes: Tuple[Dict[str, object], ...] = ()
+
+
+def lost_entry(record: ImageRecord, index: int) -> Dict[str, object]:
+    """A box in no tile, as report.json lists it: image, source ('file:line' of its row, when known),
+    label, box (corners in the image's pixels)."""
+    o = record.objects[index]
+    return {"image": record.image_id, "source": o.source or None, "label": o.label,
+            "box": [o.box.xmin, o.box.ymin, o.box.xmax, o.box.ymax]}
 
 
 def tile_name(image_id: str, window: Window) -> str:
@@ -115,10 +125,11 @@ def cut(record: ImageRecord, encoded: bytes, opts: TileOptions, seed: int) -> Tu
                         "(or from a source without masks) to train Mask R-CNN")
     draw = random.Random(zlib.crc32(f"{seed}:{record.image_id}".encode("utf-8")))
     placed = [(w, _objects_in(record, w)) for w in tile_windows(record.width, record.height, opts.size, opts.overlap)]
-    lost = len(record.objects) - len({i for _, found in placed for i, _ in found})
+    covered = {i for _, found in placed for i, _ in found}
+    lost = tuple(lost_entry(record, i) for i in range(len(record.objects)) if i not in covered)
     kept = [(w, [o for _, o in found]) for w, found in placed if found or draw.random() < opts.keep_empty]
     if not kept:
-        return [], TileCounts(0, 0, 0, lost)
+        return [], TileCounts(0, 0, 0, len(lost), lost)
     with Image.open(io.BytesIO(encoded)) as image:
         image.load()
         image = to_8bit(image)  # 16-bit grey: its high byte, as TensorFlow decodes the whole image's record
@@ -132,7 +143,7 @@ def cut(record: ImageRecord, encoded: bytes, opts: TileOptions, seed: int) -> Tu
                                "png", record.patient_id, objects)
             tiles.append((Tile(tile, w, record.image_id), buffer.getvalue()))
     counts = TileCounts(len(tiles), sum(1 for t, _ in tiles if not t.record.objects),
-                        sum(len(t.record.objects) for t, _ in tiles), lost)
+                        sum(len(t.record.objects) for t, _ in tiles), len(lost), lost)
     return tiles, counts
 
 
@@ -170,7 +181,7 @@ def report_entry(counts: List[TileCounts], opts: TileOptions, pattern: str) -> D
     return {"size": opts.size, "overlap": opts.overlap, "keep_empty": opts.keep_empty,
             "tiles": sum(c.tiles for c in counts), "without_boxes": sum(c.empty for c in counts),
             "boxes": sum(c.boxes for c in counts), "lost_boxes": sum(c.lost for c in counts),
-            "tfrecords": pattern}
+            "lost": [entry for c in counts for entry in c.lost_boxes], "tfrecords": pattern}
 
 
 def check_tiled_split(split: str, entry: Dict[str, object], boxes: int) -> None:
