@@ -86,3 +86,24 @@ def test_convert_csv_matches_stems(tmp_path):
     assert sum(s["patients"] for s in report["splits"].values()) == 3
     names = (out / "splits" / "train.txt").read_text().split() + (out / "splits" / "val.txt").read_text().split()
     assert sorted(names) == [f"case_{i}.png" for i in range(6)]
+
+
+def test_a_table_without_boxes_converts_with_a_warning_and_config_says_why(tmp_path, capsys):
+    """Only negatives: convert writes the dataset (a test set of images without findings is
+    legitimate) but warns that nothing can train on it; config's error names the cause."""
+    import numpy as np
+    from PIL import Image
+    from medtfod.cli import main
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 50), dtype=np.uint8)).save(images / f"n{i}.png")
+    table = write(tmp_path / "t.csv", "file,label,x0,y0,x1,y1\n" + "".join(f"n{i}.png,,,,,\n" for i in range(3)))
+    out = tmp_path / "out"
+    assert main(["convert", "csv", "--table", table, "--columns",
+                 "filename=file,label=label,xmin=x0,ymin=y0,xmax=x1,ymax=y1", "--images", str(images),
+                 "--out", str(out), "--split", "train=1", "-q"]) == 0
+    assert "the table has no boxes, so label_map.pbtxt has no classes" in capsys.readouterr().out
+    assert main(["config", "--data", str(out), "--model", "ssd_mobilenet_v2_fpnlite_320",
+                 "--out", str(tmp_path / "p.config")]) == 1
+    assert "converted from a table without boxes has no classes" in capsys.readouterr().err

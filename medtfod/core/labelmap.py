@@ -87,5 +87,6 @@ def read_label_map(path: str) -> LabelMap:
             raise UserError(f"{path}: id {item.id} is used twice ({name!r})")
         ids[name] = item.id
     if not ids:
-        raise UserError(f"{path}: the label map has no items")
+        raise UserError(f"{path}: the label map has no items (a dataset converted from a table without boxes has "
+                        "no classes: convert a table with boxes, or give convert --label-map)")
     return LabelMap(ids)

@@ -10,6 +10,10 @@ def summary(report: dict, out_dir: str) -> str:
     if report.get("window", "header") != "header" or report.get("clahe"):
         lines.append(f"  window: {report['window']}" + (" + CLAHE" if report.get("clahe") else "")
                      + " (DICOM and 16-bit images; recorded in dataset.json)")
+    if not report.get("classes", [None]):
+        lines.append("  warning: the table has no boxes, so label_map.pbtxt has no classes and `config`/`train` cannot "
+                     "use this dataset; convert a table with boxes, or give --label-map with your classes (a set of "
+                     "images without findings, to test a model on)")
     for split, s in report["splits"].items():
         boxes = ", ".join(f"{k} {v}" for k, v in s["boxes"].items()) or "no boxes"
         lines.append(f"  {split:<6} {s['images']:>6} images ({s['negatives']} without findings, "
