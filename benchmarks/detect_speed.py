@@ -138,9 +138,9 @@ def fusion_times(batch_fn, tf, arrays, batch: int, rounds: int) -> dict:
 
 def view_calls(batch_fn, tf, arrays, batch: int, rounds: int) -> dict:
     """{way: seconds} to run the model for two views of every batch, best of `rounds`: the one view
-    alone, two calls (detect before), one call of 2 x batch (`--tta hflip` on a float export now),
-    and two calls side by side in threads (an ensemble now; the same model twice, as in the
-    2-model row)."""
+    alone, two calls one after the other (detect before), one call of 2 x batch (what `--tta hflip`
+    did on a float export for a while), and two calls side by side in threads (`--tta hflip` and
+    ensembles now; the same model twice, as in the TTA and 2-model rows)."""
     import numpy as np
     from concurrent.futures import ThreadPoolExecutor
     xs = [tf.constant(np.stack(arrays[i:i + batch]).astype(np.float32)) for i in range(0, len(arrays), batch)]
@@ -153,7 +153,7 @@ def view_calls(batch_fn, tf, arrays, batch: int, rounds: int) -> dict:
     ways = {"one view": lambda: [out(batch_fn, x) for x in xs],
             "two calls": lambda: [(out(batch_fn, x), out(batch_fn, m)) for x, m in zip(xs, ms)],
             "one call of 2B": lambda: [out(batch_fn, tf.concat([x, m], 0)) for x, m in zip(xs, ms)],
-            "2 models, threads": lambda: [(pool.submit(out, batch_fn, m), out(batch_fn, x))[0].result()
+            "two calls in threads": lambda: [(pool.submit(out, batch_fn, m), out(batch_fn, x))[0].result()
                                           for x, m in zip(xs, ms)]}
     for run in ways.values():
         run()  # traces the 2B shape

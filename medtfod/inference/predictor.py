@@ -247,23 +247,18 @@ class Predictor:
                     plain = tf.constant(pixels.astype(dtype, copy=False))
                     tensors[dtype] = plain, tf.reverse(plain, axis=[2]) if hflip else None  # [B, H, W, 3]: W mirrored
 
-            def views(call):
-                fn, capacity, dtype = call
-                plain, mirrored = tensors[dtype]
-                if hflip and capacity > 1:  # a float export takes any batch: both views in one call
-                    both = {k: v.numpy() for k, v in fn(tf.concat([plain, mirrored], 0)).items()}
-                    n = len(batch)
-                    return [{k: v[:n] for k, v in both.items()}, ensemble.hflip_back({k: v[n:] for k, v in both.items()})]
-                found = [{k: v.numpy() for k, v in fn(plain).items()}]
-                if hflip:
-                    found.append(ensemble.hflip_back({k: v.numpy() for k, v in fn(mirrored).items()}))
-                return found
-            if len(calls) > 1:  # models run side by side: one model's call leaves cores idle between its ops
-                with ThreadPoolExecutor(max_workers=len(calls)) as side_by_side:
-                    for found in side_by_side.map(views, calls):
-                        results.extend(found)
+            # (model, input, mirrored): per model its batch, then with TTA the batch's mirror image
+            units = [(fn, tensors[dtype][k], k == 1) for fn, _, dtype in calls for k in range(1 + hflip)]
+
+            def view(unit):
+                fn, x, mirrored = unit
+                found = {k: v.numpy() for k, v in fn(x).items()}
+                return ensemble.hflip_back(found) if mirrored else found
+            if len(units) > 1:  # side by side in threads: one call leaves the cores idle between its ops
+                with ThreadPoolExecutor(max_workers=len(units)) as side_by_side:
+                    results.extend(side_by_side.map(view, units))
             else:
-                results.extend(views(calls[0]))
+                results.append(view(units[0]))
         result = results[0] if len(results) == 1 else ensemble.fuse(results, self.fuse, self.fuse_iou,
                                                                     self.options.max_per_image)
         done = []
