@@ -241,17 +241,17 @@ class Predictor:
                 continue
             calls.append((fn, capacity, dtype))
         if calls:
-            tensors = {}  # per input dtype: the batch and its mirror image (made once)
+            tensors = {}  # per input dtype: the batch (made once)
             for _, _, dtype in calls:
                 if dtype not in tensors:
-                    plain = tf.constant(pixels.astype(dtype, copy=False))
-                    tensors[dtype] = plain, tf.reverse(plain, axis=[2]) if hflip else None  # [B, H, W, 3]: W mirrored
-
+                    tensors[dtype] = tf.constant(pixels.astype(dtype, copy=False))
             # (model, input, mirrored): per model its batch, then with TTA the batch's mirror image
-            units = [(fn, tensors[dtype][k], k == 1) for fn, _, dtype in calls for k in range(1 + hflip)]
+            units = [(fn, tensors[dtype], k == 1) for fn, _, dtype in calls for k in range(1 + hflip)]
 
             def view(unit):
                 fn, x, mirrored = unit
+                if mirrored:  # made in the view's own thread, beside the plain view's call
+                    x = tf.reverse(x, axis=[2])  # [B, H, W, 3]: W mirrored
                 found = {k: v.numpy() for k, v in fn(x).items()}
                 return ensemble.hflip_back(found) if mirrored else found
             if len(units) > 1:  # side by side in threads: one call leaves the cores idle between its ops
