@@ -128,6 +128,15 @@ def test_a_point_holds_only_for_the_tiling_it_was_calibrated_on(tiny_dataset, ex
     stored = json.loads((export_dir / OPERATING_POINT).read_text())
     tiling = {"tile": 320, "overlap": 0.2, "merge": "wbf", "full": False}
     assert stored["tiling"] == tiling
+    metrics = ["metrics", "--detections", str(tmp_path / "d.csv"), "--ground-truth", tiny_dataset, "--split", "val",
+               "--model", str(export_dir), "--bootstrap", "0", "--out"]
+    assert main([*metrics, str(tmp_path / "m1.json")]) == 0  # detections of whole images: not this point's
+    threshold = json.loads((tmp_path / "m1.json").read_text())["threshold"]
+    assert threshold["source"] == "default" and "chosen on 320 px tiles" in threshold["detail"], threshold
+    assert main([*metrics, str(tmp_path / "m2.json"), "--tile", "320", "--tile-merge", "wbf"]) == 0
+    threshold = json.loads((tmp_path / "m2.json").read_text())["threshold"]
+    assert threshold["source"] == "operating_point" and threshold["min_score"] == stored["min_score"], threshold
+    capsys.readouterr()
     model = ExportedModel(str(export_dir))
     assert model.min_score(None, tiling=tiling) == (stored["min_score"], model.min_score(None, tiling=tiling)[1])
     for other in (None, dict(tiling, merge="nms"), dict(tiling, tile=640)):

@@ -163,6 +163,11 @@ def test_calibrate_then_detect_uses_the_operating_point(run, tmp_path, capsys):
     tiled = froc_curve(gt, read_detections_csv(str(tmp_path / "tiled" / "detections.csv")), 0.1)
     assert tiled["avg_fp"][-1] == pytest.approx(tiled_point["avg_fp"])
     assert tiled["sensitivity"][-1] == pytest.approx(tiled_point["sensitivity"])
+    assert main(["report", "--model", str(exported), "--dataset", run["dataset"], "--split", "val", "--out",
+                 str(tmp_path / "report.html"), "--bootstrap", "0", "-q", *tile]) == 0  # the model runs tiled
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert f"detected on {tile[1]} px tiles (overlap 0.5, nms merge)" in page
+    assert f"score &ge; {tiled_point['min_score']:g}, from {exported}" in page
 
 
 def test_demo_command(tmp_path):

@@ -13,11 +13,8 @@ def cmd_calibrate(args) -> int:
     from ..inference.detect import split_detections
     from ..inference.model import ExportedModel
     from ..inference.operating_point import describe
-    from ..inference.predictor import PredictOptions
-    from .inference import check_tile_options
-    check_tile_options(args)
-    options = PredictOptions(tile=args.tile, tile_overlap=args.tile_overlap, tile_merge=args.tile_merge,
-                             tile_full=args.tile_full)
+    from .inference import tile_options
+    options = tile_options(args)
     model = ExportedModel(args.model)
     if args.tile and model.input_pixels:
         from ..inference.tiling import check_tile_size
@@ -54,7 +51,8 @@ def cmd_metrics(args) -> int:
     dataset = Dataset(args.ground_truth)
     gt = dataset.ground_truth(args.split)  # read first, as before: its errors come before the table's
     dets = read_detections_csv(args.detections, labels=dataset.label_names, images=gt)
-    threshold = operating_threshold(args.min_score, args.model)
+    from .inference import tile_options
+    threshold = operating_threshold(args.min_score, args.model, tile_options(args).tiling)
     options = MetricsOptions(min_score=threshold["min_score"], iou_froc=args.iou_froc, bootstrap=args.bootstrap,
                              size_bins=args.size_bins,
                              size_unit=args.size_unit, by=args.by or ())
@@ -76,11 +74,13 @@ def cmd_report(args) -> int:
     from ..evaluation.report import ReportOptions, build_report
     check_outputs({"--out": args.out}, {"--model": args.model, "--dataset": args.dataset,
                                         "--model-dir": args.model_dir, "--detections": args.detections})
+    from .inference import tile_options
+    predict = tile_options(args)
     from ..odapi.runtime import library_log
     # the export is an input here: TensorFlow's log is kept (and named) only when the report fails
     with library_log(None, verbose=args.verbose):
         done = build_report(args.model, args.dataset, args.split, args.out,
-                            ReportOptions(model_dir=args.model_dir, detections=args.detections,
+                            ReportOptions(predict=predict,model_dir=args.model_dir, detections=args.detections,
                                           min_score=args.min_score, max_images=args.max_images, iou=args.iou,
                                           bootstrap=args.bootstrap, quiet=args.quiet, by=tuple(args.by or ()),
                                           size_bins=args.size_bins, size_unit=args.size_unit))
@@ -131,6 +131,8 @@ def _add_metrics(subparsers) -> None:
     met.add_argument("--by", action="append", metavar="FIELD[:BINS]",
                      help="strata of an image field of the manifest, e.g. --by sex --by age:0,40,60,120 "
                           "(repeat for several; `medtfod audit` lists the fields)")
+    from .inference import add_tile_options
+    add_tile_options(met)  # how the detections were made: --model's operating point counts only for its own tiling
     met.set_defaults(func=cmd_metrics)
 
 
@@ -154,6 +156,8 @@ def _add_report(subparsers) -> None:
                      help="strata of an image field besides lesion size, e.g. --by sex --by age:0,40,60,120")
     rep.add_argument("--size-bins", help="lesion-size strata bin edges, as metrics --size-bins")
     rep.add_argument("--size-unit", choices=("px", "mm"), default="px", help="as metrics --size-unit")
+    from .inference import add_tile_options
+    add_tile_options(rep)
     rep.set_defaults(func=cmd_report)
 
 

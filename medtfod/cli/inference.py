@@ -27,6 +27,14 @@ def check_tile_options(args) -> None:
         raise UserError("--tile-overlap, --tile-merge and --tile-full go with --tile PX")
 
 
+def tile_options(args):
+    """`PredictOptions` with only the tile options given (calibrate, report, metrics)."""
+    from ..inference.predictor import PredictOptions
+    check_tile_options(args)
+    return PredictOptions(tile=args.tile, tile_overlap=args.tile_overlap, tile_merge=args.tile_merge,
+                          tile_full=args.tile_full)
+
+
 def cmd_detect(args) -> int:
     from ..inference.detect import DetectOutputs, detect
     from ..inference.model import ExportedModel

@@ -67,17 +67,22 @@ class MetricsOptions:
         by_fields(self.by)
 
 
-def operating_threshold(min_score: Optional[float] = None, model=None) -> Dict[str, object]:
+def operating_threshold(min_score: Optional[float] = None, model=None,
+                        tiling: Optional[dict] = None) -> Dict[str, object]:
     """{'min_score', 'source' ('min_score' | 'operating_point' | 'default'), 'detail'}: the
     threshold of the threshold-dependent metrics and where it came from. `model`: an export
-    folder or `ExportedModel` whose operating_point.json is used when `min_score` is None."""
+    folder or `ExportedModel` whose operating_point.json is used when `min_score` is None and it
+    was calibrated with the detections' `tiling` (`PredictOptions.tiling`; None: whole images)."""
     from ..inference.model import DEFAULT_MIN_SCORE, ExportedModel
-    from ..inference.operating_point import describe
+    from ..inference.operating_point import describe, tiling_mismatch
     if min_score is not None:
         return {"min_score": float(min_score), "source": "min_score", "detail": "--min-score"}
     if model is not None:
         exported = model if isinstance(model, ExportedModel) else ExportedModel(model)
         point = exported.operating_point
+        if point and tiling_mismatch(point, tiling):
+            return {"min_score": DEFAULT_MIN_SCORE, "source": "default",
+                    "detail": f"detect's default {DEFAULT_MIN_SCORE:g} ({tiling_mismatch(point, tiling)})"}
         if point:
             return {"min_score": float(point["min_score"]), "source": "operating_point",
                     "detail": f"{exported.path}: {describe(point)}", "split": point.get("split")}
@@ -214,7 +219,8 @@ def evaluate_all(gt: GroundTruth, dets: Sequence[Detection], *, patients: Option
     return result
 
 
-def evaluate(dataset, split: Optional[str], detections, *, model=None, options: Optional[MetricsOptions] = None) -> dict:
+def evaluate(dataset, split: Optional[str], detections, *, model=None, options: Optional[MetricsOptions] = None,
+             tiling: Optional[dict] = None) -> dict:
     """The metrics of `detections` on a split of `dataset`, in the layout of metrics.json (what
     `medtfod metrics` writes): see `evaluate_all`.
 
@@ -227,6 +233,8 @@ def evaluate(dataset, split: Optional[str], detections, *, model=None, options: 
       model: the export the detections are of: its operating point is the threshold when
         options.min_score is None.
       options: `MetricsOptions` (threshold, IoU, bootstrap, strata).
+      tiling: how the detections were made (`PredictOptions.tiling`; None: whole images): the
+        model's operating point counts only when it was calibrated the same way.
     """
     from ..data.dataset import Dataset
     from ..data.readers.detections import as_csv_detections
@@ -235,4 +243,4 @@ def evaluate(dataset, split: Optional[str], detections, *, model=None, options: 
     gt = data.ground_truth(split)
     dets = as_csv_detections(detections, labels=data.label_names, images=gt)
     return evaluate_all(gt, dets, patients=data.patients(split), label_names=data.label_names,
-                        threshold=operating_threshold(o.min_score, model), options=o, meta=data.meta(split))
+                        threshold=operating_threshold(o.min_score, model, tiling), options=o, meta=data.meta(split))

@@ -57,6 +57,9 @@ class ReportOptions:
       by: image fields to stratify by besides lesion size, e.g. ('sex', 'age:0,40,60,120').
       size_bins, size_unit: the lesion-size strata, as `MetricsOptions`'.
       quiet: no progress bar.
+      predict: how the model runs on the split when detect runs now (`PredictOptions`, e.g.
+        `tile=320` for a model trained on tiles; its min_score is replaced by 0), or, with
+        `detections`, how they were made. The operating point counts only for its own tiling.
     """
 
     model_dir: Optional[str] = None
@@ -69,6 +72,7 @@ class ReportOptions:
     by: Tuple[str, ...] = ()
     size_bins: Optional[Tuple[float, ...]] = None
     size_unit: str = "px"
+    predict: Optional[object] = None  # medtfod.inference.predictor.PredictOptions
 
 
 def build_report(model, dataset_dir, split: str, out: str, options: Optional[ReportOptions] = None) -> dict:
@@ -102,9 +106,10 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
                                  "detections": o.detections})
     entries = {e.name: e for e in data.split(split)}
     gt = dataset.ground_truth(split)
-    record = operating_threshold(o.min_score, exported)
+    tiling = o.predict.tiling if o.predict is not None else None
+    record = operating_threshold(o.min_score, exported, tiling)
     threshold, threshold_source = float(record["min_score"]), str(record["detail"])
-    dets = split_detections(export, dataset_dir, split, gt, o.detections, quiet=o.quiet)
+    dets = split_detections(export, dataset_dir, split, gt, o.detections, quiet=o.quiet, options=o.predict)
     started = time.time()
     names = dataset_map.names
     patients = data.patients(split)
@@ -115,6 +120,7 @@ def build_report(model, dataset_dir, split: str, out: str, options: Optional[Rep
         "boxes_per_class": {n: sum(1 for v in gt.values() for label, _ in v if label == n) for n in names},
         "negatives": sum(1 for v in gt.values() if not v), "model_info": exported.info,
         "threshold": threshold, "threshold_source": threshold_source, "iou": iou, "detections": len(dets),
+        "tiling": tiling,
     }
     from . import report_plots as plots
     plots_uri = {}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import html
 from typing import Any, Dict, List, Optional
 
+from ..inference.operating_point import tiling_text
+
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
@@ -174,7 +176,8 @@ def render(page: Dict[str, Any]) -> str:
               f"{html.escape(info['input'])}, checkpoint step {info['step'] if info['step'] is not None else 'unknown'}."
               f"</p><p><b>Threshold</b> score &ge; {page['threshold']:g}, from {html.escape(page['threshold_source'])}"
               + (f"; there: {point[1]:.3f} sensitivity at {point[0]:.2f} false positives per image" if point else "")
-              + f". Review at IoU &ge; {page['iou']:g}. {page['detections']} detections in all (every score, for the curves).</p>")
+              + f". Review at IoU &ge; {page['iou']:g}. {page['detections']} detections in all (every score, for the curves)"
+              + (f", detected on {html.escape(tiling_text(page['tiling']))}" if page.get("tiling") else "") + ".</p>")
     metrics = (_metrics(page["metrics"]) if page.get("metrics") else
                '<p class="note">No ground-truth boxes in this split: no metrics are possible; detections and '
                "counts only.</p>")
