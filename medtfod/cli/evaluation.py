@@ -80,7 +80,7 @@ def cmd_report(args) -> int:
     # the export is an input here: TensorFlow's log is kept (and named) only when the report fails
     with library_log(None, verbose=args.verbose):
         done = build_report(args.model, args.dataset, args.split, args.out,
-                            ReportOptions(predict=predict,model_dir=args.model_dir, detections=args.detections,
+                            ReportOptions(predict=predict, model_dir=args.model_dir, detections=args.detections,
                                           min_score=args.min_score, max_images=args.max_images, iou=args.iou,
                                           bootstrap=args.bootstrap, quiet=args.quiet, by=tuple(args.by or ()),
                                           size_bins=args.size_bins, size_unit=args.size_unit))

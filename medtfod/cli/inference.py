@@ -9,7 +9,7 @@ from .common import FRACTION, OPEN_FRACTION, POSITIVE, library_log_in, quiet_opt
 
 
 def add_tile_options(parser) -> None:
-    """--tile, --tile-overlap, --tile-merge and --tile-full (detect, calibrate)."""
+    """--tile, --tile-overlap, --tile-merge and --tile-full (detect, calibrate, report, metrics)."""
     from ..inference import tiling
     parser.add_argument("--tile", type=POSITIVE, metavar="PX",
                         help="run the model on overlapping PX x PX windows at native resolution (small lesions on "
