@@ -58,7 +58,7 @@ def choose_threshold(gt: GroundTruth, dets: Sequence[Detection], sensitivity: Op
 
 def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float] = None,
               fp_per_image: Optional[float] = None, iou: float = 0.1, detections=None,
-              quiet: bool = True, options=None) -> Tuple[str, dict]:
+              options=None) -> Tuple[str, dict]:
     """Choose the export's operating point on a labelled split (`medtfod calibrate`) and store it
     in the export folder, where `detect` and `ExportedModel.predict` find it.
 
@@ -69,8 +69,7 @@ def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float
       iou: the IoU of a hit.
       detections: a detections.csv of the split made with --min-score 0, or the split's
         `Detection`s or predictions (`ExportedModel.predict(dataset, split, min_score=0)`);
-        else the model runs now.
-      quiet: no progress bar.
+        else the model runs now (without a progress bar: `medtfod calibrate` shows one).
       options: a `PredictOptions` the model runs with (e.g. `tile=320`): `detect` and `predict`
         use the operating point only when they tile the same way (recorded as 'tiling'). With
         `detections`, say here how they were made.
@@ -90,7 +89,7 @@ def calibrate(model, dataset, split: str = "val", *, sensitivity: Optional[float
     data = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
     gt = data.ground_truth(split)
     if detections is None or isinstance(detections, (str, os.PathLike)):
-        dets = split_detections(exported.path, data.path, split, gt, detections, quiet=quiet, options=options)
+        dets = split_detections(exported.path, data.path, split, gt, detections, quiet=True, options=options)
     else:
         from ..data.readers.detections import as_csv_detections
         dets = as_csv_detections(detections)
