@@ -80,9 +80,10 @@ def operating_threshold(min_score: Optional[float] = None, model=None,
     if model is not None:
         exported = model if isinstance(model, ExportedModel) else ExportedModel(model)
         point = exported.operating_point
-        if point and tiling_mismatch(point, tiling):
+        mismatch = tiling_mismatch(point, tiling) if point else None
+        if mismatch:
             return {"min_score": DEFAULT_MIN_SCORE, "source": "default",
-                    "detail": f"detect's default {DEFAULT_MIN_SCORE:g} ({tiling_mismatch(point, tiling)})"}
+                    "detail": f"detect's default {DEFAULT_MIN_SCORE:g} ({mismatch})"}
         if point:
             return {"min_score": float(point["min_score"]), "source": "operating_point",
                     "detail": f"{exported.path}: {describe(point)}", "split": point.get("split")}

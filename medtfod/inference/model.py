@@ -276,8 +276,9 @@ class ExportedModel:
         if fused:
             return DEFAULT_MIN_SCORE, "the default (a fused score has no calibration yet)"
         point = self.operating_point
-        if point and tiling_mismatch(point, tiling):
-            return DEFAULT_MIN_SCORE, f"the default ({tiling_mismatch(point, tiling)})"
+        mismatch = tiling_mismatch(point, tiling) if point else None
+        if mismatch:
+            return DEFAULT_MIN_SCORE, f"the default ({mismatch})"
         if point:
             return float(point["min_score"]), f"the calibrated operating point ({describe(point)})"
         return DEFAULT_MIN_SCORE, "the default (run medtfod calibrate to choose one for your data)"

@@ -71,4 +71,3 @@ def tiling_mismatch(record: dict, tiling: Optional[dict]) -> Optional[str]:
         return None
     return (f"the calibrated operating point was chosen on {tiling_text(calibrated)} and this run detects on "
             f"{tiling_text(tiling)}, whose scores differ: run medtfod calibrate {tiling_flags(tiling)} for it")
-

@@ -239,14 +239,14 @@ class Predictor:
                 if hflip:
                     results.append(ensemble.hflip_back(view(pixels[:, :, ::-1])))
                 continue
-            calls.append((fn, capacity, dtype))
+            calls.append((fn, dtype))
         if calls:
             tensors = {}  # per input dtype: the batch (made once)
-            for _, _, dtype in calls:
+            for _, dtype in calls:
                 if dtype not in tensors:
                     tensors[dtype] = tf.constant(pixels.astype(dtype, copy=False))
             # (model, input, mirrored): per model its batch, then with TTA the batch's mirror image
-            units = [(fn, tensors[dtype], k == 1) for fn, _, dtype in calls for k in range(1 + hflip)]
+            units = [(fn, tensors[dtype], k == 1) for fn, dtype in calls for k in range(1 + hflip)]
 
             def view(unit):
                 fn, x, mirrored = unit
